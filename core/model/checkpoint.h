@@ -1,0 +1,77 @@
+// Checkpoint: every tensor of a Hugging Face model directory, memory-mapped.
+//
+// Accepts `model.safetensors`, or `model.safetensors.index.json` + the shards it names
+// (`model-0000k-of-0000n.safetensors`). Validates that the index's weight_map points at
+// existing shards that really hold those tensors, and that no tensor name appears twice.
+//
+// XlstmTensors: the family-A tensors resolved from a Checkpoint under either naming scheme
+// (spec 3.3: `backbone.embeddings.weight` or `embedding.weight`; `q/k/v` or
+// `query/key/value`; weight_mode "single" or "fused"), shape-checked against the config.
+// Missing, extra (unknown) or mis-shaped tensors and unsupported dtypes (anything but F32,
+// BF16, F16) are errors naming the file and tensor.
+#ifndef XLSTMD_CORE_MODEL_CHECKPOINT_H_
+#define XLSTMD_CORE_MODEL_CHECKPOINT_H_
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/model/config.h"
+#include "core/model/safetensors.h"
+
+namespace xlstmd::core {
+
+class Checkpoint {
+ public:
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::filesystem::path& dir);
+  const TensorView* Find(const std::string& name) const;  // nullptr if absent
+  std::vector<std::string> Names() const;                 // sorted
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+
+ private:
+  Checkpoint() = default;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorView*> by_name_;
+};
+
+// A row range of a checkpoint tensor: rows [row_begin, row_begin + rows) of a 2-D (or 1-D)
+// tensor. Fused checkpoints split one stored matrix into several logical ones this way.
+struct TensorSlice {
+  const TensorView* tensor = nullptr;  // nullptr: absent (optional tensors only)
+  int64_t row_begin = 0;
+  int64_t rows = 0;
+  int64_t cols = 0;  // 1 for vectors
+  const void* data() const;  // start of the slice
+};
+
+struct XlstmBlockTensors {
+  TensorSlice norm_mlstm_w, norm_mlstm_b;        // [E]
+  TensorSlice q, k;                              // [qk_dim, E]
+  TensorSlice v, ogate;                          // [v_dim, E]
+  TensorSlice igate_w, fgate_w;                  // [NH, E]
+  TensorSlice igate_b, fgate_b;                  // [NH] (always present)
+  TensorSlice q_b, k_b, v_b, ogate_b;            // use_bias only
+  TensorSlice mh_norm_w, mh_norm_b;              // [v_dim]
+  TensorSlice out_proj, out_proj_b;              // [E, v_dim], [E]
+  TensorSlice norm_ffn_w, norm_ffn_b;            // [E]
+  TensorSlice ffn_gate, ffn_up;                  // [F, E]
+  TensorSlice ffn_gate_b, ffn_up_b;              // [F]
+  TensorSlice ffn_down, ffn_down_b;              // [E, F], [E]
+};
+
+struct XlstmTensors {
+  TensorSlice embedding;              // [V, E]
+  std::vector<XlstmBlockTensors> blocks;
+  TensorSlice out_norm_w, out_norm_b; // [E] (add_out_norm)
+  TensorSlice lm_head;                // [V, E] (the embedding when tie_word_embeddings)
+};
+
+absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
+                                                 const ModelConfig& config);
+
+}  // namespace xlstmd::core
+
+#endif  // XLSTMD_CORE_MODEL_CHECKPOINT_H_

@@ -1,0 +1,57 @@
+// ModelConfig: the fields of a Hugging Face `config.json` that the xLSTM runtime needs.
+//
+// Family A (`model_type: "xlstm"`, the xLSTM-7B architecture; xlstm-spec.md section 3.1).
+// Parsing validates types and ranges; derived dimensions follow the spec (plain truncation
+// for qk/v dims, round-up for the FFN). The loader cross-checks them with the weight shapes.
+#ifndef XLSTMD_CORE_MODEL_CONFIG_H_
+#define XLSTMD_CORE_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace xlstmd::core {
+
+struct ModelConfig {
+  std::string model_type;  // "xlstm"
+  int64_t vocab_size = 0;
+  int64_t embedding_dim = 0;  // E (`embedding_dim` or `hidden_size`)
+  int64_t num_blocks = 0;     // (`num_blocks` or `num_hidden_layers`)
+  int64_t num_heads = 0;
+  double qk_dim_factor = 0.5;
+  double v_dim_factor = 1.0;
+  double ffn_proj_factor = 2.667;
+  int64_t ffn_round_up_to_multiple_of = 64;
+  float gate_soft_cap = 15.0f;          // <= 0 disables
+  float output_logit_soft_cap = 30.0f;  // <= 0 disables
+  float norm_eps = 1e-6f;
+  float eps = 1e-6f;
+  bool use_bias = false;
+  bool add_out_norm = true;
+  bool tie_word_embeddings = false;
+  std::string weight_mode = "single";  // "single" | "fused"
+  int64_t chunk_size = 64;
+  int64_t bos_token_id = 0;
+  int64_t pad_token_id = 1;
+  int64_t eos_token_id = 2;
+  bool force_bos_token_insert = true;
+
+  // Derived (xlstm-spec.md 3.1).
+  int64_t qk_dim() const;   // int(E * qk_dim_factor)
+  int64_t v_dim() const;    // int(E * v_dim_factor)
+  int64_t ffn_dim() const;  // ceil(E * ffn_proj_factor / R) * R
+  int64_t dqk() const { return qk_dim() / num_heads; }
+  int64_t dv() const { return v_dim() / num_heads; }
+};
+
+// `source` names the file in error messages.
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
+                                             const std::string& source);
+// Reads `dir`/config.json.
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& dir);
+
+}  // namespace xlstmd::core
+
+#endif  // XLSTMD_CORE_MODEL_CONFIG_H_

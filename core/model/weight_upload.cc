@@ -1,0 +1,193 @@
+#include "core/model/weight_upload.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/base/status_macros.h"
+
+namespace xlstmd::core {
+namespace {
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    int e = -1;
+    do {
+      ++e;
+      mant <<= 1;
+    } while ((mant & 0x400u) == 0);
+    bits = sign | (static_cast<uint32_t>(112 - e) << 23) | ((mant & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+kernels::DType ToKernelDType(TensorDType t) {
+  switch (t) {
+    case TensorDType::kBF16:
+      return kernels::DType::kBF16;
+    case TensorDType::kF16:
+      return kernels::DType::kF16;
+    default:
+      return kernels::DType::kF32;
+  }
+}
+
+uint64_t HashSlice(const TensorSlice& s) {
+  const size_t bytes = static_cast<size_t>(s.rows * s.cols) * TensorDTypeSize(s.tensor->dtype);
+  return XXH3_64bits(s.data(), bytes);
+}
+
+std::string SliceKey(const TensorSlice& s) {
+  return absl::StrCat(s.tensor->name, "[", s.row_begin, "+", s.rows, "x", s.cols, "]:",
+                      TensorDTypeName(s.tensor->dtype));
+}
+
+}  // namespace
+
+void ConvertToF32(const void* src, TensorDType dtype, int64_t n, float* dst) {
+  switch (dtype) {
+    case TensorDType::kBF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
+        std::memcpy(dst + i, &bits, 4);
+      }
+      break;
+    }
+    case TensorDType::kF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(s[i]);
+      break;
+    }
+    default:
+      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  }
+}
+
+WeightUploader::WeightUploader(kernels::Backend* backend, int threads)
+    : backend_(backend),
+      threads_(threads > 0 ? threads
+                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {}
+
+void WeightUploader::AddMatrix(std::vector<TensorSlice> parts, kernels::WeightMatrixPtr* out) {
+  matrices_.push_back({std::move(parts), out});
+}
+
+void WeightUploader::AddVector(std::vector<TensorSlice> parts, int64_t total, float** out) {
+  vector_jobs_.push_back({std::move(parts), total, out});
+}
+
+absl::Status WeightUploader::RunMatrix(const MatrixJob& job) {
+  const TensorSlice& first = job.parts.front();
+  int64_t rows = 0;
+  bool same_dtype = true;
+  for (const TensorSlice& p : job.parts) {
+    rows += p.rows;
+    same_dtype = same_dtype && p.tensor->dtype == first.tensor->dtype;
+  }
+  const int64_t cols = first.cols;
+  absl::StatusOr<kernels::WeightMatrix*> m;
+  if (job.parts.size() == 1) {
+    m = backend_->UploadMatrix(first.data(), ToKernelDType(first.tensor->dtype), rows, cols);
+  } else if (same_dtype) {
+    const size_t esz = TensorDTypeSize(first.tensor->dtype);
+    std::vector<uint8_t> host(static_cast<size_t>(rows * cols) * esz);
+    size_t off = 0;
+    for (const TensorSlice& p : job.parts) {
+      const size_t n = static_cast<size_t>(p.rows * p.cols) * esz;
+      std::memcpy(host.data() + off, p.data(), n);
+      off += n;
+    }
+    m = backend_->UploadMatrix(host.data(), ToKernelDType(first.tensor->dtype), rows, cols);
+  } else {
+    std::vector<float> host(static_cast<size_t>(rows * cols));
+    int64_t off = 0;
+    for (const TensorSlice& p : job.parts) {
+      ConvertToF32(p.data(), p.tensor->dtype, p.rows * p.cols, host.data() + off);
+      off += p.rows * p.cols;
+    }
+    m = backend_->UploadMatrix(host.data(), kernels::DType::kF32, rows, cols);
+  }
+  if (!m.ok()) {
+    return absl::Status(m.status().code(), absl::StrCat("uploading ", first.tensor->name,
+                                                        " from ", first.tensor->file, ": ",
+                                                        m.status().message()));
+  }
+  *job.out = kernels::WeightMatrixPtr(*m, kernels::WeightMatrixDeleter{backend_});
+  return absl::OkStatus();
+}
+
+absl::Status WeightUploader::Run() {
+  // Matrices in parallel (the backend allows concurrent UploadMatrix); the first error wins.
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  absl::Status first_error;
+  std::vector<std::vector<std::pair<std::string, uint64_t>>> hashes(matrices_.size());
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < matrices_.size();) {
+      for (const TensorSlice& p : matrices_[i].parts) hashes[i].emplace_back(SliceKey(p), HashSlice(p));
+      absl::Status s = RunMatrix(matrices_[i]);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first_error.ok()) first_error = s;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  const int n = std::min<int>(threads_, static_cast<int>(matrices_.size()));
+  for (int t = 1; t < n; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  XLSTMD_RETURN_IF_ERROR(first_error);
+  for (size_t i = 0; i < matrices_.size(); ++i) {
+    matrix_bytes_ += backend_->MatrixBytes(matrices_[i].out->get());
+    for (auto& h : hashes[i]) part_hashes_.push_back(std::move(h));
+  }
+  for (const VectorJob& job : vector_jobs_) {
+    std::vector<float> host(static_cast<size_t>(job.total), 0.0f);
+    int64_t off = 0;
+    for (const TensorSlice& p : job.parts) {
+      if (p.tensor != nullptr) {
+        ConvertToF32(p.data(), p.tensor->dtype, p.rows * p.cols, host.data() + off);
+        part_hashes_.emplace_back(SliceKey(p), HashSlice(p));
+      }
+      off += p.rows * p.cols;
+    }
+    XLSTMD_ASSIGN_OR_RETURN(void* dev, backend_->Alloc(host.size() * sizeof(float)));
+    backend_->CopyToDevice(dev, host.data(), host.size() * sizeof(float));
+    vectors_.push_back(dev);
+    *job.out = static_cast<float*>(dev);
+  }
+  return absl::OkStatus();
+}
+
+std::string WeightUploader::Digest(const ModelConfig& c) const {
+  std::string canon = absl::StrFormat(
+      "xlstm;E=%d;L=%d;H=%d;V=%d;qk=%d;v=%d;F=%d;cap=%g,%g;eps=%g,%g;bias=%d;outnorm=%d",
+      c.embedding_dim, c.num_blocks, c.num_heads, c.vocab_size, c.qk_dim(), c.v_dim(),
+      c.ffn_dim(), c.gate_soft_cap, c.output_logit_soft_cap, c.norm_eps, c.eps, c.use_bias,
+      c.add_out_norm);
+  std::vector<std::pair<std::string, uint64_t>> sorted = part_hashes_;
+  std::sort(sorted.begin(), sorted.end());
+  for (const auto& [key, h] : sorted) absl::StrAppend(&canon, ";", key, "=", h);
+  const XXH128_hash_t h = XXH3_128bits(canon.data(), canon.size());
+  return absl::StrFormat("%016x%016x", h.high64, h.low64);
+}
+
+}  // namespace xlstmd::core

@@ -1,0 +1,66 @@
+// WeightUploader: turns resolved checkpoint tensors into backend weights, in parallel.
+//
+// Matrices made of several row slices (e.g. q | k | v | o | i | f) are concatenated on the
+// host first; a single slice is handed to the backend straight from the memory mapping.
+// Vectors (norm weights, biases) become float32 backend buffers. While converting, every
+// slice's bytes are hashed (XXH3-128) so the model gets a weights digest for free.
+//
+// Use from one thread: Add* everything, then Run() once. Outputs are written only by Run().
+#ifndef XLSTMD_CORE_MODEL_WEIGHT_UPLOAD_H_
+#define XLSTMD_CORE_MODEL_WEIGHT_UPLOAD_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/model/checkpoint.h"
+#include "core/model/config.h"
+#include "kernels/backend.h"
+
+namespace xlstmd::core {
+
+class WeightUploader {
+ public:
+  WeightUploader(kernels::Backend* backend, int threads);
+
+  // All parts must be present and have the same number of columns.
+  void AddMatrix(std::vector<TensorSlice> parts, kernels::WeightMatrixPtr* out);
+  // Concatenation of `parts` as float32, `total` floats; an absent part (tensor == nullptr)
+  // contributes `rows` zeros.
+  void AddVector(std::vector<TensorSlice> parts, int64_t total, float** out);
+
+  absl::Status Run();
+  size_t matrix_bytes() const { return matrix_bytes_; }
+  // Backend buffers made for vectors; the caller frees them.
+  std::vector<void*> TakeVectors() { return std::move(vectors_); }
+  // Hex XXH3-128 over the config's dims and every slice's name, dtype, shape and bytes.
+  std::string Digest(const ModelConfig& config) const;
+
+ private:
+  struct MatrixJob {
+    std::vector<TensorSlice> parts;
+    kernels::WeightMatrixPtr* out;
+  };
+  struct VectorJob {
+    std::vector<TensorSlice> parts;
+    int64_t total;
+    float** out;
+  };
+  absl::Status RunMatrix(const MatrixJob& job);
+
+  kernels::Backend* backend_;
+  int threads_;
+  std::vector<MatrixJob> matrices_;
+  std::vector<VectorJob> vector_jobs_;
+  std::vector<void*> vectors_;
+  std::vector<std::pair<std::string, uint64_t>> part_hashes_;  // filled by Run()
+  size_t matrix_bytes_ = 0;
+};
+
+// Converts `n` elements of F32/BF16/F16 data to float32.
+void ConvertToF32(const void* src, TensorDType dtype, int64_t n, float* dst);
+
+}  // namespace xlstmd::core
+
+#endif  // XLSTMD_CORE_MODEL_WEIGHT_UPLOAD_H_

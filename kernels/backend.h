@@ -1,0 +1,90 @@
+// The Backend seam: coarse, batched math on backend memory.
+//
+// A Backend owns its memory (weights, activations, the state arena) and its threads. Ops take
+// one POD params struct each (op_params.h) and run synchronously from the caller's point of
+// view. Backends know nothing of sessions: recurrent state is addressed by slot index into an
+// arena the caller allocated with `Alloc`.
+//
+// Threading: one thread (the model's owner, i.e. the scheduler) calls ops; a Backend is not
+// safe for concurrent op calls. `Alloc`/`Free`/`Upload*` follow the same rule. The backend may
+// use its own worker threads internally.
+#ifndef XLSTMD_KERNELS_BACKEND_H_
+#define XLSTMD_KERNELS_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/op_params.h"
+
+namespace xlstmd::kernels {
+
+size_t DTypeSize(DType t);
+const char* DTypeName(DType t);
+
+// Options shared by every backend. `threads` <= 0 means "one per available core".
+struct BackendOptions {
+  int threads = 0;
+  DType weight_dtype = DType::kBF16;  // storage dtype of weight matrices (kF32 or kBF16)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  virtual std::string Name() const = 0;  // "cpu", "cuda:0"
+  virtual std::string Isa() const = 0;   // e.g. "avx512", "avx2", "scalar", "sm_90"
+  virtual int Threads() const = 0;
+  virtual DType WeightDType() const = 0;
+
+  // Device memory. Alloc returns zeroed memory aligned to 64 bytes.
+  virtual absl::StatusOr<void*> Alloc(size_t bytes) = 0;
+  virtual void Free(void* p) = 0;
+  virtual void CopyToDevice(void* dst, const void* src, size_t bytes) = 0;
+  virtual void CopyToHost(void* dst, const void* src, size_t bytes) = 0;
+  virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;
+  virtual void Memset0(void* dst, size_t bytes) = 0;
+
+  // Converts host data of dtype `src_dtype` (row-major [rows, cols]) to an immutable weight
+  // matrix in the storage dtype. Callers may convert many matrices from several threads at
+  // once (load is parallel); this is the one method that is safe to call concurrently.
+  virtual absl::StatusOr<WeightMatrix*> UploadMatrix(const void* src, DType src_dtype,
+                                                     int64_t rows, int64_t cols) = 0;
+  virtual void FreeMatrix(WeightMatrix* w) = 0;
+  virtual int64_t MatrixRows(const WeightMatrix* w) const = 0;
+  virtual int64_t MatrixCols(const WeightMatrix* w) const = 0;
+  virtual size_t MatrixBytes(const WeightMatrix* w) const = 0;
+
+  // Ops (see op_params.h for exact semantics).
+  virtual void MatMul(const MatMulParams& p) = 0;
+  virtual void RmsNorm(const RmsNormParams& p) = 0;
+  virtual void Embed(const EmbedParams& p) = 0;
+  virtual void BiasSoftCap(const BiasSoftCapParams& p) = 0;
+  virtual void SwiGlu(const SwiGluParams& p) = 0;
+  virtual void HeadNormGate(const HeadNormGateParams& p) = 0;
+  virtual void MlstmStep(const MlstmStepParams& p) = 0;
+  virtual void MlstmChunkwise(const MlstmChunkParams& p) = 0;
+
+  // Waits for all queued work (a no-op on synchronous backends).
+  virtual void Synchronize() = 0;
+
+ protected:
+  Backend() = default;
+};
+
+// RAII owner of a weight matrix.
+struct WeightMatrixDeleter {
+  Backend* backend;
+  void operator()(WeightMatrix* w) const {
+    if (w != nullptr) backend->FreeMatrix(w);
+  }
+};
+using WeightMatrixPtr = std::unique_ptr<WeightMatrix, WeightMatrixDeleter>;
+
+}  // namespace xlstmd::kernels
+
+#endif  // XLSTMD_KERNELS_BACKEND_H_

@@ -1,0 +1,163 @@
+// POD parameter structs for every Backend op, shared by the CPU and CUDA implementations.
+//
+// Each struct carries raw pointers into backend memory (host memory for the CPU backend,
+// device memory for CUDA), sizes and row strides in elements, and, for recurrent ops, the
+// state-slot indices of the sessions in the batch. Shapes are written as
+// `// [rows, cols]`. Activations and states are always float32; weights are in the backend's
+// storage dtype behind a `WeightMatrix` handle. Validation happens once on the host (see
+// `Validate*` in backend.cc); kernels assume valid params.
+#ifndef XLSTMD_KERNELS_OP_PARAMS_H_
+#define XLSTMD_KERNELS_OP_PARAMS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace xlstmd::kernels {
+
+enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+// Backend-owned, immutable weight matrix W [rows, cols] (row-major as in the checkpoint:
+// rows = output features, cols = input features), made by Backend::UploadMatrix. `data` is
+// backend memory; `packed` is an optional backend-private copy in a faster layout. Only the
+// backend that made it may read or free it.
+struct WeightMatrix {
+  DType dtype;     // storage dtype of `data`
+  int64_t rows;
+  int64_t cols;
+  int64_t ld;      // row stride of `data` in elements (>= cols)
+  void* data;
+  void* packed;    // backend-private, may be nullptr
+  size_t bytes;    // bytes owned (data + packed)
+};
+
+// y[m, n] = (accumulate ? y[m, n] : 0) + sum_k x[m, k] * W[n, k]   (PyTorch x @ W^T)
+// The per-element reduction order is independent of M and of the thread split, so a row's
+// result is bit-identical whatever else is in the batch (batch invariance).
+struct MatMulParams {
+  const float* x;  // [m, k], row stride ldx
+  const WeightMatrix* w;  // [n, k]
+  float* y;        // [m, n], row stride ldy
+  int64_t m;
+  int64_t ldx;
+  int64_t ldy;
+  bool accumulate;
+};
+
+// y = x / sqrt(mean(x^2) + eps) * w (+ b). Reductions in float32.
+struct RmsNormParams {
+  const float* x;   // [rows, dim], stride ldx
+  const float* w;   // [dim]
+  const float* b;   // [dim] or nullptr
+  float* y;         // [rows, dim], stride ldy (may alias x when ldx == ldy)
+  int64_t rows;
+  int64_t dim;
+  int64_t ldx;
+  int64_t ldy;
+  float eps;
+};
+
+// y[r, :] = float32(table[ids[r], :]); ids must be in [0, table rows).
+struct EmbedParams {
+  const WeightMatrix* table;  // [vocab, dim]
+  const int32_t* ids;         // [rows] (host memory on every backend)
+  float* y;                   // [rows, dim], stride ldy
+  int64_t rows;
+  int64_t ldy;
+};
+
+// x[r, c] = cap > 0 ? cap * tanh((x[r, c] + b[c]) / cap) : x[r, c] + b[c]. In place.
+struct BiasSoftCapParams {
+  float* x;        // [rows, cols], stride ldx
+  const float* b;  // [cols] or nullptr
+  int64_t rows;
+  int64_t cols;
+  int64_t ldx;
+  float cap;
+};
+
+// y[r, :] = silu(gate[r, :]) * up[r, :]
+struct SwiGluParams {
+  const float* gate;  // [rows, dim], stride ld_in
+  const float* up;    // [rows, dim], stride ld_in
+  float* y;           // [rows, dim], stride ldy
+  int64_t rows;
+  int64_t dim;
+  int64_t ld_in;
+  int64_t ldy;
+};
+
+// Per head j: y[r, j*dh:(j+1)*dh] = LN0(h[r, head j]; eps) * w[..] (+ b[..]) * sigmoid(o[r, ..])
+// (family A `multihead_norm` fused with the output gate).
+struct HeadNormGateParams {
+  const float* h;  // [rows, heads*dh], stride ldh
+  const float* o;  // [rows, heads*dh] output-gate pre-activations, stride ldo
+  const float* w;  // [heads*dh]
+  const float* b;  // [heads*dh] or nullptr
+  float* y;        // [rows, heads*dh], stride ldy
+  int64_t rows;
+  int64_t heads;
+  int64_t dh;
+  int64_t ldh;
+  int64_t ldo;
+  int64_t ldy;
+  float eps;
+};
+
+// Where one mLSTM block's state lives inside a slot of the state arena (floats).
+// Slot s of the arena starts at arena + s * slot_stride. Within it:
+//   C at c_offset: [heads, dqk, dv];  n at n_offset: [heads, dqk];  m at m_offset: [heads].
+struct MlstmStateRef {
+  float* arena;
+  int64_t slot_stride;
+  int64_t c_offset;
+  int64_t n_offset;
+  int64_t m_offset;
+};
+
+// Shapes shared by the mLSTM ops. Gate pre-activations are already bias-added and soft-capped.
+struct MlstmDims {
+  int64_t heads;
+  int64_t dqk;
+  int64_t dv;
+  float eps;     // added to the stabilised denominator after the max
+  float q_scale; // family A: 1/sqrt(dqk) applied to q
+};
+
+// One recurrent step for a batch of sessions; row r uses state slot slots[r].
+struct MlstmStepParams {
+  const float* q;  // [batch, heads*dqk], stride ldq
+  const float* k;  // [batch, heads*dqk], stride ldk
+  const float* v;  // [batch, heads*dv], stride ldv
+  const float* i;  // [batch, heads] input gate, stride ldi
+  const float* f;  // [batch, heads] forget gate, stride ldf
+  float* h;        // [batch, heads*dv] output, stride ldh
+  const int32_t* slots;  // [batch] (host memory)
+  int64_t batch;
+  int64_t ldq, ldk, ldv, ldi, ldf, ldh;
+  MlstmDims dims;
+  MlstmStateRef state;
+};
+
+// Chunkwise-parallel prefill over several sequences. Sequence s owns rows
+// [row_begin[s], row_begin[s] + length[s]) of every input/output matrix and continues from
+// (and writes back) state slot slots[s]. Chunk size L >= 1; the last chunk may be shorter.
+struct MlstmChunkParams {
+  const float* q;
+  const float* k;
+  const float* v;
+  const float* i;
+  const float* f;
+  float* h;
+  const int32_t* slots;      // [num_seqs] (host memory)
+  const int64_t* row_begin;  // [num_seqs] (host memory)
+  const int64_t* length;     // [num_seqs] (host memory)
+  int64_t num_seqs;
+  int64_t chunk_size;
+  int64_t ldq, ldk, ldv, ldi, ldf, ldh;
+  MlstmDims dims;
+  MlstmStateRef state;
+};
+
+}  // namespace xlstmd::kernels
+
+#endif  // XLSTMD_KERNELS_OP_PARAMS_H_

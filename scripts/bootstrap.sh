@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages xlstmd needs and builds a Release tree into build/
+# (binaries in build/bin/). Idempotent and non-interactive: safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(
+  cmake ninja-build pkg-config ccache g++
+  libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libxxhash-dev
+)
+# Never add kubernetes-client here: it conflicts with the preinstalled kubectl and
+# makes the whole apt line fail (BUILD.md gotcha 1).
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+BUILD_TYPE="${XLSTMD_BUILD_TYPE:-Release}"
+WERROR="${XLSTMD_WERROR:-OFF}"
+[ "${CI:-}" = "true" ] && WERROR=ON
+LAUNCHER=()
+command -v ccache >/dev/null && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DXLSTMD_WERROR="$WERROR" "${LAUNCHER[@]}"
+fi
+cmake --build build -j"$(nproc)"
