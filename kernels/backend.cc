@@ -1,0 +1,28 @@
+#include "kernels/backend.h"
+
+namespace xlstmd::kernels {
+
+size_t DTypeSize(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+    case DType::kF16:
+      return 2;
+  }
+  return 0;  // Not a valid DType; callers treat 0 as "unknown".
+}
+
+const char* DTypeName(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+  }
+  return "unknown";
+}
+
+}  // namespace xlstmd::kernels

@@ -1,0 +1,224 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/mlstm_cpu.h"
+
+namespace xlstmd::kernels::cpu {
+namespace {
+
+constexpr size_t kAlign = 64;
+constexpr size_t kHugePage = size_t{2} << 20;
+// From this size on, blocks come from mmap at 2 MiB alignment so THP can back them.
+constexpr size_t kHugeAllocBytes = kHugePage;
+
+size_t RoundUp(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+// f32 -> bf16, round to nearest even. NaNs stay NaN (quiet bit set, sign and high payload
+// kept) instead of rounding into infinity.
+uint16_t F32ToBf16(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// IEEE binary16 -> f32; every f16 value (subnormals, inf, NaN payloads) is exact in f32.
+float F16ToF32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu;
+  uint32_t mant = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0x1F) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {
+    // Subnormal: mant * 2^-24. Shift the leading one up to the implicit-bit position.
+    int e = -14;
+    while ((mant & 0x400u) == 0) {
+      mant <<= 1;
+      --e;
+    }
+    bits = sign | (static_cast<uint32_t>(e + 127) << 23) | ((mant & 0x3FFu) << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+float Bf16ToF32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+
+// Converts one row of `cols` elements into the storage dtype.
+void ConvertRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols, void* dst) {
+  if (src_dtype == dst_dtype) {
+    std::memcpy(dst, src, static_cast<size_t>(cols) * DTypeSize(src_dtype));
+    return;
+  }
+  const auto* s16 = static_cast<const uint16_t*>(src);
+  if (dst_dtype == DType::kF32) {
+    float* d = static_cast<float*>(dst);
+    if (src_dtype == DType::kBF16) {
+      for (int64_t c = 0; c < cols; ++c) d[c] = Bf16ToF32(s16[c]);
+    } else {
+      for (int64_t c = 0; c < cols; ++c) d[c] = F16ToF32(s16[c]);
+    }
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst);  // dst_dtype == kBF16
+  if (src_dtype == DType::kF32) {
+    const float* s = static_cast<const float*>(src);
+    for (int64_t c = 0; c < cols; ++c) d[c] = F32ToBf16(s[c]);
+  } else {
+    for (int64_t c = 0; c < cols; ++c) d[c] = F32ToBf16(F16ToF32(s16[c]));
+  }
+}
+
+bool ValidDType(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
+
+cpu::Isa ClampIsa(cpu::Isa want) {
+  const CpuFeatures f = DetectCpuFeatures();
+  const cpu::Isa best = f.avx512 ? Isa::kAvx512 : (f.avx2_fma ? Isa::kAvx2 : Isa::kScalar);
+  return static_cast<int>(want) <= static_cast<int>(best) ? want : best;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const BackendOptions& options,
+                                                               cpu::Isa isa) {
+  if (options.weight_dtype != DType::kF32 && options.weight_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("cpu backend: weight dtype ",
+                                                   DTypeName(options.weight_dtype),
+                                                   " is not supported (use f32 or bf16)"));
+  }
+  int threads = options.threads;
+  if (threads <= 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return std::unique_ptr<CpuBackend>(new CpuBackend(threads, options.weight_dtype, ClampIsa(isa)));
+}
+
+CpuBackend::CpuBackend(int threads, DType weight_dtype, cpu::Isa isa)
+    : weight_dtype_(weight_dtype), isa_(isa), pool_(threads) {}
+
+CpuBackend::~CpuBackend() {
+  // Whatever the caller leaked still has to go back to the kernel.
+  for (const auto& [p, bytes] : mapped_) munmap(p, bytes);
+}
+
+std::string CpuBackend::Isa() const { return IsaName(isa_); }
+
+absl::StatusOr<void*> CpuBackend::Alloc(size_t bytes) {
+  if (bytes < kHugeAllocBytes) {
+    void* p = nullptr;
+    // Alloc(0) still returns a unique, freeable pointer.
+    if (posix_memalign(&p, kAlign, RoundUp(std::max<size_t>(bytes, 1), kAlign)) != 0) {
+      return absl::ResourceExhaustedError(absl::StrCat("cpu backend: cannot allocate ", bytes,
+                                                       " bytes"));
+    }
+    std::memset(p, 0, bytes);
+    return p;
+  }
+  if (bytes > (size_t{1} << 62)) {
+    return absl::ResourceExhaustedError(absl::StrCat("cpu backend: cannot allocate ", bytes,
+                                                     " bytes"));
+  }
+  // Over-map by one huge page, then trim both ends so the block starts on a 2 MiB boundary.
+  const size_t size = RoundUp(bytes, kHugePage);
+  void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+  if (raw == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrCat("cpu backend: cannot map ", bytes,
+                                                     " bytes: ", std::strerror(errno)));
+  }
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t aligned = RoundUp(begin, kHugePage);
+  if (aligned > begin) munmap(raw, aligned - begin);
+  const size_t tail = (begin + size + kHugePage) - (aligned + size);
+  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + size), tail);
+  void* p = reinterpret_cast<void*>(aligned);
+  madvise(p, size, MADV_HUGEPAGE);  // Advisory: failure (no THP) only costs speed.
+  std::lock_guard<std::mutex> lock(alloc_mu_);
+  mapped_.emplace(p, size);
+  return p;
+}
+
+void CpuBackend::Free(void* p) {
+  if (p == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(alloc_mu_);
+    auto it = mapped_.find(p);
+    if (it != mapped_.end()) {
+      munmap(p, it->second);
+      mapped_.erase(it);
+      return;
+    }
+  }
+  std::free(p);
+}
+
+void CpuBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
+void CpuBackend::CopyToHost(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
+void CpuBackend::CopyDeviceToDevice(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memmove(dst, src, bytes);
+}
+void CpuBackend::Memset0(void* dst, size_t bytes) {
+  if (bytes > 0) std::memset(dst, 0, bytes);
+}
+
+absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrix(const void* src, DType src_dtype,
+                                                       int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0 || !ValidDType(src_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("UploadMatrix: bad shape [", rows, ", ", cols,
+                                                    "] or source dtype"));
+  }
+  if (src == nullptr && rows > 0 && cols > 0) {
+    return absl::InvalidArgumentError("UploadMatrix: null source");
+  }
+  const size_t esize = DTypeSize(weight_dtype_);
+  // Rows padded to 64 bytes: aligned vector loads, and the zero tail is harmless to read.
+  const int64_t ld = static_cast<int64_t>(RoundUp(static_cast<size_t>(cols), kAlign / esize));
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<size_t>(rows), static_cast<size_t>(ld) * esize,
+                             &bytes)) {
+    return absl::ResourceExhaustedError("UploadMatrix: matrix too large");
+  }
+  absl::StatusOr<void*> data = Alloc(bytes);
+  if (!data.ok()) return data.status();
+  const size_t src_row_bytes = static_cast<size_t>(cols) * DTypeSize(src_dtype);
+  for (int64_t r = 0; r < rows; ++r) {
+    ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes, src_dtype,
+               weight_dtype_, cols, static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
+  }
+  return new WeightMatrix{weight_dtype_, rows, cols, ld, *data, nullptr, bytes};
+}
+
+void CpuBackend::FreeMatrix(WeightMatrix* w) {
+  if (w == nullptr) return;
+  Free(w->data);
+  Free(w->packed);
+  delete w;
+}
+
+void CpuBackend::MatMul(const MatMulParams& p) { Gemm(pool_, isa_, p); }
+void CpuBackend::RmsNorm(const RmsNormParams& p) { cpu::RmsNorm(pool_, p); }
+void CpuBackend::Embed(const EmbedParams& p) { cpu::Embed(pool_, p); }
+void CpuBackend::BiasSoftCap(const BiasSoftCapParams& p) { cpu::BiasSoftCap(pool_, p); }
+void CpuBackend::SwiGlu(const SwiGluParams& p) { cpu::SwiGlu(pool_, p); }
+void CpuBackend::HeadNormGate(const HeadNormGateParams& p) { cpu::HeadNormGate(pool_, p); }
+void CpuBackend::MlstmStep(const MlstmStepParams& p) { cpu::MlstmStep(pool_, p); }
+void CpuBackend::MlstmChunkwise(const MlstmChunkParams& p) { cpu::MlstmChunkwise(pool_, p); }
+
+}  // namespace xlstmd::kernels::cpu

@@ -1,0 +1,80 @@
+// The CPU backend: host memory, a fixed ThreadPool, and run-time ISA dispatch.
+//
+// "Device" memory is ordinary host memory: Alloc returns zeroed, 64-byte aligned blocks (large
+// ones are 2 MiB aligned and advised for transparent huge pages), and the Copy* methods are
+// memcpy. Weight matrices are stored as f32 or bf16 (BackendOptions::weight_dtype) with each
+// row padded to a 64-byte multiple so that vector loads never split a cache line; the padding
+// is zero. Ops run synchronously on the pool, split by output column (GEMM) or row (row-wise
+// ops). As for every Backend, only one thread may call ops/Alloc/Free; UploadMatrix and
+// FreeMatrix may be called concurrently.
+#ifndef XLSTMD_KERNELS_CPU_CPU_BACKEND_H_
+#define XLSTMD_KERNELS_CPU_CPU_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace xlstmd::kernels::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  // `isa` is clamped to what this CPU supports (tests pass kAvx2/kScalar to force the
+  // fallbacks). Fails with INVALID_ARGUMENT unless options.weight_dtype is kF32 or kBF16.
+  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const BackendOptions& options,
+                                                            cpu::Isa isa = SelectIsa());
+  ~CpuBackend() override;
+
+  std::string Name() const override { return "cpu"; }
+  std::string Isa() const override;
+  int Threads() const override { return pool_.Threads(); }
+  DType WeightDType() const override { return weight_dtype_; }
+  cpu::Isa SelectedIsa() const { return isa_; }
+
+  absl::StatusOr<void*> Alloc(size_t bytes) override;
+  void Free(void* p) override;
+  void CopyToDevice(void* dst, const void* src, size_t bytes) override;
+  void CopyToHost(void* dst, const void* src, size_t bytes) override;
+  void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
+  void Memset0(void* dst, size_t bytes) override;
+
+  absl::StatusOr<WeightMatrix*> UploadMatrix(const void* src, DType src_dtype, int64_t rows,
+                                             int64_t cols) override;
+  void FreeMatrix(WeightMatrix* w) override;
+  int64_t MatrixRows(const WeightMatrix* w) const override { return w->rows; }
+  int64_t MatrixCols(const WeightMatrix* w) const override { return w->cols; }
+  size_t MatrixBytes(const WeightMatrix* w) const override { return w->bytes; }
+
+  void MatMul(const MatMulParams& p) override;
+  void RmsNorm(const RmsNormParams& p) override;
+  void Embed(const EmbedParams& p) override;
+  void BiasSoftCap(const BiasSoftCapParams& p) override;
+  void SwiGlu(const SwiGluParams& p) override;
+  void HeadNormGate(const HeadNormGateParams& p) override;
+  void MlstmStep(const MlstmStepParams& p) override;
+  void MlstmChunkwise(const MlstmChunkParams& p) override;
+  void Synchronize() override {}
+
+ private:
+  CpuBackend(int threads, DType weight_dtype, cpu::Isa isa);
+
+  // Blocks of at least kHugeAllocBytes are mmap'ed (zero pages come for free and are only
+  // committed when touched); their sizes are kept here so Free can munmap them.
+  std::mutex alloc_mu_;
+  std::unordered_map<void*, size_t> mapped_;  // guarded by alloc_mu_
+
+  const DType weight_dtype_;
+  const cpu::Isa isa_;
+  ThreadPool pool_;
+};
+
+}  // namespace xlstmd::kernels::cpu
+
+#endif  // XLSTMD_KERNELS_CPU_CPU_BACKEND_H_

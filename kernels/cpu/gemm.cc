@@ -1,0 +1,162 @@
+// GEMM dispatch, thread split and the portable scalar kernel.
+//
+// Why own kernels and this shape: every output element is a dot product of one x row with one
+// W row, reduced by lane-wise vector accumulators over k in fixed chunks, a fixed masked
+// k tail and a fixed horizontal reduction tree. That order depends on k alone, so a row's
+// result is bit-identical whatever M, tile position or thread split (batch invariance, which
+// lets the scheduler batch sessions without changing any session's tokens). Writing the
+// kernels ourselves also keeps bf16 weights x f32 activations exact: oneDNN 2.6 has no
+// f32 x bf16 matmul, and its bf16 path rounds the activations, which breaks the 1e-3 golden
+// tolerance (CPU-GEMM.md section 0).
+//
+// Parallelism: output columns are split into ranges that are multiples of kGrain (a multiple
+// of every ISA's W-row tile), each thread running all M rows so each W tile is read once per
+// M block. Only when N is too narrow to feed the threads are rows split instead.
+#include "kernels/cpu/gemm.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace xlstmd::kernels::cpu {
+
+// Entry points of the per-ISA translation units (compiled with their own -m flags and called
+// only after run-time dispatch). Each computes y[:, n_begin:n_end) for all p.m rows. `scratch`
+// is private to the calling thread, 64-byte aligned and holds kGemmScratchRows * round_up(k, 16)
+// floats (room for a W panel converted to f32).
+void GemmAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
+void GemmAvx2(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
+
+namespace {
+
+constexpr int64_t kGemmScratchRows = 8;
+constexpr int64_t kGrain = 24;  // multiple of the W-row tiles used by all ISAs (4, 6, 8)
+// Thread split. Waking a pool worker and joining it costs ~55-60 us per call on these VMs
+// (measured: M=1, N=512, K=1024 bf16 takes 17 us on one thread, 71 us on two), so a call
+// only goes parallel when its estimated single-thread time exceeds twice that per thread.
+// The estimate is the larger of compute time and weight-streaming time, at conservative rates.
+constexpr double kFlopsPerNs = 100.0;       // ~2/3 of one core's FMA peak
+constexpr double kWeightBytesPerNs = 25.0;  // bf16/f32 W from L3; DRAM is slower still
+constexpr double kMinNsPerThread = 75e3;
+
+// --- Scalar kernel ----------------------------------------------------------------------------
+// Eight lanes per output (lane l sums k = l, l+8, ...), then the tree
+// ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+
+constexpr int kScalarLanes = 8;
+constexpr int kScalarRows = 4;
+
+inline float WeightAt(const float* w, int64_t i) { return w[i]; }
+inline float WeightAt(const uint16_t* w, int64_t i) {
+  const uint32_t bits = static_cast<uint32_t>(w[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline float ReduceLanes(const float* a) {
+  float s4[4], s2[2];
+  for (int i = 0; i < 4; ++i) s4[i] = a[i] + a[i + 4];
+  for (int i = 0; i < 2; ++i) s2[i] = s4[i] + s4[i + 2];
+  return s2[0] + s2[1];
+}
+
+// Up to kScalarRows W rows against one x row.
+template <typename WT>
+void ScalarTile(const float* x, const WT* w, int64_t ldw, int nr, int64_t k, float* y,
+                bool accumulate) {
+  float acc[kScalarRows][kScalarLanes] = {};
+  int64_t kk = 0;
+  for (; kk + kScalarLanes <= k; kk += kScalarLanes) {
+    for (int j = 0; j < nr; ++j) {
+      const WT* wr = w + j * ldw + kk;
+      for (int l = 0; l < kScalarLanes; ++l) acc[j][l] += x[kk + l] * WeightAt(wr, l);
+    }
+  }
+  for (int j = 0; j < nr; ++j) {
+    for (int l = 0; kk + l < k; ++l) acc[j][l] += x[kk + l] * WeightAt(w + j * ldw + kk, l);
+    const float s = ReduceLanes(acc[j]);
+    y[j] = accumulate ? y[j] + s : s;
+  }
+}
+
+template <typename WT>
+void GemmScalarTyped(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end) {
+  const int64_t k = p.w->cols, ldw = p.w->ld;
+  for (int64_t n = n_begin; n < n_end; n += kScalarRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kScalarRows, n_end - n));
+    for (int64_t m = 0; m < p.m; ++m) {
+      ScalarTile(p.x + m * p.ldx, w + n * ldw, ldw, nr, k, p.y + m * p.ldy + n, p.accumulate);
+    }
+  }
+}
+
+void GemmScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
+  if (p.w->dtype == DType::kBF16) {
+    GemmScalarTyped(p, static_cast<const uint16_t*>(p.w->data), n_begin, n_end);
+  } else {
+    GemmScalarTyped(p, static_cast<const float*>(p.w->data), n_begin, n_end);
+  }
+}
+
+// --- Dispatch ---------------------------------------------------------------------------------
+
+// Per-thread scratch, grown on demand and kept for the thread's lifetime (pool threads are
+// long-lived, so steady-state calls never allocate).
+float* ThreadScratch(int64_t k) {
+  thread_local std::vector<float> buf;
+  const size_t need = static_cast<size_t>(kGemmScratchRows * ((k + 15) / 16 * 16) + 16);
+  if (buf.size() < need) buf.assign(need, 0.0f);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
+}
+
+void RunRange(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end) {
+  switch (isa) {
+    case Isa::kAvx512:
+      GemmAvx512(p, n_begin, n_end, ThreadScratch(p.w->cols));
+      return;
+    case Isa::kAvx2:
+      GemmAvx2(p, n_begin, n_end, ThreadScratch(p.w->cols));
+      return;
+    case Isa::kScalar:
+      GemmScalar(p, n_begin, n_end);
+      return;
+  }
+}
+
+}  // namespace
+
+void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
+  const int64_t m = p.m, n = p.w->rows, k = p.w->cols;
+  if (m <= 0 || n <= 0) return;
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) *
+                       static_cast<double>(std::max<int64_t>(k, 1));
+  const double w_bytes = static_cast<double>(n) * static_cast<double>(k) *
+                         static_cast<double>(p.w->dtype == DType::kBF16 ? 2 : 4);
+  const double est_ns = std::max(flops / kFlopsPerNs, w_bytes / kWeightBytesPerNs);
+  const int64_t want = std::clamp<int64_t>(static_cast<int64_t>(est_ns / kMinNsPerThread), 1,
+                                           pool.Threads());
+  if (want <= 1) {
+    RunRange(isa, p, 0, n);
+    return;
+  }
+  const int64_t units = (n + kGrain - 1) / kGrain;
+  if (units < want && m >= 8 * want) {
+    // Narrow N, tall M: split rows instead (multiples of 4 keep the row tiles full).
+    const int64_t rows_per = ((m + want - 1) / want + 3) / 4 * 4;
+    pool.ParallelFor(m, rows_per, [&](int64_t b, int64_t e) {
+      MatMulParams q = p;
+      q.x += b * p.ldx;
+      q.y += b * p.ldy;
+      q.m = e - b;
+      RunRange(isa, q, 0, n);
+    });
+    return;
+  }
+  const int64_t chunk = (units + want - 1) / want * kGrain;
+  pool.ParallelFor(n, chunk, [&](int64_t b, int64_t e) { RunRange(isa, p, b, e); });
+}
+
+}  // namespace xlstmd::kernels::cpu
