@@ -9,6 +9,16 @@
 // `query/key/value`; weight_mode "single" or "fused"), shape-checked against the config.
 // Missing, extra (unknown) or mis-shaped tensors and unsupported dtypes (anything but F32,
 // BF16, F16) are errors naming the file and tensor.
+//
+// Error codes: Open gives NOT_FOUND for a missing dir, a dir without weights or a shard the
+// index names but that does not exist; INVALID_ARGUMENT for everything malformed. Resolve gives
+// NOT_FOUND for a missing tensor and INVALID_ARGUMENT otherwise. Upstream's plain module names
+// (no `backbone.` prefix: `blocks.{b}...`, `out_norm.weight`) are accepted too. With
+// tie_word_embeddings and no stored `lm_head.weight`, lm_head is the embedding.
+//
+// Lifetime and threads: a Checkpoint is immutable after Open; its TensorViews (and every
+// TensorSlice resolved from it) point into its mappings and stay valid while it lives.
+// Const methods may be called from any thread.
 #ifndef XLSTMD_CORE_MODEL_CHECKPOINT_H_
 #define XLSTMD_CORE_MODEL_CHECKPOINT_H_
 
@@ -30,9 +40,11 @@ class Checkpoint {
   const TensorView* Find(const std::string& name) const;  // nullptr if absent
   std::vector<std::string> Names() const;                 // sorted
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+  const std::filesystem::path& dir() const { return dir_; }  // as given to Open()
 
  private:
   Checkpoint() = default;
+  std::filesystem::path dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> by_name_;
 };

@@ -41,15 +41,23 @@ struct ModelConfig {
   // Derived (xlstm-spec.md 3.1).
   int64_t qk_dim() const;   // int(E * qk_dim_factor)
   int64_t v_dim() const;    // int(E * v_dim_factor)
-  int64_t ffn_dim() const;  // ceil(E * ffn_proj_factor / R) * R
+  // Upstream's round-up, floor((x + R - 1) / R) * R with x = E * ffn_proj_factor in double.
+  // Equals ceil(x / R) * R except when x lies strictly between a multiple of R and that
+  // multiple + 1; there upstream rounds down, and the stored weights follow upstream.
+  int64_t ffn_dim() const;
   int64_t dqk() const { return qk_dim() / num_heads; }
   int64_t dv() const { return v_dim() / num_heads; }
 };
 
-// `source` names the file in error messages.
+// `source` names the file in error messages. model_type "xlstm-paper" (family B) is
+// UNIMPLEMENTED; any other error (bad JSON, duplicate keys, another or missing model_type,
+// missing / wrong-typed / out-of-range field) is INVALID_ARGUMENT naming source and field.
+// Unknown fields are ignored; `embedding_dim`/`hidden_size` and
+// `num_blocks`/`num_hidden_layers` may both appear but must then agree. JSON null means
+// "unset": the default is kept, except for the two soft caps, where null disables the cap.
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& source);
-// Reads `dir`/config.json.
+// Reads `dir`/config.json (NOT_FOUND if absent) and parses it as above.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& dir);
 
 }  // namespace xlstmd::core
