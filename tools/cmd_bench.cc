@@ -1,0 +1,232 @@
+// `xlstm bench`: prints JSON lines — first the measured hardware limits (DRAM read bandwidth,
+// FMA peak), then one line per decode batch size and per prefill length with throughput and
+// the roofline verdict (bench_cost.h, roofline.h).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "core/base/status_macros.h"
+#include "kernels/backend.h"
+#include "nlohmann/json.hpp"
+#include "tools/bench_cost.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+#include "tools/roofline.h"
+#include "tools/tool_model.h"
+
+namespace xlstmd::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::ordered_json;
+
+struct BenchArgs {
+  std::string model_dir;
+  std::vector<int64_t> batches = {1, 8, 32, 64};
+  std::vector<int64_t> prompt_lens = {512, 2048};
+  int64_t threads = 0;
+  std::string weight_dtype = "auto";
+  double seconds = 2.0;
+  int64_t dram_mib = 2048;
+  int64_t decode_prompt_len = 16;
+  int64_t chunk_size = 64;
+};
+
+struct Limits {
+  double dram_gbps = 0;
+  double peak_gflops = 0;
+};
+
+// 4 significant digits keep the lines readable.
+double Round4(double x) {
+  if (!std::isfinite(x) || x == 0) return x;
+  return std::stod(absl::StrFormat("%.4g", x));
+}
+
+void PrintLine(const Json& j) {
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Deterministic pseudo-random token ids in [0, vocab).
+std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (int32_t& t : out) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    t = static_cast<int32_t>(x % static_cast<uint64_t>(vocab));
+  }
+  return out;
+}
+
+Json ResultLine(const char* phase, int64_t batch, int64_t prompt_len, double tokens, double seconds,
+                const Work& work, const Limits& limits) {
+  const Roofline r = Judge(work, limits.dram_gbps, limits.peak_gflops);
+  const double tokens_per_s = tokens / seconds;
+  const double limit_tokens_per_s = r.limit_seconds > 0 ? tokens / r.limit_seconds : 0;
+  Json j;
+  j["phase"] = phase;
+  j["batch"] = batch;
+  j["prompt_len"] = prompt_len;
+  j["tokens_per_s"] = Round4(tokens_per_s);
+  j["bound"] = r.bound;
+  j["roofline_fraction"] = Round4(limit_tokens_per_s > 0 ? tokens_per_s / limit_tokens_per_s : 0);
+  j[std::string(phase) == "decode" ? "ms_per_step" : "ms_per_prefill"] = Round4(seconds * 1e3);
+  j["limit_tokens_per_s"] = Round4(limit_tokens_per_s);
+  j["achieved_gbps"] = Round4(work.bytes / seconds / 1e9);
+  j["achieved_gflops"] = Round4(work.flops / seconds / 1e9);
+  j["mbytes_per_call"] = Round4(work.bytes / 1e6);
+  j["gflop_per_call"] = Round4(work.flops / 1e9);
+  return j;
+}
+
+absl::Status BenchDecode(core::XlstmModel& model, const BenchArgs& a, const ModelCost& cost,
+                         const Limits& limits, int64_t batch) {
+  XLSTMD_RETURN_IF_ERROR(model.AllocateSlots(static_cast<int32_t>(batch)));
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<core::PrefillSequence> seqs;
+  std::vector<int32_t> slots, tokens;
+  for (int64_t b = 0; b < batch; ++b) {
+    prompts.push_back(RandomTokens(a.decode_prompt_len, model.vocab_size(), 100 + b));
+    slots.push_back(static_cast<int32_t>(b));
+  }
+  for (int64_t b = 0; b < batch; ++b) seqs.push_back({prompts[b], slots[b]});
+  core::PrefillOptions options;
+  options.chunk_size = a.chunk_size;
+  options.logits = core::LogitsMode::kNone;
+  std::vector<float> logits;
+  XLSTMD_RETURN_IF_ERROR(model.Prefill(seqs, options, &logits));
+  tokens = RandomTokens(batch, model.vocab_size(), 7);
+  XLSTMD_RETURN_IF_ERROR(model.Step(tokens, slots, &logits));  // warm-up
+  int64_t steps = 0;
+  const Clock::time_point start = Clock::now();
+  double elapsed = 0;
+  while (steps < 3 || elapsed < a.seconds) {
+    tokens = RandomTokens(batch, model.vocab_size(), 1000 + static_cast<uint64_t>(steps));
+    XLSTMD_RETURN_IF_ERROR(model.Step(tokens, slots, &logits));
+    ++steps;
+    elapsed = SecondsSince(start);
+  }
+  const double step_s = elapsed / static_cast<double>(steps);
+  PrintLine(ResultLine("decode", batch, 0, static_cast<double>(batch), step_s,
+                       DecodeStepWork(cost, batch), limits));
+  return absl::OkStatus();
+}
+
+absl::Status BenchPrefill(core::XlstmModel& model, const BenchArgs& a, const ModelCost& cost,
+                          const Limits& limits, int64_t prompt_len) {
+  XLSTMD_RETURN_IF_ERROR(model.AllocateSlots(1));
+  const std::vector<int32_t> prompt = RandomTokens(prompt_len, model.vocab_size(), 5);
+  const core::PrefillSequence seq{prompt, 0};
+  core::PrefillOptions options;
+  options.chunk_size = a.chunk_size;
+  options.logits = core::LogitsMode::kLast;
+  std::vector<float> logits;
+  // The first run doubles as warm-up; it is kept only when it alone takes most of the budget.
+  Clock::time_point start = Clock::now();
+  XLSTMD_RETURN_IF_ERROR(model.Prefill({&seq, 1}, options, &logits));
+  double elapsed = SecondsSince(start);
+  int64_t runs = 1;
+  if (elapsed < a.seconds / 2) {
+    runs = 0;
+    start = Clock::now();
+    elapsed = 0;
+    while (runs < 1 || elapsed < a.seconds) {
+      model.ResetSlot(0);
+      XLSTMD_RETURN_IF_ERROR(model.Prefill({&seq, 1}, options, &logits));
+      ++runs;
+      elapsed = SecondsSince(start);
+    }
+  }
+  PrintLine(ResultLine("prefill", 1, prompt_len, static_cast<double>(prompt_len),
+                       elapsed / static_cast<double>(runs),
+                       PrefillWork(cost, prompt_len, a.chunk_size), limits));
+  return absl::OkStatus();
+}
+
+Limits MeasureLimits(const BenchArgs& a, int threads) {
+  Limits l;
+  l.dram_gbps = MeasureDramReadGbps(threads, static_cast<size_t>(a.dram_mib) << 20, 5);
+  Json d;
+  d["limit"] = "dram_read_gbps";
+  d["value"] = Round4(l.dram_gbps);
+  d["threads"] = threads;
+  d["buffer_mib"] = a.dram_mib;
+  PrintLine(d);
+  const FmaPeak peak = MeasureFmaPeak(threads);
+  l.peak_gflops = peak.gflops;
+  Json f;
+  f["limit"] = "fma_peak_gflops";
+  f["isa"] = peak.isa;
+  f["value"] = Round4(peak.gflops);
+  f["threads"] = threads;
+  PrintLine(f);
+  return l;
+}
+
+absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
+  // Load first so a bad directory fails fast; the limits are still printed first.
+  XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weight_dtype, threads));
+  const Limits limits = MeasureLimits(a, threads);
+  core::XlstmModel& model = *m.model;
+  const ModelCost cost = ComputeModelCost(model);
+  Json info;
+  info["model"] = a.model_dir;
+  info["backend"] = m.backend->Name();
+  info["isa"] = m.backend->Isa();
+  info["threads"] = m.backend->Threads();
+  info["weight_dtype"] = kernels::DTypeName(m.backend->WeightDType());
+  info["weight_bytes"] = model.weight_bytes();
+  info["state_bytes_per_session"] = model.state_bytes_per_session();
+  info["machine_balance_flop_per_byte"] = Round4(limits.peak_gflops / limits.dram_gbps);
+  PrintLine(info);
+  for (int64_t b : a.batches) XLSTMD_RETURN_IF_ERROR(BenchDecode(model, a, cost, limits, b));
+  for (int64_t p : a.prompt_lens) XLSTMD_RETURN_IF_ERROR(BenchPrefill(model, a, cost, limits, p));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunBench(int argc, char** argv) {
+  BenchArgs a;
+  FlagSet flags("bench",
+                "Prints JSON lines: the measured DRAM read bandwidth and FMA peak, then decode\n"
+                "throughput per --batch (B sessions stepped together after a short prefill) and\n"
+                "prefill throughput per --prompt-len, each with its roofline bound and fraction.");
+  flags.String("model", &a.model_dir, "model directory (config.json + safetensors)", true);
+  flags.IntList("batch", &a.batches, 1, 4096, "decode batch sizes");
+  flags.IntList("prompt-len", &a.prompt_lens, 1, 1 << 20, "prefill lengths");
+  flags.Int("threads", &a.threads, 0, 1024, "threads for limits and backend (0 = one per core)");
+  flags.Choice("weight-dtype", &a.weight_dtype, {"auto", "f32", "bf16"}, kWeightDTypeHelp);
+  flags.Double("seconds", &a.seconds, 0.01, 3600, "minimum timed seconds per measurement");
+  flags.Int("dram-mib", &a.dram_mib, 16, 1 << 20, "DRAM probe buffer (must dwarf the L3)");
+  flags.Int("decode-prompt-len", &a.decode_prompt_len, 1, 1 << 20,
+            "prompt prefilled into each decode session");
+  flags.Int("chunk-size", &a.chunk_size, 1, 1 << 20, "prefill chunk size");
+  switch (flags.Parse(argc, argv)) {
+    case ParseOutcome::kHelp:
+      return kExitOk;
+    case ParseOutcome::kError:
+      return kExitUsage;
+    case ParseOutcome::kOk:
+      break;
+  }
+  int threads = static_cast<int>(a.threads);
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (absl::Status s = RunBenchPhases(a, threads); !s.ok()) return ReportRuntimeError("bench", s);
+  return kExitOk;
+}
+
+}  // namespace xlstmd::tools

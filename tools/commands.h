@@ -1,0 +1,22 @@
+// The subcommands of the `xlstm` tool. Each takes (argc, argv) with argv[0] = the subcommand
+// name and returns the process exit code: 0 success (or --help), 1 runtime failure (one line
+// with the absl::Status message on stderr), 2 flag validation error (one line on stderr).
+#ifndef XLSTMD_TOOLS_COMMANDS_H_
+#define XLSTMD_TOOLS_COMMANDS_H_
+
+namespace xlstmd::tools {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRuntime = 1;
+inline constexpr int kExitUsage = 2;
+
+int RunMkmodel(int argc, char** argv);
+int RunScore(int argc, char** argv);
+int RunGenerate(int argc, char** argv);
+int RunBench(int argc, char** argv);
+int RunTokenize(int argc, char** argv);
+int RunDetokenize(int argc, char** argv);
+
+}  // namespace xlstmd::tools
+
+#endif  // XLSTMD_TOOLS_COMMANDS_H_

@@ -1,0 +1,214 @@
+#include "tools/flags.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace xlstmd::tools {
+
+bool ParseInt64(const std::string& s, int64_t* out) {
+  if (s.empty() || s.size() > 24) return false;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end != s.c_str() + s.size()) return false;
+  *out = static_cast<int64_t>(v);
+  return true;
+}
+
+bool ParseDouble(const std::string& s, double* out) {
+  if (s.empty() || s.size() > 64) return false;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end != s.c_str() + s.size() || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
+}
+
+namespace {
+
+std::string RangeError(const std::string& name, const std::string& value, const std::string& lo,
+                       const std::string& hi) {
+  return absl::StrCat("--", name, ": ", value, " is out of range [", lo, ", ", hi, "]");
+}
+
+}  // namespace
+
+FlagSet::FlagSet(std::string command, std::string summary)
+    : command_(std::move(command)), summary_(std::move(summary)) {}
+
+void FlagSet::Add(Flag flag) { flags_.push_back(std::move(flag)); }
+
+FlagSet::Flag* FlagSet::Find(const std::string& name) {
+  for (Flag& f : flags_) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+void FlagSet::String(const std::string& name, std::string* dst, const std::string& help,
+                     bool required) {
+  Add({name, help, "STR", *dst, required, false, false, [dst](const std::string& v) -> std::string {
+         *dst = v;
+         return "";
+       }});
+}
+
+void FlagSet::Choice(const std::string& name, std::string* dst, std::vector<std::string> choices,
+                     const std::string& help) {
+  const std::string hint = absl::StrJoin(choices, "|");
+  Add({name, help, hint, *dst, false, false, false,
+       [name, dst, choices = std::move(choices), hint](const std::string& v) -> std::string {
+         for (const std::string& c : choices) {
+           if (v == c) {
+             *dst = v;
+             return "";
+           }
+         }
+         return absl::StrCat("--", name, ": '", v, "' is not one of ", hint);
+       }});
+}
+
+void FlagSet::Int(const std::string& name, int64_t* dst, int64_t min, int64_t max,
+                  const std::string& help, bool required) {
+  Add({name, help, "N", required ? "" : absl::StrCat(*dst), required, false, false,
+       [name, dst, min, max](const std::string& v) -> std::string {
+         int64_t x = 0;
+         if (!ParseInt64(v, &x)) return absl::StrCat("--", name, ": '", v, "' is not an integer");
+         if (x < min || x > max) return RangeError(name, v, absl::StrCat(min), absl::StrCat(max));
+         *dst = x;
+         return "";
+       }});
+}
+
+void FlagSet::Double(const std::string& name, double* dst, double min, double max,
+                     const std::string& help, bool required) {
+  Add({name, help, "X", required ? "" : absl::StrCat(*dst), required, false, false,
+       [name, dst, min, max](const std::string& v) -> std::string {
+         double x = 0;
+         if (!ParseDouble(v, &x)) return absl::StrCat("--", name, ": '", v, "' is not a number");
+         if (x < min || x > max) return RangeError(name, v, absl::StrCat(min), absl::StrCat(max));
+         *dst = x;
+         return "";
+       }});
+}
+
+void FlagSet::IntList(const std::string& name, std::vector<int64_t>* dst, int64_t min, int64_t max,
+                      const std::string& help, bool required) {
+  Add({name, help, "N,N,...", absl::StrJoin(*dst, ","), required, false, false,
+       [name, dst, min, max](const std::string& v) -> std::string {
+         std::vector<int64_t> out;
+         for (const absl::string_view part : absl::StrSplit(v, ',')) {
+           int64_t x = 0;
+           if (!ParseInt64(std::string(part), &x)) {
+             return absl::StrCat("--", name, ": '", part, "' is not an integer");
+           }
+           if (x < min || x > max) {
+             return RangeError(name, std::string(part), absl::StrCat(min), absl::StrCat(max));
+           }
+           out.push_back(x);
+         }
+         *dst = std::move(out);
+         return "";
+       }});
+}
+
+void FlagSet::Bool(const std::string& name, bool* dst, const std::string& help) {
+  Add({name, help, "", *dst ? "true" : "false", false, true, false,
+       [name, dst](const std::string& v) -> std::string {
+         if (v == "true" || v == "1") {
+           *dst = true;
+         } else if (v == "false" || v == "0") {
+           *dst = false;
+         } else {
+           return absl::StrCat("--", name, ": '", v, "' is not true or false");
+         }
+         return "";
+       }});
+}
+
+void FlagSet::PrintError(const std::string& message) const {
+  std::fprintf(stderr, "xlstm %s: error: %s\n", command_.c_str(), message.c_str());
+}
+
+std::string FlagSet::Usage() const {
+  std::string out =
+      absl::StrCat("usage: xlstm ", command_, " [flags]\n\n", summary_, "\n\nflags:\n");
+  for (const Flag& f : flags_) {
+    std::string left = absl::StrCat("  --", f.name);
+    if (!f.is_bool) absl::StrAppend(&left, " ", f.value_hint);
+    if (left.size() < 30) left.resize(30, ' ');
+    absl::StrAppend(&out, left, " ", f.help);
+    if (f.required) {
+      absl::StrAppend(&out, " (required)");
+    } else if (!f.default_text.empty()) {
+      absl::StrAppend(&out, " (default ", f.default_text, ")");
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  std::string help_left = "  --help";
+  help_left.resize(30, ' ');
+  absl::StrAppend(&out, help_left, " print this help\n");
+  return out;
+}
+
+ParseOutcome FlagSet::Parse(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(Usage().c_str(), stdout);
+      return ParseOutcome::kHelp;
+    }
+    if (arg.size() < 3 || arg.compare(0, 2, "--") != 0) {
+      PrintError(absl::StrCat("unexpected argument '", arg, "' (flags start with --)"));
+      return ParseOutcome::kError;
+    }
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    Flag* f = Find(name);
+    if (f == nullptr) {
+      PrintError(absl::StrCat("unknown flag --", name, " (see xlstm ", command_, " --help)"));
+      return ParseOutcome::kError;
+    }
+    std::string value;
+    if (eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+    } else if (f->is_bool) {
+      value = "true";
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      PrintError(absl::StrCat("flag --", name, " needs a value"));
+      return ParseOutcome::kError;
+    }
+    const std::string err = f->set(value);
+    if (!err.empty()) {
+      PrintError(err);
+      return ParseOutcome::kError;
+    }
+    f->seen = true;
+  }
+  for (const Flag& f : flags_) {
+    if (f.required && !f.seen) {
+      PrintError(absl::StrCat("missing required flag --", f.name));
+      return ParseOutcome::kError;
+    }
+  }
+  return ParseOutcome::kOk;
+}
+
+bool FlagSet::WasSet(const std::string& name) const {
+  for (const Flag& f : flags_) {
+    if (f.name == name) return f.seen;
+  }
+  return false;
+}
+
+}  // namespace xlstmd::tools

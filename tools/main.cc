@@ -1,0 +1,52 @@
+// `xlstm`: the companion tool of xlstmd. Dispatches `xlstm <subcommand> [flags]`.
+#include <cstdio>
+#include <cstring>
+
+#include "tools/commands.h"
+
+namespace xlstmd::tools {
+namespace {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, char** argv);
+};
+
+constexpr Subcommand kSubcommands[] = {
+    {"mkmodel", "write a family-A model directory with random weights", RunMkmodel},
+    {"score", "run a token sequence; write logits and final state to safetensors", RunScore},
+    {"generate", "greedy generation from a prompt of token ids", RunGenerate},
+    {"bench", "measure hardware limits, decode and prefill throughput (JSON lines)", RunBench},
+    {"tokenize", "encode text (or JSON lines) to token ids", RunTokenize},
+    {"detokenize", "decode token ids to text", RunDetokenize},
+};
+
+void PrintUsage(std::FILE* out) {
+  std::fputs("usage: xlstm <subcommand> [flags]\n\nsubcommands:\n", out);
+  for (const Subcommand& s : kSubcommands) std::fprintf(out, "  %-10s %s\n", s.name, s.summary);
+  std::fputs("\nRun `xlstm <subcommand> --help` for its flags.\n", out);
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs("xlstm: error: missing subcommand (see xlstm --help)\n", stderr);
+    return kExitUsage;
+  }
+  const char* cmd = argv[1];
+  if (std::strcmp(cmd, "--help") == 0 || std::strcmp(cmd, "-h") == 0 ||
+      std::strcmp(cmd, "help") == 0) {
+    PrintUsage(stdout);
+    return kExitOk;
+  }
+  for (const Subcommand& s : kSubcommands) {
+    if (std::strcmp(cmd, s.name) == 0) return s.run(argc - 1, argv + 1);
+  }
+  std::fprintf(stderr, "xlstm: error: unknown subcommand '%s' (see xlstm --help)\n", cmd);
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace xlstmd::tools
+
+int main(int argc, char** argv) { return xlstmd::tools::Main(argc, argv); }

@@ -1,0 +1,84 @@
+#include "tools/tool_model.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "kernels/backend_registry.h"
+#include "nlohmann/json.hpp"
+#include "tools/commands.h"
+
+namespace xlstmd::tools {
+namespace {
+
+// The checkpoint's own dtype, from config.json's torch_dtype; f32 when it cannot tell (the
+// loader then reports any problem with the directory).
+kernels::DType CheckpointDType(const std::string& dir) {
+  std::ifstream in(std::filesystem::path(dir) / "config.json");
+  if (!in) return kernels::DType::kF32;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (j.is_object()) {
+    auto it = j.find("torch_dtype");
+    if (it != j.end() && it->is_string() && it->get<std::string>() == "bfloat16") {
+      return kernels::DType::kBF16;
+    }
+  }
+  return kernels::DType::kF32;
+}
+
+}  // namespace
+
+absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const std::string& weight_dtype,
+                                        int threads) {
+  kernels::BackendOptions options;
+  options.threads = threads;
+  if (weight_dtype == "f32") {
+    options.weight_dtype = kernels::DType::kF32;
+  } else if (weight_dtype == "bf16") {
+    options.weight_dtype = kernels::DType::kBF16;
+  } else {
+    options.weight_dtype = CheckpointDType(dir);
+  }
+  ToolModel m;
+  XLSTMD_ASSIGN_OR_RETURN(m.backend, kernels::CreateBackend("cpu", options));
+  core::LoadOptions load;
+  load.conversion_threads = threads;
+  XLSTMD_ASSIGN_OR_RETURN(m.model, core::XlstmModel::Load(dir, m.backend.get(), load));
+  return m;
+}
+
+std::string CheckTokens(const std::vector<int64_t>& tokens, int64_t vocab) {
+  for (int64_t t : tokens) {
+    if (t < 0 || t >= vocab) {
+      return absl::StrCat("--tokens: token ", t, " is out of range [0, ", vocab - 1, "]");
+    }
+  }
+  return "";
+}
+
+std::vector<int32_t> ToInt32(const std::vector<int64_t>& v) {
+  return std::vector<int32_t>(v.begin(), v.end());
+}
+
+int ReportRuntimeError(const std::string& command, const absl::Status& status) {
+  std::string text = status.ToString();
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  std::fprintf(stderr, "xlstm %s: error: %s\n", command.c_str(), text.c_str());
+  return kExitRuntime;
+}
+
+int32_t ArgMax(const float* row, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (row[i] > row[best]) best = i;
+  }
+  return static_cast<int32_t>(best);
+}
+
+}  // namespace xlstmd::tools

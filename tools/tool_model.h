@@ -1,0 +1,43 @@
+// Shared plumbing of the model-running subcommands (score, generate, bench): backend + model
+// loading with the tool's dtype and thread flags, token-list checks, and error reporting.
+#ifndef XLSTMD_TOOLS_TOOL_MODEL_H_
+#define XLSTMD_TOOLS_TOOL_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/model/xlstm_model.h"
+#include "kernels/backend.h"
+
+namespace xlstmd::tools {
+
+inline constexpr const char* kWeightDTypeHelp =
+    "weight storage dtype; auto = bf16 when config.json says torch_dtype bfloat16, else f32";
+
+// Owns the backend and the model; the model is declared last so it is destroyed first.
+struct ToolModel {
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<core::XlstmModel> model;
+};
+
+// `weight_dtype` is "auto", "f32" or "bf16"; `threads` <= 0 means one per core.
+absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const std::string& weight_dtype,
+                                        int threads);
+
+// "" when every token is in [0, vocab), else an error message naming the flag.
+std::string CheckTokens(const std::vector<int64_t>& tokens, int64_t vocab);
+std::vector<int32_t> ToInt32(const std::vector<int64_t>& v);
+
+// Prints `xlstm <cmd>: error: <status>` (one line) and returns kExitRuntime.
+int ReportRuntimeError(const std::string& command, const absl::Status& status);
+
+// Index of the largest value; ties go to the lowest index.
+int32_t ArgMax(const float* row, int64_t n);
+
+}  // namespace xlstmd::tools
+
+#endif  // XLSTMD_TOOLS_TOOL_MODEL_H_
