@@ -8,7 +8,7 @@ PKGS=(
   cmake ninja-build pkg-config ccache g++
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libxxhash-dev
+  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev
 )
 # Never add kubernetes-client here: it conflicts with the preinstalled kubectl and
 # makes the whole apt line fail (BUILD.md gotcha 1).
@@ -23,6 +23,17 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The tokenizer's differential test runs the npm package @huggingface/tokenizers under node.
+# Machines that already have node from elsewhere (e.g. nodesource, which bundles npm) keep it:
+# Debian's npm package would conflict with that node.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 
 BUILD_TYPE="${XLSTMD_BUILD_TYPE:-Release}"
