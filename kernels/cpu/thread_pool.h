@@ -42,9 +42,10 @@ class ThreadPool {
   std::condition_variable start_cv_;
   std::condition_variable done_cv_;
   const std::function<void(int)>* job_ = nullptr;  // guarded by mu_
-  uint64_t generation_ = 0;                         // guarded by mu_
-  int pending_ = 0;                                 // guarded by mu_
   bool stop_ = false;                               // guarded by mu_
+  // Bumped (under mu_) for each job; workers poll it while spinning.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};  // workers still running the current job
 };
 
 }  // namespace xlstmd::kernels::cpu
