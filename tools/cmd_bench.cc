@@ -215,14 +215,7 @@ int RunBench(int argc, char** argv) {
   flags.Int("decode-prompt-len", &a.decode_prompt_len, 1, 1 << 20,
             "prompt prefilled into each decode session");
   flags.Int("chunk-size", &a.chunk_size, 1, 1 << 20, "prefill chunk size");
-  switch (flags.Parse(argc, argv)) {
-    case ParseOutcome::kHelp:
-      return kExitOk;
-    case ParseOutcome::kError:
-      return kExitUsage;
-    case ParseOutcome::kOk:
-      break;
-  }
+  if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   int threads = static_cast<int>(a.threads);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (absl::Status s = RunBenchPhases(a, threads); !s.ok()) return ReportRuntimeError("bench", s);

@@ -54,14 +54,7 @@ int RunGenerate(int argc, char** argv) {
   flags.Choice("weight-dtype", &weight_dtype, {"auto", "f32", "bf16"}, kWeightDTypeHelp);
   flags.Int("threads", &threads, 0, 1024, "backend threads (0 = one per core)");
   flags.Int("chunk-size", &chunk_size, 1, 1 << 20, "prefill chunk size");
-  switch (flags.Parse(argc, argv)) {
-    case ParseOutcome::kHelp:
-      return kExitOk;
-    case ParseOutcome::kError:
-      return kExitUsage;
-    case ParseOutcome::kOk:
-      break;
-  }
+  if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   absl::StatusOr<ToolModel> m = LoadToolModel(model_dir, weight_dtype, static_cast<int>(threads));
   if (!m.ok()) return ReportRuntimeError("generate", m.status());
   if (std::string err = CheckTokens(tokens, m->model->vocab_size()); !err.empty()) {

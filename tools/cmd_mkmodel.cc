@@ -35,14 +35,7 @@ int RunMkmodel(int argc, char** argv) {
   flags.String("out", &out, "output directory (created if missing)", true);
   flags.Bool("force", &force, "overwrite a model already in --out");
   flags.Int("threads", &threads, 0, 1024, "generator threads (0 = one per core)");
-  switch (flags.Parse(argc, argv)) {
-    case ParseOutcome::kHelp:
-      return kExitOk;
-    case ParseOutcome::kError:
-      return kExitUsage;
-    case ParseOutcome::kOk:
-      break;
-  }
+  if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   core::RandomModelSpec spec;
   spec.embedding_dim = embedding_dim;
   spec.num_blocks = num_blocks;

@@ -99,14 +99,7 @@ int RunScore(int argc, char** argv) {
   flags.Choice("weight-dtype", &a.weight_dtype, {"auto", "f32", "bf16"}, kWeightDTypeHelp);
   flags.Int("threads", &a.threads, 0, 1024, "backend threads (0 = one per core)");
   flags.String("out", &a.out, "output .safetensors file", true);
-  switch (flags.Parse(argc, argv)) {
-    case ParseOutcome::kHelp:
-      return kExitOk;
-    case ParseOutcome::kError:
-      return kExitUsage;
-    case ParseOutcome::kOk:
-      break;
-  }
+  if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   if (a.split_at >= static_cast<int64_t>(a.tokens.size())) {
     flags.PrintError(absl::StrCat("--split-at: ", a.split_at, " is out of range [0, ",
                                   a.tokens.size() - 1, "]"));

@@ -123,14 +123,7 @@ int RunTokenize(int argc, char** argv) {
   flags.String("jsonl", &jsonl, "file of JSON strings, one per line");
   flags.Bool("bench", &bench, "print load time and encode throughput instead of ids");
   flags.Bool("no-cache", &no_cache, "with --bench: disable the per-word BPE cache");
-  switch (flags.Parse(argc, argv)) {
-    case ParseOutcome::kHelp:
-      return kExitOk;
-    case ParseOutcome::kError:
-      return kExitUsage;
-    case ParseOutcome::kOk:
-      break;
-  }
+  if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   if (flags.WasSet("text") == flags.WasSet("jsonl")) {
     flags.PrintError("exactly one of --text and --jsonl is required");
     return kExitUsage;
@@ -171,14 +164,7 @@ int RunDetokenize(int argc, char** argv) {
   flags.String("tokenizer", &tokenizer_path,
                "tokenizer.json, or a model directory (byte tokenizer if it has none)", true);
   flags.IntList("ids", &ids, 0, INT32_MAX, "token ids, comma-separated", true);
-  switch (flags.Parse(argc, argv)) {
-    case ParseOutcome::kHelp:
-      return kExitOk;
-    case ParseOutcome::kError:
-      return kExitUsage;
-    case ParseOutcome::kOk:
-      break;
-  }
+  if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   absl::StatusOr<std::unique_ptr<core::Tokenizer>> tok = LoadForTool(tokenizer_path);
   if (!tok.ok()) return ReportRuntimeError("detokenize", tok.status());
   if (std::string err = CheckTokens(ids, (*tok)->vocab_size()); !err.empty()) {

@@ -4,11 +4,27 @@
 #ifndef XLSTMD_TOOLS_COMMANDS_H_
 #define XLSTMD_TOOLS_COMMANDS_H_
 
+#include "tools/flags.h"
+
 namespace xlstmd::tools {
 
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitRuntime = 1;
 inline constexpr int kExitUsage = 2;
+
+// Parses a subcommand's flags. Returns the exit code to stop with (kExitOk after --help,
+// kExitUsage after a flag error, both already reported) or -1 to go on.
+inline int ParseOrExitCode(FlagSet& flags, int argc, char** argv) {
+  switch (flags.Parse(argc, argv)) {
+    case ParseOutcome::kHelp:
+      return kExitOk;
+    case ParseOutcome::kError:
+      return kExitUsage;
+    case ParseOutcome::kOk:
+      break;
+  }
+  return -1;
+}
 
 int RunMkmodel(int argc, char** argv);
 int RunScore(int argc, char** argv);
