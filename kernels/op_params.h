@@ -18,14 +18,15 @@ enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 // Backend-owned, immutable weight matrix W [rows, cols] (row-major as in the checkpoint:
 // rows = output features, cols = input features), made by Backend::UploadMatrix. `data` is
-// backend memory; `packed` is an optional backend-private copy in a faster layout. Only the
-// backend that made it may read or free it.
+// backend memory; `packed` is an optional backend-private copy in a faster layout. A backend
+// may keep only `packed` (`data` == nullptr; the AVX-512 CPU backend does, see
+// kernels/cpu/gemm.h). Only the backend that made it may read or free it.
 struct WeightMatrix {
   DType dtype;     // storage dtype of `data`
   int64_t rows;
   int64_t cols;
   int64_t ld;      // row stride of `data` in elements (>= cols)
-  void* data;
+  void* data;      // row-major [rows, ld], or nullptr when only `packed` is kept
   void* packed;    // backend-private, may be nullptr
   size_t bytes;    // bytes owned (data + packed)
 };

@@ -202,7 +202,22 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrix(const void* src, DType sr
     ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes, src_dtype,
                weight_dtype_, cols, static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
   }
-  return new WeightMatrix{weight_dtype_, rows, cols, ld, *data, nullptr, bytes};
+  auto* w = new WeightMatrix{weight_dtype_, rows, cols, ld, *data, nullptr, bytes};
+  if (isa_ != cpu::Isa::kAvx512) return w;
+  // AVX-512 keeps only the packed copy (gemm.h; Embed reads it too): the row-major one was
+  // staging and is dropped, so weight memory is not doubled.
+  const size_t packed_bytes = PackedGemmBytes(weight_dtype_, rows, cols);
+  absl::StatusOr<void*> packed = Alloc(packed_bytes);
+  if (!packed.ok()) {
+    FreeMatrix(w);
+    return packed.status();
+  }
+  PackGemmWeights(*w, *packed);
+  Free(w->data);
+  w->data = nullptr;
+  w->packed = *packed;
+  w->bytes = packed_bytes;
+  return w;
 }
 
 void CpuBackend::FreeMatrix(WeightMatrix* w) {

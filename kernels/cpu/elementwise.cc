@@ -10,6 +10,8 @@
 #include <cstring>
 #include <functional>
 
+#include "kernels/cpu/gemm.h"
+
 namespace xlstmd::kernels::cpu {
 namespace {
 
@@ -87,7 +89,15 @@ void Embed(ThreadPool& pool, const EmbedParams& p) {
     for (int64_t r = r0; r < r1; ++r) {
       float* y = p.y + r * p.ldy;
       const int64_t row = p.ids[r];
-      if (t.dtype == DType::kBF16) {
+      if (t.data == nullptr) {  // packed-only (AVX-512 backend): strided gather
+        const int64_t i0 = PackedGemmIndex(t.dtype, row, 0, dim);
+        const int64_t step = PackedGemmIndex(t.dtype, row, 1, dim) - i0;
+        for (int64_t c = 0; c < dim; ++c) {
+          y[c] = t.dtype == DType::kBF16
+                     ? Bf16ToF32(static_cast<const uint16_t*>(t.packed)[i0 + c * step])
+                     : static_cast<const float*>(t.packed)[i0 + c * step];
+        }
+      } else if (t.dtype == DType::kBF16) {
         const uint16_t* src = static_cast<const uint16_t*>(t.data) + row * t.ld;
         for (int64_t c = 0; c < dim; ++c) y[c] = Bf16ToF32(src[c]);
       } else {

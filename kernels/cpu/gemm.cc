@@ -1,17 +1,35 @@
-// GEMM dispatch, thread split and the portable scalar kernel.
+// GEMM dispatch, thread split, the packing of W and the portable scalar kernel.
 //
-// Why own kernels and this shape: every output element is a dot product of one x row with one
-// W row, reduced by lane-wise vector accumulators over k in fixed chunks, a fixed masked
-// k tail and a fixed horizontal reduction tree. That order depends on k alone, so a row's
-// result is bit-identical whatever M, tile position or thread split (batch invariance, which
-// lets the scheduler batch sessions without changing any session's tokens). Writing the
-// kernels ourselves also keeps bf16 weights x f32 activations exact: oneDNN 2.6 has no
-// f32 x bf16 matmul, and its bf16 path rounds the activations, which breaks the 1e-3 golden
-// tolerance (CPU-GEMM.md section 0).
+// Why own kernels: every output element must be computed by a sequence of floating-point
+// operations that depends on k alone, never on M, the tile it falls in or the thread split, so
+// a row's result is bit-identical whatever else is in the batch (batch invariance, which lets
+// the scheduler batch sessions without changing any session's tokens). Writing the kernels
+// ourselves also keeps bf16 weights x f32 activations exact: oneDNN 2.6 has no f32 x bf16
+// matmul, and its bf16 path rounds the activations, which breaks the 1e-3 golden tolerance
+// (CPU-GEMM.md section 0).
+//
+// Two schemes, one per W layout (results may differ between them and between ISAs, never
+// within one):
+// - Packed (AVX-512, W->packed made by PackGemmWeights at upload): W in pairs of 16-row
+//   panels, [rows / 32][k][32]. Outer-product register tiles (12 x-rows x 32 W-rows, 24 zmm
+//   accumulators): per k, one 64-byte W load widened in two ops, 12 broadcasts, 24 FMAs, and
+//   no horizontal reductions. Each element is one FMA chain over k = 0..K-1 in order from +0,
+//   then added to y if accumulating; the decode path (M <= 3, streaming several pairs at
+//   once) runs the same chain. The AVX-512 CPU backend keeps only this copy (no row-major
+//   `data`; Embed gathers from it), so weight memory is not doubled. Why: the dot-product
+//   scheme below tops out at ~55-60% of FMA peak on tall M (two loads per FMA, horizontal
+//   reductions); this one measured ~70% of the FMA-loop peak per core (M = 64..2048,
+//   K = 256..2048, bf16), ~1.4x the old path, and streams decode W at near DRAM speed.
+//   The price: its per-element order is a serial chain, whose worst-case rounding bound
+//   grows with k rather than k / 16 (the golden tolerances still hold).
+// - Row-major `data` (AVX2, scalar, and AVX-512 when no packed copy exists): dot products
+//   of one x row with one W row, lane-wise vector accumulators over k in fixed chunks, a
+//   fixed masked k tail and a fixed horizontal reduction tree.
 //
 // Parallelism: output columns are split into ranges that are multiples of kGrain (a multiple
-// of every ISA's W-row tile), each thread running all M rows so each W tile is read once per
-// M block. Only when N is too narrow to feed the threads are rows split instead.
+// of every ISA's W-row tile; kPackedGrain, one W pair, for the packed layout), each thread
+// running all M rows so each W tile is read once per M block. Only when N is too narrow to
+// feed the threads are rows split instead.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
@@ -27,11 +45,18 @@ namespace xlstmd::kernels::cpu {
 // floats (room for a W panel converted to f32).
 void GemmAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
 void GemmAvx2(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
+// AVX-512 on the packed layout; `scratch` holds `scratch_floats` (>= 12 * k) floats.
+void GemmPackedAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+                      int64_t scratch_floats);
 
 namespace {
 
 constexpr int64_t kGemmScratchRows = 8;
 constexpr int64_t kGrain = 24;  // multiple of the W-row tiles used by all ISAs (4, 6, 8)
+constexpr int64_t kPackedGrain = 32;  // one W pair of the packed layout
+constexpr int64_t kPackedPair = 32;
+// Packed path: floats of x held packed per M block (~1 MiB, half of L2).
+constexpr int64_t kPackedXFloats = 256 << 10;
 // Thread split. Waking a pool worker and joining it costs ~55-60 us per call on these VMs
 // (measured: M=1, N=512, K=1024 bf16 takes 17 us on one thread, 71 us on two), so a call
 // only goes parallel when its estimated single-thread time exceeds twice that per thread.
@@ -102,11 +127,13 @@ void GemmScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
 
 // --- Dispatch ---------------------------------------------------------------------------------
 
+int64_t UnpackedScratchFloats(int64_t k) { return kGemmScratchRows * ((k + 15) / 16 * 16); }
+
 // Per-thread scratch, grown on demand and kept for the thread's lifetime (pool threads are
 // long-lived, so steady-state calls never allocate).
-float* ThreadScratch(int64_t k) {
+float* ThreadScratch(int64_t floats) {
   thread_local std::vector<float> buf;
-  const size_t need = static_cast<size_t>(kGemmScratchRows * ((k + 15) / 16 * 16) + 16);
+  const size_t need = static_cast<size_t>(floats + 16);
   if (buf.size() < need) buf.assign(need, 0.0f);
   const uintptr_t a = reinterpret_cast<uintptr_t>(buf.data());
   return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
@@ -115,10 +142,15 @@ float* ThreadScratch(int64_t k) {
 void RunRange(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end) {
   switch (isa) {
     case Isa::kAvx512:
-      GemmAvx512(p, n_begin, n_end, ThreadScratch(p.w->cols));
+      if (p.w->packed != nullptr) {
+        const int64_t floats = std::max<int64_t>(kPackedXFloats, 12 * p.w->cols);
+        GemmPackedAvx512(p, n_begin, n_end, ThreadScratch(floats), floats);
+      } else {
+        GemmAvx512(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(p.w->cols)));
+      }
       return;
     case Isa::kAvx2:
-      GemmAvx2(p, n_begin, n_end, ThreadScratch(p.w->cols));
+      GemmAvx2(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(p.w->cols)));
       return;
     case Isa::kScalar:
       GemmScalar(p, n_begin, n_end);
@@ -142,7 +174,9 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     RunRange(isa, p, 0, n);
     return;
   }
-  const int64_t units = (n + kGrain - 1) / kGrain;
+  const bool packed = isa == Isa::kAvx512 && p.w->packed != nullptr;
+  const int64_t grain = packed ? kPackedGrain : kGrain;
+  const int64_t units = (n + grain - 1) / grain;
   if (units < want && m >= 8 * want) {
     // Narrow N, tall M: split rows instead (multiples of 4 keep the row tiles full).
     const int64_t rows_per = ((m + want - 1) / want + 3) / 4 * 4;
@@ -155,8 +189,44 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     });
     return;
   }
-  const int64_t chunk = (units + want - 1) / want * kGrain;
+  const int64_t chunk = (units + want - 1) / want * grain;
   pool.ParallelFor(n, chunk, [&](int64_t b, int64_t e) { RunRange(isa, p, b, e); });
+}
+
+size_t PackedGemmBytes(DType dtype, int64_t rows, int64_t cols) {
+  const int64_t pairs = (rows + kPackedPair - 1) / kPackedPair;
+  const size_t esize = dtype == DType::kF32 ? 4 : 2;
+  return static_cast<size_t>(pairs) * static_cast<size_t>(cols) * kPackedPair * esize;
+}
+
+int64_t PackedGemmIndex(DType dtype, int64_t row, int64_t col, int64_t cols) {
+  const int64_t pair = row / kPackedPair, j = row % kPackedPair;
+  // bf16: row j of the pair is the low half of 32-bit word j (slot 2j) for j < 16, else the
+  // high half of word j - 16 (slot 2(j - 16) + 1); f32: slot j.
+  const int64_t slot = dtype == DType::kF32 ? j : (j < 16 ? 2 * j : 2 * (j - 16) + 1);
+  return (pair * cols + col) * kPackedPair + slot;
+}
+
+void PackGemmWeights(const WeightMatrix& w, void* dst) {
+  const int64_t pairs = (w.rows + kPackedPair - 1) / kPackedPair, k = w.cols;
+  // Zero the padding rows of the last pair, then scatter every row (pair by pair, so the
+  // writes of one pair stay within a cache-sized window).
+  std::memset(dst, 0, PackedGemmBytes(w.dtype, w.rows, w.cols));
+  for (int64_t pi = 0; pi < pairs; ++pi) {
+    const int64_t r_end = std::min(w.rows, (pi + 1) * kPackedPair);
+    for (int64_t row = pi * kPackedPair; row < r_end; ++row) {
+      const int64_t base = PackedGemmIndex(w.dtype, row, 0, k);
+      if (w.dtype == DType::kF32) {
+        const float* src = static_cast<const float*>(w.data) + row * w.ld;
+        float* d = static_cast<float*>(dst) + base;
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * kPackedPair] = src[kk];
+      } else {
+        const uint16_t* src = static_cast<const uint16_t*>(w.data) + row * w.ld;
+        uint16_t* d = static_cast<uint16_t*>(dst) + base;
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * kPackedPair] = src[kk];
+      }
+    }
+  }
 }
 
 }  // namespace xlstmd::kernels::cpu

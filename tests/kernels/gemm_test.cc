@@ -40,6 +40,7 @@ struct TestWeights {
   std::vector<float> f32;
   std::vector<uint16_t> bf16;
   std::vector<float> values;
+  std::vector<char> packed;  // the AVX-512 packed copy (PackGemmWeights)
   WeightMatrix w;
 
   TestWeights(int64_t rows, int64_t cols, int64_t ld, DType dtype, std::mt19937& rng)
@@ -62,6 +63,11 @@ struct TestWeights {
     } else {
       f32 = values;
       w.data = f32.data();
+    }
+    packed.resize(PackedGemmBytes(dtype, rows, cols));
+    if (!packed.empty()) {
+      PackGemmWeights(w, packed.data());
+      w.packed = packed.data();
     }
   }
 };
@@ -93,27 +99,30 @@ void CheckShape(ThreadPool& pool, DType dtype, int64_t m, int64_t k, int64_t n,
   const auto ref = ReferenceMatMul(x.data(), m, k, ldx, tw.values.data(), n, ldw);
   const double unit = std::ldexp(1.0, -24) * (static_cast<double>((k + 7) / 8) + 6);
   for (Isa isa : SupportedIsas()) {
-    for (bool acc : {false, true}) {
-      std::vector<float> y = y0;
-      Gemm(pool, isa, MatMulParams{x.data(), &tw.w, y.data(), m, ldx, ldy, acc});
-      int bad = 0;
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t j = 0; j < ldy; ++j) {
-          const float got = y[i * ldy + j];
-          if (j >= n) {  // beyond the n outputs: untouched
-            if (std::memcmp(&got, &y0[i * ldy + j], sizeof(float)) != 0) ++bad;
-            continue;
-          }
-          const double base = acc ? y0[i * ldy + j] : 0.0;
-          const double want = base + ref.y[i * n + j];
-          const double tol = unit * (ref.abs_sum[i * n + j] + std::fabs(base));
-          if (!(std::fabs(got - want) <= tol) && bad++ < 3) {
-            ADD_FAILURE() << Label(isa, dtype, m, k, n, acc) << " y[" << i << "," << j
-                          << "] = " << got << ", want " << want << " +- " << tol;
+    for (bool use_packed : {false, true}) {  // AVX-512 reads `packed` when present
+      tw.w.packed = use_packed && !tw.packed.empty() ? tw.packed.data() : nullptr;
+      for (bool acc : {false, true}) {
+        std::vector<float> y = y0;
+        Gemm(pool, isa, MatMulParams{x.data(), &tw.w, y.data(), m, ldx, ldy, acc});
+        int bad = 0;
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t j = 0; j < ldy; ++j) {
+            const float got = y[i * ldy + j];
+            if (j >= n) {  // beyond the n outputs: untouched
+              if (std::memcmp(&got, &y0[i * ldy + j], sizeof(float)) != 0) ++bad;
+              continue;
+            }
+            const double base = acc ? y0[i * ldy + j] : 0.0;
+            const double want = base + ref.y[i * n + j];
+            const double tol = unit * (ref.abs_sum[i * n + j] + std::fabs(base));
+            if (!(std::fabs(got - want) <= tol) && bad++ < 3) {
+              ADD_FAILURE() << Label(isa, dtype, m, k, n, acc) << " y[" << i << "," << j
+                            << "] = " << got << ", want " << want << " +- " << tol;
+            }
           }
         }
+        EXPECT_EQ(bad, 0) << Label(isa, dtype, m, k, n, acc) << " packed=" << use_packed;
       }
-      EXPECT_EQ(bad, 0) << Label(isa, dtype, m, k, n, acc);
     }
   }
 }
@@ -179,21 +188,25 @@ TEST(GemmTest, BatchInvariant) {
       const std::vector<float> x = RandomVector(kRows * ldx, rng);
       const std::vector<float> y0 = RandomVector(kRows * n, rng);
       for (Isa isa : SupportedIsas()) {
-        for (bool acc : {false, true}) {
-          std::vector<float> full = y0;
-          Gemm(pool1, isa, MatMulParams{x.data(), &tw.w, full.data(), kRows, ldx, n, acc});
-          for (ThreadPool* pool : {&pool1, &pool2}) {
-            for (int64_t batch : c.batches) {
-              std::vector<float> part = y0;
-              for (int64_t r = 0; r < kRows; r += batch) {
-                const int64_t m = std::min(batch, kRows - r);
-                Gemm(*pool, isa,
-                     MatMulParams{x.data() + r * ldx, &tw.w, part.data() + r * n, m, ldx, n, acc});
-              }
-              for (int64_t r = 0; r < kRows; ++r) {
-                EXPECT_EQ(std::memcmp(&full[r * n], &part[r * n], n * sizeof(float)), 0)
-                    << Label(isa, DTypeOf(d), batch, k, n, acc) << " row " << r
-                    << " threads=" << pool->Threads();
+        for (bool use_packed : {false, true}) {
+          tw.w.packed = use_packed ? tw.packed.data() : nullptr;
+          for (bool acc : {false, true}) {
+            std::vector<float> full = y0;
+            Gemm(pool1, isa, MatMulParams{x.data(), &tw.w, full.data(), kRows, ldx, n, acc});
+            for (ThreadPool* pool : {&pool1, &pool2}) {
+              for (int64_t batch : c.batches) {
+                std::vector<float> part = y0;
+                for (int64_t r = 0; r < kRows; r += batch) {
+                  const int64_t m = std::min(batch, kRows - r);
+                  Gemm(
+                      *pool, isa,
+                      MatMulParams{x.data() + r * ldx, &tw.w, part.data() + r * n, m, ldx, n, acc});
+                }
+                for (int64_t r = 0; r < kRows; ++r) {
+                  EXPECT_EQ(std::memcmp(&full[r * n], &part[r * n], n * sizeof(float)), 0)
+                      << Label(isa, DTypeOf(d), batch, k, n, acc) << " row " << r
+                      << " threads=" << pool->Threads() << " packed=" << use_packed;
+                }
               }
             }
           }
