@@ -16,7 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/bench_cost.h"
 #include "tools/commands.h"
-#include "tools/flags.h"
+#include "core/base/flags.h"
 #include "tools/roofline.h"
 #include "tools/tool_model.h"
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "core/base/status_macros.h"
 #include "tools/commands.h"
-#include "tools/flags.h"
+#include "core/base/flags.h"
 #include "tools/tool_model.h"
 
 namespace xlstmd::tools {

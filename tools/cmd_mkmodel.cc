@@ -6,7 +6,7 @@
 
 #include "core/model/random_model.h"
 #include "tools/commands.h"
-#include "tools/flags.h"
+#include "core/base/flags.h"
 #include "tools/tool_model.h"
 
 namespace xlstmd::tools {

@@ -9,7 +9,7 @@
 #include "core/base/status_macros.h"
 #include "core/model/safetensors.h"
 #include "tools/commands.h"
-#include "tools/flags.h"
+#include "core/base/flags.h"
 #include "tools/tool_model.h"
 
 namespace xlstmd::tools {

@@ -24,7 +24,7 @@
 #include "core/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
-#include "tools/flags.h"
+#include "core/base/flags.h"
 #include "tools/tool_model.h"
 
 namespace xlstmd::tools {

@@ -4,9 +4,14 @@
 #ifndef XLSTMD_TOOLS_COMMANDS_H_
 #define XLSTMD_TOOLS_COMMANDS_H_
 
-#include "tools/flags.h"
+#include "core/base/flags.h"
 
 namespace xlstmd::tools {
+
+using base::FlagSet;
+using base::ParseDouble;
+using base::ParseInt64;
+using base::ParseOutcome;
 
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitRuntime = 1;

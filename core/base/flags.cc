@@ -1,4 +1,4 @@
-#include "tools/flags.h"
+#include "core/base/flags.h"
 
 #include <cerrno>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
-namespace xlstmd::tools {
+namespace xlstmd::base {
 
 bool ParseInt64(const std::string& s, int64_t* out) {
   if (s.empty() || s.size() > 24) return false;
@@ -211,4 +211,4 @@ bool FlagSet::WasSet(const std::string& name) const {
   return false;
 }
 
-}  // namespace xlstmd::tools
+}  // namespace xlstmd::base

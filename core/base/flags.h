@@ -6,8 +6,8 @@
 // Validation failures (unknown flag, missing value, missing required flag, bad number,
 // value out of range, positional argument) print exactly one line
 // `xlstm <cmd>: error: ...` to stderr. Single-threaded; destinations must outlive Parse.
-#ifndef XLSTMD_TOOLS_FLAGS_H_
-#define XLSTMD_TOOLS_FLAGS_H_
+#ifndef XLSTMD_CORE_BASE_FLAGS_H_
+#define XLSTMD_CORE_BASE_FLAGS_H_
 
 #include <cstdint>
 #include <functional>
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace xlstmd::tools {
+namespace xlstmd::base {
 
 enum class ParseOutcome {
   kOk,
@@ -75,6 +75,6 @@ class FlagSet {
 bool ParseInt64(const std::string& s, int64_t* out);
 bool ParseDouble(const std::string& s, double* out);
 
-}  // namespace xlstmd::tools
+}  // namespace xlstmd::base
 
-#endif  // XLSTMD_TOOLS_FLAGS_H_
+#endif  // XLSTMD_CORE_BASE_FLAGS_H_
