@@ -1,0 +1,152 @@
+// Engine: sessions, turns and the continuous-batching scheduler, transport-agnostic.
+//
+// One engine thread owns the model and its state slots (DESIGN.md §4). Each iteration it
+// runs session commands (create with system prompt, fork, delete), admits queued turns FIFO
+// while slots are free, prefills one fixed-size prompt piece per prefilling turn within a
+// token budget (so a long prompt delays others' decoding by at most one piece), runs one
+// batched Step for every decoding turn whose stream has room, samples, streams, and commits
+// or rolls back finished turns.
+//
+// Session state. A session's committed state is its recurrent state after exactly the tokens
+// it has reported: each committed turn's input ids followed by its generated ids, including
+// the final one (a stop token too: it is fed to the model before the turn commits). It lives
+// in a resident slot, in host memory (evicted to free a slot), or is the zero state. A turn
+// works on a copy in a separate slot; commit makes that slot the committed one and bumps the
+// version; cancel or failure frees it, so the session stays exactly at its previous version.
+//
+// Determinism. Prompt pieces are cut at fixed offsets from the turn's start and each turn has
+// its own Sampler (seeded per request), and the model's ops are batch-invariant, so a turn's
+// tokens do not depend on what else is running.
+//
+// Threading: every public method is thread-safe. StartTurn/GetSession/ListSessions answer on
+// the caller's thread; CreateSession/ForkSession/DeleteSession complete on the engine thread
+// and report through `done` (which must be quick and must not call back into the engine).
+#ifndef XLSTMD_CORE_ENGINE_ENGINE_H_
+#define XLSTMD_CORE_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/engine/turn_stream.h"
+#include "core/model/xlstm_model.h"
+#include "core/sampling/sampling_config.h"
+#include "core/tokenizer/chat_template.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace xlstmd::core {
+
+struct EngineOptions {
+  int32_t resident_slots = 64;         // state slots in backend memory
+  int32_t max_batch = 64;              // turns running at once (each needs one slot)
+  int32_t prefill_token_budget = 512;  // prompt tokens prefilled per iteration (>= 1 piece)
+  int32_t prefill_piece = 128;         // prompts are prefilled in pieces of this many tokens
+  int32_t prefill_chunk_size = 64;     // chunkwise mLSTM chunk inside a piece
+  int32_t queue_depth = 256;           // turns waiting for a slot
+  int32_t max_prompt_tokens = 8192;    // input ids per turn, template and BOS included
+  int32_t max_sessions = 10000;
+  int64_t idle_ttl_ms = 0;             // sessions idle longer are deleted; 0 = never
+  int32_t stream_buffer_events = 64;   // per-turn events buffered for a slow reader
+  int32_t max_request_id_bytes = 128;
+  SamplingLimits sampling;
+};
+
+// A copy of a session's metadata.
+struct SessionInfo {
+  std::string session_id;
+  std::string owner;
+  uint64_t version = 0;
+  uint64_t token_count = 0;
+  int64_t created_unix_ms = 0;
+  int64_t updated_unix_ms = 0;
+  bool turn_running = false;
+};
+
+struct TurnRequest {
+  std::string session_id;
+  std::string owner;  // tenant; a session of another owner is NOT_FOUND
+  // Exactly one input: `message` (wrapped by the chat template; the session-start ids, BOS
+  // and default system prompt, go before the first message of a session created without a
+  // system prompt) or `tokens` (appended verbatim).
+  std::optional<std::string> message;
+  std::vector<int32_t> tokens;
+  SamplingConfig sampling;  // wire defaults already mapped (top_p/penalty 0 -> 1)
+  std::optional<uint64_t> expected_version;
+  std::string request_id;  // "" = no idempotency key
+};
+
+struct EngineStats {
+  int32_t queued_turns = 0;
+  int32_t running_turns = 0;
+  int32_t sessions = 0;
+  int32_t resident_sessions = 0;
+  int64_t steps = 0;
+  int64_t generated_tokens = 0;
+};
+
+class Engine {
+ public:
+  // Takes the loaded model (its slot arena is (re)allocated here) and tokenizer. Starts the
+  // engine thread.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<XlstmModel> model,
+                                                        std::unique_ptr<Tokenizer> tokenizer,
+                                                        ChatTemplate chat_template,
+                                                        const EngineOptions& options);
+  ~Engine();  // cancels everything and joins the engine thread
+
+  // Starts one turn. Fails fast, on the caller's thread, with: NOT_FOUND (unknown session or
+  // another owner's), ABORTED (a turn is already running on the session; expected_version
+  // differs), ALREADY_EXISTS (request_id already committed on the session: message names
+  // the version), INVALID_ARGUMENT (no input, empty tokens, invalid UTF-8, id outside the
+  // vocabulary, bad sampling params, request_id too long), RESOURCE_EXHAUSTED (prompt longer
+  // than max_prompt_tokens, max_tokens above the limit, queue full), UNAVAILABLE (draining).
+  // On success the session is marked busy and the returned stream will deliver the turn's
+  // events; `wakeup` is installed on it before any event can be pushed.
+  absl::StatusOr<std::shared_ptr<TurnStream>> StartTurn(TurnRequest request,
+                                                        std::function<void()> wakeup);
+
+  // Creates a session at version 0 (prefilling the session-start ids when `system_prompt`
+  // is non-empty). RESOURCE_EXHAUSTED at max_sessions, INVALID_ARGUMENT for bad UTF-8 or a
+  // prompt over max_prompt_tokens, UNAVAILABLE while draining.
+  void CreateSession(std::string owner, std::string system_prompt,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done);
+  // A new session with a copy of the committed state, version and token count of `id`.
+  void ForkSession(std::string owner, std::string id,
+                   std::function<void(absl::StatusOr<SessionInfo>)> done);
+  // ABORTED while a turn runs on it; NOT_FOUND when unknown or another owner's.
+  void DeleteSession(std::string owner, std::string id, std::function<void(absl::Status)> done);
+
+  absl::StatusOr<SessionInfo> GetSession(const std::string& owner, const std::string& id) const;
+  // Sessions of `owner` ordered by id, starting after `after_id`, at most `limit`.
+  std::vector<SessionInfo> ListSessions(const std::string& owner, const std::string& after_id,
+                                        int32_t limit) const;
+
+  // Drain: after BeginDrain new turns and sessions are UNAVAILABLE; running and queued turns
+  // go on. WaitIdle blocks until no turn runs or is queued, or the timeout passes (false).
+  // CancelAll rolls back every turn with `reason`.
+  void BeginDrain();
+  bool draining() const;
+  bool WaitIdle(int64_t timeout_ms);
+  void CancelAll(absl::Status reason);
+
+  const XlstmModel& model() const;
+  const Tokenizer& tokenizer() const;
+  const ChatTemplate& chat_template() const;
+  const EngineOptions& options() const;
+  EngineStats stats() const;
+
+  class Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace xlstmd::core
+
+#endif  // XLSTMD_CORE_ENGINE_ENGINE_H_
