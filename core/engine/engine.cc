@@ -672,14 +672,20 @@ class Engine::Impl {
   }
 
   void DropCancelled() {
+    const auto now = SteadyClock::now();
+    const auto limit = std::chrono::milliseconds(options_.max_turn_ms);
     for (size_t i = 0; i < active_.size();) {
       Turn& t = *active_[i];
       if (!t.create_only && t.stream->cancel_requested()) {
         RollBack(t, t.stream->cancel_reason());
-        active_.erase(active_.begin() + static_cast<ptrdiff_t>(i));
+      } else if (!t.create_only && options_.max_turn_ms > 0 && now - t.enqueued > limit) {
+        RollBack(t, absl::DeadlineExceededError(absl::StrCat(
+                        "the turn ran past the server's limit of ", options_.max_turn_ms, " ms")));
       } else {
         ++i;
+        continue;
       }
+      active_.erase(active_.begin() + static_cast<ptrdiff_t>(i));
     }
   }
 
@@ -978,6 +984,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<XlstmMode
     if (absl::Status s = positive(v, name); !s.ok()) return s;
   }
   if (options.idle_ttl_ms < 0) return absl::InvalidArgumentError("idle_ttl_ms must be >= 0");
+  if (options.max_turn_ms < 0) return absl::InvalidArgumentError("max_turn_ms must be >= 0");
   for (int32_t id : chat_template.stop_token_ids) {
     if (id < 0 || id >= model->vocab_size()) {
       return absl::InvalidArgumentError(absl::StrCat(

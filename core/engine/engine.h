@@ -52,6 +52,9 @@ struct EngineOptions {
   int32_t max_sessions = 10000;
   int64_t idle_ttl_ms = 0;             // sessions idle longer are deleted; 0 = never
   int32_t stream_buffer_events = 64;   // per-turn events buffered for a slow reader
+  // A turn running longer (queue time included) is rolled back with DEADLINE_EXCEEDED, so a
+  // client that stops reading without cancelling cannot hold a slot forever. 0 = no limit.
+  int64_t max_turn_ms = 600000;
   int32_t max_request_id_bytes = 128;
   SamplingLimits sampling;
 };

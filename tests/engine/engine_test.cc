@@ -433,6 +433,24 @@ TEST(EngineTest, CancelAllRollsBackWithTheReason) {
   EXPECT_TRUE(h.engine->WaitIdle(1000));
 }
 
+TEST(EngineTest, TurnsPastTheServerLimitAreRolledBack) {
+  EngineOptions opts;
+  opts.max_turn_ms = 100;
+  opts.stream_buffer_events = 2;
+  Harness h = MakeEngine(opts);
+  SessionInfo s = NewSession(*h.engine);
+  Collector c;
+  // Nobody reads: the turn pauses on its full stream until the limit rolls it back.
+  auto stalled = h.engine->StartTurn(Tokens(s.session_id, {1}, 50), c.Wakeup());
+  ASSERT_TRUE(stalled.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The stalled turn wakes the engine only via the room callback, so nudge it with work.
+  SessionInfo other = NewSession(*h.engine);
+  EXPECT_TRUE(RunTurn(*h.engine, Tokens(other.session_id, {2}, 2)).status.ok());
+  EXPECT_EQ(c.Drain(**stalled).status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(h.engine->GetSession("", s.session_id)->version, 0u);
+}
+
 TEST(EngineTest, IdleSessionsExpire) {
   EngineOptions opts;
   opts.idle_ttl_ms = 200;
