@@ -230,10 +230,10 @@ void CpuBackend::FreeMatrix(WeightMatrix* w) {
 void CpuBackend::MatMul(const MatMulParams& p) { Gemm(pool_, isa_, p); }
 void CpuBackend::RmsNorm(const RmsNormParams& p) { cpu::RmsNorm(pool_, p); }
 void CpuBackend::Embed(const EmbedParams& p) { cpu::Embed(pool_, p); }
-void CpuBackend::BiasSoftCap(const BiasSoftCapParams& p) { cpu::BiasSoftCap(pool_, p); }
-void CpuBackend::SwiGlu(const SwiGluParams& p) { cpu::SwiGlu(pool_, p); }
-void CpuBackend::HeadNormGate(const HeadNormGateParams& p) { cpu::HeadNormGate(pool_, p); }
-void CpuBackend::MlstmStep(const MlstmStepParams& p) { cpu::MlstmStep(pool_, p); }
-void CpuBackend::MlstmChunkwise(const MlstmChunkParams& p) { cpu::MlstmChunkwise(pool_, p); }
+void CpuBackend::BiasSoftCap(const BiasSoftCapParams& p) { cpu::BiasSoftCap(pool_, p, isa_); }
+void CpuBackend::SwiGlu(const SwiGluParams& p) { cpu::SwiGlu(pool_, p, isa_); }
+void CpuBackend::HeadNormGate(const HeadNormGateParams& p) { cpu::HeadNormGate(pool_, p, isa_); }
+void CpuBackend::MlstmStep(const MlstmStepParams& p) { cpu::MlstmStep(pool_, p, isa_); }
+void CpuBackend::MlstmChunkwise(const MlstmChunkParams& p) { cpu::MlstmChunkwise(pool_, p, isa_); }
 
 }  // namespace xlstmd::kernels::cpu

@@ -2,7 +2,9 @@
 // whatever the other rows are, so the ops are batch invariant; the row split across threads
 // only changes who computes a row. Reductions use eight interleaved partial sums (lane l
 // takes elements l, l+8, ...) and a fixed tree: a fixed order like the GEMM's, and about
-// 8x smaller rounding error than one running sum.
+// 8x smaller rounding error than one running sum. On the AVX-512 ISA the pointwise loops
+// with exp/tanh (soft cap, SwiGLU, the output gate) run in elementwise_avx512.cc instead of
+// calling libm per element, which made them the largest non-GEMM cost of batched decode.
 #include "kernels/cpu/elementwise.h"
 
 #include <cmath>
@@ -13,6 +15,13 @@
 #include "kernels/cpu/gemm.h"
 
 namespace xlstmd::kernels::cpu {
+
+// elementwise_avx512.cc (entered only when the backend's ISA is AVX-512).
+void BiasSoftCapRowAvx512(float* x, const float* b, int64_t n, float cap);
+void SwiGluRowAvx512(const float* g, const float* u, float* y, int64_t n);
+void NormGateRowAvx512(const float* h, const float* o, const float* w, const float* b,
+                       float mean, float inv, float* y, int64_t n);
+
 namespace {
 
 // Waking and joining a pool worker costs ~55-60 us on these VMs (see gemm.cc); at ~1-10 ns
@@ -108,10 +117,14 @@ void Embed(ThreadPool& pool, const EmbedParams& p) {
   });
 }
 
-void BiasSoftCap(ThreadPool& pool, const BiasSoftCapParams& p) {
+void BiasSoftCap(ThreadPool& pool, const BiasSoftCapParams& p, Isa isa) {
   ForRows(pool, p.rows, p.cols, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* x = p.x + r * p.ldx;
+      if (isa == Isa::kAvx512) {
+        BiasSoftCapRowAvx512(x, p.b, p.cols, p.cap);
+        continue;
+      }
       if (p.b != nullptr) {
         for (int64_t c = 0; c < p.cols; ++c) x[c] += p.b[c];
       }
@@ -122,12 +135,16 @@ void BiasSoftCap(ThreadPool& pool, const BiasSoftCapParams& p) {
   });
 }
 
-void SwiGlu(ThreadPool& pool, const SwiGluParams& p) {
+void SwiGlu(ThreadPool& pool, const SwiGluParams& p, Isa isa) {
   ForRows(pool, p.rows, p.dim, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* g = p.gate + r * p.ld_in;
       const float* u = p.up + r * p.ld_in;
       float* y = p.y + r * p.ldy;
+      if (isa == Isa::kAvx512) {
+        SwiGluRowAvx512(g, u, y, p.dim);
+        continue;
+      }
       for (int64_t c = 0; c < p.dim; ++c) {
         const float gc = g[c];
         y[c] = gc / (1.0f + std::exp(-gc)) * u[c];
@@ -136,7 +153,7 @@ void SwiGlu(ThreadPool& pool, const SwiGluParams& p) {
   });
 }
 
-void HeadNormGate(ThreadPool& pool, const HeadNormGateParams& p) {
+void HeadNormGate(ThreadPool& pool, const HeadNormGateParams& p, Isa isa) {
   const int64_t width = p.heads * p.dh;
   ForRows(pool, p.rows, width, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -151,6 +168,10 @@ void HeadNormGate(ThreadPool& pool, const HeadNormGateParams& p) {
         const float mean = Sum(h, p.dh) / n;
         const float var = SumSquares(h, p.dh, mean) / n;  // biased, as LayerNorm
         const float inv = 1.0f / std::sqrt(var + p.eps);
+        if (isa == Isa::kAvx512) {
+          NormGateRowAvx512(h, o, w, b, mean, inv, y, p.dh);
+          continue;
+        }
         for (int64_t c = 0; c < p.dh; ++c) {
           float v = (h[c] - mean) * inv * w[c];
           if (b != nullptr) v += b[c];

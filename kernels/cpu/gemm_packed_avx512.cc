@@ -172,9 +172,15 @@ void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
 
 // Prefill / batched decode: x blocks that fit the scratch (L2-sized), packed into strips;
 // each W pair of the range is then multiplied with every strip of the block.
+//
+// With `next_pair` set, the W pairs of [n_begin, n_end) are not all taken by this thread:
+// every thread of the call packs the same x block, then claims `grab` pairs at a time from
+// the block's shared counter next_pair[block] until none are left. Which thread computes a
+// column never changes its arithmetic; it only keeps a thread that a noisy neighbour slowed
+// down from holding up the whole op (a static split waits for the slowest half).
 template <typename WT>
 void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end,
-                float* scratch, int64_t scratch_floats) {
+                float* scratch, int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
   const int64_t k = p.w->cols;
   const int64_t p_end = (n_end + kPairCols - 1) / kPairCols;
   // Rows per M block: as many as the scratch holds, then evened out over the blocks so the
@@ -192,38 +198,51 @@ void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_e
       const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
       PackStrip(p.x + (mb + r0) * p.ldx, p.ldx, static_cast<int>(r1 - r0), k, scratch + r0 * k);
     }
-    for (int64_t pi = n_begin / kPairCols; pi < p_end; ++pi) {
-      a.w = w + pi * k * kPairCols;
-      a.next = w + (pi + 1 < p_end ? pi + 1 : pi) * k * kPairCols;
-      a.col0 = pi * kPairCols;
-      for (int64_t i = 0; i < ns; ++i) {
-        const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
-        a.x = scratch + r0 * k;
-        a.y = p.y + (mb + r0) * p.ldy + a.col0;
-        PickMicro<WT, true, false, kStrip, 1>(static_cast<int>(r1 - r0), 1)(a);
+    const int64_t p_begin = n_begin / kPairCols;
+    int64_t* counter = next_pair != nullptr ? next_pair + mb / mc : nullptr;
+    for (;;) {
+      int64_t g_begin = p_begin, g_end = p_end;
+      if (counter != nullptr) {
+        g_begin = p_begin + __atomic_fetch_add(counter, grab, __ATOMIC_RELAXED);
+        if (g_begin >= p_end) break;
+        g_end = Min(p_end, g_begin + grab);
       }
+      for (int64_t pi = g_begin; pi < g_end; ++pi) {
+        a.w = w + pi * k * kPairCols;
+        a.next = w + (pi + 1 < g_end ? pi + 1 : pi) * k * kPairCols;
+        a.col0 = pi * kPairCols;
+        for (int64_t i = 0; i < ns; ++i) {
+          const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
+          a.x = scratch + r0 * k;
+          a.y = p.y + (mb + r0) * p.ldy + a.col0;
+          PickMicro<WT, true, false, kStrip, 1>(static_cast<int>(r1 - r0), 1)(a);
+        }
+      }
+      if (counter == nullptr) break;
     }
   }
 }
 
 template <typename WT>
 void Run(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end, float* scratch,
-         int64_t scratch_floats) {
+         int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
   if (p.m <= 3) {
     RunStreamed(p, w, n_begin, n_end);
   } else {
-    RunBlocked(p, w, n_begin, n_end, scratch, scratch_floats);
+    RunBlocked(p, w, n_begin, n_end, scratch, scratch_floats, next_pair, grab);
   }
 }
 
 }  // namespace
 
 void GemmPackedAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
-                      int64_t scratch_floats) {
+                      int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
   if (p.w->dtype == DType::kBF16) {
-    Run(p, static_cast<const uint16_t*>(p.w->packed), n_begin, n_end, scratch, scratch_floats);
+    Run(p, static_cast<const uint16_t*>(p.w->packed), n_begin, n_end, scratch, scratch_floats,
+        next_pair, grab);
   } else {
-    Run(p, static_cast<const float*>(p.w->packed), n_begin, n_end, scratch, scratch_floats);
+    Run(p, static_cast<const float*>(p.w->packed), n_begin, n_end, scratch, scratch_floats,
+        next_pair, grab);
   }
 }
 

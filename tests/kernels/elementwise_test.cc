@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/thread_pool.h"
 #include "tests/testing/reference_ops.h"
@@ -23,6 +24,16 @@ namespace {
 
 using ::xlstmd::testing::ReferenceBf16ToF32;
 using ::xlstmd::testing::ReferenceF32ToBf16;
+
+// The ISAs this CPU can run: every op is checked on each (the AVX-512 loops and the
+// portable ones the AVX2 and scalar settings use).
+std::vector<Isa> SupportedIsas() {
+  const CpuFeatures f = DetectCpuFeatures();
+  std::vector<Isa> isas = {Isa::kScalar};
+  if (f.avx2_fma) isas.push_back(Isa::kAvx2);
+  if (f.avx512) isas.push_back(Isa::kAvx512);
+  return isas;
+}
 
 constexpr double kNormTol = 2e-5;
 constexpr double kPointwiseTol = 1e-6;
@@ -97,9 +108,13 @@ TEST(ElementwiseTest, BiasSoftCapMatchesReference) {
           const std::vector<float> b = Random(s.dim, rng, -5, 5);
           const float* bp = bias ? b.data() : nullptr;
           const auto ref = testing::ReferenceBiasSoftCap(x.data(), s.rows, s.dim, ld, bp, cap);
-          BiasSoftCap(pool, {x.data(), bp, s.rows, s.dim, ld, cap});
-          ExpectNear(x.data(), ld, ref, s.rows, s.dim, kPointwiseTol,
-                     Name("softcap", s, threads, bias) + " cap=" + std::to_string(cap));
+          for (Isa isa : SupportedIsas()) {
+            std::vector<float> y = x;
+            BiasSoftCap(pool, {y.data(), bp, s.rows, s.dim, ld, cap}, isa);
+            ExpectNear(y.data(), ld, ref, s.rows, s.dim, kPointwiseTol,
+                       Name("softcap", s, threads, bias) + " cap=" + std::to_string(cap) + " " +
+                           IsaName(isa));
+          }
         }
       }
     }
@@ -116,10 +131,12 @@ TEST(ElementwiseTest, SwiGluMatchesReference) {
       const float* gate = in.data();
       const float* up = in.data() + s.dim;
       const auto ref = testing::ReferenceSwiGlu(gate, up, s.rows, s.dim, ld_in);
-      std::vector<float> y(s.rows * (s.dim + 1));
-      SwiGlu(pool, {gate, up, y.data(), s.rows, s.dim, ld_in, s.dim + 1});
-      ExpectNear(y.data(), s.dim + 1, ref, s.rows, s.dim, kPointwiseTol,
-                 Name("swiglu", s, threads, false));
+      for (Isa isa : SupportedIsas()) {
+        std::vector<float> y(s.rows * (s.dim + 1));
+        SwiGlu(pool, {gate, up, y.data(), s.rows, s.dim, ld_in, s.dim + 1}, isa);
+        ExpectNear(y.data(), s.dim + 1, ref, s.rows, s.dim, kPointwiseTol,
+                   Name("swiglu", s, threads, false) + " " + IsaName(isa));
+      }
     }
   }
 }
@@ -142,11 +159,13 @@ TEST(ElementwiseTest, HeadNormGateMatchesReference) {
         const float* bp = bias ? b.data() : nullptr;
         const auto ref = testing::ReferenceHeadNormGate(h.data(), o.data(), w.data(), bp, s.rows,
                                                         s.heads, s.dh, ldh, ldo, 1e-6);
-        std::vector<float> y(s.rows * width);
-        HeadNormGate(pool, {h.data(), o.data(), w.data(), bp, y.data(), s.rows, s.heads, s.dh,
-                            ldh, ldo, width, 1e-6f});
-        ExpectNear(y.data(), width, ref, s.rows, width, kNormTol,
-                   Name("headnorm", Shape{s.rows, width}, threads, bias));
+        for (Isa isa : SupportedIsas()) {
+          std::vector<float> y(s.rows * width);
+          HeadNormGate(pool, {h.data(), o.data(), w.data(), bp, y.data(), s.rows, s.heads, s.dh,
+                              ldh, ldo, width, 1e-6f}, isa);
+          ExpectNear(y.data(), width, ref, s.rows, width, kNormTol,
+                     Name("headnorm", Shape{s.rows, width}, threads, bias) + " " + IsaName(isa));
+        }
       }
     }
   }
@@ -185,25 +204,80 @@ TEST(ElementwiseTest, BatchInvariant) {
   const std::vector<float> x = Random(rows * dim, rng, -3, 3), o = Random(rows * dim, rng, -3, 3);
   const std::vector<float> w = Random(dim, rng, 0.5, 1.5), b = Random(dim, rng, -1, 1);
   std::vector<float> batch(rows * dim), single(rows * dim);
+  Isa isa = Isa::kScalar;
   auto run_all = [&](auto op) {
     op(0, rows, batch.data());
     for (int64_t r = 0; r < rows; ++r) op(r, 1, single.data() + r * dim);
-    EXPECT_EQ(std::memcmp(batch.data(), single.data(), batch.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(batch.data(), single.data(), batch.size() * sizeof(float)), 0)
+        << IsaName(isa);
   };
+  for (Isa each : SupportedIsas()) {
+  isa = each;
   run_all([&](int64_t r0, int64_t n, float* y) {
     RmsNorm(pool, {x.data() + r0 * dim, w.data(), b.data(), y, n, dim, dim, dim, 1e-5f});
   });
   run_all([&](int64_t r0, int64_t n, float* y) {
-    SwiGlu(pool, {x.data() + r0 * dim, o.data() + r0 * dim, y, n, dim, dim, dim});
+    SwiGlu(pool, {x.data() + r0 * dim, o.data() + r0 * dim, y, n, dim, dim, dim}, isa);
   });
   run_all([&](int64_t r0, int64_t n, float* y) {
     HeadNormGate(pool, {x.data() + r0 * dim, o.data() + r0 * dim, w.data(), b.data(), y, n, heads,
-                        dim / heads, dim, dim, dim, 1e-6f});
+                        dim / heads, dim, dim, dim, 1e-6f}, isa);
   });
   run_all([&](int64_t r0, int64_t n, float* y) {
     std::memcpy(y, x.data() + r0 * dim, n * dim * sizeof(float));
-    BiasSoftCap(pool, {y, b.data(), n, dim, dim, 2.0f});
+    BiasSoftCap(pool, {y, b.data(), n, dim, dim, 2.0f}, isa);
   });
+  }
+}
+
+// The AVX-512 exp/tanh/sigmoid over their whole float range, one element per row so every
+// value also goes through the masked row tail: huge and tiny arguments (overflow to inf,
+// underflow through the subnormals to 0), zeros of both signs, tiny |x| where tanh(x) ~ x
+// needs relative accuracy, NaN. Checked against double references with the pointwise
+// tolerance relative to max(|want|, 1e-30) for tanh near 0 (relative accuracy there matters:
+// the soft cap multiplies it by 15-30).
+TEST(ElementwiseTest, TranscendentalsOverTheirRange) {
+  ThreadPool pool(1);
+  std::vector<float> xs = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-7f, -3e-6f, 0.01f, -0.2f, 0.34f,
+                           0.35f, -0.36f, 0.7f, 1.0f, -1.5f, 3.0f, 9.0f, -9.5f, 20.0f, -30.0f,
+                           80.0f, 88.5f, 88.8f, 95.0f, -86.0f, -87.5f, -95.0f, -103.0f, -110.0f,
+                           -1e30f, 1e30f, INFINITY, -INFINITY};
+  std::mt19937 rng(9);
+  for (float v : Random(2000, rng, -100, 100)) xs.push_back(v);
+  for (float v : Random(2000, rng, -1, 1)) xs.push_back(v);
+  const int64_t n = static_cast<int64_t>(xs.size());
+  for (Isa isa : SupportedIsas()) {
+    // Soft cap with cap 1: tanh itself.
+    std::vector<float> t = xs;
+    BiasSoftCap(pool, {t.data(), nullptr, n, 1, 1, 1.0f}, isa);
+    // SwiGLU with up = 1: silu(x) = x * sigmoid(x).
+    std::vector<float> in(2 * n), y(n);
+    for (int64_t i = 0; i < n; ++i) {
+      in[2 * i] = xs[i];
+      in[2 * i + 1] = 1.0f;
+    }
+    SwiGlu(pool, {in.data(), in.data() + 1, y.data(), n, 1, 2, 1}, isa);
+    for (int64_t i = 0; i < n; ++i) {
+      const double x = xs[i];
+      const double want_t = std::tanh(x);
+      EXPECT_LE(std::fabs(t[i] - want_t), kPointwiseTol * std::max(std::fabs(want_t), 1e-30))
+          << IsaName(isa) << " tanh(" << x << ") = " << t[i];
+      if (std::isinf(x)) {  // silu(inf) = inf; silu(-inf) = -inf / inf, NaN on both paths
+        if (x > 0) {
+          EXPECT_EQ(y[i], x) << IsaName(isa);
+        } else {
+          EXPECT_TRUE(std::isnan(y[i])) << IsaName(isa) << " silu(-inf) = " << y[i];
+        }
+        continue;
+      }
+      const double want_s = x / (1.0 + std::exp(-x));
+      EXPECT_LE(std::fabs(y[i] - want_s), kPointwiseTol * std::max(1.0, std::fabs(want_s)))
+          << IsaName(isa) << " silu(" << x << ") = " << y[i];
+    }
+    std::vector<float> nan = {NAN};
+    BiasSoftCap(pool, {nan.data(), nullptr, 1, 1, 1, 1.0f}, isa);
+    EXPECT_TRUE(std::isnan(nan[0])) << IsaName(isa);
+  }
 }
 
 }  // namespace

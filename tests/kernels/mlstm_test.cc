@@ -4,10 +4,13 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/backend_registry.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace xlstmd::kernels {
 namespace {
@@ -54,19 +57,41 @@ std::vector<double> RefStep(RefState& s, const Dims& d, const float* q, const fl
   return h;
 }
 
-class MlstmOpsTest : public ::testing::TestWithParam<Dims> {
+// Each case runs on every ISA this CPU supports (the AVX-512 kernels and the portable ones).
+struct Case {
+  Dims dims;
+  cpu::Isa isa;
+};
+
+std::vector<Case> Cases() {
+  const cpu::CpuFeatures f = cpu::DetectCpuFeatures();
+  std::vector<cpu::Isa> isas = {cpu::Isa::kScalar};
+  if (f.avx2_fma) isas.push_back(cpu::Isa::kAvx2);
+  if (f.avx512) isas.push_back(cpu::Isa::kAvx512);
+  std::vector<Case> out;
+  // Odd sizes, plus the 7B-like head shape (dqk 64, dv 128) and one with dv past a 64-column
+  // tile and a masked tail (dv 83).
+  for (const Dims& d : {Dims{1, 1, 1}, Dims{3, 5, 7}, Dims{2, 16, 32}, Dims{4, 33, 17},
+                        Dims{2, 64, 128}, Dims{1, 19, 83}}) {
+    for (cpu::Isa isa : isas) out.push_back({d, isa});
+  }
+  return out;
+}
+
+class MlstmOpsTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     BackendOptions o;
     o.threads = 2;
-    auto be = CreateBackend("cpu", o);
+    auto be = cpu::CpuBackend::Create(o, GetParam().isa);
     ASSERT_TRUE(be.ok()) << be.status();
     backend_ = std::move(*be);
   }
+  static Dims GetDims() { return GetParam().dims; }
 
   // Random token rows: per row [q | pad | k | pad | v | pad | i | f] with odd strides.
   void MakeInputs(int64_t rows, uint32_t seed) {
-    const Dims d = GetParam();
+    const Dims d = GetDims();
     ld_ = d.heads * (2 * d.dqk + d.dv + 2) + 3;
     in_.assign(rows * ld_, 0.0f);
     std::mt19937 rng(seed);
@@ -82,21 +107,21 @@ class MlstmOpsTest : public ::testing::TestWithParam<Dims> {
     }
   }
   int64_t oq() const { return 0; }
-  int64_t ok() const { return GetParam().heads * GetParam().dqk; }
-  int64_t ov() const { return 2 * GetParam().heads * GetParam().dqk; }
-  int64_t oi() const { return ov() + GetParam().heads * GetParam().dv; }
-  int64_t of() const { return oi() + GetParam().heads; }
+  int64_t ok() const { return GetDims().heads * GetDims().dqk; }
+  int64_t ov() const { return 2 * GetDims().heads * GetDims().dqk; }
+  int64_t oi() const { return ov() + GetDims().heads * GetDims().dv; }
+  int64_t of() const { return oi() + GetDims().heads; }
 
   int64_t SlotFloats() const {
-    const Dims d = GetParam();
+    const Dims d = GetDims();
     return d.heads * d.dqk * d.dv + d.heads * d.dqk + d.heads + 5;  // odd padding on purpose
   }
   MlstmStateRef StateRef(float* arena) const {
-    const Dims d = GetParam();
+    const Dims d = GetDims();
     return {arena, SlotFloats(), 0, d.heads * d.dqk * d.dv, d.heads * d.dqk * d.dv + d.heads * d.dqk};
   }
   MlstmDims KDims() const {
-    const Dims d = GetParam();
+    const Dims d = GetDims();
     return {d.heads, d.dqk, d.dv, 1e-6f, 1.0f / std::sqrt(static_cast<float>(d.dqk))};
   }
 
@@ -108,7 +133,7 @@ class MlstmOpsTest : public ::testing::TestWithParam<Dims> {
 // Steps 3 sessions (slots 2, 0, 1) through 40 tokens, comparing every output with the
 // double reference.
 TEST_P(MlstmOpsTest, StepMatchesReference) {
-  const Dims d = GetParam();
+  const Dims d = GetDims();
   const int64_t B = 3, T = 40;
   MakeInputs(B * T, 7);
   std::vector<float> arena(3 * SlotFloats(), 0.0f);
@@ -151,7 +176,7 @@ TEST_P(MlstmOpsTest, StepMatchesReference) {
 // non-zero state, at chunk sizes that do and do not divide the lengths; outputs and final
 // states must match stepping the same tokens.
 TEST_P(MlstmOpsTest, ChunkwiseMatchesStepping) {
-  const Dims d = GetParam();
+  const Dims d = GetDims();
   const int64_t lens[3] = {1, 29, 70};
   const int64_t total = 100;
   MakeInputs(total + 3 * 5, 11);  // 5 warm-up rows per sequence first
@@ -202,9 +227,13 @@ TEST_P(MlstmOpsTest, ChunkwiseMatchesStepping) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(OddSizes, MlstmOpsTest,
-                         ::testing::Values(Dims{1, 1, 1}, Dims{3, 5, 7}, Dims{2, 16, 32},
-                                           Dims{4, 33, 17}));
+INSTANTIATE_TEST_SUITE_P(OddSizes, MlstmOpsTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           const Dims& d = info.param.dims;
+                           return std::string(cpu::IsaName(info.param.isa)) + "_h" +
+                                  std::to_string(d.heads) + "_qk" + std::to_string(d.dqk) +
+                                  "_v" + std::to_string(d.dv);
+                         });
 
 }  // namespace
 }  // namespace xlstmd::kernels
