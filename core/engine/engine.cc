@@ -527,6 +527,7 @@ class Engine::Impl {
     while (true) {
       std::vector<std::function<void()>> commands;
       std::vector<std::unique_ptr<Turn>> admitted;
+      std::vector<std::unique_ptr<Turn>> dropped;
       std::optional<absl::Status> cancel_all;
       bool stopping;
       {
@@ -537,6 +538,16 @@ class Engine::Impl {
           cancel_all = std::move(cancel_all_);
           cancel_all_.reset();
         }
+        // A queued turn whose client left must release its session (and queue place) now,
+        // not when it would have been admitted.
+        for (auto it = queue_.begin(); it != queue_.end();) {
+          if (!(*it)->create_only && (*it)->stream->cancel_requested()) {
+            dropped.push_back(std::move(*it));
+            it = queue_.erase(it);
+          } else {
+            ++it;
+          }
+        }
         const int32_t cap = std::min(options_.max_batch, options_.resident_slots);
         while (!stopping && !cancel_all && !queue_.empty() &&
                static_cast<int32_t>(active_.size() + admitted.size()) < cap) {
@@ -545,6 +556,7 @@ class Engine::Impl {
         }
         running_turns_ = static_cast<int32_t>(active_.size() + admitted.size());
       }
+      for (auto& t : dropped) RollBack(*t, t->stream->cancel_reason());
       for (auto& cmd : commands) cmd();
       if (stopping || cancel_all) {
         const absl::Status reason =

@@ -359,6 +359,24 @@ TEST(EngineTest, QueueDepthIsEnforced) {
   EXPECT_TRUE(RunTurn(*h.engine, Tokens(ids[2], {1}, 2)).status.ok());
 }
 
+TEST(EngineTest, CancelWhileQueuedReleasesTheSessionAtOnce) {
+  EngineOptions opts;
+  opts.max_batch = 1;
+  Harness h = MakeEngine(opts);
+  SessionInfo a = NewSession(*h.engine), b = NewSession(*h.engine);
+  Collector ca, cb;
+  auto running = h.engine->StartTurn(Tokens(a.session_id, {1}, 5000), ca.Wakeup());
+  ASSERT_TRUE(running.ok());
+  while (h.engine->stats().running_turns == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto queued = h.engine->StartTurn(Tokens(b.session_id, {1}, 2), cb.Wakeup());
+  ASSERT_TRUE(queued.ok());
+  (*queued)->Cancel(absl::CancelledError("client left"));
+  EXPECT_EQ(cb.Drain(**queued).status.code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(h.engine->GetSession("", b.session_id)->turn_running);
+  (*running)->Cancel(absl::CancelledError("done"));
+  ca.Drain(**running);
+}
+
 // A reader that never pops pauses only its own turn.
 TEST(EngineTest, SlowReaderPausesOnlyItsOwnTurn) {
   EngineOptions opts;
