@@ -2,38 +2,15 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "kernels/backend_registry.h"
-#include "nlohmann/json.hpp"
+#include "core/model/checkpoint.h"
 #include "tools/commands.h"
 
 namespace xlstmd::tools {
-namespace {
-
-// The checkpoint's own dtype, from config.json's torch_dtype; f32 when it cannot tell (the
-// loader then reports any problem with the directory).
-kernels::DType CheckpointDType(const std::string& dir) {
-  std::ifstream in(std::filesystem::path(dir) / "config.json");
-  if (!in) return kernels::DType::kF32;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (j.is_object()) {
-    auto it = j.find("torch_dtype");
-    if (it != j.end() && it->is_string() && it->get<std::string>() == "bfloat16") {
-      return kernels::DType::kBF16;
-    }
-  }
-  return kernels::DType::kF32;
-}
-
-}  // namespace
-
 absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const std::string& weight_dtype,
                                         int threads) {
   kernels::BackendOptions options;
@@ -43,7 +20,7 @@ absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const std::strin
   } else if (weight_dtype == "bf16") {
     options.weight_dtype = kernels::DType::kBF16;
   } else {
-    options.weight_dtype = CheckpointDType(dir);
+    XLSTMD_ASSIGN_OR_RETURN(options.weight_dtype, core::NativeStorageDType(dir));
   }
   ToolModel m;
   XLSTMD_ASSIGN_OR_RETURN(m.backend, kernels::CreateBackend("cpu", options));

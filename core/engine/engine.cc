@@ -329,24 +329,32 @@ class Engine::Impl {
         return done(PromptTooLong(ids.size()));
       }
     }
+    // `done` runs after the lock is released: it may do real work (finish an RPC).
+    absl::StatusOr<SessionInfo> result = EnqueueCreate(owner, std::move(ids), done);
+    if (!result.ok() || !result->session_id.empty()) done(std::move(result));
+  }
+
+  // Registers a session without a prefill (returns its info), or queues the prefill of its
+  // session-start ids (returns an empty info; `done` is then called on completion).
+  absl::StatusOr<SessionInfo> EnqueueCreate(const std::string& owner, std::vector<int32_t> ids,
+                                            std::function<void(absl::StatusOr<SessionInfo>)>& done) {
     absl::MutexLock lock(&mu_);
-    if (draining_ || stopping_) return done(Unavailable());
+    if (draining_ || stopping_) return Unavailable();
     if (static_cast<int32_t>(sessions_.size()) + pending_creates_ >= options_.max_sessions) {
-      return done(absl::ResourceExhaustedError(
-          absl::StrCat("the server holds its maximum of ", options_.max_sessions, " sessions")));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the server holds its maximum of ", options_.max_sessions, " sessions"));
     }
     if (ids.empty()) {
       // Nothing to prefill: the zero state is version 0, and the first message turn will
       // carry the session-start ids.
-      SessionMeta& meta = InsertSessionLocked(owner);
-      return done(meta.info);
+      return InsertSessionLocked(owner).info;
     }
     if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
-      return done(absl::ResourceExhaustedError(absl::StrCat(
-          "the turn queue is full (", options_.queue_depth, " waiting); retry later")));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the turn queue is full (", options_.queue_depth, " waiting); retry later"));
     }
     auto turn = std::make_unique<Turn>();
-    turn->owner = std::move(owner);
+    turn->owner = owner;
     turn->input = std::move(ids);
     turn->create_only = true;
     turn->create_done = std::move(done);
@@ -354,21 +362,32 @@ class Engine::Impl {
     ++pending_creates_;
     queue_.push_back(std::move(turn));
     signal_->Notify();
+    return SessionInfo{};
   }
 
   void ForkSession(std::string owner, std::string id,
                    std::function<void(absl::StatusOr<SessionInfo>)> done) {
     Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)] {
       SessionInfo info;
+      absl::Status refused;
       {
         absl::MutexLock lock(&mu_);
-        if (draining_ || stopping_) return done(Unavailable());
         SessionMeta* src = FindLocked(owner, id);
-        if (src == nullptr) return done(SessionNotFound(id));
-        if (static_cast<int32_t>(sessions_.size()) + pending_creates_ >= options_.max_sessions) {
-          return done(absl::ResourceExhaustedError(absl::StrCat(
-              "the server holds its maximum of ", options_.max_sessions, " sessions")));
+        if (draining_ || stopping_) {
+          refused = Unavailable();
+        } else if (src == nullptr) {
+          refused = SessionNotFound(id);
+        } else if (static_cast<int32_t>(sessions_.size()) + pending_creates_ >=
+                   options_.max_sessions) {
+          refused = absl::ResourceExhaustedError(absl::StrCat(
+              "the server holds its maximum of ", options_.max_sessions, " sessions"));
         }
+      }
+      if (!refused.ok()) return done(refused);
+      {
+        absl::MutexLock lock(&mu_);
+        // Only the engine thread deletes sessions, and this is the engine thread.
+        SessionMeta* src = FindLocked(owner, id);
         const SessionMeta copy_src = *src;
         SessionMeta& meta = InsertSessionLocked(owner);
         meta.info.version = copy_src.info.version;
@@ -396,19 +415,22 @@ class Engine::Impl {
 
   void DeleteSession(std::string owner, std::string id, std::function<void(absl::Status)> done) {
     Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)] {
+      absl::Status status;
       {
         absl::MutexLock lock(&mu_);
         SessionMeta* meta = FindLocked(owner, id);
-        if (meta == nullptr) return done(SessionNotFound(id));
-        if (meta->info.turn_running) {
-          return done(absl::AbortedError(
-              absl::StrCat("session ", id, " has a turn running; cancel it first")));
+        if (meta == nullptr) {
+          status = SessionNotFound(id);
+        } else if (meta->info.turn_running) {
+          status = absl::AbortedError(
+              absl::StrCat("session ", id, " has a turn running; cancel it first"));
+        } else {
+          sessions_.erase(id);
+          last_active_.erase(id);
         }
-        sessions_.erase(id);
-        last_active_.erase(id);
       }
-      DropState(id);
-      done(absl::OkStatus());
+      if (status.ok()) DropState(id);
+      done(status);
     });
   }
 

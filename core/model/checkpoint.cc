@@ -411,4 +411,17 @@ absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
   return out;
 }
 
+absl::StatusOr<kernels::DType> NativeStorageDType(const std::filesystem::path& dir) {
+  absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(dir);
+  if (!ckpt.ok()) return ckpt.status();
+  for (const auto& file : (*ckpt)->files()) {
+    for (const TensorView& t : file->tensors()) {
+      if (t.shape.size() == 2 && t.dtype != TensorDType::kF32 && t.dtype != TensorDType::kF64) {
+        return kernels::DType::kBF16;
+      }
+    }
+  }
+  return kernels::DType::kF32;
+}
+
 }  // namespace xlstmd::core

@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "core/model/config.h"
 #include "core/model/safetensors.h"
+#include "kernels/op_params.h"
 
 namespace xlstmd::core {
 
@@ -83,6 +84,13 @@ struct XlstmTensors {
 
 absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
                                                  const ModelConfig& config);
+
+// The storage dtype a model is served with when the operator does not choose ("auto"):
+// f32 when every matrix (2-D tensor) of the checkpoint is stored as F32 or F64, so a
+// full-precision checkpoint keeps its precision; bf16 otherwise (BF16/F16 checkpoints such
+// as xLSTM-7B, where f32 storage would double memory and bandwidth for no gain). The
+// daemon and the tool share this rule so their outputs agree by default.
+absl::StatusOr<kernels::DType> NativeStorageDType(const std::filesystem::path& dir);
 
 }  // namespace xlstmd::core
 
