@@ -9,6 +9,7 @@ PKGS=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev
+  python3-grpcio python3-protobuf
 )
 # Never add kubernetes-client here: it conflicts with the preinstalled kubectl and
 # makes the whole apt line fail (BUILD.md gotcha 1).
@@ -45,3 +46,11 @@ if [ ! -f build/build.ninja ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DXLSTMD_WERROR="$WERROR" "${LAUNCHER[@]}"
 fi
 cmake --build build -j"$(nproc)"
+
+# The bundled default model that `build/bin/xlstmd` serves when given no --model: small
+# random weights (loads in well under a second), vocabulary 257 = the byte tokenizer's 256
+# bytes + <|endoftext|>. Written once; delete models/default to regenerate it.
+if [ ! -f models/default/config.json ]; then
+  build/bin/xlstm mkmodel --family xlstm --embedding-dim 256 --num-blocks 4 --num-heads 4 \
+    --vocab 257 --dtype bf16 --seed 1 --out models/default --force
+fi

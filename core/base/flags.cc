@@ -1,5 +1,6 @@
 #include "core/base/flags.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -32,17 +33,40 @@ bool ParseDouble(const std::string& s, double* out) {
   return true;
 }
 
+std::optional<std::string> GetEnv(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  if (v == nullptr) return std::nullopt;
+  return std::string(v);
+}
+
 namespace {
 
-std::string RangeError(const std::string& name, const std::string& value, const std::string& lo,
-                       const std::string& hi) {
-  return absl::StrCat("--", name, ": ", value, " is out of range [", lo, ", ", hi, "]");
+std::string RangeError(const std::string& value, const std::string& lo, const std::string& hi) {
+  return absl::StrCat(value, " is out of range [", lo, ", ", hi, "]");
 }
 
 }  // namespace
 
 FlagSet::FlagSet(std::string command, std::string summary)
     : command_(std::move(command)), summary_(std::move(summary)) {}
+
+void FlagSet::EnableEnvTwins(std::string prefix, EnvLookup lookup) {
+  env_prefix_ = std::move(prefix);
+  env_lookup_ = std::move(lookup);
+}
+
+std::string FlagSet::EnvName(const std::string& name) const {
+  if (env_prefix_.empty()) return "";
+  std::string out = env_prefix_;
+  for (const char c : name) {
+    out.push_back(c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  }
+  return out;
+}
+
+std::string FlagSet::Prefix() const {
+  return command_.empty() ? program_ : absl::StrCat(program_, " ", command_);
+}
 
 void FlagSet::Add(Flag flag) { flags_.push_back(std::move(flag)); }
 
@@ -55,7 +79,8 @@ FlagSet::Flag* FlagSet::Find(const std::string& name) {
 
 void FlagSet::String(const std::string& name, std::string* dst, const std::string& help,
                      bool required) {
-  Add({name, help, "STR", *dst, required, false, false, [dst](const std::string& v) -> std::string {
+  Add({name, help, "STR", *dst, required, false, FlagSource::kDefault,
+       [dst](const std::string& v) -> std::string {
          *dst = v;
          return "";
        }});
@@ -64,25 +89,25 @@ void FlagSet::String(const std::string& name, std::string* dst, const std::strin
 void FlagSet::Choice(const std::string& name, std::string* dst, std::vector<std::string> choices,
                      const std::string& help) {
   const std::string hint = absl::StrJoin(choices, "|");
-  Add({name, help, hint, *dst, false, false, false,
-       [name, dst, choices = std::move(choices), hint](const std::string& v) -> std::string {
+  Add({name, help, hint, *dst, false, false, FlagSource::kDefault,
+       [dst, choices = std::move(choices), hint](const std::string& v) -> std::string {
          for (const std::string& c : choices) {
            if (v == c) {
              *dst = v;
              return "";
            }
          }
-         return absl::StrCat("--", name, ": '", v, "' is not one of ", hint);
+         return absl::StrCat("'", v, "' is not one of ", hint);
        }});
 }
 
 void FlagSet::Int(const std::string& name, int64_t* dst, int64_t min, int64_t max,
                   const std::string& help, bool required) {
-  Add({name, help, "N", required ? "" : absl::StrCat(*dst), required, false, false,
-       [name, dst, min, max](const std::string& v) -> std::string {
+  Add({name, help, "N", required ? "" : absl::StrCat(*dst), required, false, FlagSource::kDefault,
+       [dst, min, max](const std::string& v) -> std::string {
          int64_t x = 0;
-         if (!ParseInt64(v, &x)) return absl::StrCat("--", name, ": '", v, "' is not an integer");
-         if (x < min || x > max) return RangeError(name, v, absl::StrCat(min), absl::StrCat(max));
+         if (!ParseInt64(v, &x)) return absl::StrCat("'", v, "' is not an integer");
+         if (x < min || x > max) return RangeError(v, absl::StrCat(min), absl::StrCat(max));
          *dst = x;
          return "";
        }});
@@ -90,11 +115,11 @@ void FlagSet::Int(const std::string& name, int64_t* dst, int64_t min, int64_t ma
 
 void FlagSet::Double(const std::string& name, double* dst, double min, double max,
                      const std::string& help, bool required) {
-  Add({name, help, "X", required ? "" : absl::StrCat(*dst), required, false, false,
-       [name, dst, min, max](const std::string& v) -> std::string {
+  Add({name, help, "X", required ? "" : absl::StrCat(*dst), required, false, FlagSource::kDefault,
+       [dst, min, max](const std::string& v) -> std::string {
          double x = 0;
-         if (!ParseDouble(v, &x)) return absl::StrCat("--", name, ": '", v, "' is not a number");
-         if (x < min || x > max) return RangeError(name, v, absl::StrCat(min), absl::StrCat(max));
+         if (!ParseDouble(v, &x)) return absl::StrCat("'", v, "' is not a number");
+         if (x < min || x > max) return RangeError(v, absl::StrCat(min), absl::StrCat(max));
          *dst = x;
          return "";
        }});
@@ -102,16 +127,16 @@ void FlagSet::Double(const std::string& name, double* dst, double min, double ma
 
 void FlagSet::IntList(const std::string& name, std::vector<int64_t>* dst, int64_t min, int64_t max,
                       const std::string& help, bool required) {
-  Add({name, help, "N,N,...", absl::StrJoin(*dst, ","), required, false, false,
-       [name, dst, min, max](const std::string& v) -> std::string {
+  Add({name, help, "N,N,...", absl::StrJoin(*dst, ","), required, false, FlagSource::kDefault,
+       [dst, min, max](const std::string& v) -> std::string {
          std::vector<int64_t> out;
          for (const absl::string_view part : absl::StrSplit(v, ',')) {
            int64_t x = 0;
            if (!ParseInt64(std::string(part), &x)) {
-             return absl::StrCat("--", name, ": '", part, "' is not an integer");
+             return absl::StrCat("'", part, "' is not an integer");
            }
            if (x < min || x > max) {
-             return RangeError(name, std::string(part), absl::StrCat(min), absl::StrCat(max));
+             return RangeError(std::string(part), absl::StrCat(min), absl::StrCat(max));
            }
            out.push_back(x);
          }
@@ -121,36 +146,42 @@ void FlagSet::IntList(const std::string& name, std::vector<int64_t>* dst, int64_
 }
 
 void FlagSet::Bool(const std::string& name, bool* dst, const std::string& help) {
-  Add({name, help, "", *dst ? "true" : "false", false, true, false,
-       [name, dst](const std::string& v) -> std::string {
+  Add({name, help, "", *dst ? "true" : "false", false, true, FlagSource::kDefault,
+       [dst](const std::string& v) -> std::string {
          if (v == "true" || v == "1") {
            *dst = true;
          } else if (v == "false" || v == "0") {
            *dst = false;
          } else {
-           return absl::StrCat("--", name, ": '", v, "' is not true or false");
+           return absl::StrCat("'", v, "' is not true or false");
          }
          return "";
        }});
 }
 
+void FlagSet::SetValueHint(const std::string& name, std::string hint) {
+  if (Flag* f = Find(name)) f->value_hint = std::move(hint);
+}
+
 void FlagSet::PrintError(const std::string& message) const {
-  std::fprintf(stderr, "xlstm %s: error: %s\n", command_.c_str(), message.c_str());
+  std::fprintf(stderr, "%s: error: %s\n", Prefix().c_str(), message.c_str());
 }
 
 std::string FlagSet::Usage() const {
-  std::string out =
-      absl::StrCat("usage: xlstm ", command_, " [flags]\n\n", summary_, "\n\nflags:\n");
+  std::string out = absl::StrCat("usage: ", Prefix(), " [flags]\n\n", summary_, "\n\nflags:\n");
   for (const Flag& f : flags_) {
     std::string left = absl::StrCat("  --", f.name);
     if (!f.is_bool) absl::StrAppend(&left, " ", f.value_hint);
     if (left.size() < 30) left.resize(30, ' ');
     absl::StrAppend(&out, left, " ", f.help);
+    std::vector<std::string> notes;
     if (f.required) {
-      absl::StrAppend(&out, " (required)");
+      notes.push_back("required");
     } else if (!f.default_text.empty()) {
-      absl::StrAppend(&out, " (default ", f.default_text, ")");
+      notes.push_back(absl::StrCat("default ", f.default_text));
     }
+    if (!env_prefix_.empty()) notes.push_back(absl::StrCat("env ", EnvName(f.name)));
+    if (!notes.empty()) absl::StrAppend(&out, " (", absl::StrJoin(notes, "; "), ")");
     absl::StrAppend(&out, "\n");
   }
   std::string help_left = "  --help";
@@ -174,7 +205,7 @@ ParseOutcome FlagSet::Parse(int argc, char** argv) {
     const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
     Flag* f = Find(name);
     if (f == nullptr) {
-      PrintError(absl::StrCat("unknown flag --", name, " (see xlstm ", command_, " --help)"));
+      PrintError(absl::StrCat("unknown flag --", name, " (see ", Prefix(), " --help)"));
       return ParseOutcome::kError;
     }
     std::string value;
@@ -190,13 +221,29 @@ ParseOutcome FlagSet::Parse(int argc, char** argv) {
     }
     const std::string err = f->set(value);
     if (!err.empty()) {
-      PrintError(err);
+      PrintError(absl::StrCat("--", name, ": ", err));
       return ParseOutcome::kError;
     }
-    f->seen = true;
+    f->source = FlagSource::kCommandLine;
+  }
+  // Environment twins fill in only what the command line left alone, so a flag always wins
+  // and a stale variable shadowed by a flag cannot fail the start.
+  if (!env_prefix_.empty()) {
+    for (Flag& f : flags_) {
+      if (f.source == FlagSource::kCommandLine) continue;
+      const std::string var = EnvName(f.name);
+      const std::optional<std::string> value = env_lookup_ ? env_lookup_(var) : std::nullopt;
+      if (!value.has_value() || value->empty()) continue;
+      const std::string err = f.set(*value);
+      if (!err.empty()) {
+        PrintError(absl::StrCat("environment variable ", var, ": ", err));
+        return ParseOutcome::kError;
+      }
+      f.source = FlagSource::kEnvironment;
+    }
   }
   for (const Flag& f : flags_) {
-    if (f.required && !f.seen) {
+    if (f.required && f.source == FlagSource::kDefault) {
       PrintError(absl::StrCat("missing required flag --", f.name));
       return ParseOutcome::kError;
     }
@@ -204,11 +251,13 @@ ParseOutcome FlagSet::Parse(int argc, char** argv) {
   return ParseOutcome::kOk;
 }
 
-bool FlagSet::WasSet(const std::string& name) const {
+bool FlagSet::WasSet(const std::string& name) const { return Source(name) != FlagSource::kDefault; }
+
+FlagSource FlagSet::Source(const std::string& name) const {
   for (const Flag& f : flags_) {
-    if (f.name == name) return f.seen;
+    if (f.name == name) return f.source;
   }
-  return false;
+  return FlagSource::kDefault;
 }
 
 }  // namespace xlstmd::base

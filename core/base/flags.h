@@ -1,18 +1,27 @@
-// FlagSet: the tiny flag parser of the `xlstm` tool (CLI11 costs ~16 s per translation unit).
+// FlagSet: the tiny flag parser of the `xlstm` tool and the `xlstmd` daemon (CLI11 costs
+// ~16 s per translation unit).
 //
-// Each subcommand declares its flags once — name, destination, default (the destination's
+// Each command declares its flags once — name, destination, default (the destination's
 // initial value), range, help — then calls Parse. Accepted spellings: `--name value`,
 // `--name=value`, and bare `--name` for boolean flags; `--help`/`-h` prints the usage.
 // Validation failures (unknown flag, missing value, missing required flag, bad number,
 // value out of range, positional argument) print exactly one line
-// `xlstm <cmd>: error: ...` to stderr. Single-threaded; destinations must outlive Parse.
+// `<program> [<cmd>]: error: ...` to stderr (`xlstm score: error: ...` for the tool).
+//
+// Environment twins (the daemon's, off by default): with an env prefix set, every flag
+// `--foo-bar` also reads `<PREFIX>FOO_BAR`. Precedence: command line > environment >
+// default. An empty variable counts as unset; a variable whose flag is given on the command
+// line is not read at all. A bad value is one error line naming the variable.
+// Single-threaded; destinations must outlive Parse.
 #ifndef XLSTMD_CORE_BASE_FLAGS_H_
 #define XLSTMD_CORE_BASE_FLAGS_H_
 
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace xlstmd::base {
@@ -23,10 +32,27 @@ enum class ParseOutcome {
   kError,  // one error line printed to stderr: exit 2
 };
 
+// Where a flag's value came from (after Parse).
+enum class FlagSource { kDefault, kEnvironment, kCommandLine };
+
+// Reads one environment variable; nullopt when unset.
+using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+// The process environment (getenv).
+std::optional<std::string> GetEnv(const std::string& name);
+
 class FlagSet {
  public:
-  // `command` is the subcommand name ("score"); `summary` one line for the usage text.
+  // `command` is the subcommand name ("score"), or "" for a program without subcommands;
+  // `summary` one line for the usage text. The program name defaults to "xlstm".
   FlagSet(std::string command, std::string summary);
+
+  // The program named in usage and error lines ("xlstmd").
+  void set_program(std::string program) { program_ = std::move(program); }
+  // Turns on environment twins: `--foo-bar` reads `<prefix>FOO_BAR` (see the file comment).
+  // `lookup` replaces getenv (tests).
+  void EnableEnvTwins(std::string prefix, EnvLookup lookup = GetEnv);
+  // The environment variable of flag `name` ("" when env twins are off).
+  std::string EnvName(const std::string& name) const;
 
   void String(const std::string& name, std::string* dst, const std::string& help,
               bool required = false);
@@ -41,13 +67,17 @@ class FlagSet {
   void IntList(const std::string& name, std::vector<int64_t>* dst, int64_t min, int64_t max,
                const std::string& help, bool required = false);
   void Bool(const std::string& name, bool* dst, const std::string& help);
+  // Replaces the placeholder shown for a declared flag's value in the usage ("STR" -> "DIR").
+  void SetValueHint(const std::string& name, std::string hint);
 
-  // argv[0] is the subcommand name; flags follow.
+  // argv[0] is the subcommand (or program) name; flags follow.
   ParseOutcome Parse(int argc, char** argv);
-  // True when the flag appeared on the command line (after a successful Parse).
+  // True when the flag was given on the command line or through its environment twin
+  // (after a successful Parse).
   bool WasSet(const std::string& name) const;
+  FlagSource Source(const std::string& name) const;
 
-  // Prints `xlstm <cmd>: error: <message>` to stderr (for checks done after Parse).
+  // Prints `<program> [<cmd>]: error: <message>` to stderr (for checks done after Parse).
   void PrintError(const std::string& message) const;
   std::string Usage() const;
 
@@ -59,15 +89,21 @@ class FlagSet {
     std::string default_text;
     bool required = false;
     bool is_bool = false;
-    bool seen = false;
-    // Parses and stores the value; returns an error message or "".
+    FlagSource source = FlagSource::kDefault;
+    // Parses and stores the value; returns "" or an error message without the flag's name
+    // ("'x' is not an integer"): the caller prefixes `--name: ` or the variable's name.
     std::function<std::string(const std::string&)> set;
   };
   Flag* Find(const std::string& name);
   void Add(Flag flag);
+  // "xlstm score" or "xlstmd".
+  std::string Prefix() const;
 
+  std::string program_ = "xlstm";
   std::string command_;
   std::string summary_;
+  std::string env_prefix_;  // "" = no environment twins
+  EnvLookup env_lookup_;
   std::vector<Flag> flags_;
 };
 

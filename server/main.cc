@@ -1,0 +1,116 @@
+// `xlstmd`: the daemon. Startup order (RELIABILITY.md): parse options, start listening
+// (health NOT_SERVING), load the model, serve; on SIGTERM/SIGINT drain and exit 0.
+// Exit codes: 0 after a clean stop (or --help), 2 when options, the API keys file, the
+// model or the listen address are unusable (one error line on stderr).
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_replace.h"
+#include "kernels/backend.h"
+#include "server/api_keys.h"
+#include "server/model_loader.h"
+#include "server/options.h"
+#include "server/server.h"
+#include "server/signals.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace xlstmd::server {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitStartup = 2;
+
+void SetUpLogging(const std::string& level) {
+  auto logger = spdlog::stderr_logger_mt("xlstmd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::flush_on(spdlog::level::trace);
+}
+
+// One line, whatever the status message holds.
+std::string OneLine(const absl::Status& s) {
+  return absl::StrReplaceAll(s.ToString(), {{"\n", " "}, {"\r", " "}});
+}
+
+int StartupFailure(const std::string& what, const absl::Status& s) {
+  spdlog::error("xlstmd: {}: {}", what, OneLine(s));
+  return kExitStartup;
+}
+
+const char* SignalName(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+int Main(int argc, char** argv) {
+  // Before anything can start a thread.
+  ShutdownSignals signals;
+
+  ServerOptions options;
+  switch (ParseServerOptions(argc, argv, base::GetEnv, &options)) {
+    case base::ParseOutcome::kHelp:
+      return kExitOk;
+    case base::ParseOutcome::kError:
+      return kExitStartup;
+    case base::ParseOutcome::kOk:
+      break;
+  }
+  SetUpLogging(options.log_level);
+
+  Authenticator auth;
+  if (!options.api_keys_file.empty()) {
+    std::vector<std::string> warnings;
+    absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(options.api_keys_file, &warnings);
+    if (!keys.ok()) return StartupFailure("--api-keys", keys.status());
+    for (const std::string& w : warnings) spdlog::warn("{}", w);
+    spdlog::info("authentication on: {} API key(s)", keys->size());
+    auth = Authenticator(*std::move(keys));
+  }
+
+  std::error_code ec;
+  const std::filesystem::path cwd = std::filesystem::current_path(ec);
+  absl::StatusOr<std::filesystem::path> model_dir =
+      ResolveModelDir(options.model_dir, SelfExePath(), cwd);
+  if (!model_dir.ok()) return StartupFailure("--model", model_dir.status());
+
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(auth));
+  if (!server.ok()) return StartupFailure("--listen", server.status());
+  spdlog::info("listening on {}; loading model {}", (*server)->listen_address(),
+               model_dir->string());
+
+  absl::StatusOr<LoadedModel> model = LoadModel(options, *model_dir);
+  if (!model.ok()) return StartupFailure("cannot load the model", model.status());
+
+  if (signals.count() == 0) {
+    const core::XlstmModel& m = model->engine->model();
+    const std::string line = fmt::format(
+        "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
+        "state_bytes_per_session={} slots={} listen={}",
+        model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
+        kernels::DTypeName(m.backend().WeightDType()), m.state_bytes_per_session(), options.slots,
+        (*server)->listen_address());
+    (*server)->Serve(*std::move(model));
+    spdlog::info("{}", line);
+    const int sig = signals.WaitFirst();
+    spdlog::info("{}: draining (grace period {} s; send it again to skip the wait)",
+                 SignalName(sig), options.grace_period_s);
+  } else {
+    spdlog::info("shutdown requested while loading; not serving");
+  }
+
+  (*server)->Drain(absl::Seconds(options.grace_period_s), [&] { return signals.count() >= 2; });
+  server->reset();
+  spdlog::info("xlstmd stopped");
+  return kExitOk;
+}
+
+}  // namespace
+}  // namespace xlstmd::server
+
+int main(int argc, char** argv) { return xlstmd::server::Main(argc, argv); }

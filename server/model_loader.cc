@@ -1,0 +1,118 @@
+#include "server/model_loader.h"
+
+#include <system_error>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/model/checkpoint.h"
+#include "core/tokenizer/chat_template.h"
+#include "core/tokenizer/tokenizer.h"
+#include "kernels/backend_registry.h"
+
+namespace xlstmd::server {
+namespace {
+
+bool IsDirectory(const std::filesystem::path& p) {
+  std::error_code ec;
+  return std::filesystem::is_directory(p, ec);
+}
+
+// Wraps a load error so the one startup line says which file or step failed.
+absl::Status Annotate(const absl::Status& s, const std::string& what) {
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
+}
+
+}  // namespace
+
+std::filesystem::path SelfExePath() {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path() : p;
+}
+
+absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_flag,
+                                                      const std::filesystem::path& exe_path,
+                                                      const std::filesystem::path& cwd) {
+  if (!model_flag.empty()) {
+    if (!IsDirectory(model_flag)) {
+      return absl::NotFoundError(
+          absl::StrCat("model directory ", model_flag, " does not exist or is not a directory"));
+    }
+    return std::filesystem::path(model_flag);
+  }
+  std::vector<std::filesystem::path> candidates;
+  if (!exe_path.empty()) {
+    candidates.push_back(
+        (exe_path.parent_path() / ".." / ".." / "models" / "default").lexically_normal());
+  }
+  candidates.push_back((cwd / "models" / "default").lexically_normal());
+  for (const std::filesystem::path& c : candidates) {
+    if (IsDirectory(c)) return c;
+  }
+  std::string looked;
+  for (const std::filesystem::path& c : candidates) {
+    absl::StrAppend(&looked, looked.empty() ? "" : ", ", c.string());
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("no --model given and the bundled default model is missing (looked in ", looked,
+                   "); run scripts/bootstrap.sh to create it, or pass --model DIR"));
+}
+
+absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
+                                      const std::filesystem::path& model_dir) {
+  LoadedModel out;
+  out.model_dir = model_dir;
+  std::filesystem::path abs = std::filesystem::absolute(model_dir).lexically_normal();
+  out.model_name =
+      abs.has_filename() ? abs.filename().string() : abs.parent_path().filename().string();
+
+  kernels::BackendOptions bo;
+  bo.threads = static_cast<int>(options.threads);
+  if (options.weight_dtype == "auto") {
+    absl::StatusOr<kernels::DType> native = core::NativeStorageDType(model_dir);
+    if (!native.ok()) return Annotate(native.status(), absl::StrCat("model ", model_dir.string()));
+    bo.weight_dtype = *native;
+  } else {
+    bo.weight_dtype =
+        options.weight_dtype == "f32" ? kernels::DType::kF32 : kernels::DType::kBF16;
+  }
+  absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
+      kernels::CreateBackend(options.backend, bo);
+  if (!backend.ok()) return Annotate(backend.status(), "backend");
+  out.backend = *std::move(backend);
+
+  core::LoadOptions lo;
+  lo.conversion_threads = static_cast<int>(options.threads);
+  absl::StatusOr<std::unique_ptr<core::XlstmModel>> model =
+      core::XlstmModel::Load(model_dir, out.backend.get(), lo);
+  if (!model.ok()) return Annotate(model.status(), absl::StrCat("model ", model_dir.string()));
+
+  absl::StatusOr<std::unique_ptr<core::Tokenizer>> tokenizer =
+      options.tokenizer_file.empty() ? core::LoadModelTokenizer(model_dir)
+                                     : core::LoadTokenizerFile(options.tokenizer_file);
+  if (!tokenizer.ok()) {
+    return Annotate(tokenizer.status(), absl::StrCat("tokenizer ", options.tokenizer_file.empty()
+                                                                       ? model_dir.string()
+                                                                       : options.tokenizer_file));
+  }
+  // Ids the tokenizer can produce must be rows of the embedding; the reverse need not hold
+  // (checkpoints pad their vocabulary, and the byte tokenizer covers only the first 257).
+  if ((*tokenizer)->vocab_size() > (*model)->vocab_size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tokenizer has ", (*tokenizer)->vocab_size(), " tokens but model ", model_dir.string(),
+        " only ", (*model)->vocab_size(), "; pass the model's own tokenizer"));
+  }
+
+  absl::StatusOr<core::ChatTemplate> tmpl = core::ChatTemplate::ForModel(model_dir, **tokenizer);
+  if (!tmpl.ok()) return Annotate(tmpl.status(), "chat template");
+
+  absl::StatusOr<std::unique_ptr<core::Engine>> engine = core::Engine::Create(
+      *std::move(model), *std::move(tokenizer), *std::move(tmpl), options.ToEngineOptions());
+  if (!engine.ok()) return Annotate(engine.status(), "engine");
+  out.engine = *std::move(engine);
+  return out;
+}
+
+}  // namespace xlstmd::server

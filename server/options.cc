@@ -1,0 +1,165 @@
+#include "server/options.h"
+
+#include <cstdio>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace xlstmd::server {
+namespace {
+
+constexpr int64_t kI32Max = std::numeric_limits<int32_t>::max();
+
+// Each helper writes the default and registers the flag in one statement, so a name, its
+// default and its help can never drift apart.
+void Str(base::FlagSet* f, std::string* dst, const char* name, const char* hint, const char* def,
+         const char* help) {
+  *dst = def;
+  f->String(name, dst, help);
+  f->SetValueHint(name, hint);
+}
+void Num(base::FlagSet* f, int64_t* dst, const char* name, int64_t def, int64_t min, int64_t max,
+         const char* help) {
+  *dst = def;
+  f->Int(name, dst, min, max, help);
+}
+
+}  // namespace
+
+void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env) {
+  f->set_program("xlstmd");
+  f->EnableEnvTwins(kEnvPrefix, std::move(env));
+
+  Str(f, &o->model_dir, "model", "DIR", "",
+      "model directory (config.json + safetensors); default: the bundled models/default "
+      "written by scripts/bootstrap.sh");
+  Str(f, &o->tokenizer_file, "tokenizer", "FILE", "",
+      "tokenizer.json to use; default: the model directory's tokenizer.json, else the byte "
+      "tokenizer");
+  Str(f, &o->backend, "backend", "NAME", "auto", "compute backend: auto, cpu, cuda, cuda:N");
+  o->weight_dtype = "auto";
+  f->Choice("weight-dtype", &o->weight_dtype, {"auto", "f32", "bf16"},
+            "weight storage dtype; auto = f32 for an all-F32 checkpoint, else bf16 (as xlstm "
+            "generate)");
+  Num(f, &o->threads, "threads", 0, 0, 1024, "backend worker threads; 0 = one per core");
+
+  Str(f, &o->listen, "listen", "HOST:PORT", "0.0.0.0:50051",
+      "gRPC listen address HOST:PORT; port 0 picks a free port");
+  Num(f, &o->max_message_bytes, "max-message-bytes", 4 << 20, 1024, kI32Max,
+      "largest gRPC request accepted, in bytes (larger ones get RESOURCE_EXHAUSTED)");
+  Str(f, &o->api_keys_file, "api-keys", "FILE", "",
+      "API keys file, one '<tenant> <key>' per line (docs/server.md); unset = no "
+      "authentication, one anonymous tenant");
+
+  Num(f, &o->slots, "slots", 64, 1, 1 << 20, "resident session state slots");
+  Num(f, &o->max_batch, "max-batch", 64, 1, 1 << 16, "turns running at once");
+  Num(f, &o->prefill_budget, "prefill-budget", 512, 1, kI32Max,
+      "prompt tokens prefilled per scheduler iteration");
+  Num(f, &o->prefill_piece, "prefill-piece", 128, 1, kI32Max,
+      "prompts are prefilled in pieces of this many tokens");
+  Num(f, &o->queue_depth, "queue-depth", 256, 1, kI32Max,
+      "turns waiting for a slot before RESOURCE_EXHAUSTED");
+  Num(f, &o->max_prompt_tokens, "max-prompt-tokens", 8192, 1, kI32Max,
+      "input tokens per turn (template and BOS included)");
+  Num(f, &o->max_new_tokens, "max-new-tokens", 16384, 1, kI32Max,
+      "largest max_tokens a request may ask for");
+  Num(f, &o->default_max_tokens, "default-max-tokens", 512, 1, kI32Max,
+      "max_tokens of a request that leaves it at 0");
+  Num(f, &o->max_sessions, "max-sessions", 10000, 1, kI32Max, "sessions held at once");
+  Num(f, &o->idle_ttl_s, "idle-ttl-s", 0, 0, int64_t{1} << 40,
+      "delete sessions idle longer than this many seconds; 0 = never");
+  Num(f, &o->max_turn_s, "max-turn-s", 600, 0, int64_t{1} << 30,
+      "a turn running longer (queue time included) is rolled back with DEADLINE_EXCEEDED; "
+      "0 = no limit");
+  Num(f, &o->stream_buffer, "stream-buffer", 64, 1, 1 << 20,
+      "events buffered per turn for a slow reader before the turn pauses");
+
+  Num(f, &o->grace_period_s, "grace-period-s", 30, 0, 86400,
+      "on SIGTERM/SIGINT, seconds running turns may take to finish before they are cancelled");
+  o->log_level = "info";
+  f->Choice("log-level", &o->log_level, {"trace", "debug", "info", "warn", "error", "off"},
+            "log verbosity (stderr)");
+}
+
+ServerOptions DefaultServerOptions() {
+  ServerOptions o;
+  base::FlagSet flags("", "");
+  DeclareServerFlags(&o, &flags, [](const std::string&) { return std::nullopt; });
+  return o;
+}
+
+core::EngineOptions ServerOptions::ToEngineOptions() const {
+  core::EngineOptions e;
+  e.resident_slots = static_cast<int32_t>(slots);
+  e.max_batch = static_cast<int32_t>(max_batch);
+  e.prefill_token_budget = static_cast<int32_t>(prefill_budget);
+  e.prefill_piece = static_cast<int32_t>(prefill_piece);
+  e.queue_depth = static_cast<int32_t>(queue_depth);
+  e.max_prompt_tokens = static_cast<int32_t>(max_prompt_tokens);
+  e.max_sessions = static_cast<int32_t>(max_sessions);
+  e.idle_ttl_ms = idle_ttl_s * 1000;
+  e.max_turn_ms = max_turn_s * 1000;
+  e.stream_buffer_events = static_cast<int32_t>(stream_buffer);
+  e.sampling.max_tokens = static_cast<int32_t>(max_new_tokens);
+  e.sampling.default_max_tokens = static_cast<int32_t>(default_max_tokens);
+  return e;
+}
+
+absl::StatusOr<HostPort> ParseHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "' is not HOST:PORT (e.g. 0.0.0.0:50051, [::]:50051)"));
+  }
+  HostPort hp;
+  hp.host = address.substr(0, colon);
+  const std::string port = address.substr(colon + 1);
+  int p = -1;
+  if (port.empty() || port.size() > 5 || !absl::SimpleAtoi(port, &p) || p < 0 || p > 65535 ||
+      port.find_first_not_of("0123456789") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "': port '", port, "' is not a number in [0, 65535]"));
+  }
+  // A bare IPv6 address needs brackets, or its last group would read as the port.
+  const bool bracketed = hp.host.front() == '[' && hp.host.back() == ']';
+  if (!bracketed && hp.host.find_first_of(":[]") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "': write IPv6 hosts in brackets, e.g. [::1]:50051"));
+  }
+  if (bracketed && hp.host.size() < 3) {
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "': empty host"));
+  }
+  hp.port = p;
+  return hp;
+}
+
+base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLookup& env,
+                                      ServerOptions* out) {
+  ServerOptions o;
+  base::FlagSet flags("", "xlstmd: serves an xLSTM language model as a streaming chat over gRPC.");
+  DeclareServerFlags(&o, &flags, env);
+  const base::ParseOutcome outcome = flags.Parse(argc, argv);
+  if (outcome != base::ParseOutcome::kOk) return outcome;
+
+  // Checks that involve more than one option, or a format FlagSet does not know.
+  if (absl::StatusOr<HostPort> hp = ParseHostPort(o.listen); !hp.ok()) {
+    flags.PrintError(absl::StrCat("--listen: ", hp.status().message()));
+    return base::ParseOutcome::kError;
+  }
+  if (o.default_max_tokens > o.max_new_tokens) {
+    flags.PrintError(absl::StrCat("--default-max-tokens (", o.default_max_tokens,
+                                  ") must not exceed --max-new-tokens (", o.max_new_tokens, ")"));
+    return base::ParseOutcome::kError;
+  }
+  if (o.prefill_budget < o.prefill_piece) {
+    flags.PrintError(absl::StrCat("--prefill-budget (", o.prefill_budget,
+                                  ") must be at least --prefill-piece (", o.prefill_piece, ")"));
+    return base::ParseOutcome::kError;
+  }
+  *out = std::move(o);
+  return base::ParseOutcome::kOk;
+}
+
+}  // namespace xlstmd::server

@@ -1,0 +1,78 @@
+// ServerOptions: every knob of the `xlstmd` daemon, declared once (name, default, range, help)
+// in options.cc's DeclareServerFlags, each with an `XLSTMD_*` environment twin (flag name
+// upper-cased, dashes to underscores). Precedence: command-line flag > environment > default.
+//
+// ParseServerOptions is the only way to build one from user input; the result is an
+// immutable value passed by const& to the rest of the daemon. Plain data, any thread.
+#ifndef XLSTMD_SERVER_OPTIONS_H_
+#define XLSTMD_SERVER_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/base/flags.h"
+#include "core/engine/engine.h"
+
+namespace xlstmd::server {
+
+inline constexpr char kEnvPrefix[] = "XLSTMD_";
+
+struct ServerOptions {
+  // Model and tokenizer. `model_dir` "" = the bundled default model (ResolveModelDir).
+  std::string model_dir;
+  std::string tokenizer_file;  // "" = the model dir's tokenizer.json, else bytes
+  std::string backend;         // auto | cpu | cuda
+  std::string weight_dtype;    // f32 | bf16
+  int64_t threads = 0;         // backend worker threads; 0 = one per core
+
+  // Transport.
+  std::string listen;  // HOST:PORT; port 0 picks a free port
+  int64_t max_message_bytes = 0;
+  std::string api_keys_file;  // "" = no authentication, one anonymous tenant
+
+  // Engine (core::EngineOptions).
+  int64_t slots = 0;
+  int64_t max_batch = 0;
+  int64_t prefill_budget = 0;
+  int64_t prefill_piece = 0;
+  int64_t queue_depth = 0;
+  int64_t max_prompt_tokens = 0;
+  int64_t max_new_tokens = 0;
+  int64_t default_max_tokens = 0;
+  int64_t max_sessions = 0;
+  int64_t idle_ttl_s = 0;
+  int64_t max_turn_s = 0;
+  int64_t stream_buffer = 0;
+
+  // Operations.
+  int64_t grace_period_s = 0;
+  std::string log_level;
+
+  // The option values as core::Engine wants them.
+  core::EngineOptions ToEngineOptions() const;
+};
+
+// Declares every option on `flags` with its default written into `options` (the single
+// declaration of names, defaults, ranges and help), and turns on the environment twins.
+void DeclareServerFlags(ServerOptions* options, base::FlagSet* flags,
+                        base::EnvLookup env = base::GetEnv);
+
+// The defaults, as DeclareServerFlags writes them.
+ServerOptions DefaultServerOptions();
+
+// Parses argv (argv[0] is the program) and the environment. kHelp after printing usage to
+// stdout, kError after printing one `xlstmd: error: ...` line to stderr.
+base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLookup& env,
+                                      ServerOptions* out);
+
+// HOST:PORT split ("[::1]:80" -> "::1"/"[::1]", 80). INVALID_ARGUMENT when malformed.
+struct HostPort {
+  std::string host;  // as written, brackets kept for IPv6
+  int port = 0;
+};
+absl::StatusOr<HostPort> ParseHostPort(const std::string& address);
+
+}  // namespace xlstmd::server
+
+#endif  // XLSTMD_SERVER_OPTIONS_H_

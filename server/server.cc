@@ -1,0 +1,138 @@
+#include "server/server.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "server/services.h"
+
+namespace xlstmd::server {
+namespace {
+
+constexpr const char* kHealthNames[] = {"", "xlstmd.v1.ChatService"};
+
+std::chrono::system_clock::time_point After(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
+}
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  explicit Impl(Authenticator auth) : state(std::move(auth)), chat(&state), model_service(&state) {}
+
+  void SetHealth(bool serving) {
+    grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService();
+    if (health == nullptr) return;
+    for (const char* name : kHealthNames) health->SetServingStatus(name, serving);
+  }
+
+  ServingState state;
+  ChatServiceImpl chat;
+  ModelServiceImpl model_service;
+  std::unique_ptr<grpc::Server> grpc_server;
+  std::string listen_address;
+  int port = 0;
+  std::optional<LoadedModel> model;
+  bool drained = false;
+  bool shut_down = false;
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  Shutdown();
+  // The engine goes (with impl_->model) only after the transport stopped: no call can reach
+  // it any more.
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
+                                                      Authenticator auth) {
+  absl::StatusOr<HostPort> hp = ParseHostPort(options.listen);
+  if (!hp.ok()) return hp.status();
+
+  auto impl = std::make_unique<Impl>(std::move(auth));
+  // Both are process-wide switches read by the builder; setting them again is harmless.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  int selected_port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  // gRPC turns SO_REUSEPORT on by default, which would let a second daemon bind the same
+  // port and silently share its traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Ping idle connections so dead peers (browsers, proxies) are noticed, and accept client
+  // keepalive pings down to every 30 s without calling them abusive.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 30 * 1000);
+  builder.RegisterService(&impl->chat);
+  builder.RegisterService(&impl->model_service);
+  impl->grpc_server = builder.BuildAndStart();
+  if (impl->grpc_server == nullptr || selected_port == 0) {
+    if (impl->grpc_server != nullptr) impl->grpc_server->Shutdown();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen, " (address in use or not local?)"));
+  }
+  // The default health service starts with "" SERVING; nothing is served until the model
+  // is loaded.
+  impl->SetHealth(false);
+  impl->port = selected_port;
+  impl->listen_address = absl::StrCat(hp->host, ":", selected_port);
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+const std::string& Server::listen_address() const { return impl_->listen_address; }
+int Server::port() const { return impl_->port; }
+
+const LoadedModel* Server::model() const {
+  return impl_->model.has_value() ? &*impl_->model : nullptr;
+}
+
+void Server::Serve(LoadedModel model) {
+  impl_->model = std::move(model);
+  impl_->state.SetEngine(impl_->model->engine.get(), impl_->model->model_name);
+  impl_->SetHealth(true);
+}
+
+void Server::Drain(absl::Duration grace, const std::function<bool()>& skip_wait) {
+  if (impl_->drained || impl_->shut_down) return;
+  impl_->drained = true;
+  impl_->SetHealth(false);
+  core::Engine* engine = impl_->state.engine();
+  if (engine != nullptr) {
+    engine->BeginDrain();
+    const absl::Time deadline = absl::Now() + grace;
+    // Short waits, so a second signal (skip_wait) cuts the grace period short promptly.
+    while (!skip_wait()) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) break;
+      const int64_t slice_ms =
+          std::max<int64_t>(1, absl::ToInt64Milliseconds(std::min(left, absl::Milliseconds(100))));
+      if (engine->WaitIdle(slice_ms)) break;
+    }
+    engine->CancelAll(absl::UnavailableError("server shutting down"));
+  }
+  Shutdown();
+}
+
+void Server::Shutdown(absl::Duration deadline) {
+  if (impl_->shut_down) return;
+  impl_->shut_down = true;
+  // Calls still open here are idle ones (health Watch) or turns finishing their last write;
+  // after the deadline gRPC cancels them.
+  impl_->grpc_server->Shutdown(After(deadline));
+  impl_->grpc_server->Wait();
+}
+
+}  // namespace xlstmd::server

@@ -1,0 +1,63 @@
+// Server: the gRPC side of xlstmd. It listens before the model is loaded (health
+// NOT_SERVING, calls UNAVAILABLE "model loading"), serves once a LoadedModel is handed over,
+// and drains on shutdown (RELIABILITY.md: readiness off, no new turns, running turns get a
+// grace period, then are cancelled with rollback, then the transport stops).
+//
+// Serves xlstmd.v1.ChatService and ModelService, grpc.health.v1 (service names "" and
+// "xlstmd.v1.ChatService"), and server reflection (grpc.reflection.v1alpha).
+//
+// Threading: Start, Serve, Drain and Shutdown come from one controlling thread (main's);
+// the accessors are safe from any thread. gRPC headers stay out of this header so that main
+// and the tests do not pay for them.
+#ifndef XLSTMD_SERVER_SERVER_H_
+#define XLSTMD_SERVER_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/api_keys.h"
+#include "server/model_loader.h"
+#include "server/options.h"
+
+namespace xlstmd::server {
+
+class Server {
+ public:
+  // Binds options.listen and starts the services (not yet serving). UNAVAILABLE when the
+  // address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
+                                                       Authenticator auth);
+  ~Server();  // Shutdown(), if not done yet
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The bound address, HOST:PORT with port 0 resolved to the port picked.
+  const std::string& listen_address() const;
+  int port() const;
+
+  // Takes the model, routes calls to its engine, and flips health to SERVING.
+  void Serve(LoadedModel model);
+  // nullptr before Serve.
+  const LoadedModel* model() const;
+
+  // Graceful stop: health NOT_SERVING, new turns and sessions UNAVAILABLE, running and
+  // queued turns get up to `grace` to finish (cut short once `skip_wait` returns true;
+  // polled), then are cancelled with UNAVAILABLE "server shutting down" (rolled back); then
+  // Shutdown. Idempotent.
+  void Drain(absl::Duration grace, const std::function<bool()>& skip_wait);
+  // Stops the transport: in-flight calls get `deadline` to finish, then are cancelled.
+  void Shutdown(absl::Duration deadline = absl::Seconds(1));
+
+  class Impl;
+
+ private:
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace xlstmd::server
+
+#endif  // XLSTMD_SERVER_SERVER_H_

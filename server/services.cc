@@ -1,0 +1,251 @@
+#include "server/services.h"
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "server/chat_reactor.h"
+#include "server/convert.h"
+
+namespace xlstmd::server {
+namespace {
+
+// Authenticates the call (before anything else looks at it, so an unauthenticated caller
+// learns nothing) and fetches the engine.
+absl::Status Enter(const ServingState& state, grpc::CallbackServerContext* ctx, std::string* tenant,
+                   core::Engine** engine) {
+  std::vector<absl::string_view> authorization;
+  if (state.auth().enabled()) {
+    const auto range = ctx->client_metadata().equal_range("authorization");
+    for (auto it = range.first; it != range.second; ++it) {
+      authorization.emplace_back(it->second.data(), it->second.size());
+    }
+  }
+  absl::StatusOr<std::string> who = state.auth().Authenticate(authorization);
+  if (!who.ok()) return who.status();
+  *tenant = *std::move(who);
+  *engine = state.engine();
+  if (*engine == nullptr) {
+    return absl::UnavailableError("model loading; retry shortly");
+  }
+  return absl::OkStatus();
+}
+
+template <class Message>
+absl::Status ParseRequest(const grpc::ByteBuffer* request, Message* out) {
+  // An all-default message is zero bytes on the wire; never hand the reader a null buffer.
+  if (request == nullptr || !request->Valid()) {
+    out->Clear();
+    return absl::OkStatus();
+  }
+  // ProtoBufferReader wants a mutable buffer; the copy only takes references to the slices.
+  grpc::ByteBuffer copy(*request);
+  grpc::ProtoBufferReader reader(&copy);
+  if (!reader.status().ok() || !out->ParseFromZeroCopyStream(&reader)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request is not a valid ", out->GetTypeName(),
+                     ": malformed protobuf, or a string field that is not valid UTF-8"));
+  }
+  return absl::OkStatus();
+}
+
+template <class Message>
+grpc::Status SerializeResponse(const Message& message, grpc::ByteBuffer* response) {
+  response->Clear();
+  bool own_buffer = false;
+  return grpc::SerializationTraits<Message>::Serialize(message, response, &own_buffer);
+}
+
+grpc::ServerUnaryReactor* FinishWith(grpc::ServerUnaryReactor* reactor,
+                                     const absl::Status& status) {
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// Completion of the engine's asynchronous session calls: runs on the engine thread, so it
+// only converts and finishes.
+std::function<void(absl::StatusOr<core::SessionInfo>)> FinishWithSession(
+    grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response) {
+  return [reactor, response](absl::StatusOr<core::SessionInfo> info) {
+    if (!info.ok()) {
+      reactor->Finish(ToGrpcStatus(info.status()));
+      return;
+    }
+    v1::Session session;
+    ToProto(*info, &session);
+    reactor->Finish(SerializeResponse(session, response));
+  };
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ChatServiceImpl::CreateSession(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  v1::CreateSessionRequest req;
+  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  engine->CreateSession(std::move(tenant), std::move(*req.mutable_system_prompt()),
+                        FinishWithSession(reactor, response));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::Chat(grpc::CallbackServerContext* ctx,
+                                                                  const grpc::ByteBuffer* request) {
+  auto* reactor = new ChatReactor(ctx);
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    reactor->Reject(s);
+    return reactor;
+  }
+  v1::ChatRequest req;
+  if (absl::Status s = ParseRequest(request, &req); !s.ok()) {
+    reactor->Reject(s);
+    return reactor;
+  }
+  absl::StatusOr<core::TurnRequest> turn = ToTurnRequest(req, std::move(tenant));
+  if (!turn.ok()) {
+    reactor->Reject(turn.status());
+    return reactor;
+  }
+  absl::StatusOr<std::shared_ptr<core::TurnStream>> stream =
+      engine->StartTurn(*std::move(turn), [reactor] { reactor->Wake(); });
+  if (!stream.ok()) {
+    reactor->Reject(stream.status());
+    return reactor;
+  }
+  reactor->Attach(*std::move(stream));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::GetSession(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  v1::GetSessionRequest req;
+  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  absl::StatusOr<core::SessionInfo> info = engine->GetSession(tenant, req.session_id());
+  if (!info.ok()) return FinishWith(reactor, info.status());
+  v1::Session session;
+  ToProto(*info, &session);
+  reactor->Finish(SerializeResponse(session, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::ListSessions(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  v1::ListSessionsRequest req;
+  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  if (req.page_size() < 0) {
+    return FinishWith(reactor, absl::InvalidArgumentError(absl::StrCat(
+                                   "page_size must not be negative (got ", req.page_size(), ")")));
+  }
+  const int32_t page_size =
+      req.page_size() == 0 ? kDefaultPageSize : std::min(req.page_size(), kMaxPageSize);
+  // The page token is the last session id of the previous page: sessions are listed in id
+  // order, so it stays valid while sessions come and go.
+  if (!req.page_token().empty()) {
+    if (absl::Status s = ValidateSessionId(req.page_token(), "page_token"); !s.ok()) {
+      return FinishWith(reactor, s);
+    }
+  }
+  // One more than asked tells whether another page follows.
+  std::vector<core::SessionInfo> sessions =
+      engine->ListSessions(tenant, req.page_token(), page_size + 1);
+  v1::ListSessionsResponse out;
+  const bool more = static_cast<int32_t>(sessions.size()) > page_size;
+  if (more) sessions.resize(page_size);
+  for (const core::SessionInfo& info : sessions) ToProto(info, out.add_sessions());
+  if (more) out.set_next_page_token(sessions.back().session_id);
+  reactor->Finish(SerializeResponse(out, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::ForkSession(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  v1::ForkSessionRequest req;
+  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  engine->ForkSession(std::move(tenant), std::move(*req.mutable_session_id()),
+                      FinishWithSession(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::DeleteSession(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  v1::DeleteSessionRequest req;
+  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  engine->DeleteSession(std::move(tenant), std::move(*req.mutable_session_id()),
+                        [reactor, response](absl::Status status) {
+                          if (!status.ok()) {
+                            reactor->Finish(ToGrpcStatus(status));
+                            return;
+                          }
+                          reactor->Finish(SerializeResponse(v1::DeleteSessionResponse(), response));
+                        });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::GetModelInfo(grpc::CallbackServerContext* ctx,
+                                                         const v1::GetModelInfoRequest* request,
+                                                         v1::ModelInfo* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  ToProto(engine->model(), state_->model_name(), response);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace xlstmd::server

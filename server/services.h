@@ -1,0 +1,101 @@
+// The gRPC services of xlstmd.v1 on the callback API: ChatService and ModelService, both
+// thin adapters over core::Engine (validation and conversion in convert.h, the work in the
+// engine).
+//
+// ChatService methods are registered raw (ByteBuffer in and out) so the daemon parses
+// requests itself: protobuf rejects a proto3 string holding invalid UTF-8 during parsing,
+// which the generated handlers would report as INTERNAL with no message; here it is
+// INVALID_ARGUMENT saying so.
+//
+// Every call authenticates first (AIP-211), then needs the engine: until the model is
+// loaded calls get UNAVAILABLE "model loading". The services hold no state of their own
+// beyond a pointer to the ServingState, which must outlive the gRPC server.
+#ifndef XLSTMD_SERVER_SERVICES_H_
+#define XLSTMD_SERVER_SERVICES_H_
+
+#include <atomic>
+#include <string>
+
+#include "core/engine/engine.h"
+#include "server/api_keys.h"
+#include "xlstmd/v1/chat.grpc.pb.h"
+
+namespace xlstmd::server {
+
+// What the services share: the authenticator and, once loaded, the engine. SetEngine is
+// called once, before the health status flips to SERVING; readers may run on any thread.
+class ServingState {
+ public:
+  explicit ServingState(Authenticator auth) : auth_(std::move(auth)) {}
+  ServingState(const ServingState&) = delete;
+  ServingState& operator=(const ServingState&) = delete;
+
+  const Authenticator& auth() const { return auth_; }
+  // nullptr until SetEngine. The engine must outlive every call (the server shuts down
+  // before the engine is destroyed).
+  core::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
+  // `model_name` is ModelInfo.model. Publishes the engine with release order, so the name
+  // written first is visible to every thread that sees the engine.
+  void SetEngine(core::Engine* engine, std::string model_name) {
+    model_name_ = std::move(model_name);
+    engine_.store(engine, std::memory_order_release);
+  }
+  const std::string& model_name() const { return model_name_; }
+
+ private:
+  const Authenticator auth_;
+  std::string model_name_;
+  std::atomic<core::Engine*> engine_{nullptr};
+};
+
+using RawChatService = v1::ChatService::WithRawCallbackMethod_CreateSession<
+    v1::ChatService::WithRawCallbackMethod_Chat<v1::ChatService::WithRawCallbackMethod_GetSession<
+        v1::ChatService::WithRawCallbackMethod_ListSessions<
+            v1::ChatService::WithRawCallbackMethod_ForkSession<
+                v1::ChatService::WithRawCallbackMethod_DeleteSession<v1::ChatService::Service>>>>>>;
+
+class ChatServiceImpl final : public RawChatService {
+ public:
+  // ListSessions page size when the request leaves it at 0, and the most it may ask for.
+  static constexpr int32_t kDefaultPageSize = 100;
+  static constexpr int32_t kMaxPageSize = 1000;
+
+  explicit ChatServiceImpl(const ServingState* state) : state_(state) {}
+
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Chat(grpc::CallbackServerContext* ctx,
+                                                   const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* ctx,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+
+ private:
+  const ServingState* state_;
+};
+
+class ModelServiceImpl final : public v1::ModelService::CallbackService {
+ public:
+  explicit ModelServiceImpl(const ServingState* state) : state_(state) {}
+
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+ private:
+  const ServingState* state_;
+};
+
+}  // namespace xlstmd::server
+
+#endif  // XLSTMD_SERVER_SERVICES_H_

@@ -1,0 +1,129 @@
+// API keys file parsing and bearer-token authentication (tenancy).
+#include "server/api_keys.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace xlstmd::server {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using xlstmd::testing::StatusIs;
+
+constexpr char kKeys[] =
+    "# tenants of the test\n"
+    "\n"
+    "alice  key-alice-1\n"
+    "   # indented comment\n"
+    "alice\tkey-alice-2\r\n"
+    "bob key-bob#with-hash\n";
+
+TEST(ApiKeysTest, ParsesTenantsKeysAndComments) {
+  absl::StatusOr<ApiKeys> keys = ApiKeys::Parse(kKeys, "keys.txt");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(keys->size(), 3u);
+  EXPECT_EQ(keys->TenantForKey("key-alice-1"), "alice");
+  EXPECT_EQ(keys->TenantForKey("key-alice-2"), "alice");
+  EXPECT_EQ(keys->TenantForKey("key-bob#with-hash"), "bob");
+  EXPECT_EQ(keys->TenantForKey("key-bob"), std::nullopt);
+  EXPECT_EQ(keys->TenantForKey(""), std::nullopt);
+  EXPECT_EQ(keys->TenantForKey("key-alice-1 "), std::nullopt);
+}
+
+TEST(ApiKeysTest, RejectsMalformedFilesNamingTheLineButNeverTheKey) {
+  struct Case {
+    const char* text;
+    const char* message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"alice\n", "line 1: expected '<tenant> <key>'"},
+           {"# c\nalice k1 extra\n", "line 2: expected '<tenant> <key>'"},
+           {"al/ice secret-k\n", "line 1: tenant must be"},
+           {"alice secr\x01t\n", "line 1: key must be"},
+           {"alice secret-dup\nbob secret-dup\n",
+            "line 2: the same key is already listed on line 1"},
+           {"", "no keys"},
+           {"# only comments\n\n", "no keys"},
+       }) {
+    absl::StatusOr<ApiKeys> keys = ApiKeys::Parse(c.text, "keys.txt");
+    EXPECT_THAT(keys, StatusIs(absl::StatusCode::kInvalidArgument,
+                               AllOf(HasSubstr("keys.txt"), HasSubstr(c.message),
+                                     Not(HasSubstr("secret")))))
+        << c.text;
+  }
+}
+
+TEST(ApiKeysTest, LoadFileReadsTheFileAndWarnsAboutLoosePermissions) {
+  const std::filesystem::path dir = ::testing::TempDir();
+  const std::filesystem::path path = dir / "xlstmd_api_keys_test.txt";
+  {
+    std::ofstream out(path);
+    out << kKeys;
+  }
+  ::chmod(path.c_str(), 0644);
+  std::vector<std::string> warnings;
+  absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(path, &warnings);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(keys->size(), 3u);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("0644"));
+
+  ::chmod(path.c_str(), 0600);
+  warnings.clear();
+  ASSERT_TRUE(ApiKeys::LoadFile(path, &warnings).ok());
+  EXPECT_TRUE(warnings.empty());
+  std::filesystem::remove(path);
+
+  EXPECT_THAT(ApiKeys::LoadFile(dir / "no-such-keys-file", nullptr),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no-such-keys-file")));
+}
+
+TEST(AuthenticatorTest, WithoutKeysEveryoneIsTheAnonymousTenant) {
+  Authenticator auth;
+  EXPECT_FALSE(auth.enabled());
+  EXPECT_EQ(auth.Authenticate({}).value(), "");
+  const std::vector<absl::string_view> junk = {"whatever"};
+  EXPECT_EQ(auth.Authenticate(junk).value(), "");
+}
+
+TEST(AuthenticatorTest, BearerKeyMapsToItsTenant) {
+  Authenticator auth(ApiKeys::Parse(kKeys, "keys").value());
+  EXPECT_TRUE(auth.enabled());
+  const std::vector<absl::string_view> alice = {"Bearer key-alice-2"};
+  EXPECT_EQ(auth.Authenticate(alice).value(), "alice");
+  const std::vector<absl::string_view> bob = {"bearer   key-bob#with-hash "};
+  EXPECT_EQ(auth.Authenticate(bob).value(), "bob");
+}
+
+TEST(AuthenticatorTest, MissingMalformedOrWrongCredentialsAreUnauthenticated) {
+  Authenticator auth(ApiKeys::Parse(kKeys, "keys").value());
+  EXPECT_THAT(auth.Authenticate({}),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("missing credentials")));
+  for (absl::string_view v :
+       {"key-alice-1", "Basic key-alice-1", "Bearer", "Bearer ", "Bearerkey-alice-1"}) {
+    const std::vector<absl::string_view> values = {v};
+    EXPECT_THAT(auth.Authenticate(values),
+                StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("malformed")))
+        << v;
+  }
+  const std::vector<absl::string_view> wrong = {"Bearer key-alice-3"};
+  EXPECT_THAT(auth.Authenticate(wrong),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       AllOf(HasSubstr("invalid API key"), Not(HasSubstr("key-alice-3")))));
+  const std::vector<absl::string_view> two = {"Bearer key-alice-1", "Bearer key-bob#with-hash"};
+  EXPECT_THAT(auth.Authenticate(two),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("more than one")));
+}
+
+}  // namespace
+}  // namespace xlstmd::server

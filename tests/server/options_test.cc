@@ -1,0 +1,330 @@
+// xlstmd options: every flag, its environment twin, precedence (flag > env > default) and
+// the one-line errors for bad values, plus the FlagSet behaviour the `xlstm` tool relies on.
+#include "server/options.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace xlstmd::server {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using xlstmd::testing::StatusIs;
+
+struct ParseResult {
+  base::ParseOutcome outcome;
+  ServerOptions options;
+  std::string out;
+  std::string err;
+};
+
+ParseResult Parse(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+  args.insert(args.begin(), "xlstmd");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  base::EnvLookup lookup = [env](const std::string& name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+  ParseResult r;
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  r.outcome = ParseServerOptions(static_cast<int>(argv.size()), argv.data(), lookup, &r.options);
+  r.err = ::testing::internal::GetCapturedStderr();
+  r.out = ::testing::internal::GetCapturedStdout();
+  return r;
+}
+
+TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
+  const ParseResult r = Parse({});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  const ServerOptions& o = r.options;
+  EXPECT_EQ(o.model_dir, "");
+  EXPECT_EQ(o.tokenizer_file, "");
+  EXPECT_EQ(o.listen, "0.0.0.0:50051");
+  EXPECT_EQ(o.threads, 0);
+  EXPECT_EQ(o.weight_dtype, "auto");
+  EXPECT_EQ(o.backend, "auto");
+  EXPECT_EQ(o.slots, 64);
+  EXPECT_EQ(o.max_batch, 64);
+  EXPECT_EQ(o.prefill_budget, 512);
+  EXPECT_EQ(o.prefill_piece, 128);
+  EXPECT_EQ(o.queue_depth, 256);
+  EXPECT_EQ(o.max_prompt_tokens, 8192);
+  EXPECT_EQ(o.max_new_tokens, 16384);
+  EXPECT_EQ(o.default_max_tokens, 512);
+  EXPECT_EQ(o.max_sessions, 10000);
+  EXPECT_EQ(o.idle_ttl_s, 0);
+  EXPECT_EQ(o.max_turn_s, 600);
+  EXPECT_EQ(o.grace_period_s, 30);
+  EXPECT_EQ(o.api_keys_file, "");
+  EXPECT_EQ(o.max_message_bytes, 4 << 20);
+  EXPECT_EQ(o.stream_buffer, 64);
+  EXPECT_EQ(o.log_level, "info");
+  EXPECT_EQ(r.err, "");
+
+  const ServerOptions d = DefaultServerOptions();
+  EXPECT_EQ(d.listen, o.listen);
+  EXPECT_EQ(d.slots, o.slots);
+  EXPECT_EQ(d.weight_dtype, o.weight_dtype);
+}
+
+TEST(ServerOptionsTest, EveryFlagIsParsed) {
+  const ParseResult r = Parse({"--model",
+                               "/m",
+                               "--tokenizer=/t.json",
+                               "--listen",
+                               "127.0.0.1:0",
+                               "--threads",
+                               "3",
+                               "--weight-dtype",
+                               "f32",
+                               "--backend",
+                               "cpu",
+                               "--slots",
+                               "8",
+                               "--max-batch",
+                               "4",
+                               "--prefill-budget",
+                               "256",
+                               "--prefill-piece",
+                               "64",
+                               "--queue-depth",
+                               "9",
+                               "--max-prompt-tokens",
+                               "100",
+                               "--max-new-tokens",
+                               "50",
+                               "--default-max-tokens",
+                               "20",
+                               "--max-sessions",
+                               "7",
+                               "--idle-ttl-s",
+                               "60",
+                               "--max-turn-s",
+                               "5",
+                               "--grace-period-s",
+                               "2",
+                               "--api-keys",
+                               "/keys",
+                               "--max-message-bytes",
+                               "65536",
+                               "--stream-buffer",
+                               "2",
+                               "--log-level",
+                               "debug"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  const ServerOptions& o = r.options;
+  EXPECT_EQ(o.model_dir, "/m");
+  EXPECT_EQ(o.tokenizer_file, "/t.json");
+  EXPECT_EQ(o.listen, "127.0.0.1:0");
+  EXPECT_EQ(o.threads, 3);
+  EXPECT_EQ(o.weight_dtype, "f32");
+  EXPECT_EQ(o.backend, "cpu");
+  EXPECT_EQ(o.api_keys_file, "/keys");
+  EXPECT_EQ(o.grace_period_s, 2);
+  EXPECT_EQ(o.max_message_bytes, 65536);
+  EXPECT_EQ(o.log_level, "debug");
+
+  const core::EngineOptions e = o.ToEngineOptions();
+  EXPECT_EQ(e.resident_slots, 8);
+  EXPECT_EQ(e.max_batch, 4);
+  EXPECT_EQ(e.prefill_token_budget, 256);
+  EXPECT_EQ(e.prefill_piece, 64);
+  EXPECT_EQ(e.queue_depth, 9);
+  EXPECT_EQ(e.max_prompt_tokens, 100);
+  EXPECT_EQ(e.sampling.max_tokens, 50);
+  EXPECT_EQ(e.sampling.default_max_tokens, 20);
+  EXPECT_EQ(e.max_sessions, 7);
+  EXPECT_EQ(e.idle_ttl_ms, 60000);
+  EXPECT_EQ(e.max_turn_ms, 5000);
+  EXPECT_EQ(e.stream_buffer_events, 2);
+}
+
+TEST(ServerOptionsTest, EnvironmentTwinsApplyWhenNoFlagIsGiven) {
+  const ParseResult r = Parse({}, {{"XLSTMD_SLOTS", "12"},
+                                   {"XLSTMD_MODEL", "/env/model"},
+                                   {"XLSTMD_WEIGHT_DTYPE", "f32"},
+                                   {"XLSTMD_MAX_PROMPT_TOKENS", "77"},
+                                   {"XLSTMD_GRACE_PERIOD_S", "0"}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.slots, 12);
+  EXPECT_EQ(r.options.model_dir, "/env/model");
+  EXPECT_EQ(r.options.weight_dtype, "f32");
+  EXPECT_EQ(r.options.max_prompt_tokens, 77);
+  EXPECT_EQ(r.options.grace_period_s, 0);
+}
+
+TEST(ServerOptionsTest, FlagBeatsEnvironmentBeatsDefault) {
+  const ParseResult r =
+      Parse({"--slots", "5"}, {{"XLSTMD_SLOTS", "12"}, {"XLSTMD_QUEUE_DEPTH", "3"}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.slots, 5);        // flag
+  EXPECT_EQ(r.options.queue_depth, 3);  // env
+  EXPECT_EQ(r.options.max_batch, 64);   // default
+}
+
+TEST(ServerOptionsTest, ShadowedOrEmptyEnvironmentValuesAreNotRead) {
+  // A bad variable does not matter when the flag overrides it, and empty means unset.
+  const ParseResult r = Parse({"--slots", "5"}, {{"XLSTMD_SLOTS", "lots"}, {"XLSTMD_LISTEN", ""}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.slots, 5);
+  EXPECT_EQ(r.options.listen, "0.0.0.0:50051");
+}
+
+TEST(ServerOptionsTest, BadEnvironmentValueIsOneLineNamingTheVariable) {
+  for (const auto& [var, value] :
+       std::vector<std::pair<std::string, std::string>>{{"XLSTMD_SLOTS", "lots"},
+                                                        {"XLSTMD_SLOTS", "0"},
+                                                        {"XLSTMD_WEIGHT_DTYPE", "f16"},
+                                                        {"XLSTMD_LISTEN", "nowhere"},
+                                                        {"XLSTMD_LOG_LEVEL", "loud"}}) {
+    const ParseResult r = Parse({}, {{var, value}});
+    EXPECT_EQ(r.outcome, base::ParseOutcome::kError) << var;
+    EXPECT_THAT(r.err, StartsWith("xlstmd: error: ")) << var;
+    EXPECT_THAT(r.err, HasSubstr(var == "XLSTMD_LISTEN" ? "--listen" : var));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--slots", "abc"},
+      {"--slots", "-1"},
+      {"--max-batch", "0"},
+      {"--weight-dtype", "f64"},
+      {"--listen", "50051"},
+      {"--listen", "host:99999"},
+      {"--listen", "::1:80"},
+      {"--listen", "host:"},
+      {"--no-such-flag"},
+      {"--slots"},
+      {"positional"},
+      {"--default-max-tokens", "100", "--max-new-tokens", "10"},
+      {"--prefill-piece", "1024"},
+  };
+  for (const auto& args : cases) {
+    const ParseResult r = Parse(args);
+    EXPECT_EQ(r.outcome, base::ParseOutcome::kError) << args[0];
+    EXPECT_THAT(r.err, StartsWith("xlstmd: error: ")) << args[0];
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
+  const ParseResult r = Parse({"--help"});
+  EXPECT_EQ(r.outcome, base::ParseOutcome::kHelp);
+  EXPECT_THAT(r.out, StartsWith("usage: xlstmd [flags]"));
+  for (const char* flag : {"model",
+                           "tokenizer",
+                           "listen",
+                           "threads",
+                           "weight-dtype",
+                           "slots",
+                           "max-batch",
+                           "prefill-budget",
+                           "prefill-piece",
+                           "queue-depth",
+                           "max-prompt-tokens",
+                           "max-new-tokens",
+                           "default-max-tokens",
+                           "max-sessions",
+                           "idle-ttl-s",
+                           "grace-period-s",
+                           "api-keys",
+                           "max-message-bytes",
+                           "stream-buffer",
+                           "log-level"}) {
+    EXPECT_THAT(r.out, HasSubstr(std::string("--") + flag + " ")) << flag;
+    std::string env = std::string("XLSTMD_") + flag;
+    for (char& c : env) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
+    EXPECT_THAT(r.out, HasSubstr("env " + env)) << flag;
+  }
+  EXPECT_THAT(r.out, HasSubstr("default 0.0.0.0:50051"));
+  EXPECT_THAT(r.out, HasSubstr("--listen HOST:PORT"));
+}
+
+TEST(ParseHostPortTest, AcceptsHostsAndBracketedIpv6) {
+  absl::StatusOr<HostPort> hp = ParseHostPort("0.0.0.0:50051");
+  ASSERT_TRUE(hp.ok());
+  EXPECT_EQ(hp->host, "0.0.0.0");
+  EXPECT_EQ(hp->port, 50051);
+  hp = ParseHostPort("[::1]:0");
+  ASSERT_TRUE(hp.ok());
+  EXPECT_EQ(hp->host, "[::1]");
+  EXPECT_EQ(hp->port, 0);
+  hp = ParseHostPort("localhost:65535");
+  ASSERT_TRUE(hp.ok());
+  EXPECT_EQ(hp->host, "localhost");
+}
+
+TEST(ParseHostPortTest, RejectsMalformedAddresses) {
+  for (const char* bad : {"", ":80", "host", "host:", "host:x", "host:-1", "host:65536", "host:+80",
+                          "::1:80", "[]:80", "host:123456"}) {
+    EXPECT_THAT(ParseHostPort(bad), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
+  }
+}
+
+// The tool's contract survives the daemon's additions: no env twins, `xlstm <cmd>` prefix.
+TEST(FlagSetTest, ToolFlagSetKeepsItsPrefixAndIgnoresTheEnvironment) {
+  int64_t n = 1;
+  base::FlagSet flags("score", "summary");
+  flags.Int("n", &n, 0, 10, "a number");
+  EXPECT_EQ(flags.EnvName("n"), "");
+  std::string a0 = "score", a1 = "--n", a2 = "11";
+  char* argv[] = {a0.data(), a1.data(), a2.data()};
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(flags.Parse(3, argv), base::ParseOutcome::kError);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(),
+            "xlstm score: error: --n: 11 is out of range [0, 10]\n");
+  EXPECT_THAT(flags.Usage(), StartsWith("usage: xlstm score [flags]"));
+}
+
+TEST(FlagSetTest, SourceTellsWhereAValueCameFrom) {
+  int64_t a = 0, b = 0, c = 0;
+  base::FlagSet flags("", "summary");
+  flags.set_program("prog");
+  flags.EnableEnvTwins("P_", [](const std::string& name) -> std::optional<std::string> {
+    if (name == "P_B" || name == "P_A") return "4";
+    return std::nullopt;
+  });
+  flags.Int("a", &a, 0, 10, "");
+  flags.Int("b", &b, 0, 10, "");
+  flags.Int("c-d", &c, 0, 10, "");
+  EXPECT_EQ(flags.EnvName("c-d"), "P_C_D");
+  std::string a0 = "prog", a1 = "--a=2";
+  char* argv[] = {a0.data(), a1.data()};
+  ASSERT_EQ(flags.Parse(2, argv), base::ParseOutcome::kOk);
+  EXPECT_EQ(flags.Source("a"), base::FlagSource::kCommandLine);
+  EXPECT_EQ(flags.Source("b"), base::FlagSource::kEnvironment);
+  EXPECT_EQ(flags.Source("c-d"), base::FlagSource::kDefault);
+  EXPECT_TRUE(flags.WasSet("b"));
+  EXPECT_FALSE(flags.WasSet("c-d"));
+  EXPECT_EQ(a, 2);
+  EXPECT_EQ(b, 4);
+}
+
+TEST(FlagSetTest, RequiredFlagIsSatisfiedByItsEnvironmentTwin) {
+  std::string s;
+  base::FlagSet flags("", "summary");
+  flags.set_program("prog");
+  flags.EnableEnvTwins("P_", [](const std::string&) -> std::optional<std::string> { return "v"; });
+  flags.String("s", &s, "", /*required=*/true);
+  std::string a0 = "prog";
+  char* argv[] = {a0.data()};
+  ASSERT_EQ(flags.Parse(1, argv), base::ParseOutcome::kOk);
+  EXPECT_EQ(s, "v");
+}
+
+}  // namespace
+}  // namespace xlstmd::server
