@@ -37,6 +37,9 @@ int RunGenerate(int argc, char** argv);
 int RunBench(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
 int RunDetokenize(int argc, char** argv);
+// gRPC clients of a running xlstmd (cmd_chat.cc, cmd_loadgen.cc).
+int RunChat(int argc, char** argv);
+int RunLoadgen(int argc, char** argv);
 
 }  // namespace xlstmd::tools
 

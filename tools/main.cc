@@ -20,6 +20,8 @@ constexpr Subcommand kSubcommands[] = {
     {"bench", "measure hardware limits, decode and prefill throughput (JSON lines)", RunBench},
     {"tokenize", "encode text (or JSON lines) to token ids", RunTokenize},
     {"detokenize", "decode token ids to text", RunDetokenize},
+    {"chat", "interactive streaming chat with a running xlstmd", RunChat},
+    {"loadgen", "drive a running xlstmd with concurrent multi-turn sessions (JSON)", RunLoadgen},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -1,6 +1,7 @@
 // Test helpers for the `xlstm` tool tests: run the built binary (XLSTMD_BIN_DIR/xlstm) with
-// arguments, capturing exit code, stdout and stderr separately; a self-cleaning temp dir.
-// Test-only, header-only; single-threaded use.
+// arguments (and optionally stdin text and extra environment variables), capturing exit code,
+// stdout and stderr separately; a self-cleaning temp dir. Test-only, header-only;
+// single-threaded use.
 #ifndef XLSTMD_TESTS_TOOLS_TOOL_RUNNER_H_
 #define XLSTMD_TESTS_TOOLS_TOOL_RUNNER_H_
 
@@ -63,25 +64,45 @@ struct ToolResult {
 
 inline std::string ToolPath() { return std::string(XLSTMD_BIN_DIR) + "/xlstm"; }
 
-// Runs `xlstm args...` and waits for it; stdout/stderr go through temp files.
-inline ToolResult RunTool(const std::vector<std::string>& args) {
+struct RunToolOptions {
+  std::string input;             // the tool's stdin (empty: an empty stdin)
+  std::vector<std::string> env;  // "NAME=value" entries added to (or overriding) the environment
+};
+
+// Runs `xlstm args...` and waits for it; stdin/stdout/stderr go through temp files.
+inline ToolResult RunTool(const std::vector<std::string>& args,
+                          const RunToolOptions& options = {}) {
   ToolResult r;
   ToolTempDir io;
+  const std::string in_path = (io.path() / "stdin").string();
   const std::string out_path = (io.path() / "stdout").string();
   const std::string err_path = (io.path() / "stderr").string();
+  std::ofstream(in_path, std::ios::binary) << options.input;
   std::vector<std::string> argv_storage = {ToolPath()};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env_storage = options.env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('='));
+    bool overridden = false;
+    for (const std::string& o : options.env) overridden |= o.rfind(name + "=", 0) == 0;
+    if (!overridden) env_storage.push_back(entry);
+  }
+  std::vector<char*> envp;
+  for (std::string& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, in_path.c_str(), O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                    0644);
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                    0644);
   pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  const int rc = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     ADD_FAILURE() << "posix_spawn " << argv[0] << " failed: " << rc;

@@ -1,0 +1,87 @@
+// Client plumbing shared by the subcommands that talk to a running xlstmd over gRPC (`chat`,
+// `loadgen`): connecting with a deadline, per-call metadata and deadlines, and the mapping of a
+// gRPC status to absl::Status (the codes are numerically identical).
+//
+// gRPC headers are slow to compile: include this only from cmd_chat.cc and cmd_loadgen.cc.
+#ifndef XLSTMD_TOOLS_GRPC_CLIENT_H_
+#define XLSTMD_TOOLS_GRPC_CLIENT_H_
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/status.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace xlstmd::tools {
+
+inline constexpr const char* kApiKeyEnv = "XLSTMD_API_KEY";
+inline constexpr const char* kApiKeyHelp =
+    "API key, sent as `authorization: Bearer KEY` (default: $XLSTMD_API_KEY)";
+inline constexpr const char* kConnectTimeoutHelp =
+    "seconds to wait for the connection before giving up";
+
+inline absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+// The flag value when given, else $XLSTMD_API_KEY, else "" (no authorization header).
+inline std::string ResolveApiKey(bool flag_set, const std::string& flag_value) {
+  if (flag_set) return flag_value;
+  const char* env = std::getenv(kApiKeyEnv);
+  return env == nullptr ? std::string() : std::string(env);
+}
+
+inline std::chrono::system_clock::time_point DeadlineIn(double seconds) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(
+             std::chrono::duration<double>(seconds));
+}
+
+// Opens an insecure channel to `server` and waits until it is READY. A refused or failed
+// connection fails at once; a silent peer fails after `timeout_s`. Both are UNAVAILABLE.
+// Distinct `channel_index` values get distinct TCP connections.
+inline absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::string& server,
+                                                                     double timeout_s,
+                                                                     int channel_index = 0) {
+  grpc::ChannelArguments args;
+  // Channels with different arguments never share a subchannel (connection).
+  args.SetInt("xlstm.channel_index", channel_index);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  const auto deadline = DeadlineIn(timeout_s);
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to ", server, " (connection failed)"));
+    }
+    if (!channel->WaitForStateChange(state, deadline)) {
+      return absl::UnavailableError(
+          absl::StrFormat("cannot connect to %s (no connection within %g s)", server, timeout_s));
+    }
+    state = channel->GetState(/*try_to_connect=*/true);
+  }
+  return channel;
+}
+
+// Adds `authorization: Bearer <api_key>` when a key is set, and a deadline when timeout_s > 0.
+inline void PrepareContext(grpc::ClientContext* ctx, const std::string& api_key, double timeout_s) {
+  if (!api_key.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", api_key));
+  if (timeout_s > 0) ctx->set_deadline(DeadlineIn(timeout_s));
+}
+
+}  // namespace xlstmd::tools
+
+#endif  // XLSTMD_TOOLS_GRPC_CLIENT_H_
