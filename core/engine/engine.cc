@@ -3,8 +3,10 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <deque>
 #include <limits>
 #include <map>
@@ -15,10 +17,15 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "core/base/check.h"
 #include "core/base/status_macros.h"
+#include "core/engine/io_pool.h"
+#include "core/state/snapshot.h"
+#include "core/state/snapshot_store.h"
 #include "core/sampling/stop_checker.h"
 #include "core/tokenizer/incremental_detokenizer.h"
 #include "core/tokenizer/utf8.h"
@@ -102,8 +109,13 @@ class Signal {
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// Request ids remembered per session for idempotency (oldest forgotten first).
-constexpr size_t kRequestIdsPerSession = 1024;
+// Request ids remembered per session for idempotency (oldest forgotten first); a snapshot
+// carries them so idempotency survives a restart.
+constexpr size_t kRequestIdsPerSession = kSnapshotMaxRequestIds;
+
+// SnapshotMeta::flags bits.
+constexpr uint32_t kFlagSessionStartDone = 1u << 0;
+constexpr uint32_t kFlagReplyOpen = 1u << 1;
 
 }  // namespace
 
@@ -117,15 +129,24 @@ struct SessionMeta {
 };
 
 // Where a session's committed state is; engine thread only. A session absent from the map
-// has the zero state.
+// has the zero state. Tiers, fastest first: a resident slot; a host copy; the snapshot on
+// disk when disk_version == version. A state leaves a faster tier only once a slower one
+// holds it, so a committed turn is never lost to an eviction.
 struct SessionState {
+  uint64_t version = 0;     // the committed version this state is
   int32_t slot = -1;        // resident slot, or -1
-  std::vector<float> host;  // evicted copy when slot < 0 and non-empty
+  std::shared_ptr<const std::vector<float>> host;  // immutable: I/O jobs share it
   uint64_t last_used = 0;   // engine tick, for LRU eviction
+  int64_t disk_version = -1;     // version of the snapshot file, -1 = none
+  bool write_in_flight = false;  // one write per session at a time keeps the file monotonic
+  bool write_again = false;      // committed (or asked to flush) while writing
 };
 
 struct Turn {
-  enum class Phase { kQueued, kPrefill, kDecode };
+  // kRestoring: waiting for the I/O pool to read the committed state from disk into `slot`.
+  // kPersisting (durability sync): the final state is being written; commit follows.
+  enum class Phase { kQueued, kRestoring, kPrefill, kDecode, kPersisting };
+  uint64_t seq = 0;  // names the turn to I/O completions, which may outlive it
   // Identity and input (set by the submitting thread, then owned by the engine thread).
   std::string session_id;
   std::string owner;
@@ -177,8 +198,101 @@ class Engine::Impl {
   absl::Status Start() {
     XLSTMD_RETURN_IF_ERROR(model_->AllocateSlots(options_.resident_slots));
     for (int32_t s = options_.resident_slots - 1; s >= 0; --s) free_slots_.push_back(s);
+    fingerprint_ = StateFingerprint::For(model_->weights_digest(), model_->state_layout());
+    state_bytes_ = model_->state_layout().bytes_per_slot();
+    snapshot_bytes_ = MaxSnapshotBytes(model_->state_layout());
+    if (options_.state_dir.empty()) {
+      // Without a disk tier every committed state must fit in slots + the host budget, even
+      // when every slot holds a running turn's working copy.
+      const int64_t host_states = options_.host_state_bytes / std::max<int64_t>(1, state_bytes_);
+      const int64_t cap = host_states + options_.resident_slots -
+                          std::min(options_.max_batch, options_.resident_slots);
+      if (cap < 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the host state budget of ", options_.host_state_bytes, " bytes holds no session state (",
+            state_bytes_, " bytes each) beside the running turns; raise it or set a state dir"));
+      }
+      session_cap_ = static_cast<int32_t>(std::min<int64_t>(cap, options_.max_sessions));
+    } else {
+      session_cap_ = options_.max_sessions;
+      SnapshotDir::Options dopts;
+      dopts.max_file_bytes = snapshot_bytes_;
+      XLSTMD_ASSIGN_OR_RETURN(dir_, SnapshotDir::Open(options_.state_dir, dopts));
+      XLSTMD_RETURN_IF_ERROR(IndexStateDir());
+    }
+    io_ = std::make_unique<IoPool>(options_.io_threads);
     thread_ = std::thread([this] { Loop(); });
     return absl::OkStatus();
+  }
+
+  // Startup: registers every valid snapshot's session from its header; the states load
+  // lazily on their first turn. Foreign or corrupt files are quarantined, never loaded.
+  absl::Status IndexStateDir() {
+    XLSTMD_ASSIGN_OR_RETURN(SnapshotScanResult scan, dir_->Scan());
+    int64_t loaded = 0;
+    for (const SnapshotFileInfo& f : scan.files) {
+      absl::StatusOr<SnapshotMeta> meta = ReadSnapshotHead(f.session_id);
+      if (meta.ok() && meta->session_id != f.session_id) {
+        meta = absl::DataLossError(absl::StrCat("file of session ", f.session_id,
+                                                " holds session ", meta->session_id));
+      }
+      if (!meta.ok()) {
+        spdlog::warn("state dir: quarantining snapshot of session {}: {}", f.session_id,
+                     meta.status().ToString());
+        (void)dir_->Quarantine(f.session_id, SnapshotErrorReason(meta.status()),
+                               meta.status().ToString());
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      SessionMeta& m = sessions_[meta->session_id];
+      m.info.session_id = meta->session_id;
+      m.info.owner = meta->owner;
+      m.info.version = meta->version;
+      m.info.token_count = meta->token_count;
+      m.info.created_unix_ms = meta->created_unix_ms;
+      m.info.updated_unix_ms = meta->updated_unix_ms;
+      m.session_start_done = (meta->flags & kFlagSessionStartDone) != 0;
+      m.reply_open = (meta->flags & kFlagReplyOpen) != 0;
+      for (const CommittedRequest& r : meta->recent_requests) {
+        m.request_order.push_back(r.request_id);
+        m.request_versions[r.request_id] = r.version;
+      }
+      last_active_[meta->session_id] = SteadyClock::now();
+      SessionState& st = states_[meta->session_id];
+      st.version = meta->version;
+      st.disk_version = static_cast<int64_t>(meta->version);
+      ++loaded;
+    }
+    spdlog::info("state dir {}: {} sessions indexed, {} leftover temp files removed, {} quarantined",
+                 dir_->path().string(), loaded, scan.temps_removed,
+                 scan.quarantined + static_cast<int64_t>(scan.files.size()) - loaded);
+    return absl::OkStatus();
+  }
+
+  // The header of a session's snapshot file, reading only as much as the header needs.
+  absl::StatusOr<SnapshotMeta> ReadSnapshotHead(const std::string& id) {
+    std::ifstream in(dir_->FilePath(id), std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot open the snapshot of ", id));
+    std::string prefix;
+    size_t want = 64 << 10;
+    while (true) {
+      const size_t have = prefix.size();
+      prefix.resize(want);
+      in.read(prefix.data() + have, static_cast<std::streamsize>(want - have));
+      prefix.resize(have + static_cast<size_t>(in.gcount()));
+      absl::StatusOr<SnapshotHeadInfo> head =
+          DecodeSnapshotHead(prefix, fingerprint_, model_->state_layout());
+      if (head.ok()) return head->meta;
+      // OUT_OF_RANGE: the header is longer than what was read so far.
+      if (head.status().code() != absl::StatusCode::kOutOfRange || !in || want >= snapshot_bytes_) {
+        if (head.status().code() == absl::StatusCode::kOutOfRange) {
+          return absl::DataLossError(absl::StrCat("snapshot of ", id, " is truncated: ",
+                                                  head.status().message()));
+        }
+        return head.status();
+      }
+      want = std::min<size_t>(want * 4, snapshot_bytes_);
+    }
   }
 
   // ---------------- caller-thread API ----------------
@@ -340,10 +454,7 @@ class Engine::Impl {
                                             std::function<void(absl::StatusOr<SessionInfo>)>& done) {
     absl::MutexLock lock(&mu_);
     if (draining_ || stopping_) return Unavailable();
-    if (static_cast<int32_t>(sessions_.size()) + pending_creates_ >= options_.max_sessions) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the server holds its maximum of ", options_.max_sessions, " sessions"));
-    }
+    XLSTMD_RETURN_IF_ERROR(CanAddSessionLocked());
     if (ids.empty()) {
       // Nothing to prefill: the zero state is version 0, and the first message turn will
       // carry the session-start ids.
@@ -377,10 +488,8 @@ class Engine::Impl {
           refused = Unavailable();
         } else if (src == nullptr) {
           refused = SessionNotFound(id);
-        } else if (static_cast<int32_t>(sessions_.size()) + pending_creates_ >=
-                   options_.max_sessions) {
-          refused = absl::ResourceExhaustedError(absl::StrCat(
-              "the server holds its maximum of ", options_.max_sessions, " sessions"));
+        } else {
+          refused = CanAddSessionLocked();
         }
       }
       if (!refused.ok()) return done(refused);
@@ -399,19 +508,174 @@ class Engine::Impl {
       // Copy the committed state; a fork of a resident session goes to host memory rather
       // than taking a slot a turn may need.
       if (auto it = states_.find(id); it != states_.end()) {
-        SessionState copy;
-        if (it->second.slot >= 0) {
-          copy.host.resize(FloatsPerSlot());
-          model_->ReadSlot(it->second.slot, copy.host.data());
-        } else {
-          copy.host = it->second.host;
-        }
+        SessionState& copy = states_[info.session_id];
+        it = states_.find(id);  // the insertion may have rehashed
+        copy.version = it->second.version;
         copy.last_used = ++tick_;
-        states_[info.session_id] = std::move(copy);
+        if (auto host = StateCopy(it->second)) {
+          SetHost(copy, std::move(host));
+          EnforceHostBudget();
+        } else {
+          // Only on disk: read it (off this thread); the fork is answered once it is loaded.
+          return ForkFromDisk(id, info, std::move(done));
+        }
+        if (options_.durability != EngineOptions::Durability::kNone) StartWrite(info.session_id);
+      } else if (options_.durability != EngineOptions::Durability::kNone) {
+        StartWrite(info.session_id);
       }
       done(info);
     });
   }
+
+  void ForkFromDisk(const std::string& src, SessionInfo info,
+                    std::function<void(absl::StatusOr<SessionInfo>)> done) {
+    const uint64_t version = states_[info.session_id].version;
+    io_->Submit([this, src, info, version, done = std::move(done)]() mutable {
+      auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
+      absl::Status status;
+      absl::StatusOr<std::string> bytes = dir_->Read(src);
+      if (!bytes.ok()) {
+        status = bytes.status();
+      } else {
+        absl::StatusOr<SnapshotMeta> meta =
+            DecodeSnapshotInto(*bytes, fingerprint_, model_->state_layout(), absl::MakeSpan(*state));
+        if (!meta.ok()) status = meta.status();
+        else if (meta->version != version) status = absl::DataLossError("snapshot version changed");
+      }
+      PostCompletion([this, info, state, status, done = std::move(done)]() mutable {
+        auto it = states_.find(info.session_id);
+        if (!status.ok() || it == states_.end()) {
+          {
+            absl::MutexLock lock(&mu_);
+            sessions_.erase(info.session_id);
+            last_active_.erase(info.session_id);
+          }
+          DropState(info.session_id);
+          return done(status.ok() ? absl::NotFoundError("the fork was deleted while it loaded")
+                                  : absl::DataLossError(absl::StrCat(
+                                        "could not read the session to fork: ", status.message())));
+        }
+        SetHost(it->second, std::move(state));
+        EnforceHostBudget();
+        if (options_.durability != EngineOptions::Durability::kNone) StartWrite(info.session_id);
+        done(info);
+      });
+    });
+  }
+
+  void ExportSession(std::string owner, std::string id,
+                     std::function<void(absl::StatusOr<std::string>)> done) {
+    Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)]() mutable {
+      SnapshotMeta meta;
+      absl::Status refused;
+      {
+        absl::MutexLock lock(&mu_);
+        SessionMeta* m = FindLocked(owner, id);
+        if (m == nullptr) {
+          refused = SessionNotFound(id);
+        } else if (m->info.turn_running) {
+          refused = absl::AbortedError(absl::StrCat(
+              "session ", id, " has a turn running; export it when the turn has finished"));
+        } else {
+          meta = MetaLocked(*m);
+        }
+      }
+      if (!refused.ok()) return done(refused);
+      auto it = states_.find(id);
+      std::shared_ptr<const std::vector<float>> state =
+          it == states_.end() ? std::make_shared<std::vector<float>>(FloatsPerSlot(), 0.0f)
+                              : StateCopy(it->second);
+      io_->Submit([this, id, meta = std::move(meta), state, done = std::move(done)] {
+        if (state) {
+          done(EncodeSnapshot(meta, fingerprint_, model_->state_layout(), *state));
+          return;
+        }
+        // Only on disk: the file is the snapshot; check it before handing it out.
+        absl::StatusOr<std::string> bytes = dir_->Read(id);
+        if (bytes.ok()) {
+          absl::StatusOr<SnapshotHeadInfo> head =
+              DecodeSnapshotHead(*bytes, fingerprint_, model_->state_layout());
+          if (!head.ok()) {
+            bytes = absl::DataLossError(absl::StrCat("the stored state of session ", id,
+                                                     " is unreadable: ", head.status().message()));
+          }
+        }
+        done(std::move(bytes));
+      });
+    });
+  }
+
+  void ImportSession(std::string owner, std::string snapshot,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done) {
+    if (snapshot.size() > snapshot_bytes_) {
+      return done(absl::ResourceExhaustedError(
+          absl::StrCat("the snapshot is ", snapshot.size(), " bytes; this model's are at most ",
+                       snapshot_bytes_)));
+    }
+    auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
+    absl::StatusOr<SnapshotMeta> meta =
+        DecodeSnapshotInto(snapshot, fingerprint_, model_->state_layout(), absl::MakeSpan(*state));
+    if (!meta.ok()) {
+      // A corrupt upload is the caller's bad argument; a foreign model stays a precondition.
+      if (absl::IsDataLoss(meta.status())) {
+        return done(absl::InvalidArgumentError(
+            absl::StrCat("the snapshot is corrupt: ", meta.status().message())));
+      }
+      return done(meta.status());
+    }
+    Command([this, owner = std::move(owner), meta = *std::move(meta), state,
+             done = std::move(done)]() mutable {
+      SessionInfo info;
+      absl::Status refused;
+      {
+        absl::MutexLock lock(&mu_);
+        refused = draining_ || stopping_ ? Unavailable() : CanAddSessionLocked();
+      }
+      if (!refused.ok()) return done(refused);
+      {
+        absl::MutexLock lock(&mu_);
+        SessionMeta& m = InsertSessionLocked(owner);
+        m.info.version = meta.version;
+        m.info.token_count = meta.token_count;
+        m.session_start_done = (meta.flags & kFlagSessionStartDone) != 0;
+        m.reply_open = (meta.flags & kFlagReplyOpen) != 0;
+        info = m.info;
+      }
+      SessionState& st = states_[info.session_id];
+      st.version = info.version;
+      st.last_used = ++tick_;
+      SetHost(st, std::move(state));
+      EnforceHostBudget();
+      if (options_.durability != EngineOptions::Durability::kNone) StartWrite(info.session_id);
+      done(info);
+    });
+  }
+
+  bool FlushToDisk(int64_t timeout_ms) {
+    if (dir_ == nullptr) return true;
+    absl::Notification queued;
+    Command([this, &queued] {
+      std::vector<std::string> ids;
+      {
+        absl::MutexLock lock(&mu_);
+        for (const auto& [id, meta] : sessions_) {
+          if (!meta.info.turn_running) ids.push_back(id);
+        }
+      }
+      for (const std::string& id : ids) {
+        states_[id];  // a zero-state session gets an entry, so it is written too
+        StartWrite(id);
+      }
+      queued.Notify();
+    });
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(timeout_ms);
+    if (!queued.WaitForNotificationWithDeadline(deadline)) return false;
+    absl::MutexLock lock(&mu_);
+    auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return writes_in_flight_ == 0; };
+    return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+  }
+
+  uint64_t max_snapshot_bytes() const { return snapshot_bytes_; }
 
   void DeleteSession(std::string owner, std::string id, std::function<void(absl::Status)> done) {
     Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)] {
@@ -484,6 +748,17 @@ class Engine::Impl {
     s.resident_sessions = resident_sessions_;
     s.steps = steps_;
     s.generated_tokens = generated_tokens_;
+    s.host_sessions = host_sessions_.load(std::memory_order_relaxed);
+    s.host_state_bytes = host_bytes_.load(std::memory_order_relaxed);
+    s.snapshot_writes = snapshot_writes_;
+    s.snapshot_write_failures = snapshot_write_failures_;
+    s.restores_from_disk = restores_from_disk_;
+    if (dir_ != nullptr) {
+      const SnapshotDirStats d = dir_->Stats();
+      s.disk_sessions = d.files;
+      s.disk_state_bytes = d.bytes;
+      for (const auto& [reason, n] : d.quarantined_by_reason) s.quarantined_snapshots += n;
+    }
     return s;
   }
 
@@ -517,6 +792,27 @@ class Engine::Impl {
   }
   size_t FloatsPerSlot() const { return model_->state_layout().bytes_per_slot() / sizeof(float); }
 
+  absl::Status CanAddSessionLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const int64_t n = static_cast<int64_t>(sessions_.size()) + pending_creates_;
+    if (n >= options_.max_sessions) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the server holds its maximum of ", options_.max_sessions, " sessions"));
+    }
+    if (n >= session_cap_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the server holds ", session_cap_, " sessions, all that fit in its slots and host "
+          "state budget (no state dir to spill to)"));
+    }
+    if (dir_ != nullptr && options_.disk_state_bytes > 0 &&
+        static_cast<uint64_t>(n + 1) * snapshot_bytes_ >
+            static_cast<uint64_t>(options_.disk_state_bytes)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the disk state budget of ", options_.disk_state_bytes, " bytes is full (",
+          snapshot_bytes_, " bytes per session)"));
+    }
+    return absl::OkStatus();
+  }
+
   SessionMeta* FindLocked(const std::string& owner, const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = sessions_.find(id);
@@ -548,6 +844,7 @@ class Engine::Impl {
     auto last_sweep = SteadyClock::now();
     while (true) {
       std::vector<std::function<void()>> commands;
+      std::vector<std::function<void()>> completions;
       std::vector<std::unique_ptr<Turn>> admitted;
       std::vector<std::unique_ptr<Turn>> dropped;
       std::optional<absl::Status> cancel_all;
@@ -556,6 +853,7 @@ class Engine::Impl {
         absl::MutexLock lock(&mu_);
         stopping = stopping_;
         commands.swap(commands_);
+        completions.swap(completions_);
         if (cancel_all_.has_value()) {
           cancel_all = std::move(cancel_all_);
           cancel_all_.reset();
@@ -578,6 +876,7 @@ class Engine::Impl {
         }
         running_turns_ = static_cast<int32_t>(active_.size() + admitted.size());
       }
+      for (auto& done : completions) done();
       for (auto& t : dropped) RollBack(*t, t->stream->cancel_reason());
       for (auto& cmd : commands) cmd();
       if (stopping || cancel_all) {
@@ -585,8 +884,16 @@ class Engine::Impl {
             cancel_all ? *cancel_all : absl::UnavailableError("the server is shutting down");
         for (auto& t : admitted) RollBack(*t, reason);
         admitted.clear();
-        for (auto& t : active_) RollBack(*t, reason);
-        active_.clear();
+        // A turn whose final state is being persisted commits: its write is in flight.
+        std::vector<std::unique_ptr<Turn>> persisting;
+        for (auto& t : active_) {
+          if (t->phase == Turn::Phase::kPersisting) {
+            persisting.push_back(std::move(t));
+          } else {
+            RollBack(*t, reason);
+          }
+        }
+        active_ = std::move(persisting);
         std::deque<std::unique_ptr<Turn>> queued;
         {
           absl::MutexLock lock(&mu_);
@@ -594,10 +901,20 @@ class Engine::Impl {
         }
         for (auto& t : queued) RollBack(*t, reason);
         UpdateRunning();
-        if (stopping) return;
+        if (stopping) {
+          // Let the I/O pool finish (its completions are dropped: nobody reads them now).
+          io_.reset();
+          return;
+        }
         continue;
       }
-      for (auto& t : admitted) Admit(std::move(t));
+      for (size_t i = 0; i < admitted.size(); ++i) {
+        if (Admit(admitted[i])) continue;
+        // No slot can be freed until a spill write completes: put the rest back, in order.
+        absl::MutexLock lock(&mu_);
+        for (size_t j = admitted.size(); j-- > i;) queue_.push_front(std::move(admitted[j]));
+        break;
+      }
       DropCancelled();
       const bool prefilled = PrefillPieces();
       const bool stepped = DecodeStep();
@@ -617,10 +934,57 @@ class Engine::Impl {
     running_turns_ = static_cast<int32_t>(active_.size());
   }
 
+  // Runs `fn` on the engine thread at its next iteration (from an I/O thread).
+  void PostCompletion(std::function<void()> fn) {
+    {
+      absl::MutexLock lock(&mu_);
+      completions_.push_back(std::move(fn));
+    }
+    signal_->Notify();
+  }
+
+  static bool Durable(const SessionState& st) {
+    return st.disk_version == static_cast<int64_t>(st.version);
+  }
+
+  void SetHost(SessionState& st, std::shared_ptr<const std::vector<float>> host) {
+    if (st.host) {
+      host_bytes_ -= state_bytes_;
+      host_sessions_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    st.host = std::move(host);
+    if (st.host) {
+      host_bytes_ += state_bytes_;
+      host_sessions_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  // Host copies over the budget leave RAM: a durable one is dropped (its snapshot is on
+  // disk); another is written to disk first and dropped when that completes.
+  void EnforceHostBudget() {
+    if (host_bytes_ <= options_.host_state_bytes) return;
+    std::vector<std::pair<uint64_t, std::string>> lru;
+    for (auto& [id, st] : states_) {
+      if (st.host) lru.emplace_back(st.last_used, id);
+    }
+    std::sort(lru.begin(), lru.end());
+    for (const auto& [used, id] : lru) {
+      if (host_bytes_ <= options_.host_state_bytes) break;
+      SessionState& st = states_[id];
+      if (Durable(st)) {
+        SetHost(st, nullptr);
+        ++spills_to_disk_;
+      } else if (dir_ != nullptr) {
+        StartWrite(id);
+      }
+    }
+  }
+
+  // A free slot, evicting the least recently used resident committed state if needed: to
+  // nothing when its snapshot is on disk, else to host RAM within the budget. -1 when no
+  // slot can be freed until a spill write completes (the caller retries later).
   int32_t TakeSlot() {
     if (free_slots_.empty()) {
-      // Evict the least recently used resident committed state to host memory. One exists:
-      // admission keeps running turns below the slot count.
       std::string victim;
       uint64_t oldest = std::numeric_limits<uint64_t>::max();
       for (auto& [id, st] : states_) {
@@ -629,10 +993,19 @@ class Engine::Impl {
           victim = id;
         }
       }
+      // Admission keeps running turns below the slot count, so a committed one exists.
       XLSTMD_CHECK(!victim.empty());
       SessionState& st = states_[victim];
-      st.host.resize(FloatsPerSlot());
-      model_->ReadSlot(st.slot, st.host.data());
+      if (!Durable(st)) {
+        if (host_bytes_ + state_bytes_ > options_.host_state_bytes) EnforceHostBudget();
+        if (host_bytes_ + state_bytes_ > options_.host_state_bytes) {
+          if (dir_ != nullptr) StartWrite(victim);
+          return -1;
+        }
+        auto copy = std::make_shared<std::vector<float>>(FloatsPerSlot());
+        model_->ReadSlot(st.slot, copy->data());
+        SetHost(st, std::move(copy));
+      }
       free_slots_.push_back(st.slot);
       st.slot = -1;
       AdjustResident(-1);
@@ -653,7 +1026,19 @@ class Engine::Impl {
       FreeSlot(it->second.slot);
       AdjustResident(-1);
     }
+    SetHost(it->second, nullptr);
+    const bool on_disk = it->second.disk_version >= 0 || it->second.write_in_flight;
     states_.erase(it);
+    // A write still in flight re-creates the file; its completion removes it again.
+    if (dir_ != nullptr && on_disk) {
+      io_->Submit([this, id] {
+        absl::Status s = dir_->Remove(id);
+        if (!s.ok() && !absl::IsNotFound(s)) {
+          spdlog::warn("could not remove the snapshot of deleted session {}: {}", id,
+                       s.ToString());
+        }
+      });
+    }
   }
 
   void AdjustResident(int32_t delta) {
@@ -661,48 +1046,248 @@ class Engine::Impl {
     resident_sessions_ += delta;
   }
 
-  void Admit(std::unique_ptr<Turn> t) {
+  // The session's snapshot metadata as committed (or, for a sync commit, as it will be).
+  SnapshotMeta MetaLocked(const SessionMeta& m) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    SnapshotMeta out;
+    out.session_id = m.info.session_id;
+    out.owner = m.info.owner;
+    out.version = m.info.version;
+    out.token_count = m.info.token_count;
+    out.created_unix_ms = m.info.created_unix_ms;
+    out.updated_unix_ms = m.info.updated_unix_ms;
+    out.flags = (m.session_start_done ? kFlagSessionStartDone : 0) |
+                (m.reply_open ? kFlagReplyOpen : 0);
+    for (const std::string& r : m.request_order) {
+      out.recent_requests.push_back({r, m.request_versions.at(r)});
+    }
+    return out;
+  }
+
+  // The committed state of `st` as host floats (a copy of the slot, the shared host copy, or
+  // zeros), or null when it is only on disk.
+  std::shared_ptr<const std::vector<float>> StateCopy(const SessionState& st) {
+    if (st.slot >= 0) {
+      auto copy = std::make_shared<std::vector<float>>(FloatsPerSlot());
+      model_->ReadSlot(st.slot, copy->data());
+      return copy;
+    }
+    if (st.host) return st.host;
+    if (st.disk_version < 0 && st.version == 0) {
+      return std::make_shared<std::vector<float>>(FloatsPerSlot(), 0.0f);
+    }
+    return nullptr;
+  }
+
+  // Writes the session's committed state to the disk tier in the background, one write per
+  // session at a time (a newer commit during a write is written after it).
+  void StartWrite(const std::string& id) {
+    if (dir_ == nullptr) return;
+    auto it = states_.find(id);
+    if (it == states_.end()) return;
+    SessionState& st = it->second;
+    if (st.write_in_flight) {
+      st.write_again = true;
+      return;
+    }
+    if (Durable(st)) return;
+    std::shared_ptr<const std::vector<float>> state = StateCopy(st);
+    if (!state) return;  // only on disk already
+    SnapshotMeta meta;
+    {
+      absl::MutexLock lock(&mu_);
+      auto m = sessions_.find(id);
+      if (m == sessions_.end()) return;
+      meta = MetaLocked(m->second);
+    }
+    meta.version = st.version;  // the state's own version (the meta may be ahead in sync mode)
+    st.write_in_flight = true;
+    SubmitWrite(std::move(meta), std::move(state), [this, id](uint64_t version, absl::Status s) {
+      OnWriteDone(id, version, std::move(s));
+    });
+  }
+
+  // Encodes and writes on an I/O thread; `done(version, status)` runs on the engine thread.
+  void SubmitWrite(SnapshotMeta meta, std::shared_ptr<const std::vector<float>> state,
+                   std::function<void(uint64_t, absl::Status)> done) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++writes_in_flight_;
+    }
+    io_->Submit([this, meta = std::move(meta), state = std::move(state), done = std::move(done)] {
+      absl::Status status;
+      absl::StatusOr<SnapshotParts> parts =
+          EncodeSnapshotParts(meta, fingerprint_, model_->state_layout(), absl::MakeSpan(*state));
+      if (!parts.ok()) {
+        status = parts.status();
+      } else {
+        const std::string_view payload(reinterpret_cast<const char*>(parts->payload.data()),
+                                       parts->payload.size() * sizeof(float));
+        const std::string_view pieces[] = {parts->head, payload, parts->tail};
+        status = dir_->Write(meta.session_id, pieces);
+      }
+      const uint64_t version = meta.version;
+      PostCompletion([this, done, version, status] {
+        // First the follow-ups (a newer version's write), then the count: FlushToDisk waits
+        // for zero and must not see it between a write and its successor.
+        done(version, status);
+        absl::MutexLock lock(&mu_);
+        --writes_in_flight_;
+        if (status.ok()) {
+          ++snapshot_writes_;
+        } else {
+          ++snapshot_write_failures_;
+        }
+      });
+    });
+  }
+
+  void OnWriteDone(const std::string& id, uint64_t version, absl::Status status) {
+    auto it = states_.find(id);
+    if (it == states_.end()) {
+      // Deleted while writing: the write just re-created the file.
+      if (status.ok()) {
+        io_->Submit([this, id] { (void)dir_->Remove(id); });
+      }
+      return;
+    }
+    SessionState& st = it->second;
+    st.write_in_flight = false;
+    if (status.ok()) {
+      st.disk_version = static_cast<int64_t>(version);
+    } else {
+      // The state stays in memory; a later commit, flush or spill writes it again (a new temp
+      // file: a failed fsync is never retried on the same descriptor).
+      spdlog::error("snapshot write for session {} (version {}) failed: {}", id, version,
+                    status.ToString());
+    }
+    if (pending_sync_writes_.count(id) != 0) {
+      RunPendingWrite(id);  // a sync commit waited behind this write; it supersedes it
+    } else if (st.write_again) {
+      st.write_again = false;
+      StartWrite(id);
+    }
+    EnforceHostBudget();
+  }
+
+  // Takes a slot and loads the committed state into it; false when no slot is available yet.
+  bool Admit(std::unique_ptr<Turn>& t) {
+    const int32_t slot = TakeSlot();
+    if (slot < 0) return false;
     t->admitted = SteadyClock::now();
-    t->slot = TakeSlot();
+    t->slot = slot;
+    t->seq = ++turn_seq_;
     // The turn works on a copy, so the committed state survives a cancel untouched.
     auto it = t->create_only ? states_.end() : states_.find(t->session_id);
-    if (it == states_.end()) {
-      model_->ResetSlot(t->slot);
-    } else if (it->second.slot >= 0) {
-      model_->CopySlot(it->second.slot, t->slot);
-      it->second.last_used = ++tick_;
-    } else {
-      model_->WriteSlot(t->slot, it->second.host.data());
-    }
-    if (!t->create_only) {
-      auto sampler = Sampler::Create(t->sampling, static_cast<int32_t>(model_->vocab_size()),
-                                     t->seed, options_.sampling);
-      if (!sampler.ok()) {
-        // Validated in StartTurn; reaching here is a bug, reported rather than crashed on.
-        RollBack(*t, absl::InternalError(sampler.status().message()));
-        return;
-      }
-      t->sampler.emplace(std::move(*sampler));
-      t->sampler->Observe(t->input);
-      std::vector<int32_t> stop_ids = t->sampling.stop_token_ids;
-      std::vector<std::string> stop_strings = t->sampling.stop;
-      if (t->is_message) {
-        // The template's stops end a chat reply; a raw-token turn stops only where asked.
-        stop_ids.insert(stop_ids.end(), template_.stop_token_ids.begin(),
-                        template_.stop_token_ids.end());
-        stop_strings.insert(stop_strings.end(), template_.stop_strings.begin(),
-                            template_.stop_strings.end());
-      }
-      t->stop.emplace(std::move(stop_ids), std::move(stop_strings), t->max_tokens);
-      t->detok.emplace(*tokenizer_);
-      TurnEvent started;
-      started.kind = TurnEvent::Kind::kStarted;
-      started.input_ids = t->input;
-      started.base_version = t->base_version;
-      t->stream->Push(std::move(started));
-    }
-    t->phase = Turn::Phase::kPrefill;
+    Turn* turn = t.get();
     active_.push_back(std::move(t));
+    if (it == states_.end()) {
+      model_->ResetSlot(turn->slot);
+    } else if (it->second.slot >= 0) {
+      model_->CopySlot(it->second.slot, turn->slot);
+      it->second.last_used = ++tick_;
+    } else if (it->second.host) {
+      model_->WriteSlot(turn->slot, it->second.host->data());
+      it->second.last_used = ++tick_;
+    } else if (Durable(it->second) && dir_ != nullptr) {
+      turn->phase = Turn::Phase::kRestoring;
+      StartRestore(*turn);
+      return true;
+    } else {
+      FailTurns({turn}, absl::DataLossError(absl::StrCat(
+                           "the committed state of session ", turn->session_id,
+                           " is in no tier")));
+      return true;
+    }
+    BeginRunning(*turn);
+    return true;
+  }
+
+  // Reads the snapshot on an I/O thread; the turn continues when it is in the slot.
+  void StartRestore(Turn& t) {
+    const uint64_t seq = t.seq;
+    const std::string id = t.session_id;
+    const uint64_t version = t.base_version;
+    io_->Submit([this, seq, id, version] {
+      const auto start = SteadyClock::now();
+      auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
+      absl::Status status;
+      absl::StatusOr<std::string> bytes = dir_->Read(id);
+      if (!bytes.ok()) {
+        status = bytes.status();
+      } else {
+        absl::StatusOr<SnapshotMeta> meta =
+            DecodeSnapshotInto(*bytes, fingerprint_, model_->state_layout(), absl::MakeSpan(*state));
+        if (!meta.ok()) {
+          status = meta.status();
+        } else if (meta->session_id != id || meta->version != version) {
+          status = absl::DataLossError(absl::StrCat("snapshot holds session ", meta->session_id,
+                                                    " version ", meta->version, ", expected ",
+                                                    id, " version ", version));
+        }
+      }
+      if (!status.ok() && (absl::IsDataLoss(status) || absl::IsFailedPrecondition(status))) {
+        (void)dir_->Quarantine(id, SnapshotErrorReason(status), status.ToString());
+      }
+      const double ms = MsBetween(start, SteadyClock::now());
+      PostCompletion([this, seq, state, status, ms] { OnRestored(seq, state, status, ms); });
+    });
+  }
+
+  void OnRestored(uint64_t seq, std::shared_ptr<std::vector<float>> state, absl::Status status,
+                  double ms) {
+    Turn* t = FindActive(seq);
+    if (t == nullptr || t->phase != Turn::Phase::kRestoring) return;  // cancelled meanwhile
+    if (!status.ok()) {
+      FailTurns({t}, absl::DataLossError(absl::StrCat(
+                         "could not restore session ", t->session_id, ": ", status.message())));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      ++restores_from_disk_;
+      restore_ms_total_ += ms;
+    }
+    model_->WriteSlot(t->slot, state->data());
+    BeginRunning(*t);
+  }
+
+  Turn* FindActive(uint64_t seq) {
+    for (auto& a : active_) {
+      if (a->seq == seq) return a.get();
+    }
+    return nullptr;
+  }
+
+  // The turn's state is in its slot: set up sampling and streaming and start prefilling.
+  void BeginRunning(Turn& turn) {
+    Turn* t = &turn;
+    t->phase = Turn::Phase::kPrefill;
+    if (t->create_only) return;
+    auto sampler = Sampler::Create(t->sampling, static_cast<int32_t>(model_->vocab_size()),
+                                   t->seed, options_.sampling);
+    if (!sampler.ok()) {
+      // Validated in StartTurn; reaching here is a bug, reported rather than crashed on.
+      FailTurns({t}, absl::InternalError(sampler.status().message()));
+      return;
+    }
+    t->sampler.emplace(std::move(*sampler));
+    t->sampler->Observe(t->input);
+    std::vector<int32_t> stop_ids = t->sampling.stop_token_ids;
+    std::vector<std::string> stop_strings = t->sampling.stop;
+    if (t->is_message) {
+      // The template's stops end a chat reply; a raw-token turn stops only where asked.
+      stop_ids.insert(stop_ids.end(), template_.stop_token_ids.begin(),
+                      template_.stop_token_ids.end());
+      stop_strings.insert(stop_strings.end(), template_.stop_strings.begin(),
+                          template_.stop_strings.end());
+    }
+    t->stop.emplace(std::move(stop_ids), std::move(stop_strings), t->max_tokens);
+    t->detok.emplace(*tokenizer_);
+    TurnEvent started;
+    started.kind = TurnEvent::Kind::kStarted;
+    started.input_ids = t->input;
+    started.base_version = t->base_version;
+    t->stream->Push(std::move(started));
   }
 
   void DropCancelled() {
@@ -710,9 +1295,11 @@ class Engine::Impl {
     const auto limit = std::chrono::milliseconds(options_.max_turn_ms);
     for (size_t i = 0; i < active_.size();) {
       Turn& t = *active_[i];
-      if (!t.create_only && t.stream->cancel_requested()) {
+      // A turn being persisted has finished: it commits whatever the client does now.
+      const bool stoppable = !t.create_only && t.phase != Turn::Phase::kPersisting;
+      if (stoppable && t.stream->cancel_requested()) {
         RollBack(t, t.stream->cancel_reason());
-      } else if (!t.create_only && options_.max_turn_ms > 0 && now - t.enqueued > limit) {
+      } else if (stoppable && options_.max_turn_ms > 0 && now - t.enqueued > limit) {
         RollBack(t, absl::DeadlineExceededError(absl::StrCat(
                         "the turn ran past the server's limit of ", options_.max_turn_ms, " ms")));
       } else {
@@ -762,7 +1349,7 @@ class Engine::Impl {
     popts.logits = LogitsMode::kLast;
     absl::Status s = model_->Prefill(seqs, popts, &logits_);
     if (!s.ok()) {
-      FailTurns(turns, s);
+      FailTurns(turns, ModelError(s));
       return true;
     }
     const size_t vocab = static_cast<size_t>(model_->vocab_size());
@@ -798,7 +1385,7 @@ class Engine::Impl {
     if (turns.empty()) return false;
     absl::Status s = model_->Step(tokens, slots, &logits_);
     if (!s.ok()) {
-      FailTurns(turns, s);
+      FailTurns(turns, ModelError(s));
       return true;
     }
     {
@@ -815,7 +1402,7 @@ class Engine::Impl {
         SampleAndEmit(t, absl::MakeConstSpan(logits_).subspan(i * vocab, vocab));
       }
     }
-    for (Turn* t : done) Commit(*t);
+    for (Turn* t : done) Finalize(*t);
     return true;
   }
 
@@ -854,16 +1441,111 @@ class Engine::Impl {
     t.stream->Push(std::move(delta));
   }
 
-  void FailTurns(const std::vector<Turn*>& turns, const absl::Status& s) {
-    const absl::Status reason = absl::InternalError(absl::StrCat("model error: ", s.message()));
+  void FailTurns(const std::vector<Turn*>& turns, const absl::Status& reason) {
     for (Turn* t : turns) RollBack(*t, reason);
     std::erase_if(active_, [&](const std::unique_ptr<Turn>& a) {
       return std::find(turns.begin(), turns.end(), a.get()) != turns.end();
     });
   }
 
+  static absl::Status ModelError(const absl::Status& s) {
+    return absl::InternalError(absl::StrCat("model error: ", s.message()));
+  }
+
   void RemoveActive(Turn* t) {
     std::erase_if(active_, [t](const std::unique_ptr<Turn>& a) { return a.get() == t; });
+  }
+
+  // The turn's final token has been fed. With sync durability its state is written first
+  // and the commit follows the write; otherwise it commits now.
+  void Finalize(Turn& t) {
+    if (options_.durability != EngineOptions::Durability::kSync || dir_ == nullptr) {
+      Commit(t);
+      return;
+    }
+    SnapshotMeta meta;
+    {
+      absl::MutexLock lock(&mu_);
+      SessionMeta* m = FindLocked(t.owner, t.session_id);
+      if (m == nullptr) {
+        RollBack(t, absl::InternalError("session vanished during its turn"));
+        RemoveActive(&t);
+        return;
+      }
+      meta = MetaLocked(*m);
+    }
+    ApplyCommitToMeta(t, &meta);
+    auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
+    model_->ReadSlot(t.slot, state->data());
+    t.phase = Turn::Phase::kPersisting;
+    // An async write of an older version may still be running for this session; the sync
+    // write waits behind it so the file only ever moves forward.
+    SessionState& st = states_[t.session_id];
+    const uint64_t seq = t.seq;
+    auto write = [this, seq, meta = std::move(meta), state]() mutable {
+      SubmitWrite(std::move(meta), std::move(state),
+                  [this, seq](uint64_t version, absl::Status s) { OnPersisted(seq, version, s); });
+    };
+    if (st.write_in_flight) {
+      pending_sync_writes_[t.session_id] = std::move(write);
+    } else {
+      st.write_in_flight = true;
+      write();
+    }
+  }
+
+  void OnPersisted(uint64_t seq, uint64_t version, absl::Status status) {
+    Turn* t = FindActive(seq);
+    XLSTMD_CHECK(t != nullptr);  // persisting turns are never dropped
+    SessionState& st = states_[t->session_id];
+    st.write_in_flight = false;
+    if (!status.ok()) {
+      spdlog::error("sync snapshot of session {} version {} failed: {}", t->session_id, version,
+                    status.ToString());
+      const std::string id = t->session_id;
+      RollBack(*t, absl::UnavailableError(absl::StrCat(
+                       "the turn could not be made durable, so it was rolled back: ",
+                       status.message())));
+      RemoveActive(t);
+      RunPendingWrite(id);
+      return;
+    }
+    const std::string id = t->session_id;
+    Commit(*t);
+    auto it = states_.find(id);
+    if (it != states_.end()) it->second.disk_version = static_cast<int64_t>(version);
+    RunPendingWrite(id);
+  }
+
+  void RunPendingWrite(const std::string& id) {
+    auto p = pending_sync_writes_.find(id);
+    if (p == pending_sync_writes_.end()) {
+      auto it = states_.find(id);
+      if (it != states_.end() && it->second.write_again) {
+        it->second.write_again = false;
+        StartWrite(id);
+      }
+      return;
+    }
+    auto write = std::move(p->second);
+    pending_sync_writes_.erase(p);
+    states_[id].write_in_flight = true;
+    write();
+  }
+
+  // What a commit of `t` does to the session's snapshot metadata.
+  void ApplyCommitToMeta(const Turn& t, SnapshotMeta* meta) const {
+    meta->version += 1;
+    meta->token_count += t.input.size() + t.generated.size();
+    meta->updated_unix_ms = UnixMs();
+    if (t.adds_session_start) meta->flags |= kFlagSessionStartDone;
+    meta->flags = t.is_message ? (meta->flags | kFlagReplyOpen) : (meta->flags & ~kFlagReplyOpen);
+    if (!t.request_id.empty()) {
+      meta->recent_requests.push_back({t.request_id, meta->version});
+      if (meta->recent_requests.size() > kRequestIdsPerSession) {
+        meta->recent_requests.erase(meta->recent_requests.begin());
+      }
+    }
   }
 
   // The turn's slot becomes the session's committed state.
@@ -908,14 +1590,14 @@ class Engine::Impl {
       RemoveActive(&t);
       return;
     }
-    InstallCommitted(t.session_id, t.slot);
+    InstallCommitted(t.session_id, t.slot, fin.session_version);
     t.slot = -1;
     t.stream->Push(std::move(fin));
     t.stream->Close(absl::OkStatus());
     RemoveActive(&t);
   }
 
-  void InstallCommitted(const std::string& id, int32_t slot) {
+  void InstallCommitted(const std::string& id, int32_t slot, uint64_t version) {
     SessionState& st = states_[id];
     if (st.slot >= 0) {
       FreeSlot(st.slot);
@@ -923,9 +1605,10 @@ class Engine::Impl {
       AdjustResident(+1);
     }
     st.slot = slot;
-    st.host.clear();
-    st.host.shrink_to_fit();
+    SetHost(st, nullptr);
+    st.version = version;
     st.last_used = ++tick_;
+    if (options_.durability == EngineOptions::Durability::kAsync) StartWrite(id);
   }
 
   void CommitCreate(Turn& t) {
@@ -938,7 +1621,7 @@ class Engine::Impl {
       meta.session_start_done = true;
       info = meta.info;
     }
-    InstallCommitted(info.session_id, t.slot);
+    InstallCommitted(info.session_id, t.slot, 0);
     t.slot = -1;
     auto done = std::move(t.create_done);
     RemoveActive(&t);
@@ -987,7 +1670,28 @@ class Engine::Impl {
   int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t generated_tokens_ ABSL_GUARDED_BY(mu_) = 0;
 
+  int64_t writes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t snapshot_writes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t snapshot_write_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t restores_from_disk_ ABSL_GUARDED_BY(mu_) = 0;
+  double restore_ms_total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::function<void()>> completions_ ABSL_GUARDED_BY(mu_);
+
+  // Set in Start(), then immutable.
+  StateFingerprint fingerprint_;
+  int64_t state_bytes_ = 0;
+  uint64_t snapshot_bytes_ = 0;
+  int32_t session_cap_ = 0;
+  std::unique_ptr<SnapshotDir> dir_;
+  std::unique_ptr<IoPool> io_;
+
+  std::atomic<int64_t> host_bytes_{0};  // written by the engine thread only
+  std::atomic<int32_t> host_sessions_{0};
+
   // Engine thread only.
+  std::unordered_map<std::string, std::function<void()>> pending_sync_writes_;
+  uint64_t turn_seq_ = 0;
+  int64_t spills_to_disk_ = 0;
   std::vector<std::unique_ptr<Turn>> active_;
   std::unordered_map<std::string, SessionState> states_;
   std::vector<int32_t> free_slots_;
@@ -1019,6 +1723,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<XlstmMode
   }
   if (options.idle_ttl_ms < 0) return absl::InvalidArgumentError("idle_ttl_ms must be >= 0");
   if (options.max_turn_ms < 0) return absl::InvalidArgumentError("max_turn_ms must be >= 0");
+  if (options.io_threads < 1) return absl::InvalidArgumentError("io_threads must be >= 1");
+  if (options.host_state_bytes < 0 || options.disk_state_bytes < 0) {
+    return absl::InvalidArgumentError("state byte budgets must be >= 0");
+  }
   for (int32_t id : chat_template.stop_token_ids) {
     if (id < 0 || id >= model->vocab_size()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -1067,5 +1775,15 @@ const Tokenizer& Engine::tokenizer() const { return impl_->tokenizer(); }
 const ChatTemplate& Engine::chat_template() const { return impl_->chat_template(); }
 const EngineOptions& Engine::options() const { return impl_->options(); }
 EngineStats Engine::stats() const { return impl_->stats(); }
+void Engine::ExportSession(std::string owner, std::string id,
+                           std::function<void(absl::StatusOr<std::string>)> done) {
+  impl_->ExportSession(std::move(owner), std::move(id), std::move(done));
+}
+void Engine::ImportSession(std::string owner, std::string snapshot,
+                           std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  impl_->ImportSession(std::move(owner), std::move(snapshot), std::move(done));
+}
+uint64_t Engine::max_snapshot_bytes() const { return impl_->max_snapshot_bytes(); }
+bool Engine::FlushToDisk(int64_t timeout_ms) { return impl_->FlushToDisk(timeout_ms); }
 
 }  // namespace xlstmd::core

@@ -57,6 +57,22 @@ struct EngineOptions {
   int64_t max_turn_ms = 600000;
   int32_t max_request_id_bytes = 128;
   SamplingLimits sampling;
+
+  // ---- state tiers (docs/state-tiers.md) ----
+  // Disk tier directory ("" = none): snapshots of committed states, indexed at start and
+  // loaded lazily, so sessions survive a restart.
+  std::string state_dir;
+  enum class Durability {
+    kNone,   // snapshots are written only to spill states out of host memory
+    kAsync,  // every commit is also written in the background (loss window: the I/O queue)
+    kSync,   // a turn's `finished` is sent only after its snapshot is durable on disk
+  };
+  Durability durability = Durability::kNone;
+  // Idle committed states held in host RAM after eviction from a slot. Over the budget they
+  // spill to the disk tier; without one, the session count is capped so they always fit.
+  int64_t host_state_bytes = int64_t{4} << 30;
+  int64_t disk_state_bytes = 0;  // 0 = unlimited; new sessions are refused beyond it
+  int32_t io_threads = 2;
 };
 
 // A copy of a session's metadata.
@@ -88,6 +104,14 @@ struct EngineStats {
   int32_t running_turns = 0;
   int32_t sessions = 0;
   int32_t resident_sessions = 0;
+  int32_t host_sessions = 0;
+  int64_t host_state_bytes = 0;
+  int64_t disk_sessions = 0;
+  uint64_t disk_state_bytes = 0;
+  int64_t snapshot_writes = 0;
+  int64_t snapshot_write_failures = 0;
+  int64_t restores_from_disk = 0;
+  int64_t quarantined_snapshots = 0;
   int64_t steps = 0;
   int64_t generated_tokens = 0;
 };
@@ -124,6 +148,19 @@ class Engine {
   // ABORTED while a turn runs on it; NOT_FOUND when unknown or another owner's.
   void DeleteSession(std::string owner, std::string id, std::function<void(absl::Status)> done);
 
+  // The committed state of a session as a snapshot (docs/snapshot-format.md), for a client
+  // that keeps its own state. ABORTED while a turn runs (the committed state is what a
+  // client wants, and a running turn is about to replace it).
+  void ExportSession(std::string owner, std::string id,
+                     std::function<void(absl::StatusOr<std::string>)> done);
+  // A new session (new id, owned by `owner`) from an exported snapshot: version, token count
+  // and template flags are kept. FAILED_PRECONDITION for another model or layout,
+  // INVALID_ARGUMENT for a corrupt or truncated snapshot, RESOURCE_EXHAUSTED over limits.
+  void ImportSession(std::string owner, std::string snapshot,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done);
+  // The largest snapshot this model can produce (an import limit for transports).
+  uint64_t max_snapshot_bytes() const;
+
   absl::StatusOr<SessionInfo> GetSession(const std::string& owner, const std::string& id) const;
   // Sessions of `owner` ordered by id, starting after `after_id`, at most `limit`.
   std::vector<SessionInfo> ListSessions(const std::string& owner, const std::string& after_id,
@@ -136,6 +173,9 @@ class Engine {
   bool draining() const;
   bool WaitIdle(int64_t timeout_ms);
   void CancelAll(absl::Status reason);
+  // Writes every committed state not yet on disk to the disk tier (drain: a restart loses
+  // nothing). Returns when done or after `timeout_ms` (false). OK-true without a disk tier.
+  bool FlushToDisk(int64_t timeout_ms);
 
   const XlstmModel& model() const;
   const Tokenizer& tokenizer() const;

@@ -3,11 +3,17 @@
 #include "core/engine/engine.h"
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <random>
 #include <condition_variable>
 #include <mutex>
 #include <chrono>
 #include <thread>
 
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -479,6 +485,255 @@ TEST(EngineTest, IdleSessionsExpire) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(h.engine->GetSession("", s.session_id).status().code(), absl::StatusCode::kNotFound);
+}
+
+// ---- state tiers ----
+
+std::filesystem::path FreshDir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   absl::StrCat("xlstmd_engine_", name, "_", ::getpid(), "_", std::random_device{}());
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+absl::StatusOr<SessionInfo> Fork(Engine& e, const std::string& id) {
+  absl::Notification done;
+  absl::StatusOr<SessionInfo> out;
+  e.ForkSession("", id, [&](absl::StatusOr<SessionInfo> r) {
+    out = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
+absl::StatusOr<std::string> Export(Engine& e, const std::string& id) {
+  absl::Notification done;
+  absl::StatusOr<std::string> out;
+  e.ExportSession("", id, [&](absl::StatusOr<std::string> r) {
+    out = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
+absl::StatusOr<SessionInfo> Import(Engine& e, std::string bytes) {
+  absl::Notification done;
+  absl::StatusOr<SessionInfo> out;
+  e.ImportSession("", std::move(bytes), [&](absl::StatusOr<SessionInfo> r) {
+    out = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
+TEST(EngineTiersTest, SyncCommitsSurviveARestart) {
+  const auto dir = FreshDir("sync");
+  EngineOptions opts;
+  opts.state_dir = dir.string();
+  opts.durability = EngineOptions::Durability::kSync;
+  Harness ref = MakeEngine();
+  SessionInfo r = NewSession(*ref.engine);
+  std::string id;
+  {
+    Harness h = MakeEngine(opts);
+    SessionInfo s = NewSession(*h.engine);
+    id = s.session_id;
+    TurnRequest t = Tokens(id, {4, 5, 6});
+    t.request_id = "first";
+    ASSERT_TRUE(RunTurn(*h.engine, t).status.ok());
+    ASSERT_TRUE(RunTurn(*ref.engine, Tokens(r.session_id, {4, 5, 6})).status.ok());
+    EXPECT_GE(h.engine->stats().snapshot_writes, 1);
+  }  // the engine goes away without any flush: sync commits are already on disk
+  Harness h = MakeEngine(opts);
+  auto info = h.engine->GetSession("", id);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->version, 1u);
+  EXPECT_EQ(info->token_count, 9u);
+  TurnRequest again = Tokens(id, {4, 5, 6});
+  again.request_id = "first";
+  EXPECT_EQ(RunTurn(*h.engine, again).status.code(), absl::StatusCode::kAlreadyExists);
+  TurnResult a = RunTurn(*h.engine, Tokens(id, {7}));
+  TurnResult b = RunTurn(*ref.engine, Tokens(r.session_id, {7}));
+  ASSERT_TRUE(a.status.ok() && b.status.ok()) << a.status;
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(h.engine->stats().restores_from_disk, 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EngineTiersTest, FlushPersistsEveryStateForARestart) {
+  const auto dir = FreshDir("flush");
+  EngineOptions opts;
+  opts.state_dir = dir.string();
+  std::vector<std::string> ids;
+  std::vector<std::vector<int32_t>> next;
+  {
+    Harness h = MakeEngine(opts);
+    for (int i = 0; i < 4; ++i) {
+      SessionInfo s = NewSession(*h.engine);
+      ids.push_back(s.session_id);
+      if (i > 0) {
+        ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {i, 2 * i})).status.ok());
+      }
+    }
+    EXPECT_EQ(h.engine->stats().snapshot_writes, 0);  // durability none: nothing yet
+    ASSERT_TRUE(h.engine->FlushToDisk(10000));
+    EXPECT_EQ(h.engine->stats().disk_sessions, 4);
+    // What each session produces next, to compare after the restart (from forks, so the
+    // originals stay as flushed).
+    for (const auto& id : ids) {
+      auto f = Fork(*h.engine, id);
+      ASSERT_TRUE(f.ok());
+      next.push_back(RunTurn(*h.engine, Tokens(f->session_id, {9})).tokens);
+    }
+  }
+  Harness h = MakeEngine(opts);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    TurnResult t = RunTurn(*h.engine, Tokens(ids[i], {9}));
+    ASSERT_TRUE(t.status.ok()) << t.status;
+    EXPECT_EQ(t.tokens, next[i]) << "session " << i;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EngineTiersTest, HostBudgetSpillsToDiskAndRestores) {
+  const auto dir = FreshDir("spill");
+  Harness probe = MakeEngine();
+  const int64_t state_bytes = static_cast<int64_t>(probe.engine->model().state_bytes_per_session());
+  EngineOptions opts;
+  opts.state_dir = dir.string();
+  opts.resident_slots = 2;
+  opts.max_batch = 1;
+  opts.host_state_bytes = state_bytes;  // one idle state in RAM
+  Harness h = MakeEngine(opts);
+  std::vector<std::string> ids, ref_ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(NewSession(*h.engine).session_id);
+    ref_ids.push_back(NewSession(*probe.engine).session_id);
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 5; ++i) {
+      TurnResult a = RunTurn(*h.engine, Tokens(ids[i], {i + 3, round + 1}, 4));
+      TurnResult b = RunTurn(*probe.engine, Tokens(ref_ids[i], {i + 3, round + 1}, 4));
+      ASSERT_TRUE(a.status.ok()) << a.status;
+      ASSERT_TRUE(b.status.ok()) << b.status;
+      EXPECT_EQ(a.tokens, b.tokens) << "round " << round << " session " << i;
+      EXPECT_LE(h.engine->stats().host_state_bytes, state_bytes);
+    }
+  }
+  EXPECT_GT(h.engine->stats().restores_from_disk, 0);
+  // A fork of a session whose state is only on disk.
+  auto f = Fork(*h.engine, ids[0]);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(RunTurn(*h.engine, Tokens(f->session_id, {1}, 4)).tokens,
+            RunTurn(*h.engine, Tokens(ids[0], {1}, 4)).tokens);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EngineTiersTest, WithoutADiskTierSessionsAreCappedToFitInMemory) {
+  Harness probe = MakeEngine();
+  EngineOptions opts;
+  opts.resident_slots = 2;
+  opts.max_batch = 1;
+  opts.host_state_bytes =
+      static_cast<int64_t>(probe.engine->model().state_bytes_per_session());  // one state
+  Harness h = MakeEngine(opts);
+  NewSession(*h.engine);
+  NewSession(*h.engine);
+  absl::Notification done;
+  absl::StatusOr<SessionInfo> third;
+  h.engine->CreateSession("", "", [&](absl::StatusOr<SessionInfo> r) {
+    third = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(EngineTiersTest, ExportImportRoundTrip) {
+  Harness h = MakeEngine();
+  SessionInfo s = NewSession(*h.engine);
+  TurnRequest m;
+  m.session_id = s.session_id;
+  m.message = "hello";
+  m.sampling.max_tokens = 3;
+  ASSERT_TRUE(RunTurn(*h.engine, m).status.ok());
+  auto bytes = Export(*h.engine, s.session_id);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_LE(bytes->size(), h.engine->max_snapshot_bytes());
+  auto imported = Import(*h.engine, *bytes);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_NE(imported->session_id, s.session_id);
+  EXPECT_EQ(imported->version, 1u);
+  EXPECT_EQ(imported->token_count, h.engine->GetSession("", s.session_id)->token_count);
+  // Message turns continue the template the same way (reply closed, no second BOS).
+  TurnResult a = RunTurn(*h.engine, m);
+  m.session_id = imported->session_id;
+  TurnResult b = RunTurn(*h.engine, m);
+  ASSERT_TRUE(a.status.ok() && b.status.ok());
+  EXPECT_EQ(a.input_ids, b.input_ids);
+  EXPECT_EQ(a.tokens, b.tokens);
+
+  std::string corrupt = *bytes;
+  corrupt[corrupt.size() / 2] ^= 0x40;
+  EXPECT_EQ(Import(*h.engine, corrupt).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Import(*h.engine, bytes->substr(0, bytes->size() - 9)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Import(*h.engine, std::string(h.engine->max_snapshot_bytes() + 1, 'x'))
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Export(*h.engine, "unknown").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(EngineTiersTest, CorruptSnapshotsAreQuarantinedAtStartup) {
+  const auto dir = FreshDir("quarantine");
+  EngineOptions opts;
+  opts.state_dir = dir.string();
+  opts.durability = EngineOptions::Durability::kSync;
+  std::string good, bad;
+  {
+    Harness h = MakeEngine(opts);
+    good = NewSession(*h.engine).session_id;
+    bad = NewSession(*h.engine).session_id;
+    ASSERT_TRUE(RunTurn(*h.engine, Tokens(good, {1})).status.ok());
+    ASSERT_TRUE(RunTurn(*h.engine, Tokens(bad, {2})).status.ok());
+  }
+  {
+    std::fstream f(dir / (bad + ".xss"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x7f');
+  }
+  Harness h = MakeEngine(opts);
+  EXPECT_TRUE(h.engine->GetSession("", good).ok());
+  EXPECT_EQ(h.engine->GetSession("", bad).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(h.engine->stats().quarantined_snapshots, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir / (bad + ".xss")));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EngineTiersTest, DeleteRemovesTheSnapshotFile) {
+  const auto dir = FreshDir("delete");
+  EngineOptions opts;
+  opts.state_dir = dir.string();
+  opts.durability = EngineOptions::Durability::kSync;
+  Harness h = MakeEngine(opts);
+  SessionInfo s = NewSession(*h.engine);
+  ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {1})).status.ok());
+  EXPECT_TRUE(std::filesystem::exists(dir / (s.session_id + ".xss")));
+  absl::Notification done;
+  h.engine->DeleteSession("", s.session_id, [&](absl::Status st) {
+    EXPECT_TRUE(st.ok());
+    done.Notify();
+  });
+  done.WaitForNotification();
+  for (int i = 0; i < 100 && std::filesystem::exists(dir / (s.session_id + ".xss")); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / (s.session_id + ".xss")));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
