@@ -130,14 +130,29 @@ struct SessionMeta {
 
 // Where a session's committed state is; engine thread only. A session absent from the map
 // has the zero state. Tiers, fastest first: a resident slot; a host copy; the snapshot on
-// disk when disk_version == version. A state leaves a faster tier only once a slower one
-// holds it, so a committed turn is never lost to an eviction.
+// disk when it was written from this very state (disk_gen == gen). A state leaves a faster
+// tier only once a slower one holds it, so a committed turn is never lost to an eviction.
+// A committed version kept for RewindSession.
+struct Checkpoint {
+  uint64_t version = 0;
+  uint64_t token_count = 0;
+  bool session_start_done = false;
+  bool reply_open = false;
+  std::shared_ptr<const std::vector<float>> state;
+};
+
 struct SessionState {
+  std::deque<Checkpoint> checkpoints;  // oldest first, at most keep_turn_checkpoints
   uint64_t version = 0;     // the committed version this state is
   int32_t slot = -1;        // resident slot, or -1
   std::shared_ptr<const std::vector<float>> host;  // immutable: I/O jobs share it
   uint64_t last_used = 0;   // engine tick, for LRU eviction
   int64_t disk_version = -1;     // version of the snapshot file, -1 = none
+  // Every change of the committed state (commit, rewind, import) bumps `gen`; a write
+  // records the gen it wrote. Versions cannot serve: after a rewind a version number
+  // comes back with different contents.
+  uint64_t gen = 1;
+  uint64_t disk_gen = 0;  // gen of the state in the file, 0 = none
   bool write_in_flight = false;  // one write per session at a time keeps the file monotonic
   bool write_again = false;      // committed (or asked to flush) while writing
 };
@@ -170,6 +185,7 @@ struct Turn {
   std::optional<StopChecker> stop;
   std::optional<IncrementalDetokenizer> detok;
   std::vector<int32_t> generated;
+  std::optional<Checkpoint> checkpoint;  // the state the turn started from (rewind enabled)
   int32_t pending_token = -1;  // sampled, not yet fed to the model
   bool final_pending = false;  // pending_token ends the turn: feed it, then commit
   FinishReason finish = FinishReason::kNone;
@@ -261,6 +277,7 @@ class Engine::Impl {
       SessionState& st = states_[meta->session_id];
       st.version = meta->version;
       st.disk_version = static_cast<int64_t>(meta->version);
+      st.disk_gen = st.gen;
       ++loaded;
     }
     spdlog::info("state dir {}: {} sessions indexed, {} leftover temp files removed, {} quarantined",
@@ -368,6 +385,14 @@ class Engine::Impl {
       }
       meta->info.turn_running = true;
       turn->base_version = meta->info.version;
+      if (options_.keep_turn_checkpoints > 0) {
+        Checkpoint cp;
+        cp.version = meta->info.version;
+        cp.token_count = meta->info.token_count;
+        cp.session_start_done = meta->session_start_done;
+        cp.reply_open = meta->reply_open;
+        turn->checkpoint = std::move(cp);
+      }
       session_start_done = meta->session_start_done;
       reply_open = meta->reply_open;
     }
@@ -560,6 +585,79 @@ class Engine::Impl {
         if (options_.durability != EngineOptions::Durability::kNone) StartWrite(info.session_id);
         done(info);
       });
+    });
+  }
+
+  void RewindSession(std::string owner, std::string id, uint64_t version,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done) {
+    Command([this, owner = std::move(owner), id = std::move(id), version,
+             done = std::move(done)]() mutable {
+      absl::Status refused;
+      SessionInfo info;
+      {
+        absl::MutexLock lock(&mu_);
+        SessionMeta* m = FindLocked(owner, id);
+        if (m == nullptr) {
+          refused = SessionNotFound(id);
+        } else if (m->info.turn_running) {
+          refused = absl::AbortedError(absl::StrCat("session ", id, " has a turn running"));
+        } else {
+          info = m->info;
+        }
+      }
+      if (!refused.ok()) return done(refused);
+      if (version == info.version) return done(info);  // already there
+      SessionState& st = states_[id];
+      auto cp = std::find_if(st.checkpoints.begin(), st.checkpoints.end(),
+                             [&](const Checkpoint& c) { return c.version == version; });
+      if (cp == st.checkpoints.end()) {
+        std::string kept;
+        for (const Checkpoint& c : st.checkpoints) absl::StrAppend(&kept, kept.empty() ? "" : ", ", c.version);
+        return done(absl::FailedPreconditionError(absl::StrCat(
+            "version ", version, " of session ", id, " is not kept (kept: ",
+            kept.empty() ? "none" : kept, "; the server keeps ", options_.keep_turn_checkpoints,
+            " earlier versions)")));
+      }
+      Checkpoint target = std::move(*cp);
+      // The target and everything newer leave the checkpoint list; older ones stay.
+      const size_t drop = st.checkpoints.end() - cp;
+      st.checkpoints.erase(cp, st.checkpoints.end());
+      host_bytes_ -= state_bytes_ * static_cast<int64_t>(drop);
+      if (st.slot >= 0) {
+        FreeSlot(st.slot);
+        st.slot = -1;
+        AdjustResident(-1);
+      }
+      SetHost(st, std::move(target.state));
+      st.version = target.version;
+      st.last_used = ++tick_;
+      {
+        absl::MutexLock lock(&mu_);
+        SessionMeta* m = FindLocked(owner, id);
+        m->info.version = target.version;
+        m->info.token_count = target.token_count;
+        m->info.updated_unix_ms = UnixMs();
+        m->session_start_done = target.session_start_done;
+        m->reply_open = target.reply_open;
+        // Requests committed after the target are undone, so they may run again.
+        std::deque<std::string> order;
+        for (const std::string& r : m->request_order) {
+          if (m->request_versions[r] <= target.version) {
+            order.push_back(r);
+          } else {
+            m->request_versions.erase(r);
+          }
+        }
+        m->request_order = std::move(order);
+        last_active_[id] = SteadyClock::now();
+        info = m->info;
+      }
+      // The file may hold a newer version with the same number after a later commit, so
+      // it is rewritten whatever the durability mode (it is no longer this state).
+      ++st.gen;
+      if (options_.durability != EngineOptions::Durability::kNone) StartWrite(id);
+      EnforceHostBudget();
+      done(info);
     });
   }
 
@@ -944,7 +1042,7 @@ class Engine::Impl {
   }
 
   static bool Durable(const SessionState& st) {
-    return st.disk_version == static_cast<int64_t>(st.version);
+    return st.disk_gen == st.gen;
   }
 
   void SetHost(SessionState& st, std::shared_ptr<const std::vector<float>> host) {
@@ -963,6 +1061,20 @@ class Engine::Impl {
   // disk); another is written to disk first and dropped when that completes.
   void EnforceHostBudget() {
     if (host_bytes_ <= options_.host_state_bytes) return;
+    // Checkpoints are a convenience: they go first, least recently used sessions' first.
+    std::vector<std::pair<uint64_t, std::string>> with_checkpoints;
+    for (auto& [id, st] : states_) {
+      if (!st.checkpoints.empty()) with_checkpoints.emplace_back(st.last_used, id);
+    }
+    std::sort(with_checkpoints.begin(), with_checkpoints.end());
+    for (const auto& [used, id] : with_checkpoints) {
+      SessionState& st = states_[id];
+      while (!st.checkpoints.empty() && host_bytes_ > options_.host_state_bytes) {
+        st.checkpoints.pop_front();
+        host_bytes_ -= state_bytes_;
+      }
+      if (host_bytes_ <= options_.host_state_bytes) return;
+    }
     std::vector<std::pair<uint64_t, std::string>> lru;
     for (auto& [id, st] : states_) {
       if (st.host) lru.emplace_back(st.last_used, id);
@@ -1027,6 +1139,7 @@ class Engine::Impl {
       AdjustResident(-1);
     }
     SetHost(it->second, nullptr);
+    host_bytes_ -= state_bytes_ * static_cast<int64_t>(it->second.checkpoints.size());
     const bool on_disk = it->second.disk_version >= 0 || it->second.write_in_flight;
     states_.erase(it);
     // A write still in flight re-creates the file; its completion removes it again.
@@ -1072,7 +1185,7 @@ class Engine::Impl {
       return copy;
     }
     if (st.host) return st.host;
-    if (st.disk_version < 0 && st.version == 0) {
+    if (st.disk_version < 0 && st.version == 0 && st.checkpoints.empty()) {
       return std::make_shared<std::vector<float>>(FloatsPerSlot(), 0.0f);
     }
     return nullptr;
@@ -1101,9 +1214,11 @@ class Engine::Impl {
     }
     meta.version = st.version;  // the state's own version (the meta may be ahead in sync mode)
     st.write_in_flight = true;
-    SubmitWrite(std::move(meta), std::move(state), [this, id](uint64_t version, absl::Status s) {
-      OnWriteDone(id, version, std::move(s));
-    });
+    const uint64_t gen = st.gen;
+    SubmitWrite(std::move(meta), std::move(state),
+                [this, id, gen](uint64_t version, absl::Status s) {
+                  OnWriteDone(id, version, gen, std::move(s));
+                });
   }
 
   // Encodes and writes on an I/O thread; `done(version, status)` runs on the engine thread.
@@ -1141,7 +1256,7 @@ class Engine::Impl {
     });
   }
 
-  void OnWriteDone(const std::string& id, uint64_t version, absl::Status status) {
+  void OnWriteDone(const std::string& id, uint64_t version, uint64_t gen, absl::Status status) {
     auto it = states_.find(id);
     if (it == states_.end()) {
       // Deleted while writing: the write just re-created the file.
@@ -1154,6 +1269,7 @@ class Engine::Impl {
     st.write_in_flight = false;
     if (status.ok()) {
       st.disk_version = static_cast<int64_t>(version);
+      st.disk_gen = gen;
     } else {
       // The state stays in memory; a later commit, flush or spill writes it again (a new temp
       // file: a failed fsync is never retried on the same descriptor).
@@ -1263,6 +1379,11 @@ class Engine::Impl {
     Turn* t = &turn;
     t->phase = Turn::Phase::kPrefill;
     if (t->create_only) return;
+    if (t->checkpoint.has_value()) {
+      auto copy = std::make_shared<std::vector<float>>(FloatsPerSlot());
+      model_->ReadSlot(t->slot, copy->data());
+      t->checkpoint->state = std::move(copy);
+    }
     auto sampler = Sampler::Create(t->sampling, static_cast<int32_t>(model_->vocab_size()),
                                    t->seed, options_.sampling);
     if (!sampler.ok()) {
@@ -1513,7 +1634,10 @@ class Engine::Impl {
     const std::string id = t->session_id;
     Commit(*t);
     auto it = states_.find(id);
-    if (it != states_.end()) it->second.disk_version = static_cast<int64_t>(version);
+    if (it != states_.end()) {
+      it->second.disk_version = static_cast<int64_t>(version);
+      it->second.disk_gen = it->second.gen;  // the file holds exactly the state just committed
+    }
     RunPendingWrite(id);
   }
 
@@ -1592,6 +1716,16 @@ class Engine::Impl {
     }
     InstallCommitted(t.session_id, t.slot, fin.session_version);
     t.slot = -1;
+    if (t.checkpoint.has_value() && t.checkpoint->state) {
+      SessionState& st = states_[t.session_id];
+      st.checkpoints.push_back(std::move(*t.checkpoint));
+      host_bytes_ += state_bytes_;
+      while (static_cast<int32_t>(st.checkpoints.size()) > options_.keep_turn_checkpoints) {
+        st.checkpoints.pop_front();
+        host_bytes_ -= state_bytes_;
+      }
+      EnforceHostBudget();
+    }
     t.stream->Push(std::move(fin));
     t.stream->Close(absl::OkStatus());
     RemoveActive(&t);
@@ -1607,6 +1741,7 @@ class Engine::Impl {
     st.slot = slot;
     SetHost(st, nullptr);
     st.version = version;
+    ++st.gen;
     st.last_used = ++tick_;
     if (options_.durability == EngineOptions::Durability::kAsync) StartWrite(id);
   }
@@ -1724,6 +1859,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<XlstmMode
   if (options.idle_ttl_ms < 0) return absl::InvalidArgumentError("idle_ttl_ms must be >= 0");
   if (options.max_turn_ms < 0) return absl::InvalidArgumentError("max_turn_ms must be >= 0");
   if (options.io_threads < 1) return absl::InvalidArgumentError("io_threads must be >= 1");
+  if (options.keep_turn_checkpoints < 0) {
+    return absl::InvalidArgumentError("keep_turn_checkpoints must be >= 0");
+  }
   if (options.host_state_bytes < 0 || options.disk_state_bytes < 0) {
     return absl::InvalidArgumentError("state byte budgets must be >= 0");
   }
@@ -1784,6 +1922,10 @@ void Engine::ImportSession(std::string owner, std::string snapshot,
   impl_->ImportSession(std::move(owner), std::move(snapshot), std::move(done));
 }
 uint64_t Engine::max_snapshot_bytes() const { return impl_->max_snapshot_bytes(); }
+void Engine::RewindSession(std::string owner, std::string id, uint64_t version,
+                           std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  impl_->RewindSession(std::move(owner), std::move(id), version, std::move(done));
+}
 bool Engine::FlushToDisk(int64_t timeout_ms) { return impl_->FlushToDisk(timeout_ms); }
 
 }  // namespace xlstmd::core

@@ -73,6 +73,9 @@ struct EngineOptions {
   int64_t host_state_bytes = int64_t{4} << 30;
   int64_t disk_state_bytes = 0;  // 0 = unlimited; new sessions are refused beyond it
   int32_t io_threads = 2;
+  // Earlier committed versions kept per session for RewindSession (host RAM, counted in the
+  // host budget and dropped first under pressure; not persisted). 0 = rewind disabled.
+  int32_t keep_turn_checkpoints = 0;
 };
 
 // A copy of a session's metadata.
@@ -158,6 +161,14 @@ class Engine {
   // INVALID_ARGUMENT for a corrupt or truncated snapshot, RESOURCE_EXHAUSTED over limits.
   void ImportSession(std::string owner, std::string snapshot,
                      std::function<void(absl::StatusOr<SessionInfo>)> done);
+  // Restores an earlier committed version kept as a checkpoint (keep_turn_checkpoints): the
+  // session's state, version, token count and template flags become that version's, newer
+  // checkpoints and request ids are forgotten. Regenerating or editing the last message
+  // costs only the new turn. FAILED_PRECONDITION when `version` is not kept (the message
+  // lists the kept ones), ABORTED while a turn runs, NOT_FOUND for unknown sessions.
+  void RewindSession(std::string owner, std::string id, uint64_t version,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done);
+
   // The largest snapshot this model can produce (an import limit for transports).
   uint64_t max_snapshot_bytes() const;
 

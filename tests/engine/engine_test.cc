@@ -714,6 +714,63 @@ TEST(EngineTiersTest, CorruptSnapshotsAreQuarantinedAtStartup) {
   std::filesystem::remove_all(dir);
 }
 
+absl::StatusOr<SessionInfo> Rewind(Engine& e, const std::string& id, uint64_t version) {
+  absl::Notification done;
+  absl::StatusOr<SessionInfo> out;
+  e.RewindSession("", id, version, [&](absl::StatusOr<SessionInfo> r) {
+    out = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
+TEST(EngineTiersTest, RewindRestoresAKeptVersion) {
+  const auto dir = FreshDir("rewind");
+  EngineOptions opts;
+  opts.keep_turn_checkpoints = 2;
+  opts.state_dir = dir.string();
+  opts.durability = EngineOptions::Durability::kAsync;
+  Harness h = MakeEngine(opts);
+  SessionInfo s = NewSession(*h.engine);
+  TurnRequest first = Tokens(s.session_id, {3, 1, 4});
+  ASSERT_TRUE(RunTurn(*h.engine, first).status.ok());
+  const uint64_t tokens_v1 = h.engine->GetSession("", s.session_id)->token_count;
+  TurnRequest second = Tokens(s.session_id, {1, 5});
+  second.request_id = "two";
+  TurnResult v2 = RunTurn(*h.engine, second);
+  ASSERT_TRUE(v2.status.ok());
+  ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {9, 2})).status.ok());  // v3
+
+  // Back to version 1, then the same second turn gives the same reply again.
+  auto back = Rewind(*h.engine, s.session_id, 1);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->version, 1u);
+  EXPECT_EQ(back->token_count, tokens_v1);
+  TurnResult again = RunTurn(*h.engine, second);  // request "two" was undone: it runs again
+  ASSERT_TRUE(again.status.ok()) << again.status;
+  EXPECT_EQ(again.tokens, v2.tokens);
+  EXPECT_EQ(again.version, 2u);
+
+  // Only the last two earlier versions are kept: version 0 is gone after three turns.
+  ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {7})).status.ok());
+  EXPECT_EQ(Rewind(*h.engine, s.session_id, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Rewind(*h.engine, s.session_id, 99).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // A rewound state is what the disk tier ends up holding.
+  ASSERT_TRUE(Rewind(*h.engine, s.session_id, 2).ok());
+  ASSERT_TRUE(h.engine->FlushToDisk(10000));
+  auto exported = Export(*h.engine, s.session_id);
+  ASSERT_TRUE(exported.ok());
+  h.engine.reset();  // before its backend
+  h.backend.reset();
+  Harness reopened = MakeEngine(opts);
+  EXPECT_EQ(reopened.engine->GetSession("", s.session_id)->version, 2u);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(EngineTiersTest, DeleteRemovesTheSnapshotFile) {
   const auto dir = FreshDir("delete");
   EngineOptions opts;
