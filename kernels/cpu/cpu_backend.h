@@ -64,6 +64,9 @@ class CpuBackend final : public Backend {
 
  private:
   CpuBackend(int threads, DType weight_dtype, cpu::Isa isa);
+  // memcpy, split across the pool for large copies (the caller-thread rule of backend.h
+  // makes the pool free to use here).
+  void ParallelCopy(void* dst, const void* src, size_t bytes);
 
   // Blocks of at least kHugeAllocBytes are mmap'ed (zero pages come for free and are only
   // committed when touched); their sizes are kept here so Free can munmap them.

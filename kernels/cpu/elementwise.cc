@@ -24,9 +24,13 @@ void NormGateRowAvx512(const float* h, const float* o, const float* w, const flo
 
 namespace {
 
-// Waking and joining a pool worker costs ~55-60 us on these VMs (see gemm.cc); at ~1-10 ns
-// per element, smaller calls are faster on the calling thread alone.
-constexpr int64_t kMinParallelElems = 1 << 17;
+// Splitting rows across the pool pays once the call outweighs the hand-off. A sleeping
+// worker takes ~55-60 us to wake (see gemm.cc), but inside a forward pass the worker is
+// still spinning from the previous op (ThreadPool's 200 us spin), so the hand-off costs a
+// few us; at ~1 ns per element, 32K elements (~30 us) is where two threads start to win.
+// This puts the batch-64 row ops (64 x 1024: RmsNorm, HeadNormGate, Embed) on both threads,
+// which the previous 128K threshold kept on one while the other spun.
+constexpr int64_t kMinParallelElems = 1 << 15;
 constexpr int kLanes = 8;
 
 void ForRows(ThreadPool& pool, int64_t rows, int64_t row_elems,

@@ -12,8 +12,9 @@
 // within one):
 // - Packed (AVX-512, W->packed made by PackGemmWeights at upload): W in pairs of 16-row
 //   panels, [rows / 32][k][32]. Outer-product register tiles (12 x-rows x 32 W-rows, 24 zmm
-//   accumulators): per k, one 64-byte W load widened in two ops, 12 broadcasts, 24 FMAs, and
-//   no horizontal reductions. Each element is one FMA chain over k = 0..K-1 in order from +0,
+//   accumulators): per k, two f32 W loads from an L1-resident sub-panel (a 128-step K block
+//   of the pair, widened from bf16 once for all x strips), 12 broadcasts, 24 FMAs, and no
+//   horizontal reductions. Each element is one FMA chain over k = 0..K-1 in order from +0,
 //   then added to y if accumulating; the decode path (M <= 3, streaming several pairs at
 //   once) runs the same chain. The AVX-512 CPU backend keeps only this copy (no row-major
 //   `data`; Embed gathers from it), so weight memory is not doubled. Why: the dot-product
@@ -48,11 +49,15 @@ namespace xlstmd::kernels::cpu {
 // floats (room for a W panel converted to f32).
 void GemmAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
 void GemmAvx2(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
-// AVX-512 on the packed layout; `scratch` holds `scratch_floats` (>= 12 * k) floats. With
-// `next_pair` (M >= 4 only: one zeroed counter per M block, shared by all threads of the
-// call) the pairs of [n_begin, n_end) are claimed `grab` at a time instead of all taken.
+// AVX-512 on the packed layout; `scratch` holds `scratch_floats` (at least
+// GemmPackedMinScratchFloats(k)) floats. With `next_pair` (M >= 4 only: one zeroed counter per
+// M block, shared by all threads of the call) the pairs of [n_begin, n_end) are claimed `grab`
+// at a time instead of all taken.
 void GemmPackedAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                       int64_t scratch_floats, int64_t* next_pair, int64_t grab);
+// The least `scratch_floats` GemmPackedAvx512 works with for reduction length k (its f32
+// W sub-panel, one strip of x and its parked accumulators).
+int64_t GemmPackedMinScratchFloats(int64_t k);
 
 namespace {
 
@@ -144,7 +149,10 @@ float* ThreadScratch(int64_t floats) {
   return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
 }
 
-int64_t PackedScratchFloats(int64_t k) { return std::max<int64_t>(kPackedXFloats, 12 * k); }
+// Called only on the AVX-512 path (GemmPackedMinScratchFloats lives in its translation unit).
+int64_t PackedScratchFloats(int64_t k) {
+  return std::max<int64_t>(kPackedXFloats, GemmPackedMinScratchFloats(k));
+}
 
 void RunRange(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end) {
   switch (isa) {

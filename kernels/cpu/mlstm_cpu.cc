@@ -243,19 +243,38 @@ void ChunkHead(Isa isa, const HeadIo& io, int64_t Lc, float* C, float* n, float*
   *m = m_next;
 }
 
+// One (session, head) pair x = b * heads + j of a recurrent step.
+void StepPair(const MlstmStepParams& p, Isa isa, int64_t x) {
+  const MlstmDims d = p.dims;
+  const int64_t b = x / d.heads, j = x % d.heads;
+  float* base = p.state.arena + p.slots[b] * p.state.slot_stride;
+  StepHead(isa, p.q + b * p.ldq + j * d.dqk, p.k + b * p.ldk + j * d.dqk,
+           p.v + b * p.ldv + j * d.dv, p.i[b * p.ldi + j], p.f[b * p.ldf + j],
+           base + p.state.c_offset + j * d.dqk * d.dv, base + p.state.n_offset + j * d.dqk,
+           base + p.state.m_offset + j, p.h + b * p.ldh + j * d.dv, d);
+}
+
 }  // namespace
 
 void MlstmStep(ThreadPool& pool, const MlstmStepParams& p, Isa isa) {
   const MlstmDims d = p.dims;
   const int64_t pairs = p.batch * d.heads;
-  pool.ParallelFor(pairs, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t x = begin; x < end; ++x) {
-      const int64_t b = x / d.heads, j = x % d.heads;
-      float* base = p.state.arena + p.slots[b] * p.state.slot_stride;
-      StepHead(isa, p.q + b * p.ldq + j * d.dqk, p.k + b * p.ldk + j * d.dqk,
-               p.v + b * p.ldv + j * d.dv, p.i[b * p.ldi + j], p.f[b * p.ldf + j],
-               base + p.state.c_offset + j * d.dqk * d.dv, base + p.state.n_offset + j * d.dqk,
-               base + p.state.m_offset + j, p.h + b * p.ldh + j * d.dv, d);
+  // (session, head) pairs are claimed in small groups from a shared counter rather than split
+  // in static halves: the step streams each head's C from DRAM (batch 64: 16 MiB per block),
+  // and on this shared host one core is often slowed by another tenant, so a static split
+  // waits for the slower half. Who runs a pair never changes its arithmetic.
+  if (pairs <= 1 || pool.Threads() == 1) {
+    for (int64_t x = 0; x < pairs; ++x) StepPair(p, isa, x);
+    return;
+  }
+  const int64_t grab = std::max<int64_t>(1, pairs / (8 * pool.Threads()));
+  int64_t next = 0;
+  pool.RunOnAll([&](int) {
+    for (;;) {
+      const int64_t begin = __atomic_fetch_add(&next, grab, __ATOMIC_RELAXED);
+      if (begin >= pairs) return;
+      const int64_t end = std::min(pairs, begin + grab);
+      for (int64_t x = begin; x < end; ++x) StepPair(p, isa, x);
     }
   });
 }

@@ -157,11 +157,14 @@ TEST(GemmTest, EmptyReductionGivesZeroOrKeepsY) {
     TestWeights tw(/*rows=*/9, /*cols=*/0, /*ld=*/0, DTypeOf(d), rng);
     const float x[1] = {1.0f};
     for (Isa isa : SupportedIsas()) {
-      std::vector<float> y(2 * 9, 3.0f);
-      Gemm(pool, isa, MatMulParams{x, &tw.w, y.data(), 2, 0, 9, /*accumulate=*/true});
-      for (float v : y) EXPECT_EQ(v, 3.0f) << IsaName(isa);
-      Gemm(pool, isa, MatMulParams{x, &tw.w, y.data(), 2, 0, 9, /*accumulate=*/false});
-      for (float v : y) EXPECT_EQ(v, 0.0f) << IsaName(isa);
+      // M = 2 takes the packed kernel's streamed path, M = 5 its blocked one.
+      for (int64_t m : {2, 5}) {
+        std::vector<float> y(m * 9, 3.0f);
+        Gemm(pool, isa, MatMulParams{x, &tw.w, y.data(), m, 0, 9, /*accumulate=*/true});
+        for (float v : y) EXPECT_EQ(v, 3.0f) << IsaName(isa) << " m=" << m;
+        Gemm(pool, isa, MatMulParams{x, &tw.w, y.data(), m, 0, 9, /*accumulate=*/false});
+        for (float v : y) EXPECT_EQ(v, 0.0f) << IsaName(isa) << " m=" << m;
+      }
     }
   }
 }
