@@ -8,8 +8,8 @@ PKGS=(
   cmake ninja-build pkg-config ccache g++
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev
-  python3-grpcio python3-protobuf
+  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev
+  python3-grpcio python3-protobuf redis-server
 )
 # Never add kubernetes-client here: it conflicts with the preinstalled kubectl and
 # makes the whole apt line fail (BUILD.md gotcha 1).

@@ -89,12 +89,15 @@ int Main(int argc, char** argv) {
 
   if (signals.count() == 0) {
     const core::XlstmModel& m = model->engine->model();
+    // (The engine has logged what it found in the state dir.)
+    // Fields are only ever appended: scripts parse `listen=(\S+)` and the others by name.
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
-        "state_bytes_per_session={} slots={} listen={}",
+        "state_bytes_per_session={} slots={} listen={} state_dir={} durability={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
         kernels::DTypeName(m.backend().WeightDType()), m.state_bytes_per_session(), options.slots,
-        (*server)->listen_address());
+        (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
+        options.durability);
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);
     const int sig = signals.WaitFirst();
@@ -104,7 +107,28 @@ int Main(int argc, char** argv) {
     spdlog::info("shutdown requested while loading; not serving");
   }
 
-  (*server)->Drain(absl::Seconds(options.grace_period_s), [&] { return signals.count() >= 2; });
+  const Server::DrainReport report = (*server)->Drain(
+      absl::Seconds(options.grace_period_s), [&] { return signals.count() >= 2; },
+      absl::Seconds(options.flush_timeout_s));
+  if (!report.turns_finished) {
+    spdlog::warn("grace period over: running turns were cancelled and rolled back");
+  }
+  if (report.flush_ran && !options.state_dir.empty()) {
+    const double ms = absl::ToDoubleMilliseconds(report.flush_time);
+    if (report.flushed && report.snapshot_write_failures == 0) {
+      spdlog::info("flushed to {}: {} snapshot(s) written in {:.1f} ms", options.state_dir,
+                   report.snapshots_written, ms);
+    } else {
+      // Exit 0 all the same: what is on disk is still consistent (whole snapshots only), a
+      // restart resumes those sessions at their last durable version.
+      spdlog::error(
+          "flush to {} incomplete after {:.1f} ms ({} written, {} failed{}): sessions not "
+          "written resume at their last durable version",
+          options.state_dir, ms, report.snapshots_written, report.snapshot_write_failures,
+          report.flushed ? ""
+                         : fmt::format(", --flush-timeout-s {} passed", options.flush_timeout_s));
+    }
+  }
   server->reset();
   spdlog::info("xlstmd stopped");
   return kExitOk;

@@ -110,7 +110,14 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
 
   absl::StatusOr<std::unique_ptr<core::Engine>> engine = core::Engine::Create(
       *std::move(model), *std::move(tokenizer), *std::move(tmpl), options.ToEngineOptions());
-  if (!engine.ok()) return Annotate(engine.status(), "engine");
+  if (!engine.ok()) {
+    // With a disk tier most engine start failures are about the directory (locked by another
+    // daemon, unreadable), so name it.
+    return Annotate(engine.status(),
+                    options.state_dir.empty()
+                        ? std::string("engine")
+                        : absl::StrCat("engine (--state-dir ", options.state_dir, ")"));
+  }
   out.engine = *std::move(engine);
   return out;
 }

@@ -76,8 +76,28 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   Num(f, &o->stream_buffer, "stream-buffer", 64, 1, 1 << 20,
       "events buffered per turn for a slow reader before the turn pauses");
 
+  Str(f, &o->state_dir, "state-dir", "DIR", "",
+      "disk tier: directory of session snapshots (created if missing), indexed at start so "
+      "sessions survive a restart; unset = no disk tier");
+  // No default value in the flag itself: the effective default depends on --state-dir.
+  o->durability = "";
+  f->Choice("durability", &o->durability, {"none", "async", "sync"},
+            "when committed states reach the disk tier: none = only when spilled or at "
+            "shutdown, async = after every turn in the background, sync = before the turn's "
+            "`finished` is sent; default async with --state-dir, else none");
+  Num(f, &o->host_state_bytes, "host-state-bytes", int64_t{4} << 30, 0, int64_t{1} << 50,
+      "bytes of idle session states kept in host RAM; beyond it they spill to --state-dir "
+      "(without one, the session count is capped to fit)");
+  Num(f, &o->disk_state_bytes, "disk-state-bytes", 0, 0, int64_t{1} << 60,
+      "bytes of snapshots the disk tier may hold (new sessions are refused beyond it); "
+      "0 = unlimited");
+  Num(f, &o->io_threads, "io-threads", 2, 1, 64, "threads writing and reading snapshots");
+
   Num(f, &o->grace_period_s, "grace-period-s", 30, 0, 86400,
       "on SIGTERM/SIGINT, seconds running turns may take to finish before they are cancelled");
+  Num(f, &o->flush_timeout_s, "flush-timeout-s", 60, 0, 86400,
+      "on SIGTERM/SIGINT, after the turns: seconds writing every committed state to "
+      "--state-dir may take");
   o->log_level = "info";
   f->Choice("log-level", &o->log_level, {"trace", "debug", "info", "warn", "error", "off"},
             "log verbosity (stderr)");
@@ -104,7 +124,20 @@ core::EngineOptions ServerOptions::ToEngineOptions() const {
   e.stream_buffer_events = static_cast<int32_t>(stream_buffer);
   e.sampling.max_tokens = static_cast<int32_t>(max_new_tokens);
   e.sampling.default_max_tokens = static_cast<int32_t>(default_max_tokens);
+  e.state_dir = state_dir;
+  const std::string d = ResolvedDurability();
+  e.durability = d == "sync"    ? core::EngineOptions::Durability::kSync
+                 : d == "async" ? core::EngineOptions::Durability::kAsync
+                                : core::EngineOptions::Durability::kNone;
+  e.host_state_bytes = host_state_bytes;
+  e.disk_state_bytes = disk_state_bytes;
+  e.io_threads = static_cast<int32_t>(io_threads);
   return e;
+}
+
+std::string ServerOptions::ResolvedDurability() const {
+  if (!durability.empty()) return durability;
+  return state_dir.empty() ? "none" : "async";
 }
 
 absl::StatusOr<HostPort> ParseHostPort(const std::string& address) {
@@ -158,6 +191,18 @@ base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLook
                                   ") must be at least --prefill-piece (", o.prefill_piece, ")"));
     return base::ParseOutcome::kError;
   }
+  // Durability is a promise about the disk tier; without one it could only be broken.
+  if (o.state_dir.empty() && (o.durability == "async" || o.durability == "sync")) {
+    flags.PrintError(absl::StrCat("--durability ", o.durability,
+                                  " needs --state-dir DIR (there is no disk tier to make "
+                                  "turns durable on); set one, or use --durability none"));
+    return base::ParseOutcome::kError;
+  }
+  if (o.state_dir.empty() && o.disk_state_bytes != 0) {
+    flags.PrintError("--disk-state-bytes needs --state-dir DIR (there is no disk tier to limit)");
+    return base::ParseOutcome::kError;
+  }
+  o.durability = o.ResolvedDurability();
   *out = std::move(o);
   return base::ParseOutcome::kOk;
 }

@@ -45,9 +45,23 @@ struct ServerOptions {
   int64_t max_turn_s = 0;
   int64_t stream_buffer = 0;
 
+  // State tiers (core::EngineOptions' state_dir, durability, budgets; docs/server.md).
+  std::string state_dir;  // "" = no disk tier: sessions live in slots and host RAM only
+  // none | async | sync after ParseServerOptions. "" (the declared default) means "async
+  // with a state dir, else none"; ResolvedDurability applies that rule.
+  std::string durability;
+  int64_t host_state_bytes = 0;
+  int64_t disk_state_bytes = 0;  // 0 = unlimited
+  int64_t io_threads = 0;
+
   // Operations.
   int64_t grace_period_s = 0;
+  // Drain: how long writing every committed state to the disk tier may take.
+  int64_t flush_timeout_s = 0;
   std::string log_level;
+
+  // `durability` with the default rule applied: none, async or sync.
+  std::string ResolvedDurability() const;
 
   // The option values as core::Engine wants them.
   core::EngineOptions ToEngineOptions() const;

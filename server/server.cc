@@ -18,6 +18,8 @@ namespace xlstmd::server {
 namespace {
 
 constexpr const char* kHealthNames[] = {"", "xlstmd.v1.ChatService"};
+// After CancelAll, how long to wait for the engine to roll the cancelled turns back.
+constexpr int64_t kRollbackWaitMs = 5000;
 
 std::chrono::system_clock::time_point After(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
@@ -105,25 +107,48 @@ void Server::Serve(LoadedModel model) {
   impl_->SetHealth(true);
 }
 
-void Server::Drain(absl::Duration grace, const std::function<bool()>& skip_wait) {
-  if (impl_->drained || impl_->shut_down) return;
+Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool()>& skip_wait,
+                                  absl::Duration flush_timeout) {
+  DrainReport report;
+  if (impl_->drained || impl_->shut_down) return report;
   impl_->drained = true;
   impl_->SetHealth(false);
   core::Engine* engine = impl_->state.engine();
   if (engine != nullptr) {
     engine->BeginDrain();
     const absl::Time deadline = absl::Now() + grace;
+    report.turns_finished = false;
     // Short waits, so a second signal (skip_wait) cuts the grace period short promptly.
     while (!skip_wait()) {
       const absl::Duration left = deadline - absl::Now();
       if (left <= absl::ZeroDuration()) break;
       const int64_t slice_ms =
           std::max<int64_t>(1, absl::ToInt64Milliseconds(std::min(left, absl::Milliseconds(100))));
-      if (engine->WaitIdle(slice_ms)) break;
+      if (engine->WaitIdle(slice_ms)) {
+        report.turns_finished = true;
+        break;
+      }
     }
     engine->CancelAll(absl::UnavailableError("server shutting down"));
+    // Rollbacks happen on the engine thread; wait for them (one scheduler step each), so
+    // that no session is still marked busy when the flush below picks what to write.
+    engine->WaitIdle(kRollbackWaitMs);
   }
+  // The transport goes first: after it no call can change a session, so the flush writes
+  // the final state of every one.
   Shutdown();
+  if (engine != nullptr) {
+    report.flush_ran = true;
+    const core::EngineStats before = engine->stats();
+    const absl::Time start = absl::Now();
+    report.flushed =
+        engine->FlushToDisk(std::max<int64_t>(0, absl::ToInt64Milliseconds(flush_timeout)));
+    report.flush_time = absl::Now() - start;
+    const core::EngineStats after = engine->stats();
+    report.snapshots_written = after.snapshot_writes - before.snapshot_writes;
+    report.snapshot_write_failures = after.snapshot_write_failures - before.snapshot_write_failures;
+  }
+  return report;
 }
 
 void Server::Shutdown(absl::Duration deadline) {

@@ -12,6 +12,7 @@
 #ifndef XLSTMD_SERVER_SERVER_H_
 #define XLSTMD_SERVER_SERVER_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -43,11 +44,24 @@ class Server {
   // nullptr before Serve.
   const LoadedModel* model() const;
 
+  // What a Drain did, for the shutdown log.
+  struct DrainReport {
+    bool turns_finished = true;     // false: some were still running after the grace period
+    bool flush_ran = false;         // an engine was serving, so its states were flushed
+    bool flushed = true;            // false: the flush to the disk tier timed out
+    int64_t snapshots_written = 0;  // by the flush (0 without a disk tier)
+    int64_t snapshot_write_failures = 0;
+    absl::Duration flush_time;
+  };
+
   // Graceful stop: health NOT_SERVING, new turns and sessions UNAVAILABLE, running and
   // queued turns get up to `grace` to finish (cut short once `skip_wait` returns true;
   // polled), then are cancelled with UNAVAILABLE "server shutting down" (rolled back); then
-  // Shutdown. Idempotent.
-  void Drain(absl::Duration grace, const std::function<bool()>& skip_wait);
+  // Shutdown; then every committed state not yet on the disk tier is written to it (up to
+  // `flush_timeout`), so a restart on the same state dir loses nothing. Idempotent (a second
+  // call reports nothing done).
+  DrainReport Drain(absl::Duration grace, const std::function<bool()>& skip_wait,
+                    absl::Duration flush_timeout = absl::Seconds(60));
   // Stops the transport: in-flight calls get `deadline` to finish, then are cancelled.
   void Shutdown(absl::Duration deadline = absl::Seconds(1));
 

@@ -10,10 +10,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "grpcpp/impl/codegen/proto_utils.h"
-#include "grpcpp/support/proto_buffer_reader.h"
 #include "server/chat_reactor.h"
 #include "server/convert.h"
+#include "server/raw_messages.h"
+#include "server/snapshot_reactors.h"
 
 namespace xlstmd::server {
 namespace {
@@ -37,31 +37,6 @@ absl::Status Enter(const ServingState& state, grpc::CallbackServerContext* ctx, 
     return absl::UnavailableError("model loading; retry shortly");
   }
   return absl::OkStatus();
-}
-
-template <class Message>
-absl::Status ParseRequest(const grpc::ByteBuffer* request, Message* out) {
-  // An all-default message is zero bytes on the wire; never hand the reader a null buffer.
-  if (request == nullptr || !request->Valid()) {
-    out->Clear();
-    return absl::OkStatus();
-  }
-  // ProtoBufferReader wants a mutable buffer; the copy only takes references to the slices.
-  grpc::ByteBuffer copy(*request);
-  grpc::ProtoBufferReader reader(&copy);
-  if (!reader.status().ok() || !out->ParseFromZeroCopyStream(&reader)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("request is not a valid ", out->GetTypeName(),
-                     ": malformed protobuf, or a string field that is not valid UTF-8"));
-  }
-  return absl::OkStatus();
-}
-
-template <class Message>
-grpc::Status SerializeResponse(const Message& message, grpc::ByteBuffer* response) {
-  response->Clear();
-  bool own_buffer = false;
-  return grpc::SerializationTraits<Message>::Serialize(message, response, &own_buffer);
 }
 
 grpc::ServerUnaryReactor* FinishWith(grpc::ServerUnaryReactor* reactor,
@@ -234,6 +209,39 @@ grpc::ServerUnaryReactor* ChatServiceImpl::DeleteSession(grpc::CallbackServerCon
   return reactor;
 }
 
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ExportSession(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  auto* reactor = new ExportReactor(ctx);
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    reactor->Reject(s);
+    return reactor;
+  }
+  v1::ExportSessionRequest req;
+  absl::Status s = ParseRequest(request, &req);
+  if (s.ok()) s = ValidateSessionId(req.session_id());
+  if (!s.ok()) {
+    reactor->Reject(s);
+    return reactor;
+  }
+  reactor->Start(engine, std::move(tenant), std::move(*req.mutable_session_id()));
+  return reactor;
+}
+
+grpc::ServerReadReactor<grpc::ByteBuffer>* ChatServiceImpl::ImportSession(
+    grpc::CallbackServerContext* ctx, grpc::ByteBuffer* response) {
+  auto* reactor = new ImportReactor(ctx, response);
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    reactor->Reject(s);
+    return reactor;
+  }
+  reactor->Start(engine, std::move(tenant));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ModelServiceImpl::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                          const v1::GetModelInfoRequest* request,
                                                          v1::ModelInfo* response) {
@@ -244,6 +252,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModelInfo(grpc::CallbackServerCon
     return FinishWith(reactor, s);
   }
   ToProto(engine->model(), state_->model_name(), response);
+  response->set_max_snapshot_bytes(engine->max_snapshot_bytes());
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

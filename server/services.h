@@ -52,7 +52,10 @@ using RawChatService = v1::ChatService::WithRawCallbackMethod_CreateSession<
     v1::ChatService::WithRawCallbackMethod_Chat<v1::ChatService::WithRawCallbackMethod_GetSession<
         v1::ChatService::WithRawCallbackMethod_ListSessions<
             v1::ChatService::WithRawCallbackMethod_ForkSession<
-                v1::ChatService::WithRawCallbackMethod_DeleteSession<v1::ChatService::Service>>>>>>;
+                v1::ChatService::WithRawCallbackMethod_DeleteSession<
+                    v1::ChatService::WithRawCallbackMethod_ExportSession<
+                        v1::ChatService::WithRawCallbackMethod_ImportSession<
+                            v1::ChatService::Service>>>>>>>>;
 
 class ChatServiceImpl final : public RawChatService {
  public:
@@ -79,6 +82,11 @@ class ChatServiceImpl final : public RawChatService {
   grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx,
                                           const grpc::ByteBuffer* request,
                                           grpc::ByteBuffer* response) override;
+  // Snapshot streams (snapshot_reactors.h).
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* ExportSession(
+      grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* ImportSession(grpc::CallbackServerContext* ctx,
+                                                           grpc::ByteBuffer* response) override;
 
  private:
   const ServingState* state_;

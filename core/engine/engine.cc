@@ -791,8 +791,18 @@ class Engine::Impl {
           last_active_.erase(id);
         }
       }
-      if (status.ok()) DropState(id);
-      done(status);
+      if (!status.ok()) return done(status);
+      DropState(id);
+      if (dir_ == nullptr) return done(status);
+      // Answer only once the file is gone, so a crash cannot bring the session back.
+      io_->Submit([this, id, done = std::move(done)] {
+        absl::Status s = dir_->Remove(id);
+        if (!s.ok() && !absl::IsNotFound(s)) {
+          spdlog::warn("could not remove the snapshot of deleted session {}: {}", id,
+                       s.ToString());
+        }
+        done(absl::OkStatus());
+      });
     });
   }
 
@@ -1244,14 +1254,17 @@ class Engine::Impl {
       PostCompletion([this, done, version, status] {
         // First the follow-ups (a newer version's write), then the count: FlushToDisk waits
         // for zero and must not see it between a write and its successor.
+        {
+          absl::MutexLock lock(&mu_);
+          if (status.ok()) {
+            ++snapshot_writes_;
+          } else {
+            ++snapshot_write_failures_;
+          }
+        }
         done(version, status);
         absl::MutexLock lock(&mu_);
         --writes_in_flight_;
-        if (status.ok()) {
-          ++snapshot_writes_;
-        } else {
-          ++snapshot_write_failures_;
-        }
       });
     });
   }
@@ -1758,6 +1771,7 @@ class Engine::Impl {
     }
     InstallCommitted(info.session_id, t.slot, 0);
     t.slot = -1;
+    if (options_.durability == EngineOptions::Durability::kSync) StartWrite(info.session_id);
     auto done = std::move(t.create_done);
     RemoveActive(&t);
     done(info);

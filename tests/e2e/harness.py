@@ -228,9 +228,11 @@ class Daemon:
     log() is everything the process printed, for failure messages.
     """
 
-    def __init__(self, args=(), model=GOLDEN_MODEL, threads=1, env=None, name="xlstmd"):
+    def __init__(self, args=(), model=GOLDEN_MODEL, threads=1, env=None, name="xlstmd",
+                 model_dir=None):
         self.name = name
-        self.model_dir = golden_dir(model)
+        # `model_dir` serves a model outside the golden set (e.g. one made by `xlstm mkmodel`).
+        self.model_dir = model_dir or golden_dir(model)
         self.args = [str(a) for a in args]
         self.threads = threads
         self.env_overrides = dict(env or {})
@@ -541,6 +543,31 @@ class Client:
         return self._unary("ModelService", "GetModelInfo", pb().GetModelInfoRequest(),
                            pb().ModelInfo, timeout, metadata)
 
+    def export_chunks(self, session_id, timeout=60, metadata=None):
+        """ExportSession's SnapshotChunks, as a list (the call runs to its end)."""
+        call = self.channel.unary_stream("/xlstmd.v1.ChatService/ExportSession",
+                                         request_serializer=lambda m: m.SerializeToString(),
+                                         response_deserializer=pb().SnapshotChunk.FromString)
+        return list(call(pb().ExportSessionRequest(session_id=session_id), timeout=timeout,
+                         metadata=self._md(metadata)))
+
+    def export_session(self, session_id, timeout=60, metadata=None):
+        """The exported snapshot's bytes."""
+        return b"".join(c.data for c in self.export_chunks(session_id, timeout, metadata))
+
+    def import_chunks(self, chunks, timeout=60, metadata=None):
+        """ImportSession from an iterable of SnapshotChunk; returns the new Session."""
+        call = self.channel.stream_unary("/xlstmd.v1.ChatService/ImportSession",
+                                         request_serializer=lambda m: m.SerializeToString(),
+                                         response_deserializer=pb().Session.FromString)
+        return call(iter(chunks), timeout=timeout, metadata=self._md(metadata))
+
+    def import_session(self, snapshot, chunk_bytes=1 << 20, declare_total=True, timeout=60,
+                       metadata=None):
+        """ImportSession of `snapshot` (bytes) cut into chunks of `chunk_bytes`."""
+        return self.import_chunks(snapshot_chunks(snapshot, chunk_bytes, declare_total),
+                                  timeout, metadata)
+
     def chat_request(self, session_id, tokens=None, message=None, sampling=None,
                      expected_version=None, request_id=""):
         req = pb().ChatRequest(session_id=session_id, request_id=request_id)
@@ -577,6 +604,17 @@ class Client:
         return collect(call)
 
 
+def snapshot_chunks(snapshot, chunk_bytes=1 << 20, declare_total=True):
+    """SnapshotChunks of `snapshot`; the first carries total_bytes when `declare_total`."""
+    out = []
+    for off in range(0, max(1, len(snapshot)), chunk_bytes):
+        c = pb().SnapshotChunk(data=snapshot[off:off + chunk_bytes])
+        if off == 0 and declare_total:
+            c.total_bytes = len(snapshot)
+        out.append(c)
+    return out
+
+
 def collect(call, turn=None):
     turn = turn or Turn()
     for event in call:
@@ -584,6 +622,65 @@ def collect(call, turn=None):
     if turn.finished is None:
         raise AssertionError("Chat stream ended OK without a `finished` event")
     return turn
+
+
+class Conversation:
+    """A session driven with raw-token greedy turns, whose every id the test knows.
+
+    `history` is every id the session's state has consumed (each turn's input and output), so
+    `check_turn` can compare a turn with `xlstm generate` over exactly that history, and a
+    restarted or imported session can be checked against it too.
+    """
+
+    def __init__(self, daemon, session_id, history=None, version=0):
+        self.daemon = daemon
+        self.session_id = session_id
+        self.history = list(history or [])
+        self.version = version
+
+    def turn(self, client, tokens, max_tokens=8, request_id="", check=True, context=""):
+        """Runs a greedy turn, checks it against the reference, and appends it to history."""
+        t = client.turn(self.session_id, tokens=tokens, sampling=sampling(max_tokens=max_tokens),
+                        request_id=request_id)
+        self.record(t, tokens, max_tokens, check, context)
+        return t
+
+    def record(self, t, tokens, max_tokens, check=True, context=""):
+        """Appends a finished turn (sent as `tokens`) after checking it."""
+        if t.input_ids != list(tokens):
+            raise AssertionError(f"{context}: `started` reports input {t.input_ids}, the turn "
+                                 f"sent {list(tokens)}")
+        if len(t.ids) != max_tokens:
+            raise AssertionError(f"{context}: a raw-token greedy turn without stops must run to "
+                                 f"max_tokens={max_tokens}: {t!r}")
+        if t.started.base_version != self.version:
+            raise AssertionError(f"{context}: turn started from version "
+                                 f"{t.started.base_version}, the test expected {self.version}")
+        if check:
+            self.check_ids(t.input_ids, t.ids, context)
+        self.history += t.input_ids + t.ids
+        self.version += 1
+        if t.finished.session_version != self.version:
+            raise AssertionError(f"{context}: finished.session_version "
+                                 f"{t.finished.session_version}, expected {self.version}")
+
+    def check_ids(self, input_ids, ids, context=""):
+        """ids == `xlstm generate` over history + input_ids (bit-exact greedy)."""
+        expected = self.daemon.reference(self.history + list(input_ids), len(ids))
+        if list(ids) != expected:
+            raise AssertionError(
+                f"{context}: session {self.session_id} at version {self.version} produced "
+                f"{list(ids)}, but `xlstm generate` over its {len(self.history)} history ids + "
+                f"input {list(input_ids)} gives {expected}")
+
+    def check_session(self, client, context=""):
+        """GetSession agrees with what the test knows (version, token count, idle)."""
+        s = client.get_session(self.session_id)
+        if (s.version, s.token_count) != (self.version, len(self.history)):
+            raise AssertionError(f"{context}: session {self.session_id} is at version "
+                                 f"{s.version} with {s.token_count} tokens; expected version "
+                                 f"{self.version} with {len(self.history)}")
+        return s
 
 
 def wait_turn_idle(client, session_id, timeout=10.0):

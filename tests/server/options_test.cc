@@ -71,7 +71,19 @@ TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(o.max_message_bytes, 4 << 20);
   EXPECT_EQ(o.stream_buffer, 64);
   EXPECT_EQ(o.log_level, "info");
+  EXPECT_EQ(o.state_dir, "");
+  EXPECT_EQ(o.durability, "none");  // no state dir: nothing to be durable on
+  EXPECT_EQ(o.host_state_bytes, int64_t{4} << 30);
+  EXPECT_EQ(o.disk_state_bytes, 0);
+  EXPECT_EQ(o.io_threads, 2);
+  EXPECT_EQ(o.flush_timeout_s, 60);
   EXPECT_EQ(r.err, "");
+  const core::EngineOptions e = o.ToEngineOptions();
+  EXPECT_EQ(e.state_dir, "");
+  EXPECT_EQ(e.durability, core::EngineOptions::Durability::kNone);
+  EXPECT_EQ(e.host_state_bytes, int64_t{4} << 30);
+  EXPECT_EQ(e.disk_state_bytes, 0);
+  EXPECT_EQ(e.io_threads, 2);
 
   const ServerOptions d = DefaultServerOptions();
   EXPECT_EQ(d.listen, o.listen);
@@ -151,6 +163,65 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
   EXPECT_EQ(e.stream_buffer_events, 2);
 }
 
+TEST(ServerOptionsTest, StateTierFlagsMapIntoEngineOptions) {
+  const ParseResult r = Parse({"--state-dir", "/var/lib/xlstmd", "--durability", "sync",
+                               "--host-state-bytes", "1048576", "--disk-state-bytes", "1073741824",
+                               "--io-threads", "5", "--flush-timeout-s", "7"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  const ServerOptions& o = r.options;
+  EXPECT_EQ(o.state_dir, "/var/lib/xlstmd");
+  EXPECT_EQ(o.durability, "sync");
+  EXPECT_EQ(o.flush_timeout_s, 7);
+  const core::EngineOptions e = o.ToEngineOptions();
+  EXPECT_EQ(e.state_dir, "/var/lib/xlstmd");
+  EXPECT_EQ(e.durability, core::EngineOptions::Durability::kSync);
+  EXPECT_EQ(e.host_state_bytes, 1048576);
+  EXPECT_EQ(e.disk_state_bytes, 1073741824);
+  EXPECT_EQ(e.io_threads, 5);
+}
+
+TEST(ServerOptionsTest, DurabilityDefaultsToAsyncWithAStateDirAndNoneWithout) {
+  ParseResult r = Parse({"--state-dir", "/s"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.durability, "async");
+  EXPECT_EQ(r.options.ToEngineOptions().durability, core::EngineOptions::Durability::kAsync);
+
+  r = Parse({}, {{"XLSTMD_STATE_DIR", "/s"}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.durability, "async") << "the environment's state dir counts too";
+
+  r = Parse({"--state-dir", "/s", "--durability", "none"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.ToEngineOptions().durability, core::EngineOptions::Durability::kNone);
+
+  r = Parse({"--durability", "none"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.durability, "none");
+
+  // DefaultServerOptions leaves the choice open; ToEngineOptions applies the same rule.
+  ServerOptions d = DefaultServerOptions();
+  EXPECT_EQ(d.ToEngineOptions().durability, core::EngineOptions::Durability::kNone);
+  d.state_dir = "/s";
+  EXPECT_EQ(d.ToEngineOptions().durability, core::EngineOptions::Durability::kAsync);
+}
+
+TEST(ServerOptionsTest, DurabilityWithoutAStateDirIsAClearError) {
+  for (const char* mode : {"async", "sync"}) {
+    ParseResult r = Parse({"--durability", mode});
+    EXPECT_EQ(r.outcome, base::ParseOutcome::kError) << mode;
+    EXPECT_THAT(r.err, StartsWith("xlstmd: error: --durability "));
+    EXPECT_THAT(r.err, HasSubstr("needs --state-dir"));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+
+    r = Parse({}, {{"XLSTMD_DURABILITY", mode}});
+    EXPECT_EQ(r.outcome, base::ParseOutcome::kError) << mode;
+    EXPECT_THAT(r.err, HasSubstr("needs --state-dir"));
+  }
+  const ParseResult r = Parse({"--disk-state-bytes", "100"});
+  EXPECT_EQ(r.outcome, base::ParseOutcome::kError);
+  EXPECT_THAT(r.err, HasSubstr("--disk-state-bytes needs --state-dir"));
+}
+
 TEST(ServerOptionsTest, EnvironmentTwinsApplyWhenNoFlagIsGiven) {
   const ParseResult r = Parse({}, {{"XLSTMD_SLOTS", "12"},
                                    {"XLSTMD_MODEL", "/env/model"},
@@ -212,6 +283,12 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"positional"},
       {"--default-max-tokens", "100", "--max-new-tokens", "10"},
       {"--prefill-piece", "1024"},
+      {"--durability", "always"},
+      {"--host-state-bytes", "-1"},
+      {"--host-state-bytes", "4G"},  // plain bytes only
+      {"--disk-state-bytes", "-5", "--state-dir", "/s"},
+      {"--io-threads", "0"},
+      {"--flush-timeout-s", "-1"},
   };
   for (const auto& args : cases) {
     const ParseResult r = Parse(args);
@@ -244,6 +321,12 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "api-keys",
                            "max-message-bytes",
                            "stream-buffer",
+                           "state-dir",
+                           "durability",
+                           "host-state-bytes",
+                           "disk-state-bytes",
+                           "io-threads",
+                           "flush-timeout-s",
                            "log-level"}) {
     EXPECT_THAT(r.out, HasSubstr(std::string("--") + flag + " ")) << flag;
     std::string env = std::string("XLSTMD_") + flag;
