@@ -246,7 +246,14 @@ absl::StatusOr<SessionInfo> Engine::Impl::EnqueueCreate(
   if (ids.empty()) {
     // Nothing to prefill: the zero state is version 0, and the first message turn will
     // carry the session-start ids.
-    return InsertSessionLocked(owner).info;
+    SessionInfo info = InsertSessionLocked(owner).info;
+    if (dir_ == nullptr || options_.durability != EngineOptions::Durability::kSync) return info;
+    // Under sync the ack waits for the file, so a crash cannot forget an acknowledged session.
+    commands_.push_back([this, info, done = std::move(done)]() mutable {
+      AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
+    });
+    signal_->Notify();
+    return SessionInfo{};
   }
   if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
     return absl::ResourceExhaustedError(
@@ -307,11 +314,8 @@ void Engine::Impl::ForkSession(std::string owner, std::string id,
         // Only on disk: read it (off this thread); the fork is answered once it is loaded.
         return ForkFromDisk(id, info, std::move(done));
       }
-      if (options_.durability != EngineOptions::Durability::kNone) StartWrite(info.session_id);
-    } else if (options_.durability != EngineOptions::Durability::kNone) {
-      StartWrite(info.session_id);
     }
-    done(info);
+    AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
   });
 }
 
@@ -383,9 +387,8 @@ void Engine::Impl::RewindSession(std::string owner, std::string id, uint64_t ver
     // The file may hold a newer version with the same number after a later commit, so
     // it is rewritten whatever the durability mode (it is no longer this state).
     ++st.gen;
-    if (options_.durability != EngineOptions::Durability::kNone) StartWrite(id);
     EnforceHostBudget();
-    done(info);
+    AckWhenDurable(id, info, /*new_session=*/false, std::move(done));
   });
 }
 
@@ -416,17 +419,12 @@ void Engine::Impl::ExportSession(std::string owner, std::string id,
         done(EncodeSnapshot(meta, fingerprint_, model_->state_layout(), *state));
         return;
       }
-      // Only on disk: the file is the snapshot; check it before handing it out.
-      absl::StatusOr<std::string> bytes = dir_->Read(id);
-      if (bytes.ok()) {
-        absl::StatusOr<SnapshotHeadInfo> head =
-            DecodeSnapshotHead(*bytes, fingerprint_, model_->state_layout());
-        if (!head.ok()) {
-          bytes = absl::DataLossError(absl::StrCat("the stored state of session ", id,
-                                                   " is unreadable: ", head.status().message()));
-        }
-      }
-      done(std::move(bytes));
+      // Only on disk: read and verify it in full (a corrupt file is quarantined, never
+      // handed out), then encode it with the current metadata.
+      std::vector<float> disk_state(FloatsPerSlot());
+      absl::Status status = ReadStoredState(id, meta.version, absl::MakeSpan(disk_state));
+      if (!status.ok()) return done(status);
+      done(EncodeSnapshot(meta, fingerprint_, model_->state_layout(), disk_state));
     });
   });
 }
@@ -472,8 +470,7 @@ void Engine::Impl::ImportSession(std::string owner, std::string snapshot,
     st.last_used = ++tick_;
     SetHost(st, std::move(state));
     EnforceHostBudget();
-    if (options_.durability != EngineOptions::Durability::kNone) StartWrite(info.session_id);
-    done(info);
+    AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
   });
 }
 

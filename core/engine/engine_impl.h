@@ -182,8 +182,14 @@ class Engine::Impl {
   // lazily on their first turn. Foreign or corrupt files are quarantined, never loaded.
   absl::Status IndexStateDir();
 
-  // The header of a session's snapshot file, reading only as much as the header needs.
-  absl::StatusOr<SnapshotMeta> ReadSnapshotHead(const std::string& id);
+  // The header of a session's snapshot file, reading only as much as the header needs;
+  // DATA_LOSS when the file's size (`file_bytes`) is not the one the header states.
+  absl::StatusOr<SnapshotMeta> ReadSnapshotHead(const std::string& id, uint64_t file_bytes);
+
+  // Reads and checks a session's snapshot file (it must hold `version`) into `state` (I/O
+  // threads). A corrupt or foreign file is quarantined. Errors are DATA_LOSS with a message
+  // fit for the client (no server paths; the log has the details).
+  absl::Status ReadStoredState(const std::string& id, uint64_t version, absl::Span<float> state);
 
   // ---------------- caller-thread API ----------------
 
@@ -297,6 +303,18 @@ class Engine::Impl {
 
   void OnWriteDone(const std::string& id, uint64_t version, uint64_t gen, absl::Status status);
 
+  // Runs `done` on the engine thread once the session's current committed state is in the
+  // disk tier: at once when it is, else after a write started here; with the write's error
+  // when it fails, NOT_FOUND when the session is deleted first.
+  void WhenDurable(const std::string& id, std::function<void(absl::Status)> done);
+  // Answers the waiters of `id` that a write (its result `write_status`) satisfied.
+  void NotifyDurable(const std::string& id, const absl::Status& write_status);
+  // Answers a session operation (create, fork, import, rewind) per the durability mode: under
+  // sync only once the state is on disk; if that fails, a `new_session` is removed again and
+  // the caller gets UNAVAILABLE.
+  void AckWhenDurable(const std::string& id, SessionInfo info, bool new_session,
+                      std::function<void(absl::StatusOr<SessionInfo>)> done);
+
   // Takes a slot and loads the committed state into it; false when no slot is available yet.
   bool Admit(std::unique_ptr<Turn>& t);
 
@@ -392,6 +410,11 @@ class Engine::Impl {
 
   // Engine thread only.
   std::unordered_map<std::string, std::function<void()>> pending_sync_writes_;
+  struct DurableWaiter {
+    uint64_t gen = 0;  // satisfied once the file holds this generation or a later one
+    std::function<void(absl::Status)> done;
+  };
+  std::unordered_map<std::string, std::vector<DurableWaiter>> durable_waiters_;
   uint64_t turn_seq_ = 0;
   int64_t spills_to_disk_ = 0;
   std::vector<std::unique_ptr<Turn>> active_;

@@ -407,8 +407,9 @@ void Engine::Impl::OnPersisted(uint64_t seq, uint64_t version, absl::Status stat
   if (it != states_.end()) {
     it->second.disk_version = static_cast<int64_t>(version);
     it->second.disk_gen = it->second.gen;  // the file holds exactly the state just committed
+    NotifyDurable(id, absl::OkStatus());
   }
-  RunPendingWrite(id);
+  if (states_.count(id) != 0) RunPendingWrite(id);
 }
 
 // What a commit of `t` does to the session's snapshot metadata.
@@ -512,10 +513,9 @@ void Engine::Impl::CommitCreate(Turn& t) {
   }
   InstallCommitted(info.session_id, t.slot, 0);
   t.slot = -1;
-  if (options_.durability == EngineOptions::Durability::kSync) StartWrite(info.session_id);
   auto done = std::move(t.create_done);
   RemoveActive(&t);
-  done(info);
+  AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
 }
 
 void Engine::Impl::SweepIdle(SteadyClock::time_point now) {

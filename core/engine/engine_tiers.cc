@@ -8,7 +8,7 @@ absl::Status Engine::Impl::IndexStateDir() {
   XLSTMD_ASSIGN_OR_RETURN(SnapshotScanResult scan, dir_->Scan());
   int64_t loaded = 0;
   for (const SnapshotFileInfo& f : scan.files) {
-    absl::StatusOr<SnapshotMeta> meta = ReadSnapshotHead(f.session_id);
+    absl::StatusOr<SnapshotMeta> meta = ReadSnapshotHead(f.session_id, f.bytes);
     if (meta.ok() && meta->session_id != f.session_id) {
       meta = absl::DataLossError(
           absl::StrCat("file of session ", f.session_id, " holds session ", meta->session_id));
@@ -48,7 +48,8 @@ absl::Status Engine::Impl::IndexStateDir() {
 }
 
 // The header of a session's snapshot file, reading only as much as the header needs.
-absl::StatusOr<SnapshotMeta> Engine::Impl::ReadSnapshotHead(const std::string& id) {
+absl::StatusOr<SnapshotMeta> Engine::Impl::ReadSnapshotHead(const std::string& id,
+                                                          uint64_t file_bytes) {
   std::ifstream in(dir_->FilePath(id), std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open the snapshot of ", id));
   std::string prefix;
@@ -60,7 +61,15 @@ absl::StatusOr<SnapshotMeta> Engine::Impl::ReadSnapshotHead(const std::string& i
     prefix.resize(have + static_cast<size_t>(in.gcount()));
     absl::StatusOr<SnapshotHeadInfo> head =
         DecodeSnapshotHead(prefix, fingerprint_, model_->state_layout());
-    if (head.ok()) return head->meta;
+    if (head.ok()) {
+      // The header states the exact size, so a torn or padded file is found at startup
+      // rather than on the session's first turn.
+      if (head->total_bytes != file_bytes) {
+        return absl::DataLossError(absl::StrCat("snapshot of ", id, " is ", file_bytes,
+                                                " bytes, its header says ", head->total_bytes));
+      }
+      return head->meta;
+    }
     // OUT_OF_RANGE: the header is longer than what was read so far.
     if (head.status().code() != absl::StatusCode::kOutOfRange || !in || want >= snapshot_bytes_) {
       if (head.status().code() == absl::StatusCode::kOutOfRange) {
@@ -73,23 +82,43 @@ absl::StatusOr<SnapshotMeta> Engine::Impl::ReadSnapshotHead(const std::string& i
   }
 }
 
+absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t version,
+                                           absl::Span<float> state) {
+  absl::StatusOr<std::string> bytes = dir_->Read(id);
+  if (!bytes.ok()) {
+    // The file's errors name server paths: they go to the log, not to the client.
+    spdlog::error("reading the snapshot of session {}: {}", id, bytes.status().ToString());
+    return absl::DataLossError(
+        absl::IsNotFound(bytes.status())
+            ? absl::StrCat("the stored state of session ", id,
+                           " is gone (it was found corrupt and quarantined, or removed)")
+            : absl::StrCat("the stored state of session ", id, " could not be read"));
+  }
+  absl::Status status;
+  absl::StatusOr<SnapshotMeta> meta =
+      DecodeSnapshotInto(*bytes, fingerprint_, model_->state_layout(), state);
+  if (!meta.ok()) {
+    status = meta.status();
+  } else if (meta->session_id != id || meta->version != version) {
+    status = absl::DataLossError(absl::StrCat("the snapshot holds session ", meta->session_id,
+                                              " version ", meta->version, ", expected version ",
+                                              version));
+  }
+  if (status.ok()) return status;
+  if (absl::IsDataLoss(status) || absl::IsFailedPrecondition(status)) {
+    spdlog::warn("quarantining the snapshot of session {}: {}", id, status.ToString());
+    (void)dir_->Quarantine(id, SnapshotErrorReason(status), status.ToString());
+  }
+  return absl::DataLossError(absl::StrCat("the stored state of session ", id,
+                                          " is unusable: ", status.message()));
+}
+
 void Engine::Impl::ForkFromDisk(const std::string& src, SessionInfo info,
                                 std::function<void(absl::StatusOr<SessionInfo>)> done) {
   const uint64_t version = states_[info.session_id].version;
   io_->Submit([this, src, info, version, done = std::move(done)]() mutable {
     auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
-    absl::Status status;
-    absl::StatusOr<std::string> bytes = dir_->Read(src);
-    if (!bytes.ok()) {
-      status = bytes.status();
-    } else {
-      absl::StatusOr<SnapshotMeta> meta =
-          DecodeSnapshotInto(*bytes, fingerprint_, model_->state_layout(), absl::MakeSpan(*state));
-      if (!meta.ok())
-        status = meta.status();
-      else if (meta->version != version)
-        status = absl::DataLossError("snapshot version changed");
-    }
+    const absl::Status status = ReadStoredState(src, version, absl::MakeSpan(*state));
     PostCompletion([this, info, state, status, done = std::move(done)]() mutable {
       auto it = states_.find(info.session_id);
       if (!status.ok() || it == states_.end()) {
@@ -100,13 +129,11 @@ void Engine::Impl::ForkFromDisk(const std::string& src, SessionInfo info,
         }
         DropState(info.session_id);
         return done(status.ok() ? absl::NotFoundError("the fork was deleted while it loaded")
-                                : absl::DataLossError(absl::StrCat(
-                                      "could not read the session to fork: ", status.message())));
+                                : status);
       }
       SetHost(it->second, std::move(state));
       EnforceHostBudget();
-      if (options_.durability != EngineOptions::Durability::kNone) StartWrite(info.session_id);
-      done(info);
+      AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
     });
   });
 }
@@ -234,6 +261,7 @@ void Engine::Impl::DropState(const std::string& id) {
   host_bytes_ -= state_bytes_ * static_cast<int64_t>(it->second.checkpoints.size());
   const bool on_disk = it->second.disk_version >= 0 || it->second.write_in_flight;
   states_.erase(it);
+  NotifyDurable(id, absl::OkStatus());
   // A write still in flight re-creates the file; its completion removes it again.
   if (dir_ != nullptr && on_disk) {
     io_->Submit([this, id] {
@@ -357,6 +385,7 @@ void Engine::Impl::OnWriteDone(const std::string& id, uint64_t version, uint64_t
     if (status.ok()) {
       io_->Submit([this, id] { (void)dir_->Remove(id); });
     }
+    NotifyDurable(id, status);
     return;
   }
   SessionState& st = it->second;
@@ -370,6 +399,8 @@ void Engine::Impl::OnWriteDone(const std::string& id, uint64_t version, uint64_t
     spdlog::error("snapshot write for session {} (version {}) failed: {}", id, version,
                   status.ToString());
   }
+  NotifyDurable(id, status);
+  if (states_.count(id) == 0) return;  // a waiter dropped the session
   if (pending_sync_writes_.count(id) != 0) {
     RunPendingWrite(id);  // a sync commit waited behind this write; it supersedes it
   } else if (st.write_again) {
@@ -380,6 +411,67 @@ void Engine::Impl::OnWriteDone(const std::string& id, uint64_t version, uint64_t
 }
 
 // Reads the snapshot on an I/O thread; the turn continues when it is in the slot.
+void Engine::Impl::WhenDurable(const std::string& id, std::function<void(absl::Status)> done) {
+  auto it = states_.find(id);
+  if (it == states_.end()) return done(absl::NotFoundError("the session was deleted"));
+  if (dir_ == nullptr) return done(absl::FailedPreconditionError("no disk tier"));
+  if (Durable(it->second)) return done(absl::OkStatus());
+  durable_waiters_[id].push_back({it->second.gen, std::move(done)});
+  StartWrite(id);
+}
+
+void Engine::Impl::NotifyDurable(const std::string& id, const absl::Status& write_status) {
+  auto w = durable_waiters_.find(id);
+  if (w == durable_waiters_.end()) return;
+  auto it = states_.find(id);
+  std::vector<std::pair<std::function<void(absl::Status)>, absl::Status>> ready;
+  std::vector<DurableWaiter> waiting;
+  for (DurableWaiter& d : w->second) {
+    if (it == states_.end()) {
+      ready.emplace_back(std::move(d.done), absl::NotFoundError("the session was deleted"));
+    } else if (!write_status.ok()) {
+      ready.emplace_back(std::move(d.done), write_status);
+    } else if (it->second.disk_gen >= d.gen) {
+      ready.emplace_back(std::move(d.done), absl::OkStatus());
+    } else {
+      waiting.push_back(std::move(d));
+    }
+  }
+  if (waiting.empty()) {
+    durable_waiters_.erase(w);
+  } else {
+    w->second = std::move(waiting);
+  }
+  // Called after the map is consistent: a callback may delete the session (DropState).
+  for (auto& [done, status] : ready) done(status);
+}
+
+void Engine::Impl::AckWhenDurable(const std::string& id, SessionInfo info, bool new_session,
+                                  std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  if (dir_ == nullptr || options_.durability == EngineOptions::Durability::kNone) {
+    return done(info);
+  }
+  states_[id];  // a zero-state session gets an entry, so that it is written too
+  if (options_.durability == EngineOptions::Durability::kAsync) {
+    StartWrite(id);
+    return done(info);
+  }
+  WhenDurable(id, [this, id, info, new_session, done = std::move(done)](absl::Status s) {
+    if (s.ok()) return done(info);
+    if (new_session && !absl::IsNotFound(s)) {
+      {
+        absl::MutexLock lock(&mu_);
+        sessions_.erase(id);
+        last_active_.erase(id);
+      }
+      DropState(id);
+    }
+    done(absl::UnavailableError(absl::StrCat("session ", id,
+                                             " could not be made durable on disk: ",
+                                             s.message())));
+  });
+}
+
 void Engine::Impl::StartRestore(Turn& t) {
   const uint64_t seq = t.seq;
   const std::string id = t.session_id;
@@ -387,24 +479,7 @@ void Engine::Impl::StartRestore(Turn& t) {
   io_->Submit([this, seq, id, version] {
     const auto start = SteadyClock::now();
     auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
-    absl::Status status;
-    absl::StatusOr<std::string> bytes = dir_->Read(id);
-    if (!bytes.ok()) {
-      status = bytes.status();
-    } else {
-      absl::StatusOr<SnapshotMeta> meta =
-          DecodeSnapshotInto(*bytes, fingerprint_, model_->state_layout(), absl::MakeSpan(*state));
-      if (!meta.ok()) {
-        status = meta.status();
-      } else if (meta->session_id != id || meta->version != version) {
-        status = absl::DataLossError(absl::StrCat("snapshot holds session ", meta->session_id,
-                                                  " version ", meta->version, ", expected ", id,
-                                                  " version ", version));
-      }
-    }
-    if (!status.ok() && (absl::IsDataLoss(status) || absl::IsFailedPrecondition(status))) {
-      (void)dir_->Quarantine(id, SnapshotErrorReason(status), status.ToString());
-    }
+    const absl::Status status = ReadStoredState(id, version, absl::MakeSpan(*state));
     const double ms = MsBetween(start, SteadyClock::now());
     PostCompletion([this, seq, state, status, ms] { OnRestored(seq, state, status, ms); });
   });
@@ -415,8 +490,7 @@ void Engine::Impl::OnRestored(uint64_t seq, std::shared_ptr<std::vector<float>> 
   Turn* t = FindActive(seq);
   if (t == nullptr || t->phase != Turn::Phase::kRestoring) return;  // cancelled meanwhile
   if (!status.ok()) {
-    FailTurns({t}, absl::DataLossError(absl::StrCat("could not restore session ", t->session_id,
-                                                    ": ", status.message())));
+    FailTurns({t}, status);
     return;
   }
   {

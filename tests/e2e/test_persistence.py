@@ -64,8 +64,8 @@ class PersistenceTest(harness.E2ETestCase):
                           context=f"before restart: conv {i} turn {k}")
             conv.last_request = (f"conv{i}-turn{k}", inp)
             convs.append(conv)
-        # Version 0 with the zero state. Written to disk only by a drain (test_sync_acks.py
-        # covers creates under a hard kill).
+        # Version 0 with the zero state: on disk before the ack under sync, else written by
+        # the drain.
         fresh = Conversation(d, c.create_session().session_id)
         chat = c.create_session(system_prompt=SYSTEM)
         chat_turns = [c.turn(chat.session_id, message=MESSAGES[0],
@@ -136,9 +136,8 @@ class PersistenceTest(harness.E2ETestCase):
                          "the startup line names the state dir and the durability")
         known = self.populate(d)
         if hard_kill:
-            # Sync durability promises acknowledged turns; a session that never ran one is
-            # not a turn (test_sync_acks.py), so it is left out here.
-            known["fresh"] = None
+            # Sync durability acknowledges a create only once its file is durable, so the
+            # untouched session survives the kill too.
             d.send_signal(signal.SIGKILL)
             d.wait_exit(20)
         else:
@@ -206,7 +205,9 @@ class PersistenceTest(harness.E2ETestCase):
         c2 = d2.client()
         self.assertFalse(os.path.exists(leftover), "a leftover temp file is removed at startup")
         q = quarantined(sd)
-        for conv, what in ((bad_head, "a damaged header"),):
+        # A damaged header and a file whose size differs from the one its header states are
+        # found by the startup index (it reads the heads and the sizes).
+        for conv, what in ((bad_head, "a damaged header"), (truncated, "a truncated file")):
             self.assertTrue(any(conv.session_id in f for f in q),
                             f"the snapshot with {what} is in quarantine/: {q}")
             self.assertFalse(os.path.exists(path(conv)), f"{what}: still in the state dir")
@@ -225,11 +226,11 @@ class PersistenceTest(harness.E2ETestCase):
         good.check_session(c2, "the intact session")
         good.turn(c2, [5, 6, 7], max_tokens=8, context="the intact session after the restart")
 
-        # Damaged state bytes, and a truncated file, are found when the state is first loaded
-        # (startup reads only the heads; loading is lazy): the turn fails with DATA_LOSS, the
-        # file goes to quarantine, and the session is never served from it.
+        # Damaged state bytes are found when the state is first loaded (startup reads only the
+        # heads; loading is lazy): the turn fails with DATA_LOSS, the file goes to
+        # quarantine, and the session is never served from it.
         listed = c2.all_sessions()
-        for conv, what in ((bad_state, "damaged state bytes"), (truncated, "a truncated file")):
+        for conv, what in ((bad_state, "damaged state bytes"),):
             self.assertIn(conv.session_id, listed, f"{what}: the intact head is indexed")
             self.assertRpcError(
                 lambda: harness.collect(c2.chat_call(conv.session_id, tokens=[1],
@@ -246,9 +247,10 @@ class PersistenceTest(harness.E2ETestCase):
         good.turn(c2, [8], max_tokens=4, context="the intact session, later")
         # A session whose state is lost still exists (GetSession answers), so exporting it is
         # DATA_LOSS like its turns, not NOT_FOUND (which would also name a server path).
-        for conv, what in ((bad_state, "damaged state bytes"), (truncated, "a truncated file")):
-            self.assertRpcError(lambda: c2.export_session(conv.session_id), Code.DATA_LOSS,
-                                None, f"exporting the session with {what}")
+        for conv, what in ((bad_state, "damaged state bytes"),):
+            e = self.assertRpcError(lambda: c2.export_session(conv.session_id),
+                                    Code.DATA_LOSS, None, f"exporting the session with {what}")
+            self.assertNotIn(sd, e.details(), "the error does not name server paths")
 
     def test_state_dir_option_errors(self):
         def run(args):
