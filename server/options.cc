@@ -92,6 +92,9 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "bytes of snapshots the disk tier may hold (new sessions are refused beyond it); "
       "0 = unlimited");
   Num(f, &o->io_threads, "io-threads", 2, 1, 64, "threads writing and reading snapshots");
+  Num(f, &o->keep_turn_checkpoints, "keep-turn-checkpoints", 0, 0, 1024,
+      "earlier committed versions kept per session for RewindSession (host RAM, counted in "
+      "--host-state-bytes and dropped first under pressure); 0 = rewind off");
 
   Num(f, &o->grace_period_s, "grace-period-s", 30, 0, 86400,
       "on SIGTERM/SIGINT, seconds running turns may take to finish before they are cancelled");
@@ -132,6 +135,7 @@ core::EngineOptions ServerOptions::ToEngineOptions() const {
   e.host_state_bytes = host_state_bytes;
   e.disk_state_bytes = disk_state_bytes;
   e.io_threads = static_cast<int32_t>(io_threads);
+  e.keep_turn_checkpoints = static_cast<int32_t>(keep_turn_checkpoints);
   return e;
 }
 

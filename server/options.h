@@ -53,6 +53,7 @@ struct ServerOptions {
   int64_t host_state_bytes = 0;
   int64_t disk_state_bytes = 0;  // 0 = unlimited
   int64_t io_threads = 0;
+  int64_t keep_turn_checkpoints = 0;
 
   // Operations.
   int64_t grace_period_s = 0;

@@ -184,6 +184,25 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ForkSession(grpc::CallbackServerConte
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ChatServiceImpl::RewindSession(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::string tenant;
+  core::Engine* engine = nullptr;
+  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  v1::RewindSessionRequest req;
+  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
+    return FinishWith(reactor, s);
+  }
+  engine->RewindSession(std::move(tenant), std::move(*req.mutable_session_id()), req.version(),
+                        FinishWithSession(reactor, response));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ChatServiceImpl::DeleteSession(grpc::CallbackServerContext* ctx,
                                                          const grpc::ByteBuffer* request,
                                                          grpc::ByteBuffer* response) {

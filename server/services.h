@@ -55,7 +55,8 @@ using RawChatService = v1::ChatService::WithRawCallbackMethod_CreateSession<
                 v1::ChatService::WithRawCallbackMethod_DeleteSession<
                     v1::ChatService::WithRawCallbackMethod_ExportSession<
                         v1::ChatService::WithRawCallbackMethod_ImportSession<
-                            v1::ChatService::Service>>>>>>>>;
+                            v1::ChatService::WithRawCallbackMethod_RewindSession<
+                                v1::ChatService::Service>>>>>>>>>;
 
 class ChatServiceImpl final : public RawChatService {
  public:
@@ -80,6 +81,9 @@ class ChatServiceImpl final : public RawChatService {
                                         const grpc::ByteBuffer* request,
                                         grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* RewindSession(grpc::CallbackServerContext* ctx,
                                           const grpc::ByteBuffer* request,
                                           grpc::ByteBuffer* response) override;
   // Snapshot streams (snapshot_reactors.h).

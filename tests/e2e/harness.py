@@ -534,6 +534,11 @@ class Client:
                            pb().ForkSessionRequest(session_id=session_id), pb().Session,
                            timeout, metadata)
 
+    def rewind_session(self, session_id, version, timeout=20, metadata=None):
+        return self._unary("ChatService", "RewindSession",
+                           pb().RewindSessionRequest(session_id=session_id, version=version),
+                           pb().Session, timeout, metadata)
+
     def delete_session(self, session_id, timeout=20, metadata=None):
         return self._unary("ChatService", "DeleteSession",
                            pb().DeleteSessionRequest(session_id=session_id),

@@ -166,7 +166,8 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
 TEST(ServerOptionsTest, StateTierFlagsMapIntoEngineOptions) {
   const ParseResult r = Parse({"--state-dir", "/var/lib/xlstmd", "--durability", "sync",
                                "--host-state-bytes", "1048576", "--disk-state-bytes", "1073741824",
-                               "--io-threads", "5", "--flush-timeout-s", "7"});
+                               "--io-threads", "5", "--flush-timeout-s", "7",
+                               "--keep-turn-checkpoints", "4"});
   ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
   const ServerOptions& o = r.options;
   EXPECT_EQ(o.state_dir, "/var/lib/xlstmd");
@@ -178,6 +179,7 @@ TEST(ServerOptionsTest, StateTierFlagsMapIntoEngineOptions) {
   EXPECT_EQ(e.host_state_bytes, 1048576);
   EXPECT_EQ(e.disk_state_bytes, 1073741824);
   EXPECT_EQ(e.io_threads, 5);
+  EXPECT_EQ(e.keep_turn_checkpoints, 4);
 }
 
 TEST(ServerOptionsTest, DurabilityDefaultsToAsyncWithAStateDirAndNoneWithout) {
