@@ -93,11 +93,11 @@ int Main(int argc, char** argv) {
     // Fields are only ever appended: scripts parse `listen=(\S+)` and the others by name.
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
-        "state_bytes_per_session={} slots={} listen={} state_dir={} durability={}",
+        "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} redis={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
         kernels::DTypeName(m.backend().WeightDType()), m.state_bytes_per_session(), options.slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
-        options.durability);
+        options.durability, options.redis_url.empty() ? "none" : "on");
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);
     const int sig = signals.WaitFirst();

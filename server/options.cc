@@ -1,5 +1,6 @@
 #include "server/options.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <utility>
@@ -92,6 +93,12 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "bytes of snapshots the disk tier may hold (new sessions are refused beyond it); "
       "0 = unlimited");
   Num(f, &o->io_threads, "io-threads", 2, 1, 64, "threads writing and reading snapshots");
+  Str(f, &o->redis_url, "redis-url", "URL", "",
+      "shared Redis tier, redis://[[user]:password@]host[:port][/db] or unix:///path: every "
+      "commit is stored there (version-checked) before it is acknowledged, so daemons serving "
+      "the same model continue each other's sessions (docs/redis-tier.md); unset = none");
+  Num(f, &o->redis_timeout_ms, "redis-timeout-ms", 2000, 10, 600000,
+      "connect and per-I/O timeout of Redis calls, in milliseconds");
   Num(f, &o->keep_turn_checkpoints, "keep-turn-checkpoints", 0, 0, 1024,
       "earlier committed versions kept per session for RewindSession (host RAM, counted in "
       "--host-state-bytes and dropped first under pressure); 0 = rewind off");
@@ -136,6 +143,9 @@ core::EngineOptions ServerOptions::ToEngineOptions() const {
   e.disk_state_bytes = disk_state_bytes;
   e.io_threads = static_cast<int32_t>(io_threads);
   e.keep_turn_checkpoints = static_cast<int32_t>(keep_turn_checkpoints);
+  e.redis_url = redis_url;
+  e.redis_timeout_ms = redis_timeout_ms;
+  e.redis_connections = static_cast<int32_t>(std::max<int64_t>(2, io_threads));
   return e;
 }
 

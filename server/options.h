@@ -54,6 +54,8 @@ struct ServerOptions {
   int64_t disk_state_bytes = 0;  // 0 = unlimited
   int64_t io_threads = 0;
   int64_t keep_turn_checkpoints = 0;
+  std::string redis_url;
+  int64_t redis_timeout_ms = 2000;
 
   // Operations.
   int64_t grace_period_s = 0;

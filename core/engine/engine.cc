@@ -73,6 +73,12 @@ absl::Status Engine::Impl::Start() {
     XLSTMD_ASSIGN_OR_RETURN(dir_, SnapshotDir::Open(options_.state_dir, dopts));
     XLSTMD_RETURN_IF_ERROR(IndexStateDir());
   }
+  if (!options_.redis_url.empty()) {
+    XLSTMD_RETURN_IF_ERROR(ConnectRedis());
+    // Redis is where idle states spill when there is no disk tier, so RAM does not cap the
+    // session count.
+    session_cap_ = options_.max_sessions;
+  }
   io_ = std::make_unique<IoPool>(options_.io_threads);
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
@@ -85,6 +91,8 @@ absl::StatusOr<std::shared_ptr<TurnStream>> Engine::Impl::StartTurn(TurnRequest 
     return absl::InvalidArgumentError(
         absl::StrCat("request_id is longer than ", options_.max_request_id_bytes, " bytes"));
   }
+  // Another server may have advanced (or created, or deleted) the session.
+  XLSTMD_RETURN_IF_ERROR(RefreshFromRedis(req.owner, req.session_id));
   // Sampling first: it needs no session and a bad request should not touch one.
   SamplingConfig sampling = std::move(req.sampling);
   if (sampling.max_tokens > options_.sampling.max_tokens) {
@@ -247,10 +255,13 @@ absl::StatusOr<SessionInfo> Engine::Impl::EnqueueCreate(
     // Nothing to prefill: the zero state is version 0, and the first message turn will
     // carry the session-start ids.
     SessionInfo info = InsertSessionLocked(owner).info;
-    if (dir_ == nullptr || options_.durability != EngineOptions::Durability::kSync) return info;
-    // Under sync the ack waits for the file, so a crash cannot forget an acknowledged session.
+    const bool sync = dir_ != nullptr && options_.durability == EngineOptions::Durability::kSync;
+    if (!sync && redis_ == nullptr) return info;
+    // Under sync the ack waits for the file, so a crash cannot forget an acknowledged session;
+    // with Redis it waits for Redis, so another server can serve it as soon as it exists.
     commands_.push_back([this, info, done = std::move(done)]() mutable {
-      AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
+      AckWhenStored(info.session_id, info, /*new_session=*/true, ExpectedVersion::Absent(),
+                    std::move(done));
     });
     signal_->Notify();
     return SessionInfo{};
@@ -273,6 +284,7 @@ absl::StatusOr<SessionInfo> Engine::Impl::EnqueueCreate(
 
 void Engine::Impl::ForkSession(std::string owner, std::string id,
                                std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  if (absl::Status s = RefreshFromRedis(owner, id); !s.ok()) return done(s);
   Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)] {
     SessionInfo info;
     absl::Status refused;
@@ -315,12 +327,14 @@ void Engine::Impl::ForkSession(std::string owner, std::string id,
         return ForkFromDisk(id, info, std::move(done));
       }
     }
-    AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
+    AckWhenStored(info.session_id, info, /*new_session=*/true, ExpectedVersion::Absent(),
+                  std::move(done));
   });
 }
 
 void Engine::Impl::RewindSession(std::string owner, std::string id, uint64_t version,
                                  std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  if (absl::Status s = RefreshFromRedis(owner, id); !s.ok()) return done(s);
   Command([this, owner = std::move(owner), id = std::move(id), version,
            done = std::move(done)]() mutable {
     absl::Status refused;
@@ -388,12 +402,14 @@ void Engine::Impl::RewindSession(std::string owner, std::string id, uint64_t ver
     // it is rewritten whatever the durability mode (it is no longer this state).
     ++st.gen;
     EnforceHostBudget();
-    AckWhenDurable(id, info, /*new_session=*/false, std::move(done));
+    // Versions go backwards here, which a version check cannot express: overwrite.
+    AckWhenStored(id, info, /*new_session=*/false, ExpectedVersion::Any(), std::move(done));
   });
 }
 
 void Engine::Impl::ExportSession(std::string owner, std::string id,
                                  std::function<void(absl::StatusOr<std::string>)> done) {
+  if (absl::Status s = RefreshFromRedis(owner, id); !s.ok()) return done(s);
   Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)]() mutable {
     SnapshotMeta meta;
     absl::Status refused;
@@ -470,12 +486,14 @@ void Engine::Impl::ImportSession(std::string owner, std::string snapshot,
     st.last_used = ++tick_;
     SetHost(st, std::move(state));
     EnforceHostBudget();
-    AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
+    AckWhenStored(info.session_id, info, /*new_session=*/true, ExpectedVersion::Absent(),
+                  std::move(done));
   });
 }
 
 void Engine::Impl::DeleteSession(std::string owner, std::string id,
                                  std::function<void(absl::Status)> done) {
+  if (absl::Status s = RefreshFromRedis(owner, id); !s.ok()) return done(s);
   Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)] {
     absl::Status status;
     {
@@ -493,20 +511,26 @@ void Engine::Impl::DeleteSession(std::string owner, std::string id,
     }
     if (!status.ok()) return done(status);
     DropState(id);
-    if (dir_ == nullptr) return done(status);
-    // Answer only once the file is gone, so a crash cannot bring the session back.
-    io_->Submit([this, id, done = std::move(done)] {
+    // Answer only once the file and the Redis copy are gone, so neither a crash nor another
+    // server can bring the session back.
+    auto shared = [this, id, done = std::move(done)]() mutable {
+      if (redis_ == nullptr) return done(absl::OkStatus());
+      DeleteShared(id, std::move(done));
+    };
+    if (dir_ == nullptr) return shared();
+    io_->Submit([this, id, shared = std::move(shared)]() mutable {
       absl::Status s = dir_->Remove(id);
       if (!s.ok() && !absl::IsNotFound(s)) {
         spdlog::warn("could not remove the snapshot of deleted session {}: {}", id, s.ToString());
       }
-      done(absl::OkStatus());
+      shared();
     });
   });
 }
 
 absl::StatusOr<SessionInfo> Engine::Impl::GetSession(const std::string& owner,
-                                                     const std::string& id) const {
+                                                     const std::string& id) {
+  XLSTMD_RETURN_IF_ERROR(RefreshFromRedis(owner, id));
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second.info.owner != owner) return SessionNotFound(id);
@@ -565,6 +589,13 @@ EngineStats Engine::Impl::stats() const {
   s.snapshot_writes = snapshot_writes_;
   s.snapshot_write_failures = snapshot_write_failures_;
   s.restores_from_disk = restores_from_disk_;
+  s.restores_from_redis = restores_from_redis_;
+  if (redis_ != nullptr) {
+    const RedisStoreStats r = redis_->Stats();
+    s.redis_writes = r.puts;
+    s.redis_write_conflicts = r.put_conflicts;
+    s.redis_failures = r.unavailable + r.data_loss;
+  }
   if (dir_ != nullptr) {
     const SnapshotDirStats d = dir_->Stats();
     s.disk_sessions = d.files;

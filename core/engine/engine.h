@@ -76,6 +76,15 @@ struct EngineOptions {
   // Earlier committed versions kept per session for RewindSession (host RAM, counted in the
   // host budget and dropped first under pressure; not persisted). 0 = rewind disabled.
   int32_t keep_turn_checkpoints = 0;
+  // Shared Redis tier ("" = none; redis://[[user]:password@]host[:port][/db] or
+  // unix:///path, docs/redis-tier.md). Every commit (turns, creates, forks, imports,
+  // rewinds) is written there before it is acknowledged, with a compare-and-set on the
+  // session version, so daemons serving the same model continue each other's sessions and
+  // two turns racing on one session cannot both commit (the loser is ABORTED). Without a
+  // disk tier it is also where idle states spill.
+  std::string redis_url;
+  int64_t redis_timeout_ms = 2000;  // connect and per-I/O timeout
+  int32_t redis_connections = 4;    // pool size shared by the I/O threads
 };
 
 // A copy of a session's metadata.
@@ -115,6 +124,10 @@ struct EngineStats {
   int64_t snapshot_write_failures = 0;
   int64_t restores_from_disk = 0;
   int64_t quarantined_snapshots = 0;
+  int64_t redis_writes = 0;          // snapshots committed to the shared Redis tier
+  int64_t redis_write_conflicts = 0; // refused by the version check (turns rolled back)
+  int64_t redis_failures = 0;        // Redis unreachable or refusing a call
+  int64_t restores_from_redis = 0;   // states read back from Redis (spill or another daemon)
   int64_t steps = 0;
   int64_t generated_tokens = 0;
 };

@@ -32,6 +32,7 @@
 #include "core/base/check.h"
 #include "core/base/status_macros.h"
 #include "core/engine/io_pool.h"
+#include "core/state/redis_store.h"
 #include "core/state/snapshot.h"
 #include "core/state/snapshot_store.h"
 #include "core/sampling/stop_checker.h"
@@ -90,6 +91,9 @@ struct SessionMeta {
   bool session_start_done = false;  // BOS/default system prompt already appended
   bool reply_open = false;          // last committed turn was a message turn
   std::deque<std::string> request_order;
+  // Generation of the Redis write this daemon last saw for the session ("" = Redis is not
+  // known to hold it). A different generation in Redis means another daemon changed it.
+  std::string redis_generation;
   absl::flat_hash_map<std::string, uint64_t> request_versions;
 };
 
@@ -118,6 +122,10 @@ struct SessionState {
   // comes back with different contents.
   uint64_t gen = 1;
   uint64_t disk_gen = 0;  // gen of the state in the file, 0 = none
+  uint64_t redis_gen = 0;  // gen of the state Redis holds, 0 = none
+  // False while the committed state is the zero state and held nowhere (a new session):
+  // a turn then starts from a reset slot.
+  bool nonzero = false;
   bool write_in_flight = false;  // one write per session at a time keeps the file monotonic
   bool write_again = false;      // committed (or asked to flush) while writing
 };
@@ -153,6 +161,7 @@ struct Turn {
   std::optional<Checkpoint> checkpoint;  // the state the turn started from (rewind enabled)
   int32_t pending_token = -1;  // sampled, not yet fed to the model
   bool final_pending = false;  // pending_token ends the turn: feed it, then commit
+  bool shared = false;         // the final state is committed in Redis
   FinishReason finish = FinishReason::kNone;
   SteadyClock::time_point enqueued, admitted, prefill_done, first_token;
 };
@@ -189,7 +198,8 @@ class Engine::Impl {
   // Reads and checks a session's snapshot file (it must hold `version`) into `state` (I/O
   // threads). A corrupt or foreign file is quarantined. Errors are DATA_LOSS with a message
   // fit for the client (no server paths; the log has the details).
-  absl::Status ReadStoredState(const std::string& id, uint64_t version, absl::Span<float> state);
+  absl::Status ReadStoredState(const std::string& id, uint64_t version, absl::Span<float> state,
+                               bool from_redis = false);
 
   // ---------------- caller-thread API ----------------
 
@@ -225,7 +235,7 @@ class Engine::Impl {
 
   void DeleteSession(std::string owner, std::string id, std::function<void(absl::Status)> done);
 
-  absl::StatusOr<SessionInfo> GetSession(const std::string& owner, const std::string& id) const;
+  absl::StatusOr<SessionInfo> GetSession(const std::string& owner, const std::string& id);
 
   std::vector<SessionInfo> ListSessions(const std::string& owner, const std::string& after_id,
                                         int32_t limit) const;
@@ -315,14 +325,46 @@ class Engine::Impl {
   void AckWhenDurable(const std::string& id, SessionInfo info, bool new_session,
                       std::function<void(absl::StatusOr<SessionInfo>)> done);
 
+  // ---- shared Redis tier (engine_redis.cc) ----
+  absl::Status ConnectRedis();
+  // Caller thread, before any operation on `id` by `owner`: brings the local view of the
+  // session up to date with Redis (adopting a session this daemon does not know, or one
+  // another daemon advanced; forgetting one deleted there). OK when there is nothing to do
+  // or the operation should proceed on what is local; DATA_LOSS or UNAVAILABLE otherwise.
+  absl::Status RefreshFromRedis(const std::string& owner, const std::string& id);
+  // Engine thread: makes an adopted state the session's committed one.
+  void InstallAdopted(const std::string& id, uint64_t version, std::string generation,
+                      std::shared_ptr<const std::vector<float>> state);
+  // A state Redis holds may leave host RAM when there is no disk tier to spill to.
+  bool InRedis(const SessionState& st) const {
+    return redis_ != nullptr && dir_ == nullptr && st.redis_gen == st.gen;
+  }
+  // Writes the session's committed state to Redis (`expected` is the version check), then
+  // acknowledges through AckWhenDurable. A new session that cannot be stored is removed.
+  void AckWhenStored(const std::string& id, SessionInfo info, bool new_session,
+                     ExpectedVersion expected,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done);
+  // The expected-version check for a session's next Redis write (mu_ held).
+  ExpectedVersion RedisExpectedLocked(const SessionMeta& m) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return m.redis_generation.empty() ? ExpectedVersion::Absent()
+                                      : ExpectedVersion::Is(m.info.version);
+  }
+  // Turn commit: writes the final state to Redis with the version check; the turn commits
+  // (or goes on to its disk write) when Redis has it, and rolls back when it does not.
+  void StartSharedCommit(Turn& t);
+  void OnSharedCommit(uint64_t seq, absl::StatusOr<RedisManifest> written);
+  // Removes the session from Redis (I/O thread), then calls `done`.
+  void DeleteShared(const std::string& id, std::function<void(absl::Status)> done);
+
   // Takes a slot and loads the committed state into it; false when no slot is available yet.
   bool Admit(std::unique_ptr<Turn>& t);
 
   // Reads the snapshot on an I/O thread; the turn continues when it is in the slot.
-  void StartRestore(Turn& t);
+  void StartRestore(Turn& t, bool from_redis);
 
   void OnRestored(uint64_t seq, std::shared_ptr<std::vector<float>> state, absl::Status status,
-                  double ms);
+                  double ms, bool from_redis);
 
   Turn* FindActive(uint64_t seq);
 
@@ -394,6 +436,7 @@ class Engine::Impl {
   int64_t snapshot_writes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t snapshot_write_failures_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t restores_from_disk_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t restores_from_redis_ ABSL_GUARDED_BY(mu_) = 0;
   double restore_ms_total_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::function<void()>> completions_ ABSL_GUARDED_BY(mu_);
 
@@ -403,6 +446,7 @@ class Engine::Impl {
   uint64_t snapshot_bytes_ = 0;
   int32_t session_cap_ = 0;
   std::unique_ptr<SnapshotDir> dir_;
+  std::unique_ptr<RedisStore> redis_;
   std::unique_ptr<IoPool> io_;
 
   std::atomic<int64_t> host_bytes_{0};  // written by the engine thread only

@@ -116,7 +116,7 @@ bool Engine::Impl::Admit(std::unique_ptr<Turn>& t) {
   auto it = t->create_only ? states_.end() : states_.find(t->session_id);
   Turn* turn = t.get();
   active_.push_back(std::move(t));
-  if (it == states_.end()) {
+  if (it == states_.end() || (it->second.slot < 0 && !it->second.host && !it->second.nonzero)) {
     model_->ResetSlot(turn->slot);
   } else if (it->second.slot >= 0) {
     model_->CopySlot(it->second.slot, turn->slot);
@@ -126,7 +126,11 @@ bool Engine::Impl::Admit(std::unique_ptr<Turn>& t) {
     it->second.last_used = ++tick_;
   } else if (Durable(it->second) && dir_ != nullptr) {
     turn->phase = Turn::Phase::kRestoring;
-    StartRestore(*turn);
+    StartRestore(*turn, /*from_redis=*/false);
+    return true;
+  } else if (InRedis(it->second)) {
+    turn->phase = Turn::Phase::kRestoring;
+    StartRestore(*turn, /*from_redis=*/true);
     return true;
   } else {
     FailTurns({turn}, absl::DataLossError(absl::StrCat("the committed state of session ",
@@ -350,6 +354,10 @@ void Engine::Impl::RemoveActive(Turn* t) {
 // The turn's final token has been fed. With sync durability its state is written first
 // and the commit follows the write; otherwise it commits now.
 void Engine::Impl::Finalize(Turn& t) {
+  if (redis_ != nullptr && !t.shared) {
+    StartSharedCommit(t);  // Redis first: a version conflict must roll back before anything
+    return;
+  }
   if (options_.durability != EngineOptions::Durability::kSync || dir_ == nullptr) {
     Commit(t);
     return;
@@ -471,6 +479,10 @@ void Engine::Impl::Commit(Turn& t) {
   }
   InstallCommitted(t.session_id, t.slot, fin.session_version);
   t.slot = -1;
+  if (t.shared) {
+    SessionState& committed = states_[t.session_id];
+    committed.redis_gen = committed.gen;
+  }
   if (t.checkpoint.has_value() && t.checkpoint->state) {
     SessionState& st = states_[t.session_id];
     st.checkpoints.push_back(std::move(*t.checkpoint));
@@ -494,6 +506,7 @@ void Engine::Impl::InstallCommitted(const std::string& id, int32_t slot, uint64_
     AdjustResident(+1);
   }
   st.slot = slot;
+  st.nonzero = true;
   SetHost(st, nullptr);
   st.version = version;
   ++st.gen;
@@ -515,7 +528,8 @@ void Engine::Impl::CommitCreate(Turn& t) {
   t.slot = -1;
   auto done = std::move(t.create_done);
   RemoveActive(&t);
-  AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
+  AckWhenStored(info.session_id, info, /*new_session=*/true, ExpectedVersion::Absent(),
+                std::move(done));
 }
 
 void Engine::Impl::SweepIdle(SteadyClock::time_point now) {

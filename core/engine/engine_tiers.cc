@@ -39,6 +39,7 @@ absl::Status Engine::Impl::IndexStateDir() {
     st.version = meta->version;
     st.disk_version = static_cast<int64_t>(meta->version);
     st.disk_gen = st.gen;
+    st.nonzero = true;
     ++loaded;
   }
   spdlog::info("state dir {}: {} sessions indexed, {} leftover temp files removed, {} quarantined",
@@ -83,7 +84,36 @@ absl::StatusOr<SnapshotMeta> Engine::Impl::ReadSnapshotHead(const std::string& i
 }
 
 absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t version,
-                                           absl::Span<float> state) {
+                                           absl::Span<float> state, bool from_redis) {
+  if (dir_ == nullptr && redis_ == nullptr) {
+    return absl::DataLossError(
+        absl::StrCat("the committed state of session ", id, " is in no tier"));
+  }
+  // Without a disk tier a state that left RAM can only be in Redis.
+  if (from_redis || dir_ == nullptr) {
+    absl::StatusOr<RedisSnapshot> snap = redis_->Get(id);
+    absl::Status status = snap.status();
+    if (snap.ok()) {
+      absl::StatusOr<SnapshotMeta> meta =
+          DecodeSnapshotInto(snap->bytes, fingerprint_, model_->state_layout(), state);
+      if (!meta.ok()) {
+        status = meta.status();
+      } else if (meta->session_id != id || meta->version != version) {
+        status = absl::AbortedError(absl::StrCat("Redis holds version ", meta->version,
+                                                 ", not ", version,
+                                                 " (another server changed the session)"));
+      }
+    }
+    if (status.ok()) return status;
+    spdlog::error("reading session {} from Redis: {}", id, status.ToString());
+    if (absl::IsAborted(status) || absl::IsUnavailable(status)) {
+      return absl::Status(status.code(), absl::StrCat("could not restore session ", id,
+                                                      " from the shared Redis tier: ",
+                                                      status.message(), "; retry"));
+    }
+    return absl::DataLossError(absl::StrCat("the shared Redis tier's state of session ", id,
+                                            " is unusable: ", status.message()));
+  }
   absl::StatusOr<std::string> bytes = dir_->Read(id);
   if (!bytes.ok()) {
     // The file's errors name server paths: they go to the log, not to the client.
@@ -133,7 +163,8 @@ void Engine::Impl::ForkFromDisk(const std::string& src, SessionInfo info,
       }
       SetHost(it->second, std::move(state));
       EnforceHostBudget();
-      AckWhenDurable(info.session_id, info, /*new_session=*/true, std::move(done));
+      AckWhenStored(info.session_id, info, /*new_session=*/true, ExpectedVersion::Absent(),
+                    std::move(done));
     });
   });
 }
@@ -170,6 +201,7 @@ void Engine::Impl::SetHost(SessionState& st, std::shared_ptr<const std::vector<f
     host_sessions_.fetch_sub(1, std::memory_order_relaxed);
   }
   st.host = std::move(host);
+  if (st.host) st.nonzero = true;
   if (st.host) {
     host_bytes_ += state_bytes_;
     host_sessions_.fetch_add(1, std::memory_order_relaxed);
@@ -202,7 +234,7 @@ void Engine::Impl::EnforceHostBudget() {
   for (const auto& [used, id] : lru) {
     if (host_bytes_ <= options_.host_state_bytes) break;
     SessionState& st = states_[id];
-    if (Durable(st)) {
+    if (Durable(st) || InRedis(st)) {
       SetHost(st, nullptr);
       ++spills_to_disk_;
     } else if (dir_ != nullptr) {
@@ -227,7 +259,7 @@ int32_t Engine::Impl::TakeSlot() {
     // Admission keeps running turns below the slot count, so a committed one exists.
     XLSTMD_CHECK(!victim.empty());
     SessionState& st = states_[victim];
-    if (!Durable(st)) {
+    if (!Durable(st) && !InRedis(st)) {
       if (host_bytes_ + state_bytes_ > options_.host_state_bytes) EnforceHostBudget();
       if (host_bytes_ + state_bytes_ > options_.host_state_bytes) {
         if (dir_ != nullptr) StartWrite(victim);
@@ -304,9 +336,7 @@ std::shared_ptr<const std::vector<float>> Engine::Impl::StateCopy(const SessionS
     return copy;
   }
   if (st.host) return st.host;
-  if (st.disk_version < 0 && st.version == 0 && st.checkpoints.empty()) {
-    return std::make_shared<std::vector<float>>(FloatsPerSlot(), 0.0f);
-  }
+  if (!st.nonzero) return std::make_shared<std::vector<float>>(FloatsPerSlot(), 0.0f);
   return nullptr;
 }
 
@@ -472,21 +502,23 @@ void Engine::Impl::AckWhenDurable(const std::string& id, SessionInfo info, bool 
   });
 }
 
-void Engine::Impl::StartRestore(Turn& t) {
+void Engine::Impl::StartRestore(Turn& t, bool from_redis) {
   const uint64_t seq = t.seq;
   const std::string id = t.session_id;
   const uint64_t version = t.base_version;
-  io_->Submit([this, seq, id, version] {
+  io_->Submit([this, seq, id, version, from_redis] {
     const auto start = SteadyClock::now();
     auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
-    const absl::Status status = ReadStoredState(id, version, absl::MakeSpan(*state));
+    const absl::Status status = ReadStoredState(id, version, absl::MakeSpan(*state), from_redis);
     const double ms = MsBetween(start, SteadyClock::now());
-    PostCompletion([this, seq, state, status, ms] { OnRestored(seq, state, status, ms); });
+    PostCompletion([this, seq, state, status, ms, from_redis] {
+      OnRestored(seq, state, status, ms, from_redis);
+    });
   });
 }
 
 void Engine::Impl::OnRestored(uint64_t seq, std::shared_ptr<std::vector<float>> state,
-                              absl::Status status, double ms) {
+                              absl::Status status, double ms, bool from_redis) {
   Turn* t = FindActive(seq);
   if (t == nullptr || t->phase != Turn::Phase::kRestoring) return;  // cancelled meanwhile
   if (!status.ok()) {
@@ -495,7 +527,7 @@ void Engine::Impl::OnRestored(uint64_t seq, std::shared_ptr<std::vector<float>> 
   }
   {
     absl::MutexLock lock(&mu_);
-    ++restores_from_disk_;
+    ++(from_redis ? restores_from_redis_ : restores_from_disk_);
     restore_ms_total_ += ms;
   }
   model_->WriteSlot(t->slot, state->data());

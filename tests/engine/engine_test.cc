@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend_registry.h"
 #include "tests/testing/golden.h"
+#include "tests/testing/redis_server.h"
 
 namespace xlstmd::core {
 namespace {
@@ -794,4 +795,83 @@ TEST(EngineTiersTest, DeleteRemovesTheSnapshotFile) {
 }
 
 }  // namespace
+
+// Without a disk tier, Redis is where idle states spill: with room for one idle state in RAM,
+// five sessions (one with a system prompt, whose version 0 is not the zero state) keep
+// producing exactly what a roomy engine produces, restoring from Redis.
+TEST(EngineRedisTest, IdleStatesSpillToRedisAndRestoreExactly) {
+  const auto dir = FreshDir("redis-spill");
+  std::filesystem::create_directories(dir);
+  auto redis = testing::RedisServer::Start(dir);
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  Harness probe = MakeEngine();
+  const int64_t state_bytes = static_cast<int64_t>(probe.engine->model().state_bytes_per_session());
+  EngineOptions opts;
+  opts.redis_url = (*redis)->url();
+  opts.resident_slots = 2;
+  opts.max_batch = 1;
+  opts.host_state_bytes = state_bytes;
+  Harness h = MakeEngine(opts);
+  std::vector<std::string> ids, ref_ids;
+  for (int i = 0; i < 5; ++i) {
+    const std::string system = i == 0 ? "Be brief." : "";
+    ids.push_back(NewSession(*h.engine, "", system).session_id);
+    ref_ids.push_back(NewSession(*probe.engine, "", system).session_id);
+  }
+  EXPECT_EQ(h.engine->stats().redis_writes, 5) << "every create is stored before its ack";
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 5; ++i) {
+      TurnResult a = RunTurn(*h.engine, Tokens(ids[i], {i + 3, round + 1}, 4));
+      TurnResult b = RunTurn(*probe.engine, Tokens(ref_ids[i], {i + 3, round + 1}, 4));
+      ASSERT_TRUE(a.status.ok()) << a.status;
+      ASSERT_TRUE(b.status.ok()) << b.status;
+      EXPECT_EQ(a.tokens, b.tokens) << "round " << round << " session " << i;
+      EXPECT_LE(h.engine->stats().host_state_bytes, state_bytes);
+    }
+  }
+  const EngineStats st = h.engine->stats();
+  EXPECT_GT(st.restores_from_redis, 0);
+  EXPECT_EQ(st.redis_writes, 5 + 15);
+  EXPECT_EQ(st.redis_write_conflicts, 0);
+  // Export of a state that lives only in Redis, imported into the roomy engine, continues
+  // like the original.
+  auto bytes = Export(*h.engine, ids[1]);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto imported = Import(*probe.engine, *bytes);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(RunTurn(*probe.engine, Tokens(imported->session_id, {9}, 4)).tokens,
+            RunTurn(*h.engine, Tokens(ids[1], {9}, 4)).tokens);
+  std::filesystem::remove_all(dir);
+}
+
+// Two engines on one Redis: a turn on the second continues the first's session, and the
+// first, whose copy is now stale, catches up before its next turn.
+TEST(EngineRedisTest, TwoEnginesShareSessions) {
+  const auto dir = FreshDir("redis-share");
+  std::filesystem::create_directories(dir);
+  auto redis = testing::RedisServer::Start(dir);
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  EngineOptions opts;
+  opts.redis_url = (*redis)->url();
+  Harness a = MakeEngine(opts);
+  Harness b = MakeEngine(opts);
+  Harness ref = MakeEngine();
+  const std::string s = NewSession(*a.engine, "tenant").session_id;
+  const std::string r = NewSession(*ref.engine, "tenant").session_id;
+  Engine* order[] = {a.engine.get(), b.engine.get(), b.engine.get(), a.engine.get()};
+  for (int k = 0; k < 4; ++k) {
+    TurnRequest req = Tokens(s, {k + 5, 6}, 4);
+    req.owner = "tenant";
+    TurnRequest want = Tokens(r, {k + 5, 6}, 4);
+    want.owner = "tenant";
+    TurnResult got = RunTurn(*order[k], req);
+    ASSERT_TRUE(got.status.ok()) << got.status;
+    EXPECT_EQ(got.tokens, RunTurn(*ref.engine, want).tokens) << "turn " << k;
+    EXPECT_EQ(got.version, static_cast<uint64_t>(k + 1));
+  }
+  // Another tenant cannot adopt it.
+  EXPECT_TRUE(absl::IsNotFound(b.engine->GetSession("intruder", s).status()));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace xlstmd::core
