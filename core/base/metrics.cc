@@ -65,8 +65,13 @@ std::string FormatMetricValue(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
   if (value == 0) return "0";  // never "-0"
+  // Counts print as plain integers while doubles hold them exactly (to 2^53).
+  if (std::abs(value) <= 9007199254740992.0 && std::trunc(value) == value) {
+    return std::to_string(static_cast<int64_t>(value));
+  }
+  // Shortest round trip in %g style: "0.0005", not the shorter "5e-04", for bucket bounds.
   char buf[32];
-  const auto res = std::to_chars(buf, buf + sizeof(buf), value);
+  const auto res = std::to_chars(buf, buf + sizeof(buf), value, std::chars_format::general);
   return std::string(buf, res.ptr);
 }
 
@@ -174,8 +179,8 @@ Histogram::Histogram(const std::vector<double>* bounds)
 void Histogram::Observe(double value) {
   if (std::isnan(value)) return;
   // First bound >= value: `le` is inclusive. Past the last bound: the +Inf bucket.
-  const size_t i = static_cast<size_t>(
-      std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin());
+  const size_t i = static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), value) -
+                                       bounds_.begin());
   buckets_[i].fetch_add(1, std::memory_order_relaxed);
   sum_.fetch_add(value, std::memory_order_relaxed);
 }
@@ -307,9 +312,9 @@ HistogramFamily& MetricsRegistry::AddHistogram(std::string name, std::string hel
     XLSTMD_CHECK(std::isfinite(bounds[i]));
     XLSTMD_CHECK(i == 0 || bounds[i - 1] < bounds[i]);
   }
-  auto f = std::make_unique<HistogramFamily>(std::move(name), std::move(help),
-                                             MetricType::kHistogram, std::move(label_names),
-                                             std::move(bounds));
+  auto f =
+      std::make_unique<HistogramFamily>(std::move(name), std::move(help), MetricType::kHistogram,
+                                        std::move(label_names), std::move(bounds));
   HistogramFamily& ref = *f;
   Register(std::move(f));
   return ref;

@@ -118,8 +118,8 @@ class FamilyBase {
 template <typename T>
 class Family final : public FamilyBase {
  public:
-  Family(std::string name, std::string help, MetricType type,
-         std::vector<std::string> label_names, std::vector<double> bounds = {})
+  Family(std::string name, std::string help, MetricType type, std::vector<std::string> label_names,
+         std::vector<double> bounds = {})
       : FamilyBase(std::move(name), std::move(help), type, std::move(label_names)),
         bounds_(std::move(bounds)) {}
 

@@ -23,6 +23,11 @@ TEST(MetricsFormatTest, Values) {
   EXPECT_EQ(FormatMetricValue(0.25), "0.25");
   EXPECT_EQ(FormatMetricValue(0.1), "0.1");  // shortest round trip, not 0.1000000000000000055
   EXPECT_EQ(FormatMetricValue(1e21), "1e+21");
+  EXPECT_EQ(FormatMetricValue(0.0005), "0.0005");  // as bucket bounds are usually written
+  EXPECT_EQ(FormatMetricValue(0.00025), "0.00025");
+  EXPECT_EQ(FormatMetricValue(1e-5), "1e-05");
+  EXPECT_EQ(FormatMetricValue(1000000), "1000000");
+  EXPECT_EQ(FormatMetricValue(1795931107.7893178), "1.7959311077893178e+09");  // as Go prints
   EXPECT_EQ(FormatMetricValue(std::numeric_limits<double>::infinity()), "+Inf");
   EXPECT_EQ(FormatMetricValue(-std::numeric_limits<double>::infinity()), "-Inf");
   EXPECT_EQ(FormatMetricValue(std::nan("")), "NaN");
@@ -31,7 +36,10 @@ TEST(MetricsFormatTest, Values) {
 }
 
 TEST(MetricsFormatTest, Escaping) {
-  EXPECT_EQ(EscapeLabelValue(R"(a"b\c)" "\n" "d"), R"(a\"b\\c\nd)");
+  EXPECT_EQ(EscapeLabelValue(R"(a"b\c)"
+                             "\n"
+                             "d"),
+            R"(a\"b\\c\nd)");
   EXPECT_EQ(EscapeLabelValue("plain"), "plain");
   // HELP escapes only backslash and newline; quotes stay.
   EXPECT_EQ(EscapeHelp("say \"hi\"\\\nnext"), "say \"hi\"\\\\\\nnext");
@@ -39,9 +47,12 @@ TEST(MetricsFormatTest, Escaping) {
 
 TEST(MetricsFormatTest, SanitizeUtf8) {
   EXPECT_EQ(SanitizeUtf8("héllo €"), "héllo €");
-  EXPECT_EQ(SanitizeUtf8(std::string("a\xff" "b")), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(SanitizeUtf8(std::string("a\xff"
+                                     "b")),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(SanitizeUtf8(std::string("\xC0\xAF")), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
-  EXPECT_EQ(SanitizeUtf8(std::string("\xED\xA0\x80")),                        // surrogate
+  EXPECT_EQ(SanitizeUtf8(std::string("\xED\xA0\x80")),                           // surrogate
             "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(SanitizeUtf8(std::string("\xE2\x82")), "\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated
 }
