@@ -33,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/engine/engine_observer.h"
 #include "core/engine/turn_stream.h"
 #include "core/model/xlstm_model.h"
 #include "core/sampling/sampling_config.h"
@@ -76,6 +77,9 @@ struct EngineOptions {
   // Earlier committed versions kept per session for RewindSession (host RAM, counted in the
   // host budget and dropped first under pressure; not persisted). 0 = rewind disabled.
   int32_t keep_turn_checkpoints = 0;
+
+  // Metrics hooks (engine_observer.h); nullptr = none. Not owned; must outlive the engine.
+  EngineObserver* observer = nullptr;
 };
 
 // A copy of a session's metadata.
@@ -117,6 +121,11 @@ struct EngineStats {
   int64_t quarantined_snapshots = 0;
   int64_t steps = 0;
   int64_t generated_tokens = 0;
+  // Redis tier (docs/redis-tier.md). TODO(lead): fill these where the engine drives the
+  // Redis tier; /metrics reports tier="redis" only while redis_enabled is true.
+  bool redis_enabled = false;
+  int64_t redis_sessions = 0;
+  uint64_t redis_state_bytes = 0;
 };
 
 class Engine {
