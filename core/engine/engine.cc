@@ -1096,6 +1096,10 @@ class Engine::Impl {
       if (Durable(st)) {
         SetHost(st, nullptr);
         ++spills_to_disk_;
+        if (options_.observer != nullptr) {  // metrics hook
+          options_.observer->OnEviction(EvictionReason::kHostBudget);
+          options_.observer->OnSpill(StateTier::kDisk);
+        }
       } else if (dir_ != nullptr) {
         StartWrite(id);
       }
@@ -1131,6 +1135,10 @@ class Engine::Impl {
       free_slots_.push_back(st.slot);
       st.slot = -1;
       AdjustResident(-1);
+      if (options_.observer != nullptr) {  // metrics hook
+        options_.observer->OnEviction(EvictionReason::kSlotPressure);
+        options_.observer->OnSpill(st.host ? StateTier::kHost : StateTier::kDisk);
+      }
     }
     const int32_t slot = free_slots_.back();
     free_slots_.pop_back();
@@ -1314,9 +1322,17 @@ class Engine::Impl {
     } else if (it->second.slot >= 0) {
       model_->CopySlot(it->second.slot, turn->slot);
       it->second.last_used = ++tick_;
+      if (options_.observer != nullptr) {  // metrics hook
+        options_.observer->OnRestore(StateTier::kResident,
+                                     MsBetween(turn->admitted, SteadyClock::now()) / 1000);
+      }
     } else if (it->second.host) {
       model_->WriteSlot(turn->slot, it->second.host->data());
       it->second.last_used = ++tick_;
+      if (options_.observer != nullptr) {  // metrics hook
+        options_.observer->OnRestore(StateTier::kHost,
+                                     MsBetween(turn->admitted, SteadyClock::now()) / 1000);
+      }
     } else if (Durable(it->second) && dir_ != nullptr) {
       turn->phase = Turn::Phase::kRestoring;
       StartRestore(*turn);
@@ -1375,6 +1391,9 @@ class Engine::Impl {
       absl::MutexLock lock(&mu_);
       ++restores_from_disk_;
       restore_ms_total_ += ms;
+    }
+    if (options_.observer != nullptr) {  // metrics hook
+      options_.observer->OnRestore(StateTier::kDisk, ms / 1000);
     }
     model_->WriteSlot(t->slot, state->data());
     BeginRunning(*t);
@@ -1517,10 +1536,15 @@ class Engine::Impl {
       slots.push_back(t->slot);
     }
     if (turns.empty()) return false;
+    const auto step_start = SteadyClock::now();  // metrics hook
     absl::Status s = model_->Step(tokens, slots, &logits_);
     if (!s.ok()) {
       FailTurns(turns, ModelError(s));
       return true;
+    }
+    if (options_.observer != nullptr) {  // metrics hook
+      options_.observer->OnDecodeStep(static_cast<int32_t>(turns.size()),
+                                      MsBetween(step_start, SteadyClock::now()) / 1000);
     }
     {
       absl::MutexLock lock(&mu_);
@@ -1703,6 +1727,7 @@ class Engine::Impl {
       SessionMeta* meta = FindLocked(t.owner, t.session_id);
       exists = meta != nullptr;
       if (exists) {
+        fin.usage.history_tokens = meta->info.token_count;  // metrics hook: prefill avoided
         meta->info.version += 1;
         meta->info.token_count += t.input.size() + t.generated.size();
         meta->info.updated_unix_ms = UnixMs();
@@ -1795,6 +1820,11 @@ class Engine::Impl {
       }
     }
     for (const auto& id : expired) DropState(id);
+    if (options_.observer != nullptr) {  // metrics hook
+      for (size_t i = 0; i < expired.size(); ++i) {
+        options_.observer->OnEviction(EvictionReason::kIdleTtl);
+      }
+    }
   }
 
   std::unique_ptr<XlstmModel> model_;
