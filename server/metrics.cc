@@ -34,7 +34,7 @@ const std::vector<double> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512
 
 // gRPC methods that get their own label value; anything else is "other", so a client
 // probing random method names cannot grow the label set.
-constexpr const char* kKnownMethods[] = {
+constexpr const char* kKnownMethods[12] = {
     "/xlstmd.v1.ChatService/CreateSession",
     "/xlstmd.v1.ChatService/Chat",
     "/xlstmd.v1.ChatService/GetSession",
@@ -49,11 +49,17 @@ constexpr const char* kKnownMethods[] = {
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 };
 
-std::string MethodLabel(std::string_view method) {
-  for (const char* known : kKnownMethods) {
-    if (method == known) return std::string(method.substr(1));  // without the leading '/'
+// Index into kKnownMethods, or std::size(kKnownMethods) for "other".
+size_t MethodIndex(std::string_view method) {
+  for (size_t i = 0; i < std::size(kKnownMethods); ++i) {
+    if (method == kKnownMethods[i]) return i;
   }
-  return "other";
+  return std::size(kKnownMethods);
+}
+
+std::string MethodLabel(size_t index) {
+  if (index >= std::size(kKnownMethods)) return "other";
+  return std::string(kKnownMethods[index] + 1);  // without the leading '/'
 }
 
 std::string PathLabel(std::string_view path) {
@@ -154,25 +160,9 @@ class ServerMetrics::EngineHooks final : public core::EngineObserver {
  private:
   base::Histogram* step_;
   base::Histogram* batch_;
-  // A series looked up in its family on first use, then cached (engine thread only, so
-  // the cache needs no lock).
-  template <typename T>
-  struct Lazy {
-    std::function<T*()> lookup;
-    T* series = nullptr;
-    Lazy& operator=(std::function<T*()> fn) {
-      lookup = std::move(fn);
-      return *this;
-    }
-    T* Resolve() {
-      if (series == nullptr) series = lookup();
-      return series;
-    }
-  };
-
-  std::array<Lazy<base::Counter>, 4> restores_{};
-  std::array<Lazy<base::Histogram>, 4> restore_time_{};
-  std::array<Lazy<base::Counter>, 4> spills_{};
+  std::array<LazySeries<base::Counter>, 4> restores_{};
+  std::array<LazySeries<base::Histogram>, 4> restore_time_{};
+  std::array<LazySeries<base::Counter>, 4> spills_{};
   std::array<base::Counter*, 3> evictions_{};
 };
 
@@ -247,10 +237,13 @@ ServerMetrics::ServerMetrics() {
                                    "gRPC calls finished with a status other than OK, by method "
                                    "and status code.",
                                    {"method", "code"});
-  for (const char* m : kKnownMethods) {
-    if (std::string_view(m).find("xlstmd.v1") != std::string_view::npos) {
-      requests_->With({MethodLabel(m)});
-    }
+  // The service's own methods are listed at 0 from the start; health and reflection appear
+  // with their first call.
+  static_assert(std::tuple_size_v<decltype(requests_by_method_)> == std::size(kKnownMethods) + 1);
+  for (size_t i = 0; i <= std::size(kKnownMethods); ++i) {
+    const std::string label = MethodLabel(i);
+    requests_by_method_[i] = [this, label] { return &requests_->With({label}); };
+    if (label.find("xlstmd.v1") != std::string::npos) requests_by_method_[i].Resolve();
   }
   http_requests_ =
       &r.AddCounter("xlstmd_http_requests_total",
@@ -356,9 +349,9 @@ void ServerMetrics::OnTurnEvent(const core::TurnEvent& event, TurnTracker* track
 }
 
 void ServerMetrics::OnRpcDone(std::string_view method, int code) {
-  const std::string label = MethodLabel(method);
-  requests_->With({label}).Increment();
-  if (code != 0) requests_failed_->With({label, GrpcCodeName(code)}).Increment();
+  const size_t i = MethodIndex(method);
+  requests_by_method_[i].Resolve()->Increment();
+  if (code != 0) requests_failed_->With({MethodLabel(i), GrpcCodeName(code)}).Increment();
 }
 
 void ServerMetrics::OnHttpRequest(std::string_view path, int status) {

@@ -12,13 +12,15 @@
 // Label values come from closed sets (finish reasons, tiers, eviction reasons, gRPC codes,
 // known method names); never from requests (a session id, a tenant).
 //
-// Threading: every method is thread-safe; updates are lock-free atomics on series resolved at
-// construction, except OnRpcDone's failure path (one family lookup per failed RPC).
+// Threading: every method is thread-safe. Updates are lock-free atomics on series resolved
+// once; only a failed RPC and an HTTP request look their series up (one family lock).
 #ifndef XLSTMD_SERVER_METRICS_H_
 #define XLSTMD_SERVER_METRICS_H_
 
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +43,30 @@ struct ModelInfoLabels {
   std::string vocab_size;
   std::string weight_dtype;
   std::string backend;
+};
+
+// A series looked up in its family on first use, then cached. The cache is an atomic
+// pointer: a race only repeats the (idempotent) lookup.
+template <typename T>
+class LazySeries {
+ public:
+  LazySeries() = default;
+  LazySeries& operator=(std::function<T*()> lookup) {
+    lookup_ = std::move(lookup);
+    return *this;
+  }
+  T* Resolve() {
+    T* s = series_.load(std::memory_order_acquire);
+    if (s == nullptr) {
+      s = lookup_();
+      series_.store(s, std::memory_order_release);
+    }
+    return s;
+  }
+
+ private:
+  std::function<T*()> lookup_;
+  std::atomic<T*> series_{nullptr};
 };
 
 class ServerMetrics {
@@ -85,6 +111,7 @@ class ServerMetrics {
   base::MetricsRegistry registry_;
   // Families whose series are picked at run time.
   base::CounterFamily* requests_;
+  std::array<LazySeries<base::Counter>, 13> requests_by_method_;  // known methods + "other"
   base::CounterFamily* requests_failed_;
   base::CounterFamily* http_requests_;
   base::GaugeFamily* model_info_;
