@@ -11,6 +11,7 @@ SIGTERM, while /healthz and /metrics keep answering. A missing promtool is a fai
 """
 
 import collections
+import hashlib
 import json
 import re
 import shutil
@@ -168,6 +169,9 @@ class MetricsTest(harness.E2ETestCase):
                 self.assertNotIn(sid, line, "a raw session id in the log")
             self.assertNotIn("SECRET-PROMPT", line, "prompt text in the log without --log-prompts")
         ok_lines = [j for j in turn_lines if j["code"] == "OK"]
+        self.assertEqual({j["session"] for j in ok_lines},
+                         {self._hash(x.session_id) for x in (s1, s2, s3)},
+                         "sessions are named by the first 16 hex digits of SHA-256(id)")
         self.assertEqual(len(ok_lines), len(turns))
         self.assertEqual(sorted(j["tokens_out"] for j in ok_lines),
                          sorted(len(t.ids) for t in turns))
@@ -197,6 +201,31 @@ class MetricsTest(harness.E2ETestCase):
         d.send_signal(signal.SIGTERM)  # skip the grace period: the turn is cancelled
         reader.join(60)
         self.assertEqual(d.wait_exit(30), 0)
+
+    def test_log_prompts_puts_prompt_and_reply_in_the_text_line(self):
+        d = self.start_daemon(["--log-prompts"], name="xlstmd(log-prompts)")
+        c = d.client()
+        s = c.create_session()
+        prompt = 'say "hi"\nthen stop'
+        t = c.turn(s.session_id, message=prompt, sampling=sampling(max_tokens=3))
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [l for l in self._stderr_lines(d) if " info turn " in l]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(len(lines), 1, "one text `turn` line")
+        line = lines[0]
+        # logfmt: quotes and the newline escaped, so the line stays one line.
+        self.assertIn('prompt="say \\"hi\\"\\nthen stop"', line)
+        self.assertIn(" reply=", line)
+        self.assertIn(f"tokens_out={len(t.ids)}", line)
+        self.assertIn(f"session={self._hash(s.session_id)}", line)
+        self.assertNotIn(s.session_id, line)
+
+    @staticmethod
+    def _hash(session_id):
+        return hashlib.sha256(session_id.encode()).hexdigest()[:16]
 
     def _stderr_lines(self, d):
         with d._lines_lock:
