@@ -8,9 +8,14 @@ PKGS=(
   cmake ninja-build pkg-config ccache g++
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev
+  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libcpp-httplib-dev
   python3-grpcio python3-protobuf redis-server
+  prometheus
 )
+# prometheus: the tests run promtool and their own Prometheus server on a free loopback port
+# (tests/e2e/test_metrics.py, test_prometheus.py). On a systemd machine the package also
+# starts a system service on :9090 that nothing here uses (`systemctl disable --now
+# prometheus` if unwanted).
 # Never add kubernetes-client here: it conflicts with the preinstalled kubectl and
 # makes the whole apt line fail (BUILD.md gotcha 1).
 

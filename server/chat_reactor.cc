@@ -4,10 +4,31 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/str_replace.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/convert.h"
+#include "server/logging.h"
 
 namespace xlstmd::server {
+namespace {
+
+// Prompt and reply text in a log line stop here: a log pipeline is no place for megabytes.
+constexpr size_t kMaxLoggedTextBytes = 16 << 10;
+
+double MsSince(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+void ChatReactor::Describe(const std::string& tenant, const v1::ChatRequest& request) {
+  record_.tenant = tenant;
+  record_.session_id = request.session_id();
+  record_.request_id = request.request_id();
+  if (obs_->log_prompts && request.has_message()) {
+    record_.prompt = request.message().substr(0, kMaxLoggedTextBytes);
+  }
+}
 
 void ChatReactor::Reject(const absl::Status& status) {
   {
@@ -15,7 +36,93 @@ void ChatReactor::Reject(const absl::Status& status) {
     busy_ = true;
     finished_ = true;
   }
-  Finish(ToGrpcStatus(status));
+  FinishWithStatus(ToGrpcStatus(status));
+}
+
+void ChatReactor::FinishWithStatus(grpc::Status status) {
+  {
+    absl::MutexLock lock(&mu_);
+    final_status_ = status;
+  }
+  Finish(std::move(status));
+}
+
+void ChatReactor::Observe(const core::TurnEvent& event) {
+  if (obs_->metrics != nullptr) obs_->metrics->OnTurnEvent(event, &tracker_);
+  switch (event.kind) {
+    case core::TurnEvent::Kind::kStarted:
+      record_.started = true;
+      record_.tokens_in = event.input_ids.size();
+      break;
+    case core::TurnEvent::Kind::kDelta:
+      if (!record_.first_token_at.has_value() && !event.token_ids.empty()) {
+        record_.first_token_at = event.pushed_at;
+      }
+      record_.tokens_out += event.token_ids.size();
+      if (obs_->log_prompts && !record_.reply_truncated) {
+        if (record_.reply.size() + event.text.size() > kMaxLoggedTextBytes) {
+          record_.reply_truncated = true;
+        } else {
+          record_.reply += event.text;
+        }
+      }
+      break;
+    case core::TurnEvent::Kind::kFinished:
+      record_.finished = event;
+      break;
+  }
+}
+
+void ChatReactor::LogCall() {
+  if (!obs_->log_turns) return;
+  grpc::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    status = final_status_;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  const CallRecord& r = record_;
+  LogLine line("turn");
+  line.Add("session", r.session_id.empty() ? std::string() : HashSessionId(r.session_id))
+      .Add("tenant", r.tenant)
+      .Add("request_id", r.request_id)
+      .Add("code", ServerMetrics::GrpcCodeName(static_cast<int>(status.error_code())));
+  if (r.finished.has_value()) {
+    const core::TurnUsage& u = r.finished->usage;
+    line.Add("finish", ServerMetrics::FinishReasonName(r.finished->finish_reason))
+        .Add("tokens_in", u.prompt_tokens)
+        .Add("tokens_out", u.completion_tokens)
+        .Add("history_tokens", u.history_tokens)
+        .AddMs("ttft_ms", u.first_token_ms)
+        .AddMs("queue_ms", u.queue_ms)
+        .AddMs("prefill_ms", u.prefill_ms)
+        .AddMs("duration_ms", u.total_ms)
+        .Add("version", r.finished->session_version);
+  } else {
+    // Not committed: what the call saw, timed from its arrival here.
+    line.Add("finish", "none")
+        .Add("tokens_in", static_cast<uint64_t>(r.tokens_in))
+        .Add("tokens_out", static_cast<uint64_t>(r.tokens_out));
+    if (r.first_token_at.has_value()) line.AddMs("ttft_ms", MsSince(start_, *r.first_token_at));
+    line.AddMs("duration_ms", MsSince(start_, now));
+  }
+  if (!status.ok()) {
+    // Engine messages name the session; the log shows only its hash.
+    std::string error = status.error_message();
+    if (!r.session_id.empty()) {
+      error = absl::StrReplaceAll(error, {{r.session_id, HashSessionId(r.session_id)}});
+    }
+    line.Add("error", error);
+  }
+  if (obs_->log_prompts) {
+    line.Add("prompt", r.prompt).Add("reply", r.reply);
+    if (r.reply_truncated) line.Add("reply_truncated", true);
+  }
+  const grpc::StatusCode code = status.error_code();
+  const bool server_fault = code == grpc::StatusCode::INTERNAL ||
+                            code == grpc::StatusCode::DATA_LOSS ||
+                            code == grpc::StatusCode::UNKNOWN;
+  line.Log(server_fault ? spdlog::level::warn : spdlog::level::info);
 }
 
 void ChatReactor::Attach(std::shared_ptr<core::TurnStream> stream) {
@@ -51,7 +158,7 @@ void ChatReactor::FinishOnce(grpc::Status status) {
     absl::MutexLock lock(&mu_);
     finished_ = true;
   }
-  Finish(std::move(status));
+  FinishWithStatus(std::move(status));
 }
 
 void ChatReactor::Drain() {
@@ -70,6 +177,7 @@ void ChatReactor::Drain() {
     }
     core::TurnEvent event;
     if (stream->TryPop(&event)) {
+      Observe(event);
       ToProto(event, &event_);
       out_.Clear();
       bool own_buffer = false;
@@ -82,11 +190,13 @@ void ChatReactor::Drain() {
       }
       // The last event of a turn goes out together with the status: one less round trip.
       if (stream->Done()) {
+        const grpc::Status status = ToGrpcStatus(stream->final_status());
         {
           absl::MutexLock lock(&mu_);
           finished_ = true;
+          final_status_ = status;
         }
-        StartWriteAndFinish(&out_, grpc::WriteOptions(), ToGrpcStatus(stream->final_status()));
+        StartWriteAndFinish(&out_, grpc::WriteOptions(), status);
         return;
       }
       StartWrite(&out_);  // busy_ stays set until OnWriteDone
@@ -142,7 +252,7 @@ void ChatReactor::OnCancel() {
     }
   }
   if (stream != nullptr) stream->Cancel(reason);
-  if (finish_now) Finish(ToGrpcStatus(reason));
+  if (finish_now) FinishWithStatus(ToGrpcStatus(reason));
 }
 
 void ChatReactor::OnDone() {
@@ -157,6 +267,7 @@ void ChatReactor::OnDone() {
     stream->DetachWakeup();
     if (!stream->Done()) stream->Cancel(absl::CancelledError("call ended"));
   }
+  LogCall();
   delete this;
 }
 

@@ -13,10 +13,18 @@
 // turn (the engine rolls it back) and finishes the call at once, without waiting for the
 // engine. OnDone detaches the wakeup (after which the engine thread never calls in again,
 // see TurnStream::DetachWakeup), cancels a turn still running, and deletes the reactor.
+//
+// Observability: each event popped feeds ServerMetrics (tokens, latencies, finish reason) as
+// it goes to the client, and OnDone writes the call's one log line (logging.h): hashed
+// session id, request id, tokens in and out, times, finish reason and status code; the prompt
+// and reply text only with --log-prompts.
 #ifndef XLSTMD_SERVER_CHAT_REACTOR_H_
 #define XLSTMD_SERVER_CHAT_REACTOR_H_
 
+#include <chrono>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -25,15 +33,20 @@
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
+#include "server/metrics.h"
+#include "server/services.h"
 #include "xlstmd/v1/chat.pb.h"
 
 namespace xlstmd::server {
 
 class ChatReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  // Heap-allocated by the Chat handler; deletes itself in OnDone.
-  explicit ChatReactor(grpc::CallbackServerContext* ctx) : ctx_(ctx) {}
+  // Heap-allocated by the Chat handler; deletes itself in OnDone. `obs` outlives the call.
+  ChatReactor(grpc::CallbackServerContext* ctx, const Observability* obs)
+      : ctx_(ctx), obs_(obs), start_(std::chrono::steady_clock::now()) {}
 
+  // What the log line says about the request (before Attach or Reject; the handler thread).
+  void Describe(const std::string& tenant, const v1::ChatRequest& request);
   // Ends the call with `status` before any turn started (bad request, auth, engine refusal).
   void Reject(const absl::Status& status);
   // Starts streaming the turn. At most once, from the Chat handler.
@@ -53,8 +66,16 @@ class ChatReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void Drain();
   // Marks the call finished and sends `status` (the caller holds `busy_`).
   void FinishOnce(grpc::Status status);
+  // Metrics and the log record for one popped event (the pumper).
+  void Observe(const core::TurnEvent& event);
+  // Sends `status` as the call's end and remembers it for the log line.
+  void FinishWithStatus(grpc::Status status);
+  // The call's log line (OnDone).
+  void LogCall();
 
   grpc::CallbackServerContext* const ctx_;
+  const Observability* const obs_;
+  const std::chrono::steady_clock::time_point start_;
 
   absl::Mutex mu_;
   std::shared_ptr<core::TurnStream> stream_ ABSL_GUARDED_BY(mu_);
@@ -63,11 +84,30 @@ class ChatReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status cancel_status_ ABSL_GUARDED_BY(mu_);
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
 
   // Owned by the pumper: the event being serialized and the bytes of the write in flight
   // (gRPC reads them until OnWriteDone, or OnDone after StartWriteAndFinish).
   v1::ChatEvent event_;
   grpc::ByteBuffer out_;
+
+  // The log record: written by Describe (before any pumping) and by the pumper, read by
+  // OnDone (after the last pump: gRPC orders Finish before OnDone).
+  struct CallRecord {
+    std::string tenant;
+    std::string session_id;
+    std::string request_id;
+    std::string prompt;  // --log-prompts only
+    std::string reply;   // --log-prompts only, capped
+    bool reply_truncated = false;
+    bool started = false;
+    size_t tokens_in = 0;
+    size_t tokens_out = 0;
+    std::optional<std::chrono::steady_clock::time_point> first_token_at;
+    std::optional<core::TurnEvent> finished;  // usage, finish reason, version
+  };
+  CallRecord record_;
+  ServerMetrics::TurnTracker tracker_;
 };
 
 }  // namespace xlstmd::server

@@ -132,6 +132,7 @@ void ToProto(const core::TurnEvent& event, v1::ChatEvent* out) {
       u->set_prefill_ms(event.usage.prefill_ms);
       u->set_first_token_ms(event.usage.first_token_ms);
       u->set_total_ms(event.usage.total_ms);
+      u->set_history_tokens(event.usage.history_tokens);
       break;
     }
   }

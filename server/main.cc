@@ -15,11 +15,11 @@
 #include "absl/strings/str_replace.h"
 #include "kernels/backend.h"
 #include "server/api_keys.h"
+#include "server/logging.h"
 #include "server/model_loader.h"
 #include "server/options.h"
 #include "server/server.h"
 #include "server/signals.h"
-#include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace xlstmd::server {
@@ -27,14 +27,6 @@ namespace {
 
 constexpr int kExitOk = 0;
 constexpr int kExitStartup = 2;
-
-void SetUpLogging(const std::string& level) {
-  auto logger = spdlog::stderr_logger_mt("xlstmd");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
-  spdlog::set_level(spdlog::level::from_str(level));
-  spdlog::flush_on(spdlog::level::trace);
-}
 
 // One line, whatever the status message holds.
 std::string OneLine(const absl::Status& s) {
@@ -61,7 +53,7 @@ int Main(int argc, char** argv) {
     case base::ParseOutcome::kOk:
       break;
   }
-  SetUpLogging(options.log_level);
+  SetUpLogging(options.log_level, ParseLogFormat(options.log_format));
 
   Authenticator auth;
   if (!options.api_keys_file.empty()) {
@@ -80,11 +72,13 @@ int Main(int argc, char** argv) {
   if (!model_dir.ok()) return StartupFailure("--model", model_dir.status());
 
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(auth));
-  if (!server.ok()) return StartupFailure("--listen", server.status());
-  spdlog::info("listening on {}; loading model {}", (*server)->listen_address(),
+  // The message names the address (and, for the HTTP listener, the flag).
+  if (!server.ok()) return StartupFailure("cannot start serving", server.status());
+  const std::string http = (*server)->http_address().empty() ? "none" : (*server)->http_address();
+  spdlog::info("listening on {} (http {}); loading model {}", (*server)->listen_address(), http,
                model_dir->string());
 
-  absl::StatusOr<LoadedModel> model = LoadModel(options, *model_dir);
+  absl::StatusOr<LoadedModel> model = LoadModel(options, *model_dir, (*server)->engine_observer());
   if (!model.ok()) return StartupFailure("cannot load the model", model.status());
 
   if (signals.count() == 0) {
@@ -93,11 +87,12 @@ int Main(int argc, char** argv) {
     // Fields are only ever appended: scripts parse `listen=(\S+)` and the others by name.
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
-        "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} redis={}",
+        "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} http={} "
+        "redis={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
         kernels::DTypeName(m.backend().WeightDType()), m.state_bytes_per_session(), options.slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
-        options.durability, options.redis_url.empty() ? "none" : "on");
+        options.durability, http, options.redis_url.empty() ? "none" : "on");
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);
     const int sig = signals.WaitFirst();

@@ -61,7 +61,8 @@ absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_f
 }
 
 absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
-                                      const std::filesystem::path& model_dir) {
+                                      const std::filesystem::path& model_dir,
+                                      core::EngineObserver* observer) {
   LoadedModel out;
   out.model_dir = model_dir;
   std::filesystem::path abs = std::filesystem::absolute(model_dir).lexically_normal();
@@ -108,8 +109,10 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
   absl::StatusOr<core::ChatTemplate> tmpl = core::ChatTemplate::ForModel(model_dir, **tokenizer);
   if (!tmpl.ok()) return Annotate(tmpl.status(), "chat template");
 
+  core::EngineOptions engine_options = options.ToEngineOptions();
+  engine_options.observer = observer;
   absl::StatusOr<std::unique_ptr<core::Engine>> engine = core::Engine::Create(
-      *std::move(model), *std::move(tokenizer), *std::move(tmpl), options.ToEngineOptions());
+      *std::move(model), *std::move(tokenizer), *std::move(tmpl), engine_options);
   if (!engine.ok()) {
     // With a disk tier most engine start failures are about the directory (locked by another
     // daemon, unreadable), so name it.

@@ -35,9 +35,11 @@ absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_f
 std::filesystem::path SelfExePath();
 
 // Builds the backend, loads the model, tokenizer (--tokenizer, else the model's) and chat
-// template, and starts the engine with the options' limits.
+// template, and starts the engine with the options' limits. `observer` (may be null) gets
+// the engine's metrics hooks and must outlive the engine (Server::engine_observer()).
 absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
-                                      const std::filesystem::path& model_dir);
+                                      const std::filesystem::path& model_dir,
+                                      core::EngineObserver* observer = nullptr);
 
 }  // namespace xlstmd::server
 

@@ -54,6 +54,10 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "API keys file, one '<tenant> <key>' per line (docs/server.md); unset = no "
       "authentication, one anonymous tenant");
 
+  Str(f, &o->http_listen, "http-listen", "HOST:PORT", "",
+      "HTTP address for /metrics (Prometheus), /healthz and /readyz; port 0 picks a free "
+      "port; unset = no HTTP listener");
+
   Num(f, &o->slots, "slots", 64, 1, 1 << 20, "resident session state slots");
   Num(f, &o->max_batch, "max-batch", 64, 1, 1 << 16, "turns running at once");
   Num(f, &o->prefill_budget, "prefill-budget", 512, 1, kI32Max,
@@ -111,6 +115,13 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   o->log_level = "info";
   f->Choice("log-level", &o->log_level, {"trace", "debug", "info", "warn", "error", "off"},
             "log verbosity (stderr)");
+  o->log_format = "text";
+  f->Choice("log-format", &o->log_format, {"text", "json"},
+            "log line format on stderr: text, or json (one JSON object per line)");
+  o->log_prompts = false;
+  f->Bool("log-prompts", &o->log_prompts,
+          "put each turn's prompt and reply text in its log line (off: they may hold personal "
+          "data)");
 }
 
 ServerOptions DefaultServerOptions() {
@@ -194,6 +205,12 @@ base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLook
   if (absl::StatusOr<HostPort> hp = ParseHostPort(o.listen); !hp.ok()) {
     flags.PrintError(absl::StrCat("--listen: ", hp.status().message()));
     return base::ParseOutcome::kError;
+  }
+  if (!o.http_listen.empty()) {
+    if (absl::StatusOr<HostPort> hp = ParseHostPort(o.http_listen); !hp.ok()) {
+      flags.PrintError(absl::StrCat("--http-listen: ", hp.status().message()));
+      return base::ParseOutcome::kError;
+    }
   }
   if (o.default_max_tokens > o.max_new_tokens) {
     flags.PrintError(absl::StrCat("--default-max-tokens (", o.default_max_tokens,

@@ -30,6 +30,9 @@ struct ServerOptions {
   std::string listen;  // HOST:PORT; port 0 picks a free port
   int64_t max_message_bytes = 0;
   std::string api_keys_file;  // "" = no authentication, one anonymous tenant
+  // HTTP listener for /metrics, /healthz, /readyz: HOST:PORT, port 0 picks a free port;
+  // "" = off (the default, so several daemons on one host never collide on a fixed port).
+  std::string http_listen;
 
   // Engine (core::EngineOptions).
   int64_t slots = 0;
@@ -62,6 +65,8 @@ struct ServerOptions {
   // Drain: how long writing every committed state to the disk tier may take.
   int64_t flush_timeout_s = 0;
   std::string log_level;
+  std::string log_format;    // text | json
+  bool log_prompts = false;  // per-turn log lines carry the prompt and reply text
 
   // `durability` with the default rule applied: none, async or sync.
   std::string ResolvedDurability() const;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,10 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "kernels/backend.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "server/rpc_metrics.h"
 #include "server/services.h"
 
 namespace xlstmd::server {
@@ -29,7 +34,10 @@ std::chrono::system_clock::time_point After(absl::Duration d) {
 
 class Server::Impl {
  public:
-  explicit Impl(Authenticator auth) : state(std::move(auth)), chat(&state), model_service(&state) {}
+  Impl(Authenticator auth, const ServerOptions& options)
+      : state(std::move(auth), Observability{&metrics, true, options.log_prompts}),
+        chat(&state),
+        model_service(&state) {}
 
   void SetHealth(bool serving) {
     grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService();
@@ -37,6 +45,15 @@ class Server::Impl {
     for (const char* name : kHealthNames) health->SetServingStatus(name, serving);
   }
 
+  // "" when ready to take traffic (/readyz).
+  std::string NotReadyReason() const {
+    if (state.draining()) return "draining";
+    if (state.engine() == nullptr) return "model loading";
+    return "";
+  }
+
+  // First: everything below reports into it, the engine (in `model`) included.
+  ServerMetrics metrics;
   ServingState state;
   ChatServiceImpl chat;
   ModelServiceImpl model_service;
@@ -46,12 +63,16 @@ class Server::Impl {
   std::optional<LoadedModel> model;
   bool drained = false;
   bool shut_down = false;
+  // Last: it reads the engine, so it stops before anything above goes.
+  std::unique_ptr<HttpServer> http;
+  std::string http_address;
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() {
   Shutdown();
+  if (impl_->http != nullptr) impl_->http->Stop();
   // The engine goes (with impl_->model) only after the transport stopped: no call can reach
   // it any more.
 }
@@ -61,7 +82,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   absl::StatusOr<HostPort> hp = ParseHostPort(options.listen);
   if (!hp.ok()) return hp.status();
 
-  auto impl = std::make_unique<Impl>(std::move(auth));
+  auto impl = std::make_unique<Impl>(std::move(auth), options);
   // Both are process-wide switches read by the builder; setting them again is harmless.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -80,11 +101,32 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 30 * 1000);
   builder.RegisterService(&impl->chat);
   builder.RegisterService(&impl->model_service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(NewRpcMetricsInterceptorFactory(&impl->metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || selected_port == 0) {
     if (impl->grpc_server != nullptr) impl->grpc_server->Shutdown();
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options.listen, " (address in use or not local?)"));
+    return absl::UnavailableError(absl::StrCat("--listen: cannot listen on ", options.listen,
+                                               " (address in use or not local?)"));
+  }
+  if (!options.http_listen.empty()) {
+    Impl* raw = impl.get();
+    HttpServer::Handlers handlers;
+    handlers.metrics = [raw] { return raw->metrics.Render(raw->state.engine()); };
+    handlers.not_ready_reason = [raw] { return raw->NotReadyReason(); };
+    handlers.on_response = [raw](const std::string& path, int status) {
+      raw->metrics.OnHttpRequest(path, status);
+    };
+    absl::StatusOr<std::unique_ptr<HttpServer>> http =
+        HttpServer::Start(options.http_listen, std::move(handlers));
+    if (!http.ok()) {
+      impl->grpc_server->Shutdown();
+      return absl::Status(http.status().code(),
+                          absl::StrCat("--http-listen: ", http.status().message()));
+    }
+    impl->http = *std::move(http);
+    impl->http_address = impl->http->address();
   }
   // The default health service starts with "" SERVING; nothing is served until the model
   // is loaded.
@@ -96,6 +138,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
 const std::string& Server::listen_address() const { return impl_->listen_address; }
 int Server::port() const { return impl_->port; }
+const std::string& Server::http_address() const { return impl_->http_address; }
+core::EngineObserver* Server::engine_observer() { return impl_->metrics.engine_observer(); }
+std::string Server::RenderMetrics() { return impl_->metrics.Render(impl_->state.engine()); }
 
 const LoadedModel* Server::model() const {
   return impl_->model.has_value() ? &*impl_->model : nullptr;
@@ -103,6 +148,17 @@ const LoadedModel* Server::model() const {
 
 void Server::Serve(LoadedModel model) {
   impl_->model = std::move(model);
+  const core::XlstmModel& m = impl_->model->engine->model();
+  ModelInfoLabels info;
+  info.model = impl_->model->model_name;
+  info.family = m.config().model_type;
+  info.embedding_dim = absl::StrCat(m.config().embedding_dim);
+  info.num_blocks = absl::StrCat(m.config().num_blocks);
+  info.num_heads = absl::StrCat(m.config().num_heads);
+  info.vocab_size = absl::StrCat(m.config().vocab_size);
+  info.weight_dtype = kernels::DTypeName(m.backend().WeightDType());
+  info.backend = m.backend().Name();
+  impl_->metrics.SetModelInfo(info, static_cast<int64_t>(m.state_bytes_per_session()));
   impl_->state.SetEngine(impl_->model->engine.get(), impl_->model->model_name);
   impl_->SetHealth(true);
 }
@@ -112,6 +168,7 @@ Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool
   DrainReport report;
   if (impl_->drained || impl_->shut_down) return report;
   impl_->drained = true;
+  impl_->state.set_draining();  // /readyz 503 from here on
   impl_->SetHealth(false);
   core::Engine* engine = impl_->state.engine();
   if (engine != nullptr) {

@@ -4,7 +4,10 @@
 // grace period, then are cancelled with rollback, then the transport stops).
 //
 // Serves xlstmd.v1.ChatService and ModelService, grpc.health.v1 (service names "" and
-// "xlstmd.v1.ChatService"), and server reflection (grpc.reflection.v1alpha).
+// "xlstmd.v1.ChatService"), and server reflection (grpc.reflection.v1alpha). With
+// --http-listen it also serves /metrics, /healthz and /readyz over HTTP (http_server.h),
+// from Start on (readiness says "model loading" until Serve) until the Server is destroyed
+// (scrapes keep working through a drain and its flush). It owns the daemon's ServerMetrics.
 //
 // Threading: Start, Serve, Drain and Shutdown come from one controlling thread (main's);
 // the accessors are safe from any thread. gRPC headers stay out of this header so that main
@@ -23,21 +26,33 @@
 #include "server/model_loader.h"
 #include "server/options.h"
 
+namespace xlstmd::core {
+class EngineObserver;
+}  // namespace xlstmd::core
+
 namespace xlstmd::server {
 
 class Server {
  public:
-  // Binds options.listen and starts the services (not yet serving). UNAVAILABLE when the
-  // address cannot be bound.
+  // Binds options.listen (and options.http_listen, when set) and starts the services (not
+  // yet serving). UNAVAILABLE when an address cannot be bound (the message names the flag).
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
                                                        Authenticator auth);
-  ~Server();  // Shutdown(), if not done yet
+  ~Server();  // Shutdown(), if not done yet; stops the HTTP listener
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
   // The bound address, HOST:PORT with port 0 resolved to the port picked.
   const std::string& listen_address() const;
   int port() const;
+  // The bound HTTP address (port 0 resolved), or "" without --http-listen.
+  const std::string& http_address() const;
+
+  // The engine hooks feeding /metrics: pass as EngineOptions::observer (LoadModel). Valid as
+  // long as the Server, which outlives the model it serves.
+  core::EngineObserver* engine_observer();
+  // The /metrics body right now (also without an HTTP listener; tests use it).
+  std::string RenderMetrics();
 
   // Takes the model, routes calls to its engine, and flips health to SERVING.
   void Serve(LoadedModel model);

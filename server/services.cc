@@ -80,7 +80,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateSession(grpc::CallbackServerCon
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::Chat(grpc::CallbackServerContext* ctx,
                                                                   const grpc::ByteBuffer* request) {
-  auto* reactor = new ChatReactor(ctx);
+  auto* reactor = new ChatReactor(ctx, &state_->observability());
   std::string tenant;
   core::Engine* engine = nullptr;
   if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
@@ -92,6 +92,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::Chat(grpc::Callback
     reactor->Reject(s);
     return reactor;
   }
+  reactor->Describe(tenant, req);
   absl::StatusOr<core::TurnRequest> turn = ToTurnRequest(req, std::move(tenant));
   if (!turn.ok()) {
     reactor->Reject(turn.status());

@@ -18,19 +18,33 @@
 
 #include "core/engine/engine.h"
 #include "server/api_keys.h"
+#include "server/metrics.h"
 #include "xlstmd/v1/chat.grpc.pb.h"
 
 namespace xlstmd::server {
 
-// What the services share: the authenticator and, once loaded, the engine. SetEngine is
-// called once, before the health status flips to SERVING; readers may run on any thread.
+// How calls are observed: metrics (null = none, e.g. in tests) and the per-turn log line.
+struct Observability {
+  ServerMetrics* metrics = nullptr;  // not owned; outlives the gRPC server
+  bool log_turns = true;             // one log line per Chat call
+  bool log_prompts = false;          // ... with the prompt and reply text
+};
+
+// What the services share: the authenticator, observability and, once loaded, the engine.
+// SetEngine is called once, before the health status flips to SERVING; readers may run on
+// any thread.
 class ServingState {
  public:
-  explicit ServingState(Authenticator auth) : auth_(std::move(auth)) {}
+  explicit ServingState(Authenticator auth, Observability obs = {})
+      : auth_(std::move(auth)), obs_(obs) {}
   ServingState(const ServingState&) = delete;
   ServingState& operator=(const ServingState&) = delete;
 
   const Authenticator& auth() const { return auth_; }
+  const Observability& observability() const { return obs_; }
+  // Set when a drain begins (readiness off); never cleared.
+  void set_draining() { draining_.store(true, std::memory_order_release); }
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
   // nullptr until SetEngine. The engine must outlive every call (the server shuts down
   // before the engine is destroyed).
   core::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
@@ -44,6 +58,8 @@ class ServingState {
 
  private:
   const Authenticator auth_;
+  const Observability obs_;
+  std::atomic<bool> draining_{false};
   std::string model_name_;
   std::atomic<core::Engine*> engine_{nullptr};
 };

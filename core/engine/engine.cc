@@ -505,6 +505,7 @@ void Engine::Impl::DeleteSession(std::string owner, std::string id,
         status = absl::AbortedError(
             absl::StrCat("session ", id, " has a turn running; cancel it first"));
       } else {
+        ForgetSessionLocked(*meta);
         sessions_.erase(id);
         last_active_.erase(id);
       }
@@ -590,6 +591,10 @@ EngineStats Engine::Impl::stats() const {
   s.snapshot_write_failures = snapshot_write_failures_;
   s.restores_from_disk = restores_from_disk_;
   s.restores_from_redis = restores_from_redis_;
+  s.redis_enabled = redis_ != nullptr;
+  s.redis_sessions = redis_sessions_;
+  s.redis_state_bytes =
+      static_cast<uint64_t>(redis_sessions_) * static_cast<uint64_t>(state_bytes_);
   if (redis_ != nullptr) {
     const RedisStoreStats r = redis_->Stats();
     s.redis_writes = r.puts;

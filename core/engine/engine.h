@@ -33,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/engine/engine_observer.h"
 #include "core/engine/turn_stream.h"
 #include "core/model/xlstm_model.h"
 #include "core/sampling/sampling_config.h"
@@ -85,6 +86,9 @@ struct EngineOptions {
   std::string redis_url;
   int64_t redis_timeout_ms = 2000;  // connect and per-I/O timeout
   int32_t redis_connections = 4;    // pool size shared by the I/O threads
+
+  // Metrics hooks (engine_observer.h); nullptr = none. Not owned; must outlive the engine.
+  EngineObserver* observer = nullptr;
 };
 
 // A copy of a session's metadata.
@@ -130,6 +134,11 @@ struct EngineStats {
   int64_t restores_from_redis = 0;   // states read back from Redis (spill or another daemon)
   int64_t steps = 0;
   int64_t generated_tokens = 0;
+  // Redis tier (docs/redis-tier.md): the sessions this daemon knows to be stored there (what
+  // other daemons stored is not counted); /metrics reports tier="redis" only when enabled.
+  bool redis_enabled = false;
+  int64_t redis_sessions = 0;
+  uint64_t redis_state_bytes = 0;
 };
 
 class Engine {

@@ -344,6 +344,16 @@ class Engine::Impl {
   void AckWhenStored(const std::string& id, SessionInfo info, bool new_session,
                      ExpectedVersion expected,
                      std::function<void(absl::StatusOr<SessionInfo>)> done);
+  // Records that Redis holds `generation` of the session, and (before an erase) that the
+  // session is gone, keeping the stats' count of Redis-held sessions exact without a scan.
+  void SetRedisGenerationLocked(SessionMeta& m, std::string generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (m.redis_generation.empty() && !generation.empty()) ++redis_sessions_;
+    m.redis_generation = std::move(generation);
+  }
+  void ForgetSessionLocked(const SessionMeta& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!m.redis_generation.empty()) --redis_sessions_;
+  }
   // The expected-version check for a session's next Redis write (mu_ held).
   ExpectedVersion RedisExpectedLocked(const SessionMeta& m) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_) {
@@ -437,6 +447,7 @@ class Engine::Impl {
   int64_t snapshot_write_failures_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t restores_from_disk_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t restores_from_redis_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t redis_sessions_ ABSL_GUARDED_BY(mu_) = 0;
   double restore_ms_total_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::function<void()>> completions_ ABSL_GUARDED_BY(mu_);
 

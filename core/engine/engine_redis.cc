@@ -47,6 +47,7 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
         auto it = sessions_.find(id);
         if (it != sessions_.end() && !it->second.info.turn_running &&
             it->second.redis_generation == local_generation) {
+          ForgetSessionLocked(it->second);
           sessions_.erase(it);
           last_active_.erase(id);
           commands_.push_back([this, id] { DropState(id); });
@@ -75,8 +76,8 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
   absl::StatusOr<SnapshotMeta> meta =
       DecodeSnapshotInto(snap->bytes, fingerprint_, model_->state_layout(), absl::MakeSpan(*state));
   if (meta.ok() && (meta->session_id != id || meta->version != snap->manifest.version)) {
-    meta = absl::DataLossError(absl::StrCat("it holds session ", meta->session_id, " version ",
-                                            meta->version));
+    meta = absl::DataLossError(
+        absl::StrCat("it holds session ", meta->session_id, " version ", meta->version));
   }
   if (!meta.ok()) {
     spdlog::error("Redis snapshot of session {} is unusable: {}", id, meta.status().ToString());
@@ -86,8 +87,7 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
   {
     absl::MutexLock lock(&mu_);
     auto it = sessions_.find(id);
-    if (it != sessions_.end() &&
-        (it->second.info.owner != owner || it->second.info.turn_running)) {
+    if (it != sessions_.end() && (it->second.info.owner != owner || it->second.info.turn_running)) {
       return absl::OkStatus();  // raced with another call; its checks answer
     }
     if (it == sessions_.end()) {
@@ -109,11 +109,11 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
       m.request_order.push_back(r.request_id);
       m.request_versions[r.request_id] = r.version;
     }
-    m.redis_generation = snap->manifest.generation;
+    SetRedisGenerationLocked(m, snap->manifest.generation);
     last_active_[id] = SteadyClock::now();
     // Commands run before the next admission, so a turn queued after this sees the state.
-    commands_.push_back([this, id, version = meta->version,
-                         generation = snap->manifest.generation, state]() mutable {
+    commands_.push_back([this, id, version = meta->version, generation = snap->manifest.generation,
+                         state]() mutable {
       InstallAdopted(id, version, std::move(generation), std::move(state));
     });
   }
@@ -121,8 +121,7 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
   return absl::OkStatus();
 }
 
-void Engine::Impl::InstallAdopted(const std::string& id, uint64_t version,
-                                  std::string generation,
+void Engine::Impl::InstallAdopted(const std::string& id, uint64_t version, std::string generation,
                                   std::shared_ptr<const std::vector<float>> state) {
   {
     absl::MutexLock lock(&mu_);
@@ -215,7 +214,7 @@ void Engine::Impl::AckWhenStored(const std::string& id, SessionInfo info, bool n
       {
         absl::MutexLock lock(&mu_);
         auto m = sessions_.find(id);
-        if (m != sessions_.end()) m->second.redis_generation = written->generation;
+        if (m != sessions_.end()) SetRedisGenerationLocked(m->second, written->generation);
       }
       auto it = states_.find(id);
       if (it != states_.end() && it->second.gen == gen) it->second.redis_gen = gen;
@@ -273,9 +272,9 @@ void Engine::Impl::OnSharedCommit(uint64_t seq, absl::StatusOr<RedisManifest> wr
   if (!written.ok()) {
     absl::Status reason;
     if (absl::IsAborted(written.status())) {
-      reason = absl::AbortedError(absl::StrCat(
-          "session ", t->session_id, " was changed by another server meanwhile (",
-          written.status().message(), "); this turn was rolled back: retry it"));
+      reason = absl::AbortedError(
+          absl::StrCat("session ", t->session_id, " was changed by another server meanwhile (",
+                       written.status().message(), "); this turn was rolled back: retry it"));
     } else {
       spdlog::error("Redis commit of session {} failed: {}", t->session_id,
                     written.status().ToString());
@@ -290,7 +289,7 @@ void Engine::Impl::OnSharedCommit(uint64_t seq, absl::StatusOr<RedisManifest> wr
   {
     absl::MutexLock lock(&mu_);
     if (SessionMeta* m = FindLocked(t->owner, t->session_id)) {
-      m->redis_generation = written->generation;
+      SetRedisGenerationLocked(*m, written->generation);
     }
   }
   t->shared = true;
@@ -302,9 +301,11 @@ void Engine::Impl::DeleteShared(const std::string& id, std::function<void(absl::
     absl::Status s = redis_->Delete(id, ExpectedVersion::Any());
     if (s.ok() || absl::IsNotFound(s)) return done(absl::OkStatus());
     spdlog::error("Redis delete of session {} failed: {}", id, s.ToString());
-    done(absl::UnavailableError(absl::StrCat(
-        "session ", id, " was deleted on this server but the shared Redis tier could not be "
-        "reached (", s.message(), "); retry the delete")));
+    done(absl::UnavailableError(
+        absl::StrCat("session ", id,
+                     " was deleted on this server but the shared Redis tier could not be "
+                     "reached (",
+                     s.message(), "); retry the delete")));
   });
 }
 

@@ -121,9 +121,17 @@ bool Engine::Impl::Admit(std::unique_ptr<Turn>& t) {
   } else if (it->second.slot >= 0) {
     model_->CopySlot(it->second.slot, turn->slot);
     it->second.last_used = ++tick_;
+    if (options_.observer != nullptr) {  // metrics hook
+      options_.observer->OnRestore(StateTier::kResident,
+                                   MsBetween(turn->admitted, SteadyClock::now()) / 1000);
+    }
   } else if (it->second.host) {
     model_->WriteSlot(turn->slot, it->second.host->data());
     it->second.last_used = ++tick_;
+    if (options_.observer != nullptr) {  // metrics hook
+      options_.observer->OnRestore(StateTier::kHost,
+                                   MsBetween(turn->admitted, SteadyClock::now()) / 1000);
+    }
   } else if (Durable(it->second) && dir_ != nullptr) {
     turn->phase = Turn::Phase::kRestoring;
     StartRestore(*turn, /*from_redis=*/false);
@@ -278,10 +286,15 @@ bool Engine::Impl::DecodeStep() {
     slots.push_back(t->slot);
   }
   if (turns.empty()) return false;
+  const auto step_start = SteadyClock::now();  // metrics hook
   absl::Status s = model_->Step(tokens, slots, &logits_);
   if (!s.ok()) {
     FailTurns(turns, ModelError(s));
     return true;
+  }
+  if (options_.observer != nullptr) {  // metrics hook
+    options_.observer->OnDecodeStep(static_cast<int32_t>(turns.size()),
+                                    MsBetween(step_start, SteadyClock::now()) / 1000);
   }
   {
     absl::MutexLock lock(&mu_);
@@ -453,6 +466,7 @@ void Engine::Impl::Commit(Turn& t) {
     SessionMeta* meta = FindLocked(t.owner, t.session_id);
     exists = meta != nullptr;
     if (exists) {
+      fin.usage.history_tokens = meta->info.token_count;  // metrics hook: prefill avoided
       meta->info.version += 1;
       meta->info.token_count += t.input.size() + t.generated.size();
       meta->info.updated_unix_ms = UnixMs();
@@ -543,6 +557,7 @@ void Engine::Impl::SweepIdle(SteadyClock::time_point now) {
       if (!it->second.info.turn_running && idle) {
         expired.push_back(it->first);
         last_active_.erase(act);
+        ForgetSessionLocked(it->second);
         it = sessions_.erase(it);
       } else {
         ++it;
@@ -550,6 +565,11 @@ void Engine::Impl::SweepIdle(SteadyClock::time_point now) {
     }
   }
   for (const auto& id : expired) DropState(id);
+  if (options_.observer != nullptr) {  // metrics hook
+    for (size_t i = 0; i < expired.size(); ++i) {
+      options_.observer->OnEviction(EvictionReason::kIdleTtl);
+    }
+  }
 }
 
 }  // namespace xlstmd::core

@@ -50,7 +50,7 @@ absl::Status Engine::Impl::IndexStateDir() {
 
 // The header of a session's snapshot file, reading only as much as the header needs.
 absl::StatusOr<SnapshotMeta> Engine::Impl::ReadSnapshotHead(const std::string& id,
-                                                          uint64_t file_bytes) {
+                                                            uint64_t file_bytes) {
   std::ifstream in(dir_->FilePath(id), std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open the snapshot of ", id));
   std::string prefix;
@@ -99,9 +99,8 @@ absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t versi
       if (!meta.ok()) {
         status = meta.status();
       } else if (meta->session_id != id || meta->version != version) {
-        status = absl::AbortedError(absl::StrCat("Redis holds version ", meta->version,
-                                                 ", not ", version,
-                                                 " (another server changed the session)"));
+        status = absl::AbortedError(absl::StrCat("Redis holds version ", meta->version, ", not ",
+                                                 version, " (another server changed the session)"));
       }
     }
     if (status.ok()) return status;
@@ -139,8 +138,8 @@ absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t versi
     spdlog::warn("quarantining the snapshot of session {}: {}", id, status.ToString());
     (void)dir_->Quarantine(id, SnapshotErrorReason(status), status.ToString());
   }
-  return absl::DataLossError(absl::StrCat("the stored state of session ", id,
-                                          " is unusable: ", status.message()));
+  return absl::DataLossError(
+      absl::StrCat("the stored state of session ", id, " is unusable: ", status.message()));
 }
 
 void Engine::Impl::ForkFromDisk(const std::string& src, SessionInfo info,
@@ -237,6 +236,10 @@ void Engine::Impl::EnforceHostBudget() {
     if (Durable(st) || InRedis(st)) {
       SetHost(st, nullptr);
       ++spills_to_disk_;
+      if (options_.observer != nullptr) {  // metrics hook
+        options_.observer->OnEviction(EvictionReason::kHostBudget);
+        options_.observer->OnSpill(Durable(st) ? StateTier::kDisk : StateTier::kRedis);
+      }
     } else if (dir_ != nullptr) {
       StartWrite(id);
     }
@@ -272,6 +275,12 @@ int32_t Engine::Impl::TakeSlot() {
     free_slots_.push_back(st.slot);
     st.slot = -1;
     AdjustResident(-1);
+    if (options_.observer != nullptr) {  // metrics hook
+      options_.observer->OnEviction(EvictionReason::kSlotPressure);
+      options_.observer->OnSpill(st.host       ? StateTier::kHost
+                                 : Durable(st) ? StateTier::kDisk
+                                               : StateTier::kRedis);
+    }
   }
   const int32_t slot = free_slots_.back();
   free_slots_.pop_back();
@@ -491,14 +500,14 @@ void Engine::Impl::AckWhenDurable(const std::string& id, SessionInfo info, bool 
     if (new_session && !absl::IsNotFound(s)) {
       {
         absl::MutexLock lock(&mu_);
+        if (auto m = sessions_.find(id); m != sessions_.end()) ForgetSessionLocked(m->second);
         sessions_.erase(id);
         last_active_.erase(id);
       }
       DropState(id);
     }
-    done(absl::UnavailableError(absl::StrCat("session ", id,
-                                             " could not be made durable on disk: ",
-                                             s.message())));
+    done(absl::UnavailableError(
+        absl::StrCat("session ", id, " could not be made durable on disk: ", s.message())));
   });
 }
 
@@ -529,6 +538,9 @@ void Engine::Impl::OnRestored(uint64_t seq, std::shared_ptr<std::vector<float>> 
     absl::MutexLock lock(&mu_);
     ++(from_redis ? restores_from_redis_ : restores_from_disk_);
     restore_ms_total_ += ms;
+  }
+  if (options_.observer != nullptr) {  // metrics hook
+    options_.observer->OnRestore(from_redis ? StateTier::kRedis : StateTier::kDisk, ms / 1000);
   }
   model_->WriteSlot(t->slot, state->data());
   BeginRunning(*t);

@@ -1,5 +1,6 @@
 #include "core/engine/turn_stream.h"
 
+#include <chrono>
 #include <utility>
 
 namespace xlstmd::core {
@@ -58,6 +59,7 @@ bool TurnStream::HasRoom() const {
 }
 
 void TurnStream::Push(TurnEvent event) {
+  event.pushed_at = std::chrono::steady_clock::now();
   {
     absl::MutexLock lock(&mu_);
     if (closed_) return;

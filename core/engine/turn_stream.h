@@ -16,6 +16,7 @@
 #define XLSTMD_CORE_ENGINE_TURN_STREAM_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -37,6 +38,9 @@ struct TurnUsage {
   double prefill_ms = 0;           // admitted -> last prompt piece done
   double first_token_ms = 0;       // StartTurn -> first token pushed
   double total_ms = 0;             // StartTurn -> committed
+  // The session's token count before the turn: history a stateless server would have
+  // processed again (xlstmd_prefill_tokens_avoided_total).
+  uint64_t history_tokens = 0;
 };
 
 struct TurnEvent {
@@ -54,6 +58,9 @@ struct TurnEvent {
   FinishReason finish_reason = FinishReason::kNone;
   TurnUsage usage;
   uint64_t session_version = 0;  // the new committed version
+  // Set by TurnStream::Push: when the engine produced the event (inter-token latency is
+  // measured between deltas' stamps, not when a transport gets round to popping them).
+  std::chrono::steady_clock::time_point pushed_at;
 };
 
 class TurnStream {

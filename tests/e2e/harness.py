@@ -19,6 +19,7 @@ protoc is a failure, never a skip.
 
 import argparse
 import atexit
+import http.client
 import importlib
 import os
 import re
@@ -210,10 +211,58 @@ def reference_generate(tokens, max_tokens, model=GOLDEN_MODEL, weight_dtype="aut
 
 
 # ------------------------------------------------------------------------------------------
+# Prometheus text format (0.0.4), parsed independently of the daemon's code.
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: \d+)?$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
+
+
+def _unescape_label(v):
+    return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+def parse_metrics(text):
+    """{(name, ((label, value), ...) sorted): float} for every sample line. Raises on a line
+    that is neither a comment nor a well-formed sample."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        if not m:
+            raise AssertionError(f"malformed exposition line: {line!r}")
+        labels = []
+        if m.group(2):
+            pos = 0
+            for lm in _LABEL_RE.finditer(m.group(2)):
+                if lm.start() != pos:
+                    raise AssertionError(f"malformed labels: {line!r}")
+                labels.append((lm.group(1), _unescape_label(lm.group(2))))
+                pos = lm.end()
+            if pos != len(m.group(2)):
+                raise AssertionError(f"malformed labels: {line!r}")
+        key = (m.group(1), tuple(sorted(labels)))
+        if key in out:
+            raise AssertionError(f"duplicate series: {line!r}")
+        value = m.group(3)
+        out[key] = {"+Inf": float("inf"), "-Inf": float("-inf")}.get(value, None)
+        if out[key] is None:
+            out[key] = float(value)
+    return out
+
+
+def metric(samples, name, **labels):
+    """One sample's value (0 when the series does not exist)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# ------------------------------------------------------------------------------------------
 # The daemon.
 
 _ALL_DAEMONS = []
 _LISTEN_RE = re.compile(r"listen=\S*?(\d+\.\d+\.\d+\.\d+:\d+|\[[0-9A-Fa-f:.]+\]:\d+|localhost:\d+)")
+# The serving line's `http=HOST:PORT` (with --http-listen; `http=none` without).
+_HTTP_RE = re.compile(r"\bhttp=(\d+\.\d+\.\d+\.\d+:\d+|\[[0-9A-Fa-f:.]+\]:\d+|localhost:\d+)")
 
 
 class DaemonError(AssertionError):
@@ -238,6 +287,7 @@ class Daemon:
         self.env_overrides = dict(env or {})
         self.proc = None
         self.address = None
+        self.http_address = None  # with --http-listen, from the serving line
         self.returncode = None
         self._lines = []
         self._lines_lock = threading.Lock()
@@ -285,6 +335,8 @@ class Daemon:
             if self.address is None:
                 m = _LISTEN_RE.search(line)
                 if m:
+                    h = _HTTP_RE.search(line)
+                    self.http_address = h.group(1) if h else None
                     self.address = m.group(1)
                     self._listen_event.set()
         stream.close()
@@ -398,6 +450,32 @@ class Daemon:
                 raise DaemonError(f"{self.name}: health({service!r}) is {last}, wanted {want} "
                                   f"after {timeout}s\n{self.log()}")
             time.sleep(0.05)
+
+    # -- HTTP (--http-listen) --
+
+    def http(self, path, method="GET", timeout=10.0):
+        """(status, headers dict with lower-case names, body str) of one HTTP request."""
+        if self.http_address is None:
+            raise DaemonError(f"{self.name} has no http= address (start it with --http-listen)")
+        host, port = self.http_address.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            body = resp.read().decode("utf-8")
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+        finally:
+            conn.close()
+
+    def metrics_text(self):
+        status, headers, body = self.http("/metrics")
+        if status != 200:
+            raise DaemonError(f"{self.name}: /metrics answered {status}: {body[:200]}")
+        return body
+
+    def metrics(self):
+        """The /metrics exposition parsed: {(name, ((label, value), ...)): float}."""
+        return parse_metrics(self.metrics_text())
 
     def weight_dtype(self):
         """The daemon's weight dtype (ModelInfo.weight_dtype), for the reference."""

@@ -165,7 +165,8 @@ class RedisTierTest(harness.E2ETestCase):
         probe.stop()
         state_bytes = info.state_bytes_per_session
         d = harness.Daemon(["--redis-url", self.redis.url, "--slots", "2", "--max-batch", "1",
-                            "--host-state-bytes", str(state_bytes)],
+                            "--host-state-bytes", str(state_bytes),
+                            "--http-listen", "127.0.0.1:0"],
                            name="xlstmd(redis spill)").start()
         self.addCleanup(d.stop)
         c = d.client()
@@ -175,6 +176,11 @@ class RedisTierTest(harness.E2ETestCase):
                 conv.turn(c, [(31 * i + 7 * rnd) % 200, 5, 6], max_tokens=5,
                           context=f"round {rnd}, session {i}")
         d.assert_serving("after spilling to Redis")
+        m = d.metrics()
+        self.assertGreater(m.get(("xlstmd_state_restores_total", (("tier", "redis"),)), 0), 0,
+                           "turns restored states from Redis")
+        self.assertEqual(m.get(("xlstmd_tier_sessions", (("tier", "redis"),))), 6,
+                         "the six sessions are held in Redis")
 
     def test_unreachable_redis(self):
         port = free_port()  # nothing listens there

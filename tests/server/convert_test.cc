@@ -184,6 +184,7 @@ TEST(EventConversionTest, StartedDeltaFinished) {
   fin.usage.prefill_ms = 2.5;
   fin.usage.first_token_ms = 3.5;
   fin.usage.total_ms = 10.0;
+  fin.usage.history_tokens = 77;
   ToProto(fin, &e);
   ASSERT_TRUE(e.has_finished());
   EXPECT_EQ(e.finished().finish_reason(), v1::FINISH_REASON_STOP_STRING);
@@ -194,6 +195,7 @@ TEST(EventConversionTest, StartedDeltaFinished) {
   EXPECT_EQ(e.finished().usage().prefill_ms(), 2.5);
   EXPECT_EQ(e.finished().usage().first_token_ms(), 3.5);
   EXPECT_EQ(e.finished().usage().total_ms(), 10.0);
+  EXPECT_EQ(e.finished().usage().history_tokens(), 77u);
 
   EXPECT_EQ(ToProto(core::FinishReason::kStopToken), v1::FINISH_REASON_STOP_TOKEN);
   EXPECT_EQ(ToProto(core::FinishReason::kMaxTokens), v1::FINISH_REASON_MAX_TOKENS);

@@ -71,6 +71,9 @@ TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(o.max_message_bytes, 4 << 20);
   EXPECT_EQ(o.stream_buffer, 64);
   EXPECT_EQ(o.log_level, "info");
+  EXPECT_EQ(o.log_format, "text");
+  EXPECT_FALSE(o.log_prompts);
+  EXPECT_EQ(o.http_listen, "");  // off: no fixed port for daemons sharing a host to fight over
   EXPECT_EQ(o.state_dir, "");
   EXPECT_EQ(o.durability, "none");  // no state dir: nothing to be durable on
   EXPECT_EQ(o.host_state_bytes, int64_t{4} << 30);
@@ -134,7 +137,12 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
                                "--stream-buffer",
                                "2",
                                "--log-level",
-                               "debug"});
+                               "debug",
+                               "--http-listen",
+                               "127.0.0.1:0",
+                               "--log-format",
+                               "json",
+                               "--log-prompts"});
   ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
   const ServerOptions& o = r.options;
   EXPECT_EQ(o.model_dir, "/m");
@@ -147,6 +155,9 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
   EXPECT_EQ(o.grace_period_s, 2);
   EXPECT_EQ(o.max_message_bytes, 65536);
   EXPECT_EQ(o.log_level, "debug");
+  EXPECT_EQ(o.http_listen, "127.0.0.1:0");
+  EXPECT_EQ(o.log_format, "json");
+  EXPECT_TRUE(o.log_prompts);
 
   const core::EngineOptions e = o.ToEngineOptions();
   EXPECT_EQ(e.resident_slots, 8);
@@ -261,11 +272,16 @@ TEST(ServerOptionsTest, BadEnvironmentValueIsOneLineNamingTheVariable) {
                                                         {"XLSTMD_SLOTS", "0"},
                                                         {"XLSTMD_WEIGHT_DTYPE", "f16"},
                                                         {"XLSTMD_LISTEN", "nowhere"},
-                                                        {"XLSTMD_LOG_LEVEL", "loud"}}) {
+                                                        {"XLSTMD_LOG_LEVEL", "loud"},
+                                                        {"XLSTMD_HTTP_LISTEN", "9090"},
+                                                        {"XLSTMD_LOG_FORMAT", "xml"},
+                                                        {"XLSTMD_LOG_PROMPTS", "yes"}}) {
     const ParseResult r = Parse({}, {{var, value}});
     EXPECT_EQ(r.outcome, base::ParseOutcome::kError) << var;
     EXPECT_THAT(r.err, StartsWith("xlstmd: error: ")) << var;
-    EXPECT_THAT(r.err, HasSubstr(var == "XLSTMD_LISTEN" ? "--listen" : var));
+    EXPECT_THAT(r.err, HasSubstr(var == "XLSTMD_LISTEN"        ? "--listen"
+                                 : var == "XLSTMD_HTTP_LISTEN" ? "--http-listen"
+                                                               : var));
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 }
@@ -280,6 +296,10 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"--listen", "host:99999"},
       {"--listen", "::1:80"},
       {"--listen", "host:"},
+      {"--http-listen", "9090"},
+      {"--http-listen", "[::1:9090"},
+      {"--log-format", "xml"},
+      {"--log-prompts=maybe"},
       {"--no-such-flag"},
       {"--slots"},
       {"positional"},
@@ -329,7 +349,10 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "disk-state-bytes",
                            "io-threads",
                            "flush-timeout-s",
-                           "log-level"}) {
+                           "log-level",
+                           "log-format",
+                           "log-prompts",
+                           "http-listen"}) {
     EXPECT_THAT(r.out, HasSubstr(std::string("--") + flag + " ")) << flag;
     std::string env = std::string("XLSTMD_") + flag;
     for (char& c : env) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));

@@ -1,0 +1,59 @@
+// HttpServer: the daemon's plain-HTTP operations listener (cpp-httplib), separate from gRPC so
+// that Prometheus and Kubernetes probes need no gRPC client.
+//
+//   GET /metrics  200, Prometheus text format 0.0.4 (Content-Type kPrometheusTextContentType)
+//   GET /healthz  200 "ok" while the process runs (liveness: never depends on load)
+//   GET /readyz   200 "ready" when the model is loaded and the server is not draining, else
+//                 503 with the reason (readiness: take the pod out of the load balancer)
+//
+// HEAD is accepted wherever GET is. Another method on those paths is 405 with an Allow
+// header; any other path is 404. Request bodies are not read (and are capped small), so no
+// request can make the listener allocate much or crash it.
+//
+// Threading: handlers run on the listener's own small thread pool and must be thread-safe.
+// Start and Stop from one controlling thread; the destructor stops.
+#ifndef XLSTMD_SERVER_HTTP_SERVER_H_
+#define XLSTMD_SERVER_HTTP_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace xlstmd::server {
+
+class HttpServer {
+ public:
+  struct Handlers {
+    std::function<std::string()> metrics;           // the /metrics body
+    std::function<std::string()> not_ready_reason;  // "" = ready
+    // Called after every response (path as requested, status sent); may be empty.
+    std::function<void(const std::string& path, int status)> on_response;
+  };
+
+  // Binds `listen` (HOST:PORT, port 0 = a free port; IPv6 in brackets) and starts serving.
+  // UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT when malformed.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen,
+                                                           Handlers handlers);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // The bound address, HOST:PORT with port 0 resolved.
+  const std::string& address() const;
+  int port() const;
+
+  // Stops accepting, finishes the requests in progress and joins the listener. Idempotent.
+  void Stop();
+
+  class Impl;
+
+ private:
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace xlstmd::server
+
+#endif  // XLSTMD_SERVER_HTTP_SERVER_H_

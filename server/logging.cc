@@ -1,0 +1,278 @@
+#include "server/logging.h"
+
+#include <openssl/evp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/tokenizer/utf8.h"
+#include "google/protobuf/stubs/logging.h"
+#include "grpc/support/log.h"
+#include "spdlog/pattern_formatter.h"
+#include "spdlog/sinks/stdout_sinks.h"
+
+namespace xlstmd::server {
+namespace {
+
+constexpr char kTextPattern[] = "%Y-%m-%dT%H:%M:%S.%e %l %v";
+
+// The structured line being logged on this thread, and the payload it was logged with (the
+// formatter only uses it for that exact message, never for another one logged meanwhile).
+struct PendingLine {
+  const char* payload = nullptr;
+  const LogLine* line = nullptr;
+};
+thread_local PendingLine t_pending;
+
+bool NeedsQuotes(std::string_view v) {
+  if (v.empty()) return true;
+  for (char c : v) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= ' ' || c == '"' || c == '=' || c == '\\' || u == 0x7f) return true;
+  }
+  return false;
+}
+
+// A text-mode value: quoted (with escapes) only when it must be, so the common case stays
+// readable and a value can never forge another field or a second line.
+std::string TextValue(std::string_view v, bool quote) {
+  if (!quote) return std::string(v);
+  std::string out = "\"";
+  for (char c : v) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (u < 0x20 || u == 0x7f) {
+          out += absl::StrFormat("\\x%02x", u);
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string LevelName(spdlog::level::level_enum level) {
+  const spdlog::string_view_t name = spdlog::level::to_string_view(level);
+  return std::string(name.data(), name.size());
+}
+
+// {"ts":...,"level":...,"msg":...} per line; a structured line's fields follow "msg".
+class JsonFormatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    const auto t = spdlog::log_clock::to_time_t(msg.time);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()) % 1000;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char ts[96];  // room for any int the compiler cannot rule out
+    std::snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(ms.count()));
+    std::string out =
+        absl::StrCat("{\"ts\":\"", ts, "\",\"level\":\"", LevelName(msg.level), "\",");
+    if (t_pending.line != nullptr && t_pending.payload == msg.payload.data()) {
+      out += t_pending.line->JsonMembers();
+    } else {
+      absl::StrAppend(
+          &out, "\"msg\":", JsonQuote(std::string_view(msg.payload.data(), msg.payload.size())));
+    }
+    out += "}\n";
+    dest.append(out.data(), out.data() + out.size());
+  }
+
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonFormatter>();
+  }
+};
+
+spdlog::level::level_enum GrpcLevel(gpr_log_severity s) {
+  switch (s) {
+    case GPR_LOG_SEVERITY_DEBUG:
+      return spdlog::level::debug;
+    case GPR_LOG_SEVERITY_INFO:
+      return spdlog::level::info;
+    case GPR_LOG_SEVERITY_ERROR:
+      return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
+void GrpcLogToSpdlog(gpr_log_func_args* args) {
+  LogLine("grpc")
+      .Add("message", args->message == nullptr ? "" : args->message)
+      .Add("source", absl::StrCat(args->file == nullptr ? "?" : args->file, ":", args->line))
+      .Log(GrpcLevel(args->severity));
+}
+
+void ProtobufLogToSpdlog(google::protobuf::LogLevel level, const char* filename, int line,
+                         const std::string& message) {
+  spdlog::level::level_enum l = spdlog::level::info;
+  if (level == google::protobuf::LOGLEVEL_WARNING) l = spdlog::level::warn;
+  if (level >= google::protobuf::LOGLEVEL_ERROR) l = spdlog::level::err;
+  LogLine("protobuf")
+      .Add("message", message)
+      .Add("source", absl::StrCat(filename == nullptr ? "?" : filename, ":", line))
+      .Log(l);
+}
+
+}  // namespace
+
+LogFormat ParseLogFormat(std::string_view name) {
+  return name == "json" ? LogFormat::kJson : LogFormat::kText;
+}
+
+std::unique_ptr<spdlog::formatter> NewLogFormatter(LogFormat format) {
+  if (format == LogFormat::kJson) return std::make_unique<JsonFormatter>();
+  return std::make_unique<spdlog::pattern_formatter>(kTextPattern);
+}
+
+void SetUpLogging(const std::string& level, LogFormat format) {
+  auto logger = spdlog::stderr_logger_mt("xlstmd");
+  logger->set_formatter(NewLogFormatter(format));
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::flush_on(spdlog::level::trace);
+  gpr_set_log_function(GrpcLogToSpdlog);
+  google::protobuf::SetLogHandler(ProtobufLogToSpdlog);
+}
+
+// ---------------- LogLine ----------------
+
+LogLine& LogLine::Add(std::string_view key, std::string_view value) {
+  std::string v = core::Utf8Lossy(value);
+  Field f{std::string(key), v, JsonQuote(v), NeedsQuotes(v)};
+  fields_.push_back(std::move(f));
+  return *this;
+}
+
+LogLine& LogLine::Add(std::string_view key, int64_t value) {
+  const std::string v = absl::StrCat(value);
+  fields_.push_back({std::string(key), v, v, false});
+  return *this;
+}
+
+LogLine& LogLine::Add(std::string_view key, uint64_t value) {
+  const std::string v = absl::StrCat(value);
+  fields_.push_back({std::string(key), v, v, false});
+  return *this;
+}
+
+LogLine& LogLine::AddMs(std::string_view key, double ms) {
+  // JSON has no NaN or infinity; a clock oddity must not produce an invalid line.
+  const std::string v = std::isfinite(ms) ? absl::StrFormat("%.1f", ms) : "0";
+  fields_.push_back({std::string(key), v, v, false});
+  return *this;
+}
+
+LogLine& LogLine::Add(std::string_view key, bool value) {
+  const std::string v = value ? "true" : "false";
+  fields_.push_back({std::string(key), v, v, false});
+  return *this;
+}
+
+std::string LogLine::Text() const {
+  std::string out = event_;
+  for (const Field& f : fields_) {
+    absl::StrAppend(&out, " ", f.key, "=", TextValue(f.text, f.quote_in_text));
+  }
+  return out;
+}
+
+std::string LogLine::JsonMembers() const {
+  std::string out = absl::StrCat("\"msg\":", JsonQuote(event_));
+  for (const Field& f : fields_) absl::StrAppend(&out, ",", JsonQuote(f.key), ":", f.json);
+  return out;
+}
+
+void LogLine::Log(spdlog::level::level_enum level) const {
+  spdlog::logger* logger = spdlog::default_logger_raw();
+  if (logger == nullptr || !logger->should_log(level)) return;
+  const std::string text = Text();
+  const PendingLine saved = t_pending;
+  t_pending = {text.data(), this};
+  // The string_view overload logs the payload as is (no format pass), so the formatter sees
+  // exactly `text.data()`.
+  logger->log(level, spdlog::string_view_t(text.data(), text.size()));
+  t_pending = saved;
+}
+
+// ---------------- helpers ----------------
+
+std::string JsonQuote(std::string_view s) {
+  const std::string valid = core::Utf8Lossy(s);
+  std::string out;
+  out.reserve(valid.size() + 2);
+  out += '"';
+  for (char c : valid) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        if (u < 0x20 || u == 0x7f) {
+          out += absl::StrFormat("\\u%04x", u);
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string HashSessionId(std::string_view session_id) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  // EVP_Digest cannot fail for SHA-256 on in-memory data short of memory exhaustion; the
+  // fallback keeps the raw id out of the log even then.
+  if (EVP_Digest(session_id.data(), session_id.size(), digest, &len, EVP_sha256(), nullptr) != 1 ||
+      len < 8) {
+    return "unhashable";
+  }
+  std::string out;
+  for (unsigned int i = 0; i < 8; ++i) out += absl::StrFormat("%02x", digest[i]);
+  return out;
+}
+
+}  // namespace xlstmd::server
