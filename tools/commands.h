@@ -35,6 +35,7 @@ int RunMkmodel(int argc, char** argv);
 int RunScore(int argc, char** argv);
 int RunGenerate(int argc, char** argv);
 int RunBench(int argc, char** argv);
+int RunBenchState(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
 int RunDetokenize(int argc, char** argv);
 // gRPC clients of a running xlstmd (cmd_chat.cc, cmd_loadgen.cc).

@@ -18,6 +18,8 @@ constexpr Subcommand kSubcommands[] = {
     {"score", "run a token sequence; write logits and final state to safetensors", RunScore},
     {"generate", "greedy generation from a prompt of token ids", RunGenerate},
     {"bench", "measure hardware limits, decode and prefill throughput (JSON lines)", RunBench},
+    {"bench-state", "measure state restore/spill per tier vs memcpy and file I/O (JSON)",
+     RunBenchState},
     {"tokenize", "encode text (or JSON lines) to token ids", RunTokenize},
     {"detokenize", "decode token ids to text", RunDetokenize},
     {"chat", "interactive streaming chat with a running xlstmd", RunChat},
@@ -26,7 +28,7 @@ constexpr Subcommand kSubcommands[] = {
 
 void PrintUsage(std::FILE* out) {
   std::fputs("usage: xlstm <subcommand> [flags]\n\nsubcommands:\n", out);
-  for (const Subcommand& s : kSubcommands) std::fprintf(out, "  %-10s %s\n", s.name, s.summary);
+  for (const Subcommand& s : kSubcommands) std::fprintf(out, "  %-12s %s\n", s.name, s.summary);
   std::fputs("\nRun `xlstm <subcommand> --help` for its flags.\n", out);
 }
 
