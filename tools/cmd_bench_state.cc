@@ -273,12 +273,12 @@ int RunBenchState(int argc, char** argv) {
   bopts.threads = static_cast<int>(threads);
   auto backend = kernels::CreateBackend("cpu", bopts);
   if (!backend.ok()) {
-    std::fprintf(stderr, "xlstm bench-state: %s\n", backend.status().ToString().c_str());
+    std::fprintf(stderr, "xlstm bench-state: error: %s\n", backend.status().ToString().c_str());
     return kExitRuntime;
   }
   for (const Preset* p : chosen) {
     if (absl::Status s = BenchLayout(*p, repeat, base, redis_url, **backend); !s.ok()) {
-      std::fprintf(stderr, "xlstm bench-state: %s\n", s.ToString().c_str());
+      std::fprintf(stderr, "xlstm bench-state: error: %s\n", s.ToString().c_str());
       if (dir.empty()) std::filesystem::remove_all(base);
       return kExitRuntime;
     }

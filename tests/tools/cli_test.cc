@@ -15,7 +15,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-const std::vector<std::string> kSubcommands = {"mkmodel", "score", "generate", "bench"};
+const std::vector<std::string> kSubcommands = {"mkmodel", "score", "generate", "bench",
+                                               "bench-state"};
 
 std::string GoldenModelDir() { return GoldenDir("xlstm-large-a1").string(); }
 
@@ -78,6 +79,8 @@ TEST(XlstmCliTest, FlagValidationErrorsPrintOneLineAndExit2) {
       {{"bench", "--model", model, "--threads", "-1"}, "out of range"},
       {{"bench", "--model", model, "--seconds", "nan"}, "not a number"},
       {{"bench", "positional"}, "unexpected argument"},
+      {{"bench-state", "--states", "e1024,9b"}, "unknown layout '9b'"},
+      {{"bench-state", "--repeat", "0"}, "out of range"},
       {with(mk, {"--out", "/tmp/unused", "--embedding-dim", "0"}), "out of range"},
       {with(mk, {"--out", "/tmp/unused", "--num-heads", "3"}), "does not divide"},
       {with(mk, {"--out", "/tmp/unused", "--dtype", "f16"}), "not one of"},
@@ -111,4 +114,21 @@ TEST(XlstmCliTest, RuntimeFailureIsOneLineExit1) {
 }
 
 }  // namespace
+// The tier benchmark runs end to end on the small layout and reports every operation with
+// its baseline (figures are not asserted: timing belongs in benchmarks, not tests).
+TEST(XlstmCliTest, BenchStateReportsEveryTierWithItsBaseline) {
+  ToolTempDir tmp;
+  const ToolResult r = RunTool({"bench-state", "--states", "e1024", "--repeat", "1", "--dir",
+                                tmp.path().string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string op : {"\"memcpy\"", "\"host_to_slot\"", "\"slot_to_host\"",
+                               "\"disk_write_sync\"", "\"disk_restore_cold\"",
+                               "\"disk_restore_warm\""}) {
+    EXPECT_THAT(r.out, HasSubstr(op));
+  }
+  EXPECT_THAT(r.out, HasSubstr("\"state_bytes\":3171072"));
+  EXPECT_THAT(r.out, HasSubstr("fraction_of_memcpy"));
+  EXPECT_THAT(r.out, HasSubstr("fraction_of_raw_read"));
+}
+
 }  // namespace xlstmd::testing
