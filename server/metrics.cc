@@ -34,7 +34,7 @@ const std::vector<double> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512
 
 // gRPC methods that get their own label value; anything else is "other", so a client
 // probing random method names cannot grow the label set.
-constexpr const char* kKnownMethods[12] = {
+constexpr const char* kKnownMethods[] = {
     "/xlstmd.v1.ChatService/CreateSession",
     "/xlstmd.v1.ChatService/Chat",
     "/xlstmd.v1.ChatService/GetSession",
@@ -43,6 +43,7 @@ constexpr const char* kKnownMethods[12] = {
     "/xlstmd.v1.ChatService/DeleteSession",
     "/xlstmd.v1.ChatService/ExportSession",
     "/xlstmd.v1.ChatService/ImportSession",
+    "/xlstmd.v1.ChatService/RewindSession",
     "/xlstmd.v1.ModelService/GetModelInfo",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",

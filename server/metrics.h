@@ -111,7 +111,7 @@ class ServerMetrics {
   base::MetricsRegistry registry_;
   // Families whose series are picked at run time.
   base::CounterFamily* requests_;
-  std::array<LazySeries<base::Counter>, 13> requests_by_method_;  // known methods + "other"
+  std::array<LazySeries<base::Counter>, 14> requests_by_method_;  // known methods + "other"
   base::CounterFamily* requests_failed_;
   base::CounterFamily* http_requests_;
   base::GaugeFamily* model_info_;
