@@ -22,10 +22,37 @@ float Penalise(float logit, float penalty) {
 
 // Largest value, lowest id among equals; NaN never wins (every comparison with it is
 // false). All -inf (or NaN) gives id 0.
+// The first index of the largest non-NaN value (0 when there is none). The hot greedy path
+// runs it over the whole vocabulary for every decoding turn on the engine thread, so it keeps
+// kLanes independent (value, index) pairs that the compiler turns into vector compares and
+// blends: a branchy scalar loop cost ~60 us per 50k-entry row, ~4% of a batch-64 step.
+// Strict `>` keeps each lane's first occurrence, and the lowest index among the lanes that
+// hold the maximum is the row's first occurrence, so the result equals the scalar rule.
 int32_t ArgmaxLowestId(const float* x, int32_t n) {
+  constexpr int32_t kLanes = 16;
+  float m[kLanes];
+  int32_t idx[kLanes];
+  for (int32_t j = 0; j < kLanes; ++j) {
+    m[j] = kNegInf;
+    idx[j] = 0;
+  }
+  int32_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int32_t j = 0; j < kLanes; ++j) {
+      const bool greater = x[i + j] > m[j];
+      m[j] = greater ? x[i + j] : m[j];
+      idx[j] = greater ? i + j : idx[j];
+    }
+  }
   float best = kNegInf;
   int32_t best_id = 0;
-  for (int32_t i = 0; i < n; ++i) {
+  for (int32_t j = 0; j < kLanes; ++j) {
+    if (m[j] > best || (m[j] == best && m[j] != kNegInf && idx[j] < best_id)) {
+      best = m[j];
+      best_id = idx[j];
+    }
+  }
+  for (; i < n; ++i) {  // the tail's indices are above every lane's
     if (x[i] > best) {
       best = x[i];
       best_id = i;

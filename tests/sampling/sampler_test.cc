@@ -127,6 +127,39 @@ TEST(SamplerTest, GreedyTiesGoToLowestIdAndNaNNeverWins) {
   EXPECT_EQ(s.Sample(std::vector<float>{kNaN, 1.0f, 2.0f, kNaN}, nullptr), 2);
 }
 
+// The greedy argmax runs in vector lanes; it must equal the scalar rule (first index of the
+// largest non-NaN value, 0 when there is none) on every size and on ties, NaNs and infinities
+// that fall in any lane or in the tail.
+TEST(SamplerTest, GreedyArgmaxEqualsTheScalarRuleOnRandomRows) {
+  std::mt19937 rng(7);
+  auto scalar = [](const std::vector<float>& x) {
+    float best = -std::numeric_limits<float>::infinity();
+    int32_t id = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (x[i] > best) {
+        best = x[i];
+        id = static_cast<int32_t>(i);
+      }
+    }
+    return id;
+  };
+  const float kInf = std::numeric_limits<float>::infinity();
+  for (int trial = 0; trial < 3000; ++trial) {
+    const int32_t n = trial < 200 ? 1 + trial % 70 : 1 + static_cast<int32_t>(rng() % 3000);
+    std::vector<float> x(static_cast<size_t>(n));
+    // Few distinct values, so ties across lanes are common.
+    for (float& v : x) v = static_cast<float>(static_cast<int>(rng() % 9) - 4);
+    const int specials = static_cast<int>(rng() % 4);
+    for (int k = 0; k < specials; ++k) {
+      const float pick[] = {kNaN, -kInf, kInf, 4.0f};
+      x[rng() % x.size()] = pick[rng() % 4];
+    }
+    if (trial % 50 == 0) std::fill(x.begin(), x.end(), (trial % 100 == 0) ? -kInf : kNaN);
+    Sampler s = MakeSampler(SamplingConfig{}, n);
+    ASSERT_EQ(s.Sample(x, nullptr), scalar(x)) << "n=" << n << " trial " << trial;
+  }
+}
+
 TEST(SamplerTest, TemperatureMatchesSoftmaxEmpirically) {
   const std::vector<float> logits = {1.0f, 0.5f, 0.0f, -0.5f, 2.0f};
   const float t = 0.7f;
