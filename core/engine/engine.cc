@@ -494,7 +494,7 @@ void Engine::Impl::ImportSession(std::string owner, std::string snapshot,
 void Engine::Impl::DeleteSession(std::string owner, std::string id,
                                  std::function<void(absl::Status)> done) {
   if (absl::Status s = RefreshFromRedis(owner, id); !s.ok()) return done(s);
-  Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)] {
+  Command([this, owner = std::move(owner), id = std::move(id), done = std::move(done)]() mutable {
     absl::Status status;
     {
       absl::MutexLock lock(&mu_);
@@ -504,28 +504,47 @@ void Engine::Impl::DeleteSession(std::string owner, std::string id,
       } else if (meta->info.turn_running) {
         status = absl::AbortedError(
             absl::StrCat("session ", id, " has a turn running; cancel it first"));
-      } else {
-        ForgetSessionLocked(*meta);
-        sessions_.erase(id);
-        last_active_.erase(id);
+      } else if (redis_ != nullptr) {
+        meta->info.turn_running = true;  // busy while Redis forgets it
       }
     }
     if (!status.ok()) return done(status);
-    DropState(id);
-    // Answer only once the file and the Redis copy are gone, so neither a crash nor another
-    // server can bring the session back.
-    auto shared = [this, id, done = std::move(done)]() mutable {
-      if (redis_ == nullptr) return done(absl::OkStatus());
-      DeleteShared(id, std::move(done));
-    };
-    if (dir_ == nullptr) return shared();
-    io_->Submit([this, id, shared = std::move(shared)]() mutable {
-      absl::Status s = dir_->Remove(id);
-      if (!s.ok() && !absl::IsNotFound(s)) {
-        spdlog::warn("could not remove the snapshot of deleted session {}: {}", id, s.ToString());
-      }
-      shared();
+    if (redis_ == nullptr) return EraseSession(id, std::move(done));
+    // Redis first: once it is gone there, no server can adopt it back; if that fails, the
+    // session is left exactly as it was.
+    io_->Submit([this, id, done = std::move(done)]() mutable {
+      absl::Status s = DeleteShared(id);
+      PostCompletion([this, id, s, done = std::move(done)]() mutable {
+        if (s.ok()) return EraseSession(id, std::move(done));
+        {
+          absl::MutexLock lock(&mu_);
+          if (auto m = sessions_.find(id); m != sessions_.end())
+            m->second.info.turn_running = false;
+        }
+        done(s);
+      });
     });
+  });
+}
+
+void Engine::Impl::EraseSession(const std::string& id, std::function<void(absl::Status)> done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto m = sessions_.find(id); m != sessions_.end()) {
+      ForgetSessionLocked(m->second);
+      sessions_.erase(m);
+    }
+    last_active_.erase(id);
+  }
+  DropState(id);
+  if (dir_ == nullptr) return done(absl::OkStatus());
+  // Answer only once the file is gone, so a crash cannot bring the session back.
+  io_->Submit([this, id, done = std::move(done)] {
+    absl::Status s = dir_->Remove(id);
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      spdlog::warn("could not remove the snapshot of deleted session {}: {}", id, s.ToString());
+    }
+    done(absl::OkStatus());
   });
 }
 

@@ -5,17 +5,14 @@
 #ifndef XLSTMD_CORE_ENGINE_ENGINE_IMPL_H_
 #define XLSTMD_CORE_ENGINE_ENGINE_IMPL_H_
 
-#include "core/engine/engine.h"
-
-
 #include <sys/random.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <deque>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <thread>
@@ -25,22 +22,22 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "spdlog/spdlog.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "core/base/check.h"
 #include "core/base/status_macros.h"
+#include "core/engine/engine.h"
 #include "core/engine/io_pool.h"
+#include "core/sampling/stop_checker.h"
 #include "core/state/redis_store.h"
 #include "core/state/snapshot.h"
 #include "core/state/snapshot_store.h"
-#include "core/sampling/stop_checker.h"
 #include "core/tokenizer/incremental_detokenizer.h"
 #include "core/tokenizer/utf8.h"
+#include "spdlog/spdlog.h"
 
 namespace xlstmd::core {
-
 
 using SteadyClock = std::chrono::steady_clock;
 
@@ -84,7 +81,6 @@ constexpr size_t kRequestIdsPerSession = kSnapshotMaxRequestIds;
 constexpr uint32_t kFlagSessionStartDone = 1u << 0;
 constexpr uint32_t kFlagReplyOpen = 1u << 1;
 
-
 // Metadata of one session, guarded by Impl::mu_.
 struct SessionMeta {
   SessionInfo info;
@@ -111,17 +107,17 @@ struct Checkpoint {
 };
 
 struct SessionState {
-  std::deque<Checkpoint> checkpoints;  // oldest first, at most keep_turn_checkpoints
-  uint64_t version = 0;     // the committed version this state is
-  int32_t slot = -1;        // resident slot, or -1
+  std::deque<Checkpoint> checkpoints;              // oldest first, at most keep_turn_checkpoints
+  uint64_t version = 0;                            // the committed version this state is
+  int32_t slot = -1;                               // resident slot, or -1
   std::shared_ptr<const std::vector<float>> host;  // immutable: I/O jobs share it
-  uint64_t last_used = 0;   // engine tick, for LRU eviction
-  int64_t disk_version = -1;     // version of the snapshot file, -1 = none
+  uint64_t last_used = 0;                          // engine tick, for LRU eviction
+  int64_t disk_version = -1;                       // version of the snapshot file, -1 = none
   // Every change of the committed state (commit, rewind, import) bumps `gen`; a write
   // records the gen it wrote. Versions cannot serve: after a rewind a version number
   // comes back with different contents.
   uint64_t gen = 1;
-  uint64_t disk_gen = 0;  // gen of the state in the file, 0 = none
+  uint64_t disk_gen = 0;   // gen of the state in the file, 0 = none
   uint64_t redis_gen = 0;  // gen of the state Redis holds, 0 = none
   // False while the committed state is the zero state and held nowhere (a new session):
   // a turn then starts from a reset slot.
@@ -159,9 +155,9 @@ struct Turn {
   std::optional<IncrementalDetokenizer> detok;
   std::vector<int32_t> generated;
   std::optional<Checkpoint> checkpoint;  // the state the turn started from (rewind enabled)
-  int32_t pending_token = -1;  // sampled, not yet fed to the model
-  bool final_pending = false;  // pending_token ends the turn: feed it, then commit
-  bool shared = false;         // the final state is committed in Redis
+  int32_t pending_token = -1;            // sampled, not yet fed to the model
+  bool final_pending = false;            // pending_token ends the turn: feed it, then commit
+  bool shared = false;                   // the final state is committed in Redis
   FinishReason finish = FinishReason::kNone;
   SteadyClock::time_point enqueued, admitted, prefill_done, first_token;
 };
@@ -234,6 +230,9 @@ class Engine::Impl {
   uint64_t max_snapshot_bytes() const { return snapshot_bytes_; }
 
   void DeleteSession(std::string owner, std::string id, std::function<void(absl::Status)> done);
+  // Engine thread: removes the session from this server (metadata, state, file), then
+  // answers `done` (once the file is gone).
+  void EraseSession(const std::string& id, std::function<void(absl::Status)> done);
 
   absl::StatusOr<SessionInfo> GetSession(const std::string& owner, const std::string& id);
 
@@ -253,7 +252,6 @@ class Engine::Impl {
   const EngineOptions& options() const { return options_; }
 
  private:
-
   static absl::Status Unavailable();
   static absl::Status SessionNotFound(const std::string& id);
   absl::Status PromptTooLong(size_t n) const;
@@ -332,9 +330,17 @@ class Engine::Impl {
   // another daemon advanced; forgetting one deleted there). OK when there is nothing to do
   // or the operation should proceed on what is local; DATA_LOSS or UNAVAILABLE otherwise.
   absl::Status RefreshFromRedis(const std::string& owner, const std::string& id);
-  // Engine thread: makes an adopted state the session's committed one.
-  void InstallAdopted(const std::string& id, uint64_t version, std::string generation,
-                      std::shared_ptr<const std::vector<float>> state);
+  // Engine thread: makes an adopted snapshot (metadata and state) the session's committed
+  // one, registering the session if this daemon did not know it.
+  absl::Status InstallAdopted(const std::string& owner, const std::string& id,
+                              const SnapshotMeta& meta, std::string generation,
+                              std::shared_ptr<const std::vector<float>> state);
+  // Engine thread: Redis no longer holds `id` (last seen at `generation`).
+  void ForgetMissingFromRedis(const std::string& id, const std::string& generation);
+  // Runs `fn` on the engine thread and waits for its result (caller threads only).
+  absl::Status RunOnEngine(std::function<absl::Status()> fn);
+  // Logs a Redis failure and returns the client's UNAVAILABLE (without Redis' address).
+  static absl::Status RedisUnavailable(const std::string& id, const absl::Status& cause);
   // A state Redis holds may leave host RAM when there is no disk tier to spill to.
   bool InRedis(const SessionState& st) const {
     return redis_ != nullptr && dir_ == nullptr && st.redis_gen == st.gen;
@@ -355,8 +361,7 @@ class Engine::Impl {
     if (!m.redis_generation.empty()) --redis_sessions_;
   }
   // The expected-version check for a session's next Redis write (mu_ held).
-  ExpectedVersion RedisExpectedLocked(const SessionMeta& m) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+  ExpectedVersion RedisExpectedLocked(const SessionMeta& m) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return m.redis_generation.empty() ? ExpectedVersion::Absent()
                                       : ExpectedVersion::Is(m.info.version);
   }
@@ -364,8 +369,12 @@ class Engine::Impl {
   // (or goes on to its disk write) when Redis has it, and rolls back when it does not.
   void StartSharedCommit(Turn& t);
   void OnSharedCommit(uint64_t seq, absl::StatusOr<RedisManifest> written);
-  // Removes the session from Redis (I/O thread), then calls `done`.
-  void DeleteShared(const std::string& id, std::function<void(absl::Status)> done);
+  // Removes the session from Redis (blocking: I/O threads).
+  absl::Status DeleteShared(const std::string& id);
+  // Encodes and stores a snapshot in Redis with the version check (blocking: I/O threads).
+  absl::StatusOr<RedisManifest> PutSnapshot(const SnapshotMeta& meta,
+                                            const ExpectedVersion& expected,
+                                            const std::vector<float>& state);
 
   // Takes a slot and loads the committed state into it; false when no slot is available yet.
   bool Admit(std::unique_ptr<Turn>& t);

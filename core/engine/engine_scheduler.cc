@@ -376,15 +376,18 @@ void Engine::Impl::Finalize(Turn& t) {
     return;
   }
   SnapshotMeta meta;
+  bool exists = false;
   {
     absl::MutexLock lock(&mu_);
-    SessionMeta* m = FindLocked(t.owner, t.session_id);
-    if (m == nullptr) {
-      RollBack(t, absl::InternalError("session vanished during its turn"));
-      RemoveActive(&t);
-      return;
+    if (SessionMeta* m = FindLocked(t.owner, t.session_id)) {
+      exists = true;
+      meta = MetaLocked(*m);
     }
-    meta = MetaLocked(*m);
+  }
+  if (!exists) {  // RollBack takes mu_ itself
+    RollBack(t, absl::InternalError("session vanished during its turn"));
+    RemoveActive(&t);
+    return;
   }
   ApplyCommitToMeta(t, &meta);
   auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
@@ -415,9 +418,21 @@ void Engine::Impl::OnPersisted(uint64_t seq, uint64_t version, absl::Status stat
     spdlog::error("sync snapshot of session {} version {} failed: {}", t->session_id, version,
                   status.ToString());
     const std::string id = t->session_id;
-    RollBack(*t,
-             absl::UnavailableError(absl::StrCat(
-                 "the turn could not be made durable, so it was rolled back: ", status.message())));
+    absl::Status reason = absl::UnavailableError(
+        "the turn could not be written to the disk tier, so it was rolled back here (the "
+        "server log has the error)");
+    if (t->shared) {
+      // Redis already holds the turn: other servers will serve it. Here, the next operation
+      // on the session adopts it from Redis again (a generation that matches nothing).
+      absl::MutexLock lock(&mu_);
+      if (SessionMeta* m = FindLocked(t->owner, t->session_id)) {
+        SetRedisGenerationLocked(*m, "stale");
+      }
+      reason = absl::UnavailableError(
+          "the turn is stored in the shared Redis tier but could not be written to this "
+          "server's disk tier (the server log has the error); read the session again");
+    }
+    RollBack(*t, std::move(reason));
     RemoveActive(t);
     RunPendingWrite(id);
     return;

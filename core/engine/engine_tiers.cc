@@ -128,10 +128,12 @@ absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t versi
       DecodeSnapshotInto(*bytes, fingerprint_, model_->state_layout(), state);
   if (!meta.ok()) {
     status = meta.status();
-  } else if (meta->session_id != id || meta->version != version) {
-    status = absl::DataLossError(absl::StrCat("the snapshot holds session ", meta->session_id,
-                                              " version ", meta->version, ", expected version ",
-                                              version));
+  } else if (meta->session_id != id) {
+    status = absl::DataLossError(absl::StrCat("the snapshot holds session ", meta->session_id));
+  } else if (meta->version != version) {
+    // A newer write replaced the file meanwhile: not corruption, nothing to quarantine.
+    return absl::AbortedError(absl::StrCat("session ", id, " changed while it was read (version ",
+                                           meta->version, ", expected ", version, "); retry"));
   }
   if (status.ok()) return status;
   if (absl::IsDataLoss(status) || absl::IsFailedPrecondition(status)) {
@@ -490,6 +492,12 @@ void Engine::Impl::AckWhenDurable(const std::string& id, SessionInfo info, bool 
   if (dir_ == nullptr || options_.durability == EngineOptions::Durability::kNone) {
     return done(info);
   }
+  bool exists;
+  {
+    absl::MutexLock lock(&mu_);
+    exists = sessions_.count(id) != 0;
+  }
+  if (!exists) return done(SessionNotFound(id));  // deleted while it was stored elsewhere
   states_[id];  // a zero-state session gets an entry, so that it is written too
   if (options_.durability == EngineOptions::Durability::kAsync) {
     StartWrite(id);
@@ -505,9 +513,12 @@ void Engine::Impl::AckWhenDurable(const std::string& id, SessionInfo info, bool 
         last_active_.erase(id);
       }
       DropState(id);
+      // A copy Redis already took would otherwise outlive the refused session.
+      if (redis_ != nullptr) io_->Submit([this, id] { (void)DeleteShared(id); });
     }
-    done(absl::UnavailableError(
-        absl::StrCat("session ", id, " could not be made durable on disk: ", s.message())));
+    spdlog::error("session {} could not be made durable: {}", id, s.ToString());
+    done(absl::UnavailableError(absl::StrCat(
+        "session ", id, " could not be written to the disk tier (the server log has the error)")));
   });
 }
 

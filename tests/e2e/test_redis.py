@@ -182,6 +182,27 @@ class RedisTierTest(harness.E2ETestCase):
         self.assertEqual(m.get(("xlstmd_tier_sessions", (("tier", "redis"),))), 6,
                          "the six sessions are held in Redis")
 
+    def test_a_flushed_redis_loses_nothing_a_disk_tier_holds(self):
+        # Redis is a cache: when it forgets a session (restart without AOF, FLUSHALL,
+        # eviction), a daemon with a disk tier keeps serving its own copy and stores it again.
+        with tempfile.TemporaryDirectory() as sd:
+            d = harness.Daemon(["--redis-url", self.redis.url, "--state-dir", sd,
+                                "--durability", "sync"], name="xlstmd(redis + disk)").start()
+            self.addCleanup(d.stop)
+            c = d.client()
+            conv = harness.Conversation(d, c.create_session().session_id)
+            conv.turn(c, [3, 4, 5], max_tokens=5, context="before the flush")
+            with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as sock:
+                sock.sendall(b"FLUSHALL\r\n")
+                self.assertTrue(sock.recv(16).startswith(b"+OK"))
+            conv.check_session(c, "after the flush")
+            conv.turn(c, [6, 7], max_tokens=5, context="after the flush")
+            # And it is in Redis again: a second daemon without a disk tier continues it.
+            b = harness.Daemon(["--redis-url", self.redis.url], name="xlstmd(B)").start()
+            self.addCleanup(b.stop)
+            conv.daemon = b
+            conv.turn(b.client(), [8], max_tokens=4, context="on B after the flush")
+
     def test_unreachable_redis(self):
         port = free_port()  # nothing listens there
         cmd = [harness.CONFIG.xlstmd, "--model", harness.golden_dir(), "--listen",
