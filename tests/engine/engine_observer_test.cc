@@ -17,6 +17,7 @@
 #include "core/engine/engine.h"
 #include "gtest/gtest.h"
 #include "kernels/backend_registry.h"
+#include "tests/engine/engine_harness.h"
 #include "tests/testing/golden.h"
 
 namespace xlstmd::core {
@@ -47,30 +48,8 @@ class RecordingObserver final : public EngineObserver {
   std::array<std::atomic<int64_t>, 3> evictions{};
 };
 
-struct Harness {
-  std::unique_ptr<kernels::Backend> backend;
-  std::unique_ptr<Engine> engine;
-};
-
-Harness MakeEngine(EngineOptions options) {
-  Harness h;
-  const auto dir = testing::GoldenDir("xlstm-large-a1");
-  kernels::BackendOptions bopts;
-  bopts.threads = 2;
-  auto backend = kernels::CreateBackend("cpu", bopts);
-  EXPECT_TRUE(backend.ok()) << backend.status();
-  h.backend = std::move(*backend);
-  auto model = XlstmModel::Load(dir, h.backend.get());
-  EXPECT_TRUE(model.ok()) << model.status();
-  auto tok = LoadModelTokenizer(dir);
-  EXPECT_TRUE(tok.ok()) << tok.status();
-  auto tmpl = ChatTemplate::ForModel(dir, **tok);
-  EXPECT_TRUE(tmpl.ok()) << tmpl.status();
-  auto engine = Engine::Create(std::move(*model), std::move(*tok), std::move(*tmpl), options);
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  h.engine = std::move(*engine);
-  return h;
-}
+using engine_testing::Harness;
+using engine_testing::MakeEngine;
 
 std::string NewSession(Engine& e) {
   absl::Notification done;
