@@ -45,6 +45,22 @@ grpc::ServerUnaryReactor* FinishWith(grpc::ServerUnaryReactor* reactor,
   return reactor;
 }
 
+// The common start of a unary RPC: authenticate, fetch the engine, parse the request and,
+// when it names a session, validate the id. On failure the call is finished (false).
+template <typename Request>
+bool BeginUnary(const ServingState& state, grpc::CallbackServerContext* ctx,
+                const grpc::ByteBuffer* request, grpc::ServerUnaryReactor* reactor,
+                std::string* tenant, core::Engine** engine, Request* req) {
+  absl::Status s = Enter(state, ctx, tenant, engine);
+  if (s.ok()) s = ParseRequest(request, req);
+  if constexpr (requires { req->session_id(); }) {
+    if (s.ok()) s = ValidateSessionId(req->session_id());
+  }
+  if (s.ok()) return true;
+  FinishWith(reactor, s);
+  return false;
+}
+
 // Completion of the engine's asynchronous session calls: runs on the engine thread, so it
 // only converts and finishes.
 std::function<void(absl::StatusOr<core::SessionInfo>)> FinishWithSession(
@@ -68,11 +84,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::CreateSession(grpc::CallbackServerCon
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
   v1::CreateSessionRequest req;
-  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
   engine->CreateSession(std::move(tenant), std::move(*req.mutable_system_prompt()),
                         FinishWithSession(reactor, response));
   return reactor;
@@ -114,14 +127,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::GetSession(grpc::CallbackServerContex
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
   v1::GetSessionRequest req;
-  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
-  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
+  if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
   absl::StatusOr<core::SessionInfo> info = engine->GetSession(tenant, req.session_id());
   if (!info.ok()) return FinishWith(reactor, info.status());
   v1::Session session;
@@ -136,11 +143,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListSessions(grpc::CallbackServerCont
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
   v1::ListSessionsRequest req;
-  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
+  if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
   if (req.page_size() < 0) {
     return FinishWith(reactor, absl::InvalidArgumentError(absl::StrCat(
                                    "page_size must not be negative (got ", req.page_size(), ")")));
@@ -172,14 +176,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ForkSession(grpc::CallbackServerConte
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
   v1::ForkSessionRequest req;
-  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
-  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
+  if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
   engine->ForkSession(std::move(tenant), std::move(*req.mutable_session_id()),
                       FinishWithSession(reactor, response));
   return reactor;
@@ -191,14 +189,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::RewindSession(grpc::CallbackServerCon
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
   v1::RewindSessionRequest req;
-  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
-  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
+  if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
   engine->RewindSession(std::move(tenant), std::move(*req.mutable_session_id()), req.version(),
                         FinishWithSession(reactor, response));
   return reactor;
@@ -210,14 +202,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::DeleteSession(grpc::CallbackServerCon
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
   v1::DeleteSessionRequest req;
-  if (absl::Status s = ParseRequest(request, &req); !s.ok()) return FinishWith(reactor, s);
-  if (absl::Status s = ValidateSessionId(req.session_id()); !s.ok()) {
-    return FinishWith(reactor, s);
-  }
+  if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
   engine->DeleteSession(std::move(tenant), std::move(*req.mutable_session_id()),
                         [reactor, response](absl::Status status) {
                           if (!status.ok()) {
