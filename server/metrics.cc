@@ -271,6 +271,18 @@ ServerMetrics::ServerMetrics() {
       &r.AddCounter("xlstmd_snapshot_write_failures_total",
                     "Snapshot writes that failed (the state stays in memory and is retried).")
            .Get();
+  redis_writes_ = &r.AddCounter("xlstmd_redis_writes_total",
+                                "Snapshots committed to the shared Redis tier (turns, creates, "
+                                "forks, imports, rewinds).")
+                       .Get();
+  redis_conflicts_ = &r.AddCounter("xlstmd_redis_write_conflicts_total",
+                                   "Redis writes refused by the version check: another server "
+                                   "changed the session first (the turn was rolled back).")
+                          .Get();
+  redis_failures_ = &r.AddCounter("xlstmd_redis_failures_total",
+                                  "Redis calls that failed: unreachable, timed out, or an "
+                                  "unusable stored copy.")
+                         .Get();
   quarantined_ = &r.AddCounter("xlstmd_snapshots_quarantined_total",
                                "Snapshots moved to quarantine/ as unusable (corrupt, truncated, "
                                "another model).")
@@ -390,6 +402,9 @@ std::string ServerMetrics::Render(const core::Engine* engine) {
     if (s.redis_enabled) {
       tier_sessions_->With({"redis"}).Set(static_cast<double>(s.redis_sessions));
       tier_bytes_->With({"redis"}).Set(static_cast<double>(s.redis_state_bytes));
+      redis_writes_->Set(static_cast<double>(s.redis_writes));
+      redis_conflicts_->Set(static_cast<double>(s.redis_write_conflicts));
+      redis_failures_->Set(static_cast<double>(s.redis_failures));
     }
   }
   return registry_.Render();

@@ -136,6 +136,9 @@ class ServerMetrics {
   base::Gauge* state_bytes_per_session_;
   base::Counter* snapshot_writes_;
   base::Counter* snapshot_write_failures_;
+  base::Counter* redis_writes_;
+  base::Counter* redis_conflicts_;
+  base::Counter* redis_failures_;
   base::Counter* quarantined_;
   base::Gauge* resident_memory_;
 

@@ -181,6 +181,9 @@ class RedisTierTest(harness.E2ETestCase):
                            "turns restored states from Redis")
         self.assertEqual(m.get(("xlstmd_tier_sessions", (("tier", "redis"),))), 6,
                          "the six sessions are held in Redis")
+        self.assertEqual(m.get(("xlstmd_redis_writes_total", ())), 6 + 18,
+                         "six creates and eighteen turns were stored in Redis")
+        self.assertEqual(m.get(("xlstmd_redis_write_conflicts_total", ())), 0)
 
     def test_a_flushed_redis_loses_nothing_a_disk_tier_holds(self):
         # Redis is a cache: when it forgets a session (restart without AOF, FLUSHALL,
