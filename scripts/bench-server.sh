@@ -41,6 +41,10 @@ start_daemon_info() {
   [ -n "$addr" ] || { echo "daemon did not report its address" >&2; cat "$work/daemon.log" >&2; exit 1; }
 }
 
+# In-process figures before and after the daemon runs, averaged: the host's speed drifts by a
+# few percent over minutes, which would otherwise land on one side of the ratio.
+"$bin/xlstm" bench --model "$model" --threads "$threads" --batch "$sessions_list" \
+  --prompt-len 16 >"$work/inproc_before.jsonl"
 start_daemon_info
 IFS=, read -r -a sessions_arr <<<"$sessions_list"
 # Decode throughput: short prompts, long replies, so the decode phase dominates; the figure
@@ -57,25 +61,28 @@ done
 kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=
 
 "$bin/xlstm" bench --model "$model" --threads "$threads" --batch "$sessions_list" \
-  --prompt-len 16 >"$work/inproc.jsonl"
+  --prompt-len 16 >"$work/inproc_after.jsonl"
 
 "$py" - "$work" "$sessions_list" <<'EOF'
 import json, sys, os
 work, sessions = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
-inproc = {}
-for line in open(os.path.join(work, "inproc.jsonl")):
-    line = line.strip()
-    if not line.startswith("{"):
-        continue
-    j = json.loads(line)
-    if j.get("phase") == "decode":
-        inproc[j["batch"]] = j["tokens_per_s"]
+runs = {}
+for name in ("inproc_before.jsonl", "inproc_after.jsonl"):
+    for line in open(os.path.join(work, name)):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        j = json.loads(line)
+        if j.get("phase") == "decode":
+            runs.setdefault(j["batch"], []).append(j["tokens_per_s"])
+inproc = {b: sum(v) / len(v) for b, v in runs.items()}
 for n in sessions:
     j = json.load(open(os.path.join(work, f"load_{n}.json")))
     s = j["decode_tokens_per_s"]
     ip = inproc.get(n)
     print(json.dumps({"bench": "decode", "sessions": n, "server_tokens_per_s": s,
                       "inprocess_tokens_per_s": ip,
+                      "inprocess_runs": runs.get(n),
                       "ratio": round(s / ip, 3) if ip else None,
                       "ttft_p50_ms": j["ttft_ms"]["p50"], "itl_p50_ms": j["itl_ms"]["p50"],
                       "errors": j["errors_by_code"]}))
