@@ -235,6 +235,15 @@ class RedisTierTest(harness.E2ETestCase):
             self.assertRpcError(lambda: c.turn(s, tokens=[4], sampling=sampling(max_tokens=3)),
                                 Code.UNAVAILABLE, None, "a turn while Redis is down")
             self.assertEqual(c.get_session(s).version, 1, "the failed turn left version 1")
+            self.assertRpcError(lambda: c.delete_session(s), Code.UNAVAILABLE, None,
+                                "a delete while Redis is down")
+            info = c.get_session(s)
+            self.assertEqual((info.version, info.turn_running), (1, False),
+                             "the refused delete left the session as it was")
+            e = self.assertRpcError(
+                lambda: c.turn(s, tokens=[4], sampling=sampling(max_tokens=3)),
+                Code.UNAVAILABLE, None, "another turn while Redis is down")
+            self.assertNotIn(str(redis.port), e.details(), "errors do not name Redis' address")
             d.assert_serving("with Redis down")
         finally:
             redis.stop()
