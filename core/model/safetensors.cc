@@ -16,6 +16,7 @@
 #include <tuple>
 #include <utility>
 
+#include "core/base/scoped_fd.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -219,25 +220,7 @@ uint64_t ReadLe64(const unsigned char* p) {
   return v;
 }
 
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-  // Closes now and reports the error, which for a file just written can be a lost write.
-  int Close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
+using base::ScopedFd;
 
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;

@@ -15,6 +15,7 @@
 #include <system_error>
 #include <utility>
 
+#include "core/base/scoped_fd.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
@@ -56,22 +57,7 @@ absl::Status IoError(const std::filesystem::path& dir, std::string_view name, st
       absl::StrCat((dir / std::string(name)).string(), ": ", Av(op), ": ", std::strerror(err)));
 }
 
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  // Closes now and reports the result: for a file just written, close can report a lost write.
-  int Close() { return ::close(std::exchange(fd_, -1)); }
-
- private:
-  int fd_;
-};
+using base::ScopedFd;
 
 absl::Status WriteAll(int fd, std::string_view data, const std::filesystem::path& dir,
                       std::string_view name) {
