@@ -24,7 +24,9 @@ double MsSince(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 void ChatReactor::Describe(const std::string& tenant, const v1::ChatRequest& request) {
   record_.tenant = tenant;
   record_.session_id = request.session_id();
-  record_.request_id = request.request_id();
+  // The engine refuses long request ids, but the log line is written all the same: cap it
+  // so a huge one cannot flood the log.
+  record_.request_id = request.request_id().substr(0, 256);
   if (obs_->log_prompts && request.has_message()) {
     record_.prompt = request.message().substr(0, kMaxLoggedTextBytes);
   }

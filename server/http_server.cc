@@ -20,7 +20,10 @@ constexpr size_t kMaxPayloadBytes = 16 << 10;
 // Probes and scrapes are few; a pool this size keeps a slow client from starving them
 // without spending many threads on an ops port.
 constexpr size_t kThreads = 4;
-constexpr time_t kIoTimeoutSeconds = 5;
+// Per read/write call (httplib 0.11 has no whole-request deadline, so a client trickling bytes
+// can still hold a worker: keep --http-listen on loopback or the pod network, as for any
+// Prometheus endpoint; docs/observability.md).
+constexpr time_t kIoTimeoutSeconds = 2;
 
 bool IsGetOrHead(const std::string& method) { return method == "GET" || method == "HEAD"; }
 
@@ -44,6 +47,8 @@ class HttpServer::Impl {
     server_.set_payload_max_length(kMaxPayloadBytes);
     server_.set_read_timeout(kIoTimeoutSeconds, 0);
     server_.set_write_timeout(kIoTimeoutSeconds, 0);
+    // One request per connection: an idle keep-alive client cannot hold one of the workers.
+    server_.set_keep_alive_max_count(1);
     // Every request is answered here, before httplib's router (no regexes, no body read).
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       Route(req, res);

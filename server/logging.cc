@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "core/base/log_id.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/tokenizer/utf8.h"
@@ -156,6 +157,8 @@ void SetUpLogging(const std::string& level, LogFormat format) {
   spdlog::flush_on(spdlog::level::trace);
   gpr_set_log_function(GrpcLogToSpdlog);
   google::protobuf::SetLogHandler(ProtobufLogToSpdlog);
+  // The engine's own lines name sessions by the same hash as the turn lines.
+  base::SetSessionIdHasher(&HashSessionId);
 }
 
 // ---------------- LogLine ----------------

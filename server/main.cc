@@ -124,6 +124,9 @@ int Main(int argc, char** argv) {
                          : fmt::format(", --flush-timeout-s {} passed", options.flush_timeout_s));
     }
   }
+  // A model loaded but never served (a signal during loading) still runs an engine that reports
+  // to the server's metrics: it must go first.
+  model = absl::CancelledError("shut down");
   server->reset();
   spdlog::info("xlstmd stopped");
   return kExitOk;

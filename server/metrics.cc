@@ -380,6 +380,7 @@ void ServerMetrics::SetModelInfo(const ModelInfoLabels& m, int64_t state_bytes_p
 }
 
 std::string ServerMetrics::Render(const core::Engine* engine) {
+  absl::MutexLock lock(&render_mu_);
   resident_memory_->Set(ResidentMemoryBytes());
   if (engine != nullptr) {
     // One locked copy of counters the engine keeps anyway: O(1) in the number of sessions.

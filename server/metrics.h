@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/synchronization/mutex.h"
 #include "core/base/metrics.h"
 #include "core/engine/engine.h"
 #include "core/engine/engine_observer.h"
@@ -139,6 +140,9 @@ class ServerMetrics {
   base::Counter* redis_writes_;
   base::Counter* redis_conflicts_;
   base::Counter* redis_failures_;
+  // Scrapes copy engine counters into the registry: two at once could write an older copy
+  // after a newer one, and a counter must never go down.
+  absl::Mutex render_mu_;
   base::Counter* quarantined_;
   base::Gauge* resident_memory_;
 

@@ -542,7 +542,7 @@ void Engine::Impl::EraseSession(const std::string& id, std::function<void(absl::
   io_->Submit([this, id, done = std::move(done)] {
     absl::Status s = dir_->Remove(id);
     if (!s.ok() && !absl::IsNotFound(s)) {
-      spdlog::warn("could not remove the snapshot of deleted session {}: {}", id, s.ToString());
+      spdlog::warn("could not remove the snapshot of deleted session {}: {}", base::LogSessionId(id), base::LogStatus(s, id));
     }
     done(absl::OkStatus());
   });

@@ -26,6 +26,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "core/base/check.h"
+#include "core/base/log_id.h"
 #include "core/base/status_macros.h"
 #include "core/engine/engine.h"
 #include "core/engine/io_pool.h"

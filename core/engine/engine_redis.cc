@@ -40,7 +40,7 @@ absl::Status Engine::Impl::RunOnEngine(std::function<absl::Status()> fn) {
 
 absl::Status Engine::Impl::RedisUnavailable(const std::string& id, const absl::Status& cause) {
   // Redis errors name its address (and chunk keys): the log gets them, the client does not.
-  spdlog::error("Redis call for session {} failed: {}", id, cause.ToString());
+  spdlog::error("Redis call for session {} failed: {}", base::LogSessionId(id), base::LogStatus(cause, id));
   return absl::UnavailableError(
       absl::StrCat("the shared Redis tier could not serve session ", id, "; retry"));
 }
@@ -75,7 +75,7 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
       return absl::OkStatus();  // unknown everywhere: the operation answers NOT_FOUND
     }
     if (known) {
-      spdlog::warn("Redis lookup of session {} failed: {}", id, manifest.status().ToString());
+      spdlog::warn("Redis lookup of session {} failed: {}", base::LogSessionId(id), base::LogStatus(manifest.status(), id));
       return absl::OkStatus();  // go on with the local state; a commit re-checks
     }
     return RedisUnavailable(id, manifest.status());
@@ -88,8 +88,8 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
     if (absl::IsNotFound(snap.status())) return absl::OkStatus();  // deleted meanwhile
     if (known && absl::IsDataLoss(snap.status())) {
       // An unreadable shared copy must not block the local one (nor its deletion).
-      spdlog::error("Redis copy of session {} is unreadable, using the local one: {}", id,
-                    snap.status().ToString());
+      spdlog::error("Redis copy of session {} is unreadable, using the local one: {}",
+                    base::LogSessionId(id), base::LogStatus(snap.status(), id));
       return absl::OkStatus();
     }
     return RedisUnavailable(id, snap.status());
@@ -102,7 +102,7 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
         absl::StrCat("it holds session ", meta->session_id, " version ", meta->version));
   }
   if (!meta.ok()) {
-    spdlog::error("Redis snapshot of session {} is unusable: {}", id, meta.status().ToString());
+    spdlog::error("Redis snapshot of session {} is unusable: {}", base::LogSessionId(id), base::LogStatus(meta.status(), id));
     if (known) return absl::OkStatus();
     return absl::DataLossError(
         absl::StrCat("the shared Redis tier's state of session ", id, " is unusable"));
@@ -126,7 +126,7 @@ void Engine::Impl::ForgetMissingFromRedis(const std::string& id, const std::stri
     if (dir_ != nullptr) {
       // Redis is a cache: it may have restarted or evicted the session. The disk tier holds
       // committed turns, so keep the session; its next commit stores it in Redis again.
-      spdlog::warn("Redis no longer holds session {}; keeping this server's copy", id);
+      spdlog::warn("Redis no longer holds session {}; keeping this server's copy", base::LogSessionId(id));
       ForgetSessionLocked(it->second);
       it->second.redis_generation.clear();
       return;
@@ -330,8 +330,8 @@ void Engine::Impl::OnSharedCommit(uint64_t seq, absl::StatusOr<RedisManifest> wr
                                                " was changed by another server meanwhile; this "
                                                "turn was rolled back: retry it"));
     } else {
-      spdlog::error("Redis commit of session {} failed: {}", t->session_id,
-                    written.status().ToString());
+      spdlog::error("Redis commit of session {} failed: {}", base::LogSessionId(t->session_id),
+                    base::LogStatus(written.status(), t->session_id));
       // An interrupted commit may have landed: a generation that matches nothing makes the
       // next operation read back whatever Redis holds.
       {

@@ -415,8 +415,9 @@ void Engine::Impl::OnPersisted(uint64_t seq, uint64_t version, absl::Status stat
   SessionState& st = states_[t->session_id];
   st.write_in_flight = false;
   if (!status.ok()) {
-    spdlog::error("sync snapshot of session {} version {} failed: {}", t->session_id, version,
-                  status.ToString());
+    spdlog::error("sync snapshot of session {} version {} failed: {}",
+                  base::LogSessionId(t->session_id), version,
+                  base::LogStatus(status, t->session_id));
     const std::string id = t->session_id;
     absl::Status reason = absl::UnavailableError(
         "the turn could not be written to the disk tier, so it was rolled back here (the "

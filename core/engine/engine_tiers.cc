@@ -14,8 +14,8 @@ absl::Status Engine::Impl::IndexStateDir() {
           absl::StrCat("file of session ", f.session_id, " holds session ", meta->session_id));
     }
     if (!meta.ok()) {
-      spdlog::warn("state dir: quarantining snapshot of session {}: {}", f.session_id,
-                   meta.status().ToString());
+      spdlog::warn("state dir: quarantining snapshot of session {}: {}",
+                   base::LogSessionId(f.session_id), base::LogStatus(meta.status(), f.session_id));
       (void)dir_->Quarantine(f.session_id, SnapshotErrorReason(meta.status()),
                              meta.status().ToString());
       continue;
@@ -104,7 +104,7 @@ absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t versi
       }
     }
     if (status.ok()) return status;
-    spdlog::error("reading session {} from Redis: {}", id, status.ToString());
+    spdlog::error("reading session {} from Redis: {}", base::LogSessionId(id), base::LogStatus(status, id));
     if (absl::IsAborted(status) || absl::IsUnavailable(status)) {
       return absl::Status(status.code(), absl::StrCat("could not restore session ", id,
                                                       " from the shared Redis tier: ",
@@ -116,7 +116,7 @@ absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t versi
   absl::StatusOr<std::string> bytes = dir_->Read(id);
   if (!bytes.ok()) {
     // The file's errors name server paths: they go to the log, not to the client.
-    spdlog::error("reading the snapshot of session {}: {}", id, bytes.status().ToString());
+    spdlog::error("reading the snapshot of session {}: {}", base::LogSessionId(id), base::LogStatus(bytes.status(), id));
     return absl::DataLossError(
         absl::IsNotFound(bytes.status())
             ? absl::StrCat("the stored state of session ", id,
@@ -137,7 +137,7 @@ absl::Status Engine::Impl::ReadStoredState(const std::string& id, uint64_t versi
   }
   if (status.ok()) return status;
   if (absl::IsDataLoss(status) || absl::IsFailedPrecondition(status)) {
-    spdlog::warn("quarantining the snapshot of session {}: {}", id, status.ToString());
+    spdlog::warn("quarantining the snapshot of session {}: {}", base::LogSessionId(id), base::LogStatus(status, id));
     (void)dir_->Quarantine(id, SnapshotErrorReason(status), status.ToString());
   }
   return absl::DataLossError(
@@ -310,7 +310,7 @@ void Engine::Impl::DropState(const std::string& id) {
     io_->Submit([this, id] {
       absl::Status s = dir_->Remove(id);
       if (!s.ok() && !absl::IsNotFound(s)) {
-        spdlog::warn("could not remove the snapshot of deleted session {}: {}", id, s.ToString());
+        spdlog::warn("could not remove the snapshot of deleted session {}: {}", base::LogSessionId(id), base::LogStatus(s, id));
       }
     });
   }
@@ -437,8 +437,8 @@ void Engine::Impl::OnWriteDone(const std::string& id, uint64_t version, uint64_t
   } else {
     // The state stays in memory; a later commit, flush or spill writes it again (a new temp
     // file: a failed fsync is never retried on the same descriptor).
-    spdlog::error("snapshot write for session {} (version {}) failed: {}", id, version,
-                  status.ToString());
+    spdlog::error("snapshot write for session {} (version {}) failed: {}", base::LogSessionId(id),
+                  version, base::LogStatus(status, id));
   }
   NotifyDurable(id, status);
   if (states_.count(id) == 0) return;  // a waiter dropped the session
@@ -516,7 +516,7 @@ void Engine::Impl::AckWhenDurable(const std::string& id, SessionInfo info, bool 
       // A copy Redis already took would otherwise outlive the refused session.
       if (redis_ != nullptr) io_->Submit([this, id] { (void)DeleteShared(id); });
     }
-    spdlog::error("session {} could not be made durable: {}", id, s.ToString());
+    spdlog::error("session {} could not be made durable: {}", base::LogSessionId(id), base::LogStatus(s, id));
     done(absl::UnavailableError(absl::StrCat(
         "session ", id, " could not be written to the disk tier (the server log has the error)")));
   });
