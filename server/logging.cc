@@ -127,6 +127,11 @@ void GrpcLogToSpdlog(gpr_log_func_args* args) {
       .Log(GrpcLevel(args->severity));
 }
 
+// After TearDownLogging: plain stderr, nothing that a static destructor may have freed.
+void GrpcLogToStderr(gpr_log_func_args* args) {
+  std::fprintf(stderr, "grpc: %s\n", args->message == nullptr ? "" : args->message);
+}
+
 void ProtobufLogToSpdlog(google::protobuf::LogLevel level, const char* filename, int line,
                          const std::string& message) {
   spdlog::level::level_enum l = spdlog::level::info;
@@ -147,6 +152,12 @@ LogFormat ParseLogFormat(std::string_view name) {
 std::unique_ptr<spdlog::formatter> NewLogFormatter(LogFormat format) {
   if (format == LogFormat::kJson) return std::make_unique<JsonFormatter>();
   return std::make_unique<spdlog::pattern_formatter>(kTextPattern);
+}
+
+void TearDownLogging() {
+  gpr_set_log_function(GrpcLogToStderr);
+  google::protobuf::SetLogHandler(nullptr);
+  spdlog::shutdown();
 }
 
 void SetUpLogging(const std::string& level, LogFormat format) {

@@ -34,6 +34,9 @@ LogFormat ParseLogFormat(std::string_view name);
 
 // Installs the "xlstmd" stderr logger as spdlog's default, at `level` (an spdlog level name)
 // in `format`, and routes gRPC's and protobuf's own log output into it.
+// Hands gRPC's and protobuf's logging back to their defaults before exit, so a library thread
+// that logs during static destruction never reaches a destroyed spdlog registry.
+void TearDownLogging();
 void SetUpLogging(const std::string& level, LogFormat format);
 
 // The formatters SetUpLogging installs (tests use them on their own sinks).

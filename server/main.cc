@@ -129,6 +129,7 @@ int Main(int argc, char** argv) {
   model = absl::CancelledError("shut down");
   server->reset();
   spdlog::info("xlstmd stopped");
+  TearDownLogging();
   return kExitOk;
 }
 
