@@ -369,6 +369,10 @@ class Engine::Impl {
   // Turn commit: writes the final state to Redis with the version check; the turn commits
   // (or goes on to its disk write) when Redis has it, and rolls back when it does not.
   void StartSharedCommit(Turn& t);
+  // A finished turn's snapshot metadata as it will be once committed (and, for Redis, the
+  // version check of its write); moves the turn to kPersisting. nullopt after rolling it back
+  // when its session is gone.
+  std::optional<SnapshotMeta> BeginPersisting(Turn& t, ExpectedVersion* expected);
   void OnSharedCommit(uint64_t seq, absl::StatusOr<RedisManifest> written);
   // Removes the session from Redis (blocking: I/O threads).
   absl::Status DeleteShared(const std::string& id);

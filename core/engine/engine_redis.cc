@@ -40,7 +40,8 @@ absl::Status Engine::Impl::RunOnEngine(std::function<absl::Status()> fn) {
 
 absl::Status Engine::Impl::RedisUnavailable(const std::string& id, const absl::Status& cause) {
   // Redis errors name its address (and chunk keys): the log gets them, the client does not.
-  spdlog::error("Redis call for session {} failed: {}", base::LogSessionId(id), base::LogStatus(cause, id));
+  spdlog::error("Redis call for session {} failed: {}", base::LogSessionId(id),
+                base::LogStatus(cause, id));
   return absl::UnavailableError(
       absl::StrCat("the shared Redis tier could not serve session ", id, "; retry"));
 }
@@ -75,7 +76,8 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
       return absl::OkStatus();  // unknown everywhere: the operation answers NOT_FOUND
     }
     if (known) {
-      spdlog::warn("Redis lookup of session {} failed: {}", base::LogSessionId(id), base::LogStatus(manifest.status(), id));
+      spdlog::warn("Redis lookup of session {} failed: {}", base::LogSessionId(id),
+                   base::LogStatus(manifest.status(), id));
       return absl::OkStatus();  // go on with the local state; a commit re-checks
     }
     return RedisUnavailable(id, manifest.status());
@@ -102,7 +104,8 @@ absl::Status Engine::Impl::RefreshFromRedis(const std::string& owner, const std:
         absl::StrCat("it holds session ", meta->session_id, " version ", meta->version));
   }
   if (!meta.ok()) {
-    spdlog::error("Redis snapshot of session {} is unusable: {}", base::LogSessionId(id), base::LogStatus(meta.status(), id));
+    spdlog::error("Redis snapshot of session {} is unusable: {}", base::LogSessionId(id),
+                  base::LogStatus(meta.status(), id));
     if (known) return absl::OkStatus();
     return absl::DataLossError(
         absl::StrCat("the shared Redis tier's state of session ", id, " is unusable"));
@@ -126,7 +129,8 @@ void Engine::Impl::ForgetMissingFromRedis(const std::string& id, const std::stri
     if (dir_ != nullptr) {
       // Redis is a cache: it may have restarted or evicted the session. The disk tier holds
       // committed turns, so keep the session; its next commit stores it in Redis again.
-      spdlog::warn("Redis no longer holds session {}; keeping this server's copy", base::LogSessionId(id));
+      spdlog::warn("Redis no longer holds session {}; keeping this server's copy",
+                   base::LogSessionId(id));
       ForgetSessionLocked(it->second);
       it->second.redis_generation.clear();
       return;
@@ -291,28 +295,13 @@ absl::StatusOr<RedisManifest> Engine::Impl::PutSnapshot(const SnapshotMeta& meta
 }
 
 void Engine::Impl::StartSharedCommit(Turn& t) {
-  SnapshotMeta meta;
   ExpectedVersion expected = ExpectedVersion::Absent();
-  bool exists = false;
-  {
-    absl::MutexLock lock(&mu_);
-    if (SessionMeta* m = FindLocked(t.owner, t.session_id)) {
-      exists = true;
-      meta = MetaLocked(*m);
-      expected = RedisExpectedLocked(*m);
-    }
-  }
-  if (!exists) {  // RollBack takes mu_ itself
-    RollBack(t, absl::InternalError("session vanished during its turn"));
-    RemoveActive(&t);
-    return;
-  }
-  ApplyCommitToMeta(t, &meta);
+  std::optional<SnapshotMeta> meta = BeginPersisting(t, &expected);
+  if (!meta.has_value()) return;
   auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
   model_->ReadSlot(t.slot, state->data());
-  t.phase = Turn::Phase::kPersisting;
   const uint64_t seq = t.seq;
-  io_->Submit([this, seq, expected, meta = std::move(meta), state] {
+  io_->Submit([this, seq, expected, meta = *std::move(meta), state] {
     absl::StatusOr<RedisManifest> written = PutSnapshot(meta, expected, *state);
     PostCompletion([this, seq, written = std::move(written)]() mutable {
       OnSharedCommit(seq, std::move(written));

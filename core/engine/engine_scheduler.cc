@@ -375,29 +375,15 @@ void Engine::Impl::Finalize(Turn& t) {
     Commit(t);
     return;
   }
-  SnapshotMeta meta;
-  bool exists = false;
-  {
-    absl::MutexLock lock(&mu_);
-    if (SessionMeta* m = FindLocked(t.owner, t.session_id)) {
-      exists = true;
-      meta = MetaLocked(*m);
-    }
-  }
-  if (!exists) {  // RollBack takes mu_ itself
-    RollBack(t, absl::InternalError("session vanished during its turn"));
-    RemoveActive(&t);
-    return;
-  }
-  ApplyCommitToMeta(t, &meta);
+  std::optional<SnapshotMeta> meta = BeginPersisting(t, nullptr);
+  if (!meta.has_value()) return;
   auto state = std::make_shared<std::vector<float>>(FloatsPerSlot());
   model_->ReadSlot(t.slot, state->data());
-  t.phase = Turn::Phase::kPersisting;
   // An async write of an older version may still be running for this session; the sync
   // write waits behind it so the file only ever moves forward.
   SessionState& st = states_[t.session_id];
   const uint64_t seq = t.seq;
-  auto write = [this, seq, meta = std::move(meta), state]() mutable {
+  auto write = [this, seq, meta = *std::move(meta), state]() mutable {
     SubmitWrite(std::move(meta), std::move(state),
                 [this, seq](uint64_t version, absl::Status s) { OnPersisted(seq, version, s); });
   };
@@ -447,6 +433,25 @@ void Engine::Impl::OnPersisted(uint64_t seq, uint64_t version, absl::Status stat
     NotifyDurable(id, absl::OkStatus());
   }
   if (states_.count(id) != 0) RunPendingWrite(id);
+}
+
+std::optional<SnapshotMeta> Engine::Impl::BeginPersisting(Turn& t, ExpectedVersion* expected) {
+  std::optional<SnapshotMeta> meta;
+  {
+    absl::MutexLock lock(&mu_);
+    if (SessionMeta* m = FindLocked(t.owner, t.session_id)) {
+      meta = MetaLocked(*m);
+      if (expected != nullptr) *expected = RedisExpectedLocked(*m);
+    }
+  }
+  if (!meta.has_value()) {  // a bug: busy sessions are never deleted; RollBack takes mu_
+    RollBack(t, absl::InternalError("session vanished during its turn"));
+    RemoveActive(&t);
+    return std::nullopt;
+  }
+  ApplyCommitToMeta(t, &*meta);
+  t.phase = Turn::Phase::kPersisting;
+  return meta;
 }
 
 // What a commit of `t` does to the session's snapshot metadata.
