@@ -47,11 +47,14 @@ start_daemon_info() {
   --prompt-len 16 >"$work/inproc_before.jsonl"
 start_daemon_info
 IFS=, read -r -a sessions_arr <<<"$sessions_list"
-# Decode throughput: short prompts, long replies, so the decode phase dominates; the figure
-# compared is decode_tokens_per_s (ids after each turn's first / union of decode intervals).
+# Decode throughput: short prompts, long replies (400 tokens), so the decode phase dominates:
+# all sessions start together but reach their first token over ~1 s of prefill, and the
+# batch is smaller while they ramp up and down; with short replies that ramp would dominate
+# the figure compared, decode_tokens_per_s (ids after each turn's first / union of decode
+# intervals), which measures steady-state decoding.
 for n in "${sessions_arr[@]}"; do
   nice -n 19 "$bin/xlstm" loadgen --server "$addr" --sessions "$n" --turns 1 --prompt-tokens 16 \
-    --max-tokens 128 --channels 1 >"$work/load_$n.json"
+    --max-tokens 400 --channels 1 >"$work/load_$n.json"
 done
 # TTFT by turn: one conversation of $turns turns, stateful and --replay.
 "$bin/xlstm" loadgen --server "$addr" --sessions 1 --turns "$turns" --prompt-tokens 32 \
