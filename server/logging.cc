@@ -10,7 +10,7 @@
 #include "core/base/log_id.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 #include "google/protobuf/stubs/logging.h"
 #include "grpc/support/log.h"
 #include "spdlog/pattern_formatter.h"

@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/tokenizer/bpe_tokenizer.h"
 #include "core/tokenizer/tokenizer.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
 #include "core/base/flags.h"

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/check.h"
+#include "core/base/utf8.h"
 
 namespace xlstmd::base {
 namespace {
@@ -111,48 +112,6 @@ std::string EscapeHelp(std::string_view help) {
   return out;
 }
 
-std::string SanitizeUtf8(std::string_view s) {
-  static constexpr char kReplacement[] = "\xEF\xBF\xBD";
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    size_t len = 0;
-    uint32_t cp = 0;
-    if (b < 0x80) {
-      out += s[i++];
-      continue;
-    } else if ((b & 0xE0) == 0xC0) {
-      len = 2;
-      cp = b & 0x1F;
-    } else if ((b & 0xF0) == 0xE0) {
-      len = 3;
-      cp = b & 0x0F;
-    } else if ((b & 0xF8) == 0xF0) {
-      len = 4;
-      cp = b & 0x07;
-    }
-    bool ok = len > 0 && i + len <= s.size();
-    for (size_t k = 1; ok && k < len; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      ok = (c & 0xC0) == 0x80;
-      cp = (cp << 6) | (c & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are invalid too.
-    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (ok && (cp < kMin[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)) ok = false;
-    if (ok) {
-      out.append(s.substr(i, len));
-      i += len;
-    } else {
-      out += kReplacement;
-      ++i;
-    }
-  }
-  return out;
-}
-
 bool IsValidMetricName(std::string_view name) {
   if (name.empty() || !IsNameStart(name[0], true)) return false;
   return std::all_of(name.begin(), name.end(), [](char c) { return IsNameChar(c, true); });
@@ -219,7 +178,7 @@ LabelValues FamilyBase::Sanitize(const LabelValues& values) const {
   XLSTMD_CHECK(values.size() == label_names_.size());
   LabelValues out;
   out.reserve(values.size());
-  for (const std::string& v : values) out.push_back(SanitizeUtf8(v));
+  for (const std::string& v : values) out.push_back(core::Utf8Lossy(v));
   return out;
 }
 

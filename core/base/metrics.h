@@ -173,8 +173,6 @@ std::string FormatMetricValue(double value);
 std::string EscapeLabelValue(std::string_view value);
 // HELP text escaping: backslash and newline.
 std::string EscapeHelp(std::string_view help);
-// Valid UTF-8 kept, every invalid byte replaced by U+FFFD.
-std::string SanitizeUtf8(std::string_view s);
 bool IsValidMetricName(std::string_view name);
 bool IsValidLabelName(std::string_view name);
 

@@ -35,7 +35,7 @@
 #include "core/state/snapshot.h"
 #include "core/state/snapshot_store.h"
 #include "core/tokenizer/incremental_detokenizer.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 #include "spdlog/spdlog.h"
 
 namespace xlstmd::core {

@@ -16,12 +16,13 @@
 #include <tuple>
 #include <utility>
 
-#include "core/base/scoped_fd.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "core/base/scoped_fd.h"
 #include "core/base/status_macros.h"
+#include "core/base/utf8.h"
 #include "core/model/json_file.h"
 #include "nlohmann/json.hpp"
 
@@ -222,38 +223,6 @@ uint64_t ReadLe64(const unsigned char* p) {
 
 using base::ScopedFd;
 
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t len = 0;
-    uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c >> 5) == 0x6) {
-      len = 2, cp = c & 0x1f;
-    } else if ((c >> 4) == 0xe) {
-      len = 3, cp = c & 0x0f;
-    } else if ((c >> 3) == 0x1e) {
-      len = 4, cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc >> 6) != 0x2) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    // Reject overlong forms, surrogates and code points past U+10FFFF.
-    static constexpr uint32_t kMinForLen[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMinForLen[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += len;
-  }
-  return true;
-}
-
 absl::Status WriteAll(int fd, const void* data, size_t n, const std::filesystem::path& path) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
@@ -287,7 +256,7 @@ absl::StatusOr<std::string> BuildHeader(absl::Span<const TensorToWrite> tensors,
   if (!metadata.empty()) {
     nlohmann::ordered_json meta = nlohmann::ordered_json::object();
     for (const auto& [k, v] : metadata) {
-      if (!IsValidUtf8(k) || !IsValidUtf8(v)) {
+      if (!ValidateUtf8(k).ok() || !ValidateUtf8(v).ok()) {
         return BadFile(path, "metadata keys and values must be valid UTF-8");
       }
       meta[k] = v;
@@ -297,7 +266,7 @@ absl::StatusOr<std::string> BuildHeader(absl::Span<const TensorToWrite> tensors,
   std::set<std::string_view> seen;
   uint64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
-    if (t.name.empty() || t.name == kMetadataKey || !IsValidUtf8(t.name)) {
+    if (t.name.empty() || t.name == kMetadataKey || !ValidateUtf8(t.name).ok()) {
       return BadTensor(path, t.name, "name must be non-empty valid UTF-8 and not __metadata__");
     }
     if (!seen.insert(t.name).second) return BadTensor(path, t.name, "duplicate tensor name");

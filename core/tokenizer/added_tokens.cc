@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "core/tokenizer/pretokenizer.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 
 namespace xlstmd::core {
 namespace {

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/tokenizer/byte_level.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 
 namespace xlstmd::core {
 namespace {

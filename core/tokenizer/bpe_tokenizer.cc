@@ -8,7 +8,7 @@
 #include "core/model/json_file.h"
 #include "core/tokenizer/byte_level.h"
 #include "core/tokenizer/tokenizer_json.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 
 namespace xlstmd::core {
 

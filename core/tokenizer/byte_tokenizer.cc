@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 
 namespace xlstmd::core {
 

@@ -1,7 +1,7 @@
 #include "core/tokenizer/incremental_detokenizer.h"
 
 #include "core/base/status_macros.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 
 namespace xlstmd::core {
 

@@ -45,18 +45,6 @@ TEST(MetricsFormatTest, Escaping) {
   EXPECT_EQ(EscapeHelp("say \"hi\"\\\nnext"), "say \"hi\"\\\\\\nnext");
 }
 
-TEST(MetricsFormatTest, SanitizeUtf8) {
-  EXPECT_EQ(SanitizeUtf8("héllo €"), "héllo €");
-  EXPECT_EQ(SanitizeUtf8(std::string("a\xff"
-                                     "b")),
-            "a\xEF\xBF\xBD"
-            "b");
-  EXPECT_EQ(SanitizeUtf8(std::string("\xC0\xAF")), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
-  EXPECT_EQ(SanitizeUtf8(std::string("\xED\xA0\x80")),                           // surrogate
-            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
-  EXPECT_EQ(SanitizeUtf8(std::string("\xE2\x82")), "\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated
-}
-
 TEST(MetricsFormatTest, Names) {
   EXPECT_TRUE(IsValidMetricName("xlstmd_turns_total"));
   EXPECT_TRUE(IsValidMetricName("a:b_c9"));

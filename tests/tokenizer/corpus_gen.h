@@ -22,7 +22,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 
 namespace xlstmd::testing {
 

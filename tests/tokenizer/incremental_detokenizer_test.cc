@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "core/tokenizer/byte_tokenizer.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"

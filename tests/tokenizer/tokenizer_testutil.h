@@ -11,7 +11,7 @@
 
 #include "core/tokenizer/bpe_tokenizer.h"
 #include "core/tokenizer/byte_level.h"
-#include "core/tokenizer/utf8.h"
+#include "core/base/utf8.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 

@@ -1,9 +1,10 @@
-// UTF-8 helpers shared by the tokenizers: strict validation (RFC 3629: no surrogates, no
-// overlongs, nothing above U+10FFFF), code point stepping, and the lossy conversion that turns
+// UTF-8 helpers (tokenizers, request validation, snapshot and log text, metric labels):
+// strict validation (RFC 3629: no surrogates, no overlongs, nothing above U+10FFFF), code
+// point stepping, and the lossy conversion that turns
 // invalid bytes into U+FFFD the way WHATWG / Rust's from_utf8_lossy do (one U+FFFD per
 // "maximal subpart" of an ill-formed sequence). Pure functions; any thread.
-#ifndef XLSTMD_CORE_TOKENIZER_UTF8_H_
-#define XLSTMD_CORE_TOKENIZER_UTF8_H_
+#ifndef XLSTMD_CORE_BASE_UTF8_H_
+#define XLSTMD_CORE_BASE_UTF8_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -47,4 +48,4 @@ void AppendUtf8(char32_t cp, std::string* out);
 
 }  // namespace xlstmd::core
 
-#endif  // XLSTMD_CORE_TOKENIZER_UTF8_H_
+#endif  // XLSTMD_CORE_BASE_UTF8_H_
