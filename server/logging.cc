@@ -38,37 +38,41 @@ bool NeedsQuotes(std::string_view v) {
   return false;
 }
 
+// Appends `c` escaped for a quoted value: the five common escapes by name, other control
+// bytes with `control_format` (\xNN in text, \u00NN in JSON).
+void AppendEscaped(std::string* out, char c, const absl::FormatSpec<unsigned>& control_format) {
+  const auto u = static_cast<unsigned char>(c);
+  switch (c) {
+    case '"':
+      *out += "\\\"";
+      return;
+    case '\\':
+      *out += "\\\\";
+      return;
+    case '\n':
+      *out += "\\n";
+      return;
+    case '\r':
+      *out += "\\r";
+      return;
+    case '\t':
+      *out += "\\t";
+      return;
+    default:
+      if (u < 0x20 || u == 0x7f) {
+        *out += absl::StrFormat(control_format, static_cast<unsigned>(u));
+      } else {
+        *out += c;
+      }
+  }
+}
+
 // A text-mode value: quoted (with escapes) only when it must be, so the common case stays
 // readable and a value can never forge another field or a second line.
 std::string TextValue(std::string_view v, bool quote) {
   if (!quote) return std::string(v);
   std::string out = "\"";
-  for (char c : v) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (u < 0x20 || u == 0x7f) {
-          out += absl::StrFormat("\\x%02x", u);
-        } else {
-          out += c;
-        }
-    }
-  }
+  for (char c : v) AppendEscaped(&out, c, "\\x%02x");
   out += '"';
   return out;
 }
@@ -239,38 +243,7 @@ std::string JsonQuote(std::string_view s) {
   std::string out;
   out.reserve(valid.size() + 2);
   out += '"';
-  for (char c : valid) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (u < 0x20 || u == 0x7f) {
-          out += absl::StrFormat("\\u%04x", u);
-        } else {
-          out += c;
-        }
-    }
-  }
+  for (char c : valid) AppendEscaped(&out, c, "\\u%04x");
   out += '"';
   return out;
 }
