@@ -1,26 +1,19 @@
-// Engine: sessions, turns and the continuous-batching scheduler, transport-agnostic.
-//
-// One engine thread owns the model and its state slots (DESIGN.md §4). Each iteration it
-// runs session commands (create with system prompt, fork, delete), admits queued turns FIFO
-// while slots are free, prefills one fixed-size prompt piece per prefilling turn within a
-// token budget (so a long prompt delays others' decoding by at most one piece), runs one
-// batched Step for every decoding turn whose stream has room, samples, streams, and commits
-// or rolls back finished turns.
+// Engine: sessions, turns and the continuous-batching scheduler, transport-agnostic. A thin
+// facade over the engine's parts (docs/architecture.md): the session index (session_index.h),
+// the slot pool (slot_pool.h), the state tiers (state_tiers.h) and the scheduler
+// (scheduler.h), which owns the one engine thread that runs the model.
 //
 // Session state. A session's committed state is its recurrent state after exactly the tokens
 // it has reported: each committed turn's input ids followed by its generated ids, including
-// the final one (a stop token too: it is fed to the model before the turn commits). It lives
-// in a resident slot, in host memory (evicted to free a slot), or is the zero state. A turn
+// the final one (a stop token too: it is fed to the model before the turn commits). A turn
 // works on a copy in a separate slot; commit makes that slot the committed one and bumps the
 // version; cancel or failure frees it, so the session stays exactly at its previous version.
 //
-// Determinism. Prompt pieces are cut at fixed offsets from the turn's start and each turn has
-// its own Sampler (seeded per request), and the model's ops are batch-invariant, so a turn's
-// tokens do not depend on what else is running.
-//
 // Threading: every public method is thread-safe. StartTurn/GetSession/ListSessions answer on
-// the caller's thread; CreateSession/ForkSession/DeleteSession complete on the engine thread
-// and report through `done` (which must be quick and must not call back into the engine).
+// the caller's thread; the session commands complete on the engine thread (or an I/O thread
+// where noted) and report through `done`, which must be quick and must not call back into the
+// engine. No method blocks on I/O except GetSession with a Redis tier (a lookup bounded by
+// redis_timeout_ms) and FlushToDisk/WaitIdle, which wait by design.
 #ifndef XLSTMD_CORE_ENGINE_ENGINE_H_
 #define XLSTMD_CORE_ENGINE_ENGINE_H_
 
@@ -33,7 +26,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/engine/clock.h"
 #include "core/engine/engine_observer.h"
+#include "core/engine/session_meta.h"
+#include "core/engine/state_tiers.h"
 #include "core/engine/turn_stream.h"
 #include "core/model/xlstm_model.h"
 #include "core/sampling/sampling_config.h"
@@ -63,11 +60,7 @@ struct EngineOptions {
   // Disk tier directory ("" = none): snapshots of committed states, indexed at start and
   // loaded lazily, so sessions survive a restart.
   std::string state_dir;
-  enum class Durability {
-    kNone,   // snapshots are written only to spill states out of host memory
-    kAsync,  // every commit is also written in the background (loss window: the I/O queue)
-    kSync,   // a turn's `finished` is sent only after its snapshot is durable on disk
-  };
+  using Durability = core::Durability;  // state_tiers.h
   Durability durability = Durability::kNone;
   // Idle committed states held in host RAM after eviction from a slot. Over the budget they
   // spill to the disk tier; without one, the session count is capped so they always fit.
@@ -89,18 +82,11 @@ struct EngineOptions {
 
   // Metrics hooks (engine_observer.h); nullptr = none. Not owned; must outlive the engine.
   EngineObserver* observer = nullptr;
+  // Where the engine reads time (clock.h); nullptr = the real clocks. Not owned; must outlive
+  // the engine. Tests pass a FakeClock and advance it instead of sleeping.
+  Clock* clock = nullptr;
 };
 
-// A copy of a session's metadata.
-struct SessionInfo {
-  std::string session_id;
-  std::string owner;
-  uint64_t version = 0;
-  uint64_t token_count = 0;
-  int64_t created_unix_ms = 0;
-  int64_t updated_unix_ms = 0;
-  bool turn_running = false;
-};
 
 struct TurnRequest {
   std::string session_id;
@@ -113,6 +99,9 @@ struct TurnRequest {
   SamplingConfig sampling;  // wire defaults already mapped (top_p/penalty 0 -> 1)
   std::optional<uint64_t> expected_version;
   std::string request_id;  // "" = no idempotency key
+  // With a Redis tier the session is looked up there first, on the I/O pool: a lookup that
+  // ends after this deadline ends the turn with DEADLINE_EXCEEDED.
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct EngineStats {
@@ -151,14 +140,16 @@ class Engine {
                                                         const EngineOptions& options);
   ~Engine();  // cancels everything and joins the engine thread
 
-  // Starts one turn. Fails fast, on the caller's thread, with: NOT_FOUND (unknown session or
+  // Starts one turn. Never blocks on I/O. Fails fast, on the caller's thread, with: NOT_FOUND (unknown session or
   // another owner's), ABORTED (a turn is already running on the session; expected_version
   // differs), ALREADY_EXISTS (request_id already committed on the session: message names
   // the version), INVALID_ARGUMENT (no input, empty tokens, invalid UTF-8, id outside the
   // vocabulary, bad sampling params, request_id too long), RESOURCE_EXHAUSTED (prompt longer
   // than max_prompt_tokens, max_tokens above the limit, queue full), UNAVAILABLE (draining).
   // On success the session is marked busy and the returned stream will deliver the turn's
-  // events; `wakeup` is installed on it before any event can be pushed.
+  // events; `wakeup` is installed on it before any event can be pushed. With a Redis tier the
+  // session checks come after the Redis lookup: their errors then close the stream instead
+  // (no event is pushed first).
   absl::StatusOr<std::shared_ptr<TurnStream>> StartTurn(TurnRequest request,
                                                         std::function<void()> wakeup);
 

@@ -165,15 +165,18 @@ TEST(EngineObserverTest, HostBudgetSpillsToDiskAndRestoresFromIt) {
 }
 
 TEST(EngineObserverTest, IdleExpiryIsAnEviction) {
+  FakeClock clock;
   RecordingObserver obs;
   EngineOptions opts;
   opts.observer = &obs;
   opts.idle_ttl_ms = 100;
+  opts.clock = &clock;
   Harness h = MakeEngine(opts);
   const std::string id = NewSession(*h.engine);
   ASSERT_TRUE(RunTurn(*h.engine, id, {1}, 2).status.ok());
-  for (int i = 0; i < 200 && obs.evicted(EvictionReason::kIdleTtl) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  clock.Advance(std::chrono::milliseconds(1500));
+  for (int i = 0; i < 5000 && obs.evicted(EvictionReason::kIdleTtl) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   EXPECT_EQ(obs.evicted(EvictionReason::kIdleTtl), 1);
   EXPECT_EQ(h.engine->GetSession("", id).status().code(), absl::StatusCode::kNotFound);

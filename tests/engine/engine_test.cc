@@ -337,31 +337,39 @@ TEST(EngineTest, CancelAllRollsBackWithTheReason) {
 }
 
 TEST(EngineTest, TurnsPastTheServerLimitAreRolledBack) {
+  FakeClock clock;
   EngineOptions opts;
   opts.max_turn_ms = 100;
   opts.stream_buffer_events = 2;
+  opts.clock = &clock;
   Harness h = MakeEngine(opts);
   SessionInfo s = NewSession(*h.engine);
   Collector c;
-  // Nobody reads: the turn pauses on its full stream until the limit rolls it back.
+  // Nobody reads: the turn pauses on its full stream until the limit rolls it back. Moving
+  // the clock wakes the engine, which then sees the turn is over its limit.
   auto stalled = h.engine->StartTurn(Tokens(s.session_id, {1}, 50), c.Wakeup());
   ASSERT_TRUE(stalled.ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  // The stalled turn wakes the engine only via the room callback, so nudge it with work.
-  SessionInfo other = NewSession(*h.engine);
-  EXPECT_TRUE(RunTurn(*h.engine, Tokens(other.session_id, {2}, 2)).status.ok());
+  clock.Advance(std::chrono::milliseconds(300));
   EXPECT_EQ(c.Drain(**stalled).status.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(h.engine->GetSession("", s.session_id)->version, 0u);
 }
 
 TEST(EngineTest, IdleSessionsExpire) {
+  FakeClock clock;
   EngineOptions opts;
   opts.idle_ttl_ms = 200;
+  opts.clock = &clock;
   Harness h = MakeEngine(opts);
   SessionInfo s = NewSession(*h.engine);
   ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {1})).status.ok());
-  for (int i = 0; i < 100 && h.engine->GetSession("", s.session_id).ok(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  clock.Advance(std::chrono::milliseconds(100));
+  ASSERT_TRUE(h.engine->WaitIdle(1000));
+  EXPECT_TRUE(h.engine->GetSession("", s.session_id).ok());  // not idle long enough yet
+  clock.Advance(std::chrono::milliseconds(1500));
+  // The sweep runs on the engine thread after the jump: poll for it (the clock, not this
+  // wait, is what makes the session expire).
+  for (int i = 0; i < 5000 && h.engine->GetSession("", s.session_id).ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   EXPECT_EQ(h.engine->GetSession("", s.session_id).status().code(), absl::StatusCode::kNotFound);
 }

@@ -1,0 +1,41 @@
+// ModelAdapter: the loaded XlstmModel seen through the two narrow interfaces the engine's
+// parts use — SlotStore (the tiers' state copies) and ModelRunner (the scheduler's forward
+// passes) — so each part can be tested with a fake instead of a model.
+#ifndef XLSTMD_CORE_ENGINE_MODEL_ADAPTER_H_
+#define XLSTMD_CORE_ENGINE_MODEL_ADAPTER_H_
+
+#include "core/engine/scheduler.h"
+#include "core/engine/state_tiers.h"
+#include "core/model/xlstm_model.h"
+
+namespace xlstmd::core {
+
+class ModelAdapter final : public SlotStore, public ModelRunner {
+ public:
+  explicit ModelAdapter(XlstmModel* model) : model_(model) {}
+
+  size_t floats_per_slot() const override {
+    return model_->state_layout().bytes_per_slot() / sizeof(float);
+  }
+  void Read(int32_t slot, float* dst) override { model_->ReadSlot(slot, dst); }
+  void Write(int32_t slot, const float* src) override { model_->WriteSlot(slot, src); }
+  void Copy(int32_t from, int32_t to) override { model_->CopySlot(from, to); }
+  void Reset(int32_t slot) override { model_->ResetSlot(slot); }
+
+  int32_t vocab_size() const override { return static_cast<int32_t>(model_->vocab_size()); }
+  absl::Status Prefill(absl::Span<const PrefillSequence> seqs, const PrefillOptions& options,
+                       std::vector<float>* logits) override {
+    return model_->Prefill(seqs, options, logits);
+  }
+  absl::Status Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
+                    std::vector<float>* logits) override {
+    return model_->Step(tokens, slots, logits);
+  }
+
+ private:
+  XlstmModel* const model_;
+};
+
+}  // namespace xlstmd::core
+
+#endif  // XLSTMD_CORE_ENGINE_MODEL_ADAPTER_H_

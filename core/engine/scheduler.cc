@@ -1,0 +1,429 @@
+// The scheduler loop: admission, prefill pieces, batched decode, sampling and streaming.
+#include "core/engine/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace xlstmd::core {
+
+void Signal::Notify() {
+  absl::MutexLock lock(&mu_);
+  dirty_ = true;
+  cv_.SignalAll();
+}
+
+void Signal::Wait(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  if (!dirty_) cv_.WaitWithTimeout(&mu_, timeout);
+  dirty_ = false;
+}
+
+Scheduler::Scheduler(const Options& options, ModelRunner* model, SessionIndex* index,
+                     const Tokenizer* tokenizer, const ChatTemplate* chat_template, Clock* clock)
+    : options_(options),
+      model_(model),
+      index_(index),
+      tokenizer_(tokenizer),
+      template_(chat_template),
+      clock_(clock),
+      signal_(std::make_shared<Signal>()) {
+  std::shared_ptr<Signal> signal = signal_;
+  clock_->OnJump([signal] { signal->Notify(); });
+}
+
+Scheduler::~Scheduler() { Stop(); }
+
+void Scheduler::Start(StateTiers* tiers) {
+  tiers_ = tiers;
+  last_sweep_ = clock_->Now();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Scheduler::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  signal_->Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+namespace {
+
+absl::Status QueueFull(int32_t depth) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the turn queue is full (", depth, " waiting); retry later"));
+}
+
+}  // namespace
+
+absl::Status Scheduler::CheckAdmits() const {
+  absl::MutexLock lock(&mu_);
+  if (draining_ || stopping_) return ServerUnavailable();
+  if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
+    return QueueFull(options_.queue_depth);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_ || stopping_) return ServerUnavailable();
+    if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
+      return QueueFull(options_.queue_depth);
+    }
+    queue_.push_back(std::move(turn));
+  }
+  signal_->Notify();
+  return absl::OkStatus();
+}
+
+void Scheduler::Post(std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    posted_.push_back(std::move(fn));
+  }
+  signal_->Notify();
+}
+
+void Scheduler::BeginDrain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+bool Scheduler::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+bool Scheduler::WaitIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return queue_.empty() && running_ == 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
+void Scheduler::CancelAll(absl::Status reason) {
+  {
+    absl::MutexLock lock(&mu_);
+    cancel_all_ = std::move(reason);
+  }
+  signal_->Notify();
+}
+
+int32_t Scheduler::queued() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int32_t>(queue_.size());
+}
+
+int32_t Scheduler::running() const {
+  absl::MutexLock lock(&mu_);
+  return running_;
+}
+
+// Takes what the other threads left for this iteration; false once stopping.
+bool Scheduler::TakeWork(std::vector<std::function<void()>>* posted,
+                         std::vector<std::unique_ptr<Turn>>* admitted,
+                         std::vector<std::unique_ptr<Turn>>* dropped,
+                         std::optional<absl::Status>* cancel_all) {
+  absl::MutexLock lock(&mu_);
+  posted->swap(posted_);
+  if (cancel_all_.has_value()) {
+    *cancel_all = std::move(cancel_all_);
+    cancel_all_.reset();
+  }
+  // A queued turn whose client left must release its session (and queue place) now, not when
+  // it would have been admitted.
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (!(*it)->create_only && (*it)->stream->cancel_requested()) {
+      dropped->push_back(std::move(*it));
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const int32_t cap = std::min(options_.max_batch, options_.slots);
+  while (!stopping_ && !cancel_all->has_value() && !queue_.empty() &&
+         static_cast<int32_t>(active_.size() + admitted->size()) < cap) {
+    admitted->push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  running_ = static_cast<int32_t>(active_.size() + admitted->size());
+  return !stopping_;
+}
+
+// Rolls back everything but the turns whose final state is being stored (their write is in
+// flight and decides).
+void Scheduler::Shutdown(std::vector<std::unique_ptr<Turn>>& admitted,
+                         const absl::Status& reason) {
+  for (auto& t : admitted) RollBack(*t, reason);
+  admitted.clear();
+  std::vector<std::unique_ptr<Turn>> persisting;
+  for (auto& t : active_) {
+    if (t->phase == Turn::Phase::kPersisting) {
+      persisting.push_back(std::move(t));
+    } else {
+      RollBack(*t, reason);
+    }
+  }
+  active_ = std::move(persisting);
+  std::deque<std::unique_ptr<Turn>> queued;
+  {
+    absl::MutexLock lock(&mu_);
+    queued.swap(queue_);
+  }
+  for (auto& t : queued) RollBack(*t, reason);
+  UpdateRunning();
+}
+
+void Scheduler::Loop() {
+  while (true) {
+    std::vector<std::function<void()>> posted;
+    std::vector<std::unique_ptr<Turn>> admitted, dropped;
+    std::optional<absl::Status> cancel_all;
+    const bool running = TakeWork(&posted, &admitted, &dropped, &cancel_all);
+    for (auto& fn : posted) fn();
+    for (auto& t : dropped) RollBack(*t, t->stream->cancel_reason());
+    if (!running || cancel_all.has_value()) {
+      Shutdown(admitted, cancel_all.value_or(absl::UnavailableError("the server is shutting down")));
+      if (!running) return;
+      continue;
+    }
+    for (size_t i = 0; i < admitted.size(); ++i) {
+      if (Admit(admitted[i])) continue;
+      // No slot can be freed until a spill write completes: put the rest back, in order.
+      absl::MutexLock lock(&mu_);
+      for (size_t j = admitted.size(); j-- > i;) queue_.push_front(std::move(admitted[j]));
+      break;
+    }
+    DropStopped();
+    const bool prefilled = PrefillPieces();
+    const bool stepped = DecodeStep();
+    UpdateRunning();
+    SweepIdle();
+    if (!prefilled && !stepped) signal_->Wait(absl::Seconds(1));
+  }
+}
+
+void Scheduler::UpdateRunning() {
+  absl::MutexLock lock(&mu_);
+  running_ = static_cast<int32_t>(active_.size());
+}
+
+// Takes a slot and loads the committed state into it; false when no slot is available yet.
+bool Scheduler::Admit(std::unique_ptr<Turn>& t) {
+  const int32_t slot = tiers_->TakeSlot();
+  if (slot < 0) return false;
+  t->admitted = clock_->Now();
+  t->slot = slot;
+  t->seq = ++turn_seq_;
+  Turn* turn = t.get();
+  active_.push_back(std::move(t));
+  if (turn->create_only) {
+    tiers_->LoadZero(slot);
+    BeginRunning(*turn);
+    return true;
+  }
+  // The turn works on a copy, so the committed state survives a cancel untouched.
+  turn->phase = Turn::Phase::kRestoring;
+  const uint64_t seq = turn->seq;
+  tiers_->LoadInto(
+      turn->session_id, turn->base_version, slot,
+      [this, seq] {
+        Turn* t = FindActive(seq);
+        return t != nullptr && t->phase == Turn::Phase::kRestoring;
+      },
+      [this, seq](absl::Status s) { OnLoaded(seq, std::move(s)); });
+  return true;
+}
+
+void Scheduler::OnLoaded(uint64_t seq, absl::Status status) {
+  Turn* t = FindActive(seq);
+  if (t == nullptr || t->phase != Turn::Phase::kRestoring) return;
+  if (!status.ok()) return FailTurns({t}, status);
+  BeginRunning(*t);
+}
+
+Turn* Scheduler::FindActive(uint64_t seq) {
+  for (auto& a : active_) {
+    if (a->seq == seq) return a.get();
+  }
+  return nullptr;
+}
+
+// The turn's state is in its slot: set up sampling and streaming and start prefilling.
+void Scheduler::BeginRunning(Turn& t) {
+  t.phase = Turn::Phase::kPrefill;
+  if (t.create_only) return;
+  if (t.rewind_point.has_value()) t.rewind_point->state = tiers_->CaptureSlot(t.slot);
+  auto sampler = Sampler::Create(t.sampling, model_->vocab_size(), t.seed, options_.sampling);
+  if (!sampler.ok()) {
+    // Validated in StartTurn; reaching here is a bug, reported rather than crashed on.
+    return FailTurns({&t}, absl::InternalError(sampler.status().message()));
+  }
+  t.sampler.emplace(std::move(*sampler));
+  t.sampler->Observe(t.input);
+  std::vector<int32_t> stop_ids = t.sampling.stop_token_ids;
+  std::vector<std::string> stop_strings = t.sampling.stop;
+  if (t.is_message) {
+    // The template's stops end a chat reply; a raw-token turn stops only where asked.
+    stop_ids.insert(stop_ids.end(), template_->stop_token_ids.begin(),
+                    template_->stop_token_ids.end());
+    stop_strings.insert(stop_strings.end(), template_->stop_strings.begin(),
+                        template_->stop_strings.end());
+  }
+  t.stop.emplace(std::move(stop_ids), std::move(stop_strings), t.max_tokens);
+  t.detok.emplace(*tokenizer_);
+  TurnEvent started;
+  started.kind = TurnEvent::Kind::kStarted;
+  started.input_ids = t.input;
+  started.base_version = t.base_version;
+  t.stream->Push(std::move(started));
+}
+
+// Rolls back turns whose client cancelled and turns past the server's time limit.
+void Scheduler::DropStopped() {
+  const auto now = clock_->Now();
+  const auto limit = std::chrono::milliseconds(options_.max_turn_ms);
+  for (size_t i = 0; i < active_.size();) {
+    Turn& t = *active_[i];
+    // A turn being persisted has finished: it commits whatever the client does now.
+    const bool stoppable = !t.create_only && t.phase != Turn::Phase::kPersisting;
+    if (stoppable && t.stream->cancel_requested()) {
+      RollBack(t, t.stream->cancel_reason());
+    } else if (stoppable && options_.max_turn_ms > 0 && now - t.enqueued > limit) {
+      RollBack(t, absl::DeadlineExceededError(absl::StrCat(
+                      "the turn ran past the server's limit of ", options_.max_turn_ms, " ms")));
+    } else {
+      ++i;
+      continue;
+    }
+    active_.erase(active_.begin() + static_cast<ptrdiff_t>(i));
+  }
+}
+
+// One prompt piece for each prefilling turn, in admission order, within the token budget (at
+// least one piece). Piece boundaries depend only on the turn, never on the load.
+bool Scheduler::PrefillPieces() {
+  std::vector<Turn*> turns;
+  std::vector<PrefillSequence> seqs;
+  int64_t budget = options_.prefill_token_budget;
+  for (auto& t : active_) {
+    if (t->phase != Turn::Phase::kPrefill) continue;
+    const size_t n = std::min<size_t>(options_.prefill_piece, t->input.size() - t->prefilled);
+    if (!seqs.empty() && static_cast<int64_t>(n) > budget) break;
+    seqs.push_back({absl::MakeConstSpan(t->input).subspan(t->prefilled, n), t->slot});
+    turns.push_back(t.get());
+    budget -= static_cast<int64_t>(n);
+  }
+  if (seqs.empty()) return false;
+  PrefillOptions popts;
+  popts.chunk_size = options_.prefill_chunk_size;
+  popts.logits = LogitsMode::kLast;
+  if (absl::Status s = model_->Prefill(seqs, popts, &logits_); !s.ok()) {
+    FailTurns(turns, absl::InternalError(absl::StrCat("model error: ", s.message())));
+    return true;
+  }
+  const size_t vocab = static_cast<size_t>(model_->vocab_size());
+  std::vector<Turn*> created;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    Turn& t = *turns[i];
+    t.prefilled += seqs[i].tokens.size();
+    if (t.prefilled < t.input.size()) continue;
+    t.prefill_done = clock_->Now();
+    if (t.create_only) {
+      created.push_back(&t);
+      continue;
+    }
+    t.phase = Turn::Phase::kDecode;
+    SampleAndEmit(t, absl::MakeConstSpan(logits_).subspan(i * vocab, vocab));
+  }
+  for (Turn* t : created) CommitCreate(*t);
+  return true;
+}
+
+bool Scheduler::DecodeStep() {
+  std::vector<Turn*> turns;
+  std::vector<int32_t> tokens, slots;
+  for (auto& t : active_) {
+    if (t->phase != Turn::Phase::kDecode) continue;
+    // A full stream pauses only its own turn; the final feed emits no delta, so it runs.
+    if (!t->final_pending && !t->stream->HasRoom()) continue;
+    if (static_cast<int32_t>(turns.size()) >= options_.max_batch) break;
+    turns.push_back(t.get());
+    tokens.push_back(t->pending_token);
+    slots.push_back(t->slot);
+  }
+  if (turns.empty()) return false;
+  const auto step_start = clock_->Now();  // metrics hook
+  if (absl::Status s = model_->Step(tokens, slots, &logits_); !s.ok()) {
+    FailTurns(turns, absl::InternalError(absl::StrCat("model error: ", s.message())));
+    return true;
+  }
+  if (options_.observer != nullptr) {  // metrics hook
+    options_.observer->OnDecodeStep(static_cast<int32_t>(turns.size()),
+                                    MsBetween(step_start, clock_->Now()) / 1000);
+  }
+  steps_.fetch_add(1, std::memory_order_relaxed);
+  const size_t vocab = static_cast<size_t>(model_->vocab_size());
+  std::vector<Turn*> done;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    Turn& t = *turns[i];
+    if (t.final_pending) {
+      done.push_back(&t);
+    } else {
+      SampleAndEmit(t, absl::MakeConstSpan(logits_).subspan(i * vocab, vocab));
+    }
+  }
+  for (Turn* t : done) Finalize(*t);
+  return true;
+}
+
+void Scheduler::SampleAndEmit(Turn& t, absl::Span<const float> logits) {
+  SampleInfo info;
+  const int32_t id = t.sampler->Sample(logits, t.sampling.logprobs > 0 ? &info : nullptr);
+  if (t.generated.empty()) t.first_token = clock_->Now();
+  t.generated.push_back(id);
+  generated_tokens_.fetch_add(1, std::memory_order_relaxed);
+  // Ids past the tokenizer's vocabulary (a model with a padded embedding) have no text.
+  std::string piece;
+  if (id < tokenizer_->vocab_size()) {
+    if (auto p = t.detok->Push(id); p.ok()) piece = std::move(*p);
+  }
+  StopChecker::Step step = t.stop->Feed(id, piece);
+  TurnEvent delta;
+  delta.kind = TurnEvent::Kind::kDelta;
+  delta.text = std::move(step.text);
+  if (step.finished()) {
+    t.finish = step.finish;
+    // Bytes of an unfinished character become U+FFFD at the end, unless they lie past a stop
+    // string (which cut them off).
+    std::string tail = t.detok->Finish();
+    if (step.finish != FinishReason::kStopString) delta.text += tail;
+    t.final_pending = true;
+  }
+  delta.token_ids.push_back(id);
+  if (t.sampling.logprobs > 0) {
+    delta.logprobs.push_back({id, info.logprob});
+    delta.top_logprobs = std::move(info.top_logprobs);
+  }
+  t.pending_token = id;
+  t.stream->Push(std::move(delta));
+}
+
+void Scheduler::SweepIdle() {
+  if (options_.idle_ttl_ms <= 0) return;
+  const auto now = clock_->Now();
+  if (now - last_sweep_ < std::chrono::seconds(1)) return;
+  last_sweep_ = now;
+  const std::vector<std::string> expired =
+      index_->ExpireIdle(std::chrono::milliseconds(options_.idle_ttl_ms));
+  for (const std::string& id : expired) {
+    tiers_->Drop(id);
+    if (options_.observer != nullptr) options_.observer->OnEviction(EvictionReason::kIdleTtl);
+  }
+}
+
+}  // namespace xlstmd::core

@@ -1,0 +1,149 @@
+// The ends of turns: rollback, and the commit path (Redis first, then the disk under sync
+// durability, then the session's new version).
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/check.h"
+#include "core/base/log_id.h"
+#include "core/engine/scheduler.h"
+#include "spdlog/spdlog.h"
+
+namespace xlstmd::core {
+
+// Leaves the session exactly at its committed version.
+void Scheduler::RollBack(Turn& t, absl::Status reason) {
+  tiers_->FreeSlot(t.slot);
+  t.slot = -1;
+  if (t.create_only) {
+    index_->CancelCreate();
+    t.create_done(std::move(reason));
+    return;
+  }
+  index_->Release(t.session_id);
+  t.stream->Close(std::move(reason));
+}
+
+void Scheduler::FailTurns(const std::vector<Turn*>& turns, const absl::Status& reason) {
+  for (Turn* t : turns) RollBack(*t, reason);
+  std::erase_if(active_, [&](const std::unique_ptr<Turn>& a) {
+    return std::find(turns.begin(), turns.end(), a.get()) != turns.end();
+  });
+}
+
+void Scheduler::RemoveActive(Turn* t) {
+  std::erase_if(active_, [t](const std::unique_ptr<Turn>& a) { return a.get() == t; });
+}
+
+// The turn's final token has been fed. Redis first (a version conflict must roll back before
+// anything else sees the turn), then the disk under sync durability, then the commit.
+void Scheduler::Finalize(Turn& t) {
+  const bool share = tiers_->shares_commits() && !t.shared;
+  if (!share && !tiers_->sync_commits()) return Commit(t);
+  auto preview = index_->PreviewCommit(t.session_id, t.Delta());
+  if (!preview.has_value()) {  // a bug: busy sessions are never deleted
+    RollBack(t, absl::InternalError("session vanished during its turn"));
+    return RemoveActive(&t);
+  }
+  t.phase = Turn::Phase::kPersisting;
+  HostState state = tiers_->CaptureSlot(t.slot);
+  const uint64_t seq = t.seq;
+  if (share) {
+    tiers_->ShareBeforeCommit(std::move(preview->first), preview->second, std::move(state),
+                              [this, seq](absl::StatusOr<RedisManifest> written) {
+                                OnShared(seq, std::move(written));
+                              });
+    return;
+  }
+  tiers_->PersistBeforeCommit(t.session_id, std::move(preview->first), std::move(state),
+                              [this, seq](absl::Status s) { OnPersisted(seq, std::move(s)); });
+}
+
+void Scheduler::OnShared(uint64_t seq, absl::StatusOr<RedisManifest> written) {
+  Turn* t = FindActive(seq);
+  XLSTMD_CHECK(t != nullptr);  // persisting turns are never dropped
+  if (!written.ok()) {
+    absl::Status reason;
+    if (absl::IsAborted(written.status())) {
+      reason = absl::AbortedError(absl::StrCat("session ", t->session_id,
+                                               " was changed by another server meanwhile; this "
+                                               "turn was rolled back: retry it"));
+    } else {
+      spdlog::error("Redis commit of session {} failed: {}", base::LogSessionId(t->session_id),
+                    base::LogStatus(written.status(), t->session_id));
+      // An interrupted commit may have landed: a generation that matches nothing makes the
+      // next operation read back whatever Redis holds.
+      index_->SetRedisGeneration(t->session_id, "stale");
+      reason = absl::UnavailableError(
+          "the turn could not be stored in the shared Redis tier, so it was rolled back "
+          "(the server log has the error); retry");
+    }
+    RollBack(*t, std::move(reason));
+    return RemoveActive(t);
+  }
+  index_->SetRedisGeneration(t->session_id, written->generation);
+  t->shared = true;
+  Finalize(*t);  // the disk write under sync, else the commit
+}
+
+void Scheduler::OnPersisted(uint64_t seq, absl::Status status) {
+  Turn* t = FindActive(seq);
+  XLSTMD_CHECK(t != nullptr);  // persisting turns are never dropped
+  if (status.ok()) return Commit(*t);
+  spdlog::error("sync snapshot of session {} failed: {}", base::LogSessionId(t->session_id),
+                base::LogStatus(status, t->session_id));
+  absl::Status reason = absl::UnavailableError(
+      "the turn could not be written to the disk tier, so it was rolled back here (the server "
+      "log has the error)");
+  if (t->shared) {
+    // Redis already holds the turn: other servers will serve it. Here, the next operation on
+    // the session adopts it from Redis again (a generation that matches nothing).
+    index_->SetRedisGeneration(t->session_id, "stale");
+    reason = absl::UnavailableError(
+        "the turn is stored in the shared Redis tier but could not be written to this server's "
+        "disk tier (the server log has the error); read the session again");
+  }
+  RollBack(*t, std::move(reason));
+  RemoveActive(t);
+}
+
+// The turn's slot becomes the session's committed state.
+void Scheduler::Commit(Turn& t) {
+  const auto now = clock_->Now();
+  std::optional<SessionIndex::Committed> committed = index_->Commit(t.session_id, t.Delta());
+  if (!committed.has_value()) {
+    // Busy sessions are never deleted, so this is a bug; fail the turn rather than crash.
+    RollBack(t, absl::InternalError("session vanished during its turn"));
+    return RemoveActive(&t);
+  }
+  TurnEvent fin;
+  fin.kind = TurnEvent::Kind::kFinished;
+  fin.finish_reason = t.finish;
+  fin.usage.prompt_tokens = static_cast<uint32_t>(t.input.size());
+  fin.usage.completion_tokens = static_cast<uint32_t>(t.generated.size());
+  fin.usage.queue_ms = MsBetween(t.enqueued, t.admitted);
+  fin.usage.prefill_ms = MsBetween(t.admitted, t.prefill_done);
+  fin.usage.first_token_ms = MsBetween(t.enqueued, t.first_token);
+  fin.usage.total_ms = MsBetween(t.enqueued, now);
+  fin.usage.history_tokens = committed->history_tokens;  // metrics hook: prefill avoided
+  fin.session_version = committed->version;
+  tiers_->InstallCommitted(t.session_id, t.slot, committed->version);
+  t.slot = -1;
+  if (t.shared) tiers_->MarkShared(t.session_id);
+  if (t.rewind_point.has_value()) tiers_->AddRewindPoint(t.session_id, *std::move(t.rewind_point));
+  t.stream->Push(std::move(fin));
+  t.stream->Close(absl::OkStatus());
+  RemoveActive(&t);
+}
+
+void Scheduler::CommitCreate(Turn& t) {
+  const SessionInfo info = index_->CompleteCreate(t.owner, t.input.size());
+  tiers_->InstallCommitted(info.session_id, t.slot, 0);
+  t.slot = -1;
+  auto done = std::move(t.create_done);
+  RemoveActive(&t);
+  tiers_->AckWhenStored(info.session_id, info, /*new_session=*/true, ExpectedVersion::Absent(),
+                        std::move(done));
+}
+
+}  // namespace xlstmd::core

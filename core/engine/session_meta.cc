@@ -1,0 +1,86 @@
+#include "core/engine/session_meta.h"
+
+#include <utility>
+
+namespace xlstmd::core {
+
+SessionMeta SessionMeta::FromSnapshot(const SnapshotMeta& s) {
+  SessionMeta m;
+  m.info.session_id = s.session_id;
+  m.info.owner = s.owner;
+  m.info.version = s.version;
+  m.info.token_count = s.token_count;
+  m.info.created_unix_ms = s.created_unix_ms;
+  m.info.updated_unix_ms = s.updated_unix_ms;
+  m.session_start_done = (s.flags & kFlagSessionStartDone) != 0;
+  m.reply_open = (s.flags & kFlagReplyOpen) != 0;
+  for (const CommittedRequest& r : s.recent_requests) {
+    m.request_order.push_back(r.request_id);
+    m.request_versions[r.request_id] = r.version;
+  }
+  return m;
+}
+
+SnapshotMeta SessionMeta::ToSnapshot() const {
+  SnapshotMeta out;
+  out.session_id = info.session_id;
+  out.owner = info.owner;
+  out.version = info.version;
+  out.token_count = info.token_count;
+  out.created_unix_ms = info.created_unix_ms;
+  out.updated_unix_ms = info.updated_unix_ms;
+  out.flags = (session_start_done ? kFlagSessionStartDone : 0) | (reply_open ? kFlagReplyOpen : 0);
+  for (const std::string& r : request_order) {
+    out.recent_requests.push_back({r, request_versions.at(r)});
+  }
+  return out;
+}
+
+void SessionMeta::ApplyCommit(const CommitDelta& delta, int64_t now_unix_ms) {
+  info.version += 1;
+  info.token_count += delta.tokens;
+  info.updated_unix_ms = now_unix_ms;
+  if (delta.adds_session_start) session_start_done = true;
+  reply_open = delta.is_message;
+  if (delta.request_id.empty()) return;
+  request_versions[delta.request_id] = info.version;
+  request_order.push_back(delta.request_id);
+  if (request_order.size() > kRequestIdsPerSession) {
+    request_versions.erase(request_order.front());
+    request_order.pop_front();
+  }
+}
+
+void SessionMeta::RewindTo(const RewindPoint& point, int64_t now_unix_ms) {
+  info.version = point.version;
+  info.token_count = point.token_count;
+  info.updated_unix_ms = now_unix_ms;
+  session_start_done = point.session_start_done;
+  reply_open = point.reply_open;
+  std::deque<std::string> kept;
+  for (const std::string& r : request_order) {
+    if (request_versions[r] <= point.version) {
+      kept.push_back(r);
+    } else {
+      request_versions.erase(r);
+    }
+  }
+  request_order = std::move(kept);
+}
+
+RewindPoint SessionMeta::ToRewindPoint() const {
+  RewindPoint p;
+  p.version = info.version;
+  p.token_count = info.token_count;
+  p.session_start_done = session_start_done;
+  p.reply_open = reply_open;
+  return p;
+}
+
+std::optional<uint64_t> SessionMeta::CommittedVersionOf(const std::string& request_id) const {
+  auto it = request_versions.find(request_id);
+  if (it == request_versions.end()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace xlstmd::core

@@ -1,0 +1,128 @@
+// Fakes for the engine's parts: state slots in a vector, a model whose next token is the
+// last one plus one, and a post queue the test runs by hand (the scheduler thread's stand-in).
+#ifndef XLSTMD_TESTS_ENGINE_PARTS_TESTUTIL_H_
+#define XLSTMD_TESTS_ENGINE_PARTS_TESTUTIL_H_
+
+#include <deque>
+#include <functional>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "core/engine/scheduler.h"
+#include "core/engine/state_tiers.h"
+#include "core/model/state_layout.h"
+
+namespace xlstmd::core::engine_testing {
+
+class FakeSlots : public SlotStore {
+ public:
+  FakeSlots(int32_t slots, size_t floats) : data_(slots, std::vector<float>(floats, 0.0f)) {}
+  size_t floats_per_slot() const override { return data_[0].size(); }
+  void Read(int32_t slot, float* dst) override {
+    std::copy(data_[slot].begin(), data_[slot].end(), dst);
+  }
+  void Write(int32_t slot, const float* src) override {
+    std::copy(src, src + data_[slot].size(), data_[slot].begin());
+  }
+  void Copy(int32_t from, int32_t to) override { data_[to] = data_[from]; }
+  void Reset(int32_t slot) override { std::fill(data_[slot].begin(), data_[slot].end(), 0.0f); }
+  std::vector<float>& at(int32_t slot) { return data_[slot]; }
+
+ private:
+  std::vector<std::vector<float>> data_;
+};
+
+// Runs posted functions when the test says so (or from another thread with RunUntil).
+class PostQueue {
+ public:
+  PostFn Fn() {
+    return [this](std::function<void()> fn) {
+      absl::MutexLock lock(&mu_);
+      q_.push_back(std::move(fn));
+    };
+  }
+  // Runs what is queued now and what that queues, until empty.
+  void RunAll() {
+    while (true) {
+      std::function<void()> fn;
+      {
+        absl::MutexLock lock(&mu_);
+        if (q_.empty()) return;
+        fn = std::move(q_.front());
+        q_.pop_front();
+      }
+      fn();
+    }
+  }
+  // Runs posted work until `pred` holds (I/O threads post asynchronously).
+  template <typename Pred>
+  bool RunUntil(Pred pred, int max_iterations = 20000) {
+    for (int i = 0; i < max_iterations; ++i) {
+      RunAll();
+      if (pred()) return true;
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(
+                               +[](std::deque<std::function<void()>>* q) { return !q->empty(); },
+                               &q_),
+                           absl::Milliseconds(5));
+    }
+    return pred();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> q_ ABSL_GUARDED_BY(mu_);
+};
+
+// Logits that make greedy sampling pick (last fed token + 1) % vocab; the slot's first float
+// counts the tokens it has seen, so tests can see which state a turn continued from.
+class FakeModel : public ModelRunner {
+ public:
+  FakeModel(FakeSlots* slots, int32_t vocab) : slots_(slots), vocab_(vocab) {}
+  int32_t vocab_size() const override { return vocab_; }
+  absl::Status Prefill(absl::Span<const PrefillSequence> seqs, const PrefillOptions& options,
+                       std::vector<float>* logits) override {
+    logits->assign(seqs.size() * vocab_, 0.0f);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      slots_->at(seqs[i].slot)[0] += static_cast<float>(seqs[i].tokens.size());
+      (*logits)[i * vocab_ + (seqs[i].tokens.back() + 1) % vocab_] = 1.0f;
+    }
+    ++prefills;
+    return absl::OkStatus();
+  }
+  absl::Status Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
+                    std::vector<float>* logits) override {
+    logits->assign(tokens.size() * vocab_, 0.0f);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      slots_->at(slots[i])[0] += 1.0f;
+      (*logits)[i * vocab_ + (tokens[i] + 1) % vocab_] = 1.0f;
+    }
+    ++steps;
+    return absl::OkStatus();
+  }
+  int prefills = 0;
+  int steps = 0;
+
+ private:
+  FakeSlots* slots_;
+  int32_t vocab_;
+};
+
+inline const StateLayout& TinyLayout() {
+  static const StateLayout layout = StateLayout::ForMlstmStack(1, 1, 2, 2);
+  return layout;
+}
+
+inline StateCodec TinyCodec() {
+  StateCodec c;
+  c.fingerprint = StateFingerprint::For("tiny-weights", TinyLayout());
+  c.layout = &TinyLayout();
+  c.snapshot_bytes = MaxSnapshotBytes(TinyLayout());
+  return c;
+}
+
+inline size_t TinyFloats() { return TinyLayout().bytes_per_slot() / sizeof(float); }
+
+}  // namespace xlstmd::core::engine_testing
+
+#endif  // XLSTMD_TESTS_ENGINE_PARTS_TESTUTIL_H_
