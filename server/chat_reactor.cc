@@ -5,6 +5,8 @@
 #include <utility>
 
 #include "absl/strings/str_replace.h"
+#include "grpc/support/time.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/convert.h"
 #include "server/logging.h"
@@ -142,6 +144,51 @@ void ChatReactor::Attach(std::shared_ptr<core::TurnStream> stream) {
   Pump();
 }
 
+void ChatReactor::Wake() {
+  {
+    absl::MutexLock lock(&mu_);
+    // Before Attach there is no stream (Attach pumps itself); after the end nothing more
+    // is written.
+    if (stream_ == nullptr || finished_) return;
+    if (busy_ || post_queued_) {
+      // The pumper at work, the write in flight (OnWriteDone drains) or the post already
+      // queued will see the new event.
+      again_ = true;
+      return;
+    }
+    post_queued_ = true;
+    ++posts_alive_;
+  }
+  // A post is a grpc::Alarm that is already due: Set only arms the timer, whose expiry hands
+  // the callback to gRPC's executor threads, so the engine thread (which holds the stream's
+  // wakeup lock here) does no transport work. The callback runs exactly once, also if the
+  // alarm were cancelled (`expired` false), which is why it always runs RunPost. Deleting
+  // the Alarm inside its own callback is safe: gRPC keeps its internals referenced until the
+  // callback returns. One Alarm per post, never re-Set: re-arming one while its previous
+  // callback may still be returning would race on the stored function.
+  auto* alarm = new grpc::Alarm();
+  alarm->Set(gpr_inf_past(GPR_CLOCK_MONOTONIC), [this, alarm](bool /*expired*/) {
+    delete alarm;
+    RunPost();
+  });
+}
+
+void ChatReactor::RunPost() {
+  {
+    absl::MutexLock lock(&mu_);
+    // From here on a wakeup queues a new post or finds this pumper busy: none is lost.
+    post_queued_ = false;
+  }
+  Pump();  // after OnDone it finds no stream and returns
+  bool last = false;
+  {
+    absl::MutexLock lock(&mu_);
+    --posts_alive_;
+    last = done_ && posts_alive_ == 0;
+  }
+  if (last) delete this;
+}
+
 void ChatReactor::Pump() {
   {
     absl::MutexLock lock(&mu_);
@@ -265,12 +312,21 @@ void ChatReactor::OnDone() {
   }
   if (stream != nullptr) {
     // Not under mu_: a wakeup running right now holds the stream's wakeup lock and may be
-    // waiting for mu_.
+    // waiting for mu_. Once this returns, every wakeup that ran has finished counting its
+    // post in posts_alive_.
     stream->DetachWakeup();
     if (!stream->Done()) stream->Cancel(absl::CancelledError("call ended"));
   }
   LogCall();
-  delete this;
+  // After DetachWakeup no new post can start; one still outstanding deletes the reactor
+  // when its callback is through (RunPost).
+  bool last = false;
+  {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+    last = posts_alive_ == 0;
+  }
+  if (last) delete this;
 }
 
 }  // namespace xlstmd::server

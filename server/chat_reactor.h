@@ -1,18 +1,26 @@
 // ChatReactor: streams one turn's core::TurnStream to a Chat caller (ServerWriteReactor).
 //
 // Exactly one write is in flight at a time; that is what makes a slow reader pause only its
-// own turn (the engine stops decoding a turn whose stream buffer is full). Events arrive
-// through the stream's wakeup, on the engine thread; a write completes on a gRPC thread.
-// Whoever finds the reactor idle becomes the pumper (`busy_`): it pops events and starts the
-// next write outside the reactor's mutex, so neither gRPC nor the engine is ever called
-// with it held. Anyone who finds a pumper at work sets `again_`, and the pumper re-checks
-// before going idle, so no wakeup is lost.
+// own turn (the engine stops decoding a turn whose stream buffer is full). Whoever finds the
+// reactor idle becomes the pumper (`busy_`): it pops events, converts and serializes them
+// and starts the next write outside the reactor's mutex, so neither gRPC nor the engine is
+// ever called with it held. Anyone who finds a pumper at work sets `again_`, and the pumper
+// re-checks before going idle, so no wakeup is lost.
+//
+// Threads: the pumper is always a gRPC thread, never the engine's. The stream's wakeup runs
+// on the engine thread and only posts: when the reactor is idle it sets a grpc::Alarm that
+// is already due, whose callback pumps on gRPC's executor; when a pumper or a write is at
+// work it just sets `again_` (OnWriteDone drains on a gRPC thread). At most one post is
+// queued at a time (`post_queued_`); wakeups meanwhile are covered by it.
 //
 // End of the call: when the stream is Done the reactor finishes with its final status
 // (OK after `finished`, else the engine's reason). A client cancel or deadline cancels the
 // turn (the engine rolls it back) and finishes the call at once, without waiting for the
 // engine. OnDone detaches the wakeup (after which the engine thread never calls in again,
-// see TurnStream::DetachWakeup), cancels a turn still running, and deletes the reactor.
+// see TurnStream::DetachWakeup, so no new post can start), cancels a turn still running
+// and writes the log line. The reactor is deleted by whichever finishes last: OnDone, or
+// the callback of a post still outstanding then (`posts_alive_`); such a callback finds no
+// stream and touches nothing but the reactor's own fields.
 //
 // Observability: each event popped feeds ServerMetrics (tokens, latencies, finish reason) as
 // it goes to the client, and OnDone writes the call's one log line (logging.h): hashed
@@ -51,8 +59,10 @@ class ChatReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void Reject(const absl::Status& status);
   // Starts streaming the turn. At most once, from the Chat handler.
   void Attach(std::shared_ptr<core::TurnStream> stream);
-  // The TurnStream wakeup (engine thread; also safe from any other thread).
-  void Wake() { Pump(); }
+  // The TurnStream wakeup (engine thread; also safe from any other thread). Never pops,
+  // converts or writes itself: it posts a pump to a gRPC thread, or leaves the work to the
+  // pumper already at it.
+  void Wake();
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -62,6 +72,9 @@ class ChatReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   ~ChatReactor() override = default;
   // Becomes the pumper and drains, or asks the current pumper to look again.
   void Pump();
+  // The callback of a post (Wake): pumps on the gRPC executor thread it runs on, then
+  // deletes the reactor if OnDone has run and this was the last post outstanding.
+  void RunPost();
   // The pumper's loop; the caller holds `busy_`.
   void Drain();
   // Marks the call finished and sends `status` (the caller holds `busy_`).
@@ -85,6 +98,9 @@ class ChatReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status cancel_status_ ABSL_GUARDED_BY(mu_);
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+  bool post_queued_ ABSL_GUARDED_BY(mu_) = false;  // a post is set and has not begun to pump
+  int posts_alive_ ABSL_GUARDED_BY(mu_) = 0;  // posts whose callback has not finished
+  bool done_ ABSL_GUARDED_BY(mu_) = false;    // OnDone has run
 
   // Owned by the pumper: the event being serialized and the bytes of the write in flight
   // (gRPC reads them until OnWriteDone, or OnDone after StartWriteAndFinish).
