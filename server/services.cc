@@ -1,6 +1,7 @@
 #include "server/services.h"
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "server/chat_reactor.h"
 #include "server/convert.h"
 #include "server/raw_messages.h"
@@ -111,6 +113,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::Chat(grpc::Callback
     reactor->Reject(turn.status());
     return reactor;
   }
+  // A Redis lookup before the turn (engine.h) gives up at the call's deadline.
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    turn->deadline = absl::FromChrono(ctx->deadline());
+  }
   absl::StatusOr<std::shared_ptr<core::TurnStream>> stream =
       engine->StartTurn(*std::move(turn), [reactor] { reactor->Wake(); });
   if (!stream.ok()) {
@@ -129,11 +135,9 @@ grpc::ServerUnaryReactor* ChatServiceImpl::GetSession(grpc::CallbackServerContex
   core::Engine* engine = nullptr;
   v1::GetSessionRequest req;
   if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
-  absl::StatusOr<core::SessionInfo> info = engine->GetSession(tenant, req.session_id());
-  if (!info.ok()) return FinishWith(reactor, info.status());
-  v1::Session session;
-  ToProto(*info, &session);
-  reactor->Finish(SerializeResponse(session, response));
+  // Asynchronous: with a Redis tier the lookup must not hold this gRPC thread.
+  engine->LookupSession(std::move(tenant), std::move(*req.mutable_session_id()),
+                        FinishWithSession(reactor, response));
   return reactor;
 }
 

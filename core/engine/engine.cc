@@ -65,30 +65,28 @@ absl::Status Engine::Impl::Start() {
   }
   index_ = std::make_unique<SessionIndex>(clock_, limits);
   pool_ = std::make_unique<SlotPool>(options_.resident_slots);
-  Scheduler::Options sopts;
-  sopts.max_batch = options_.max_batch;
-  sopts.slots = options_.resident_slots;
-  sopts.prefill_token_budget = options_.prefill_token_budget;
-  sopts.prefill_piece = options_.prefill_piece;
-  sopts.prefill_chunk_size = options_.prefill_chunk_size;
-  sopts.queue_depth = options_.queue_depth;
-  sopts.max_turn_ms = options_.max_turn_ms;
-  sopts.idle_ttl_ms = options_.idle_ttl_ms;
-  sopts.sampling = options_.sampling;
-  sopts.observer = options_.observer;
+  const Scheduler::Options sopts{.max_batch = options_.max_batch,
+                                 .slots = options_.resident_slots,
+                                 .prefill_token_budget = options_.prefill_token_budget,
+                                 .prefill_piece = options_.prefill_piece,
+                                 .prefill_chunk_size = options_.prefill_chunk_size,
+                                 .queue_depth = options_.queue_depth,
+                                 .max_turn_ms = options_.max_turn_ms,
+                                 .idle_ttl_ms = options_.idle_ttl_ms,
+                                 .sampling = options_.sampling,
+                                 .observer = options_.observer};
   scheduler_ = std::make_unique<Scheduler>(sopts, &adapter_, index_.get(), tokenizer_.get(),
                                            &template_, clock_);
-  TierOptions topts;
-  topts.state_dir = options_.state_dir;
-  topts.durability = options_.durability;
-  topts.host_state_bytes = options_.host_state_bytes;
-  topts.io_threads = options_.io_threads;
-  topts.rewind_points = options_.keep_turn_checkpoints;
-  topts.redis_url = options_.redis_url;
-  topts.redis_timeout_ms = options_.redis_timeout_ms;
-  topts.redis_connections = options_.redis_connections;
-  topts.idle_ttl_ms = options_.idle_ttl_ms;
-  topts.observer = options_.observer;
+  const TierOptions topts{.state_dir = options_.state_dir,
+                          .durability = options_.durability,
+                          .host_state_bytes = options_.host_state_bytes,
+                          .io_threads = options_.io_threads,
+                          .rewind_points = options_.keep_turn_checkpoints,
+                          .redis_url = options_.redis_url,
+                          .redis_timeout_ms = options_.redis_timeout_ms,
+                          .redis_connections = options_.redis_connections,
+                          .idle_ttl_ms = options_.idle_ttl_ms,
+                          .observer = options_.observer};
   StateCodec codec;
   codec.fingerprint = StateFingerprint::For(model_->weights_digest(), model_->state_layout());
   codec.layout = &model_->state_layout();
@@ -276,6 +274,15 @@ absl::StatusOr<SessionInfo> Engine::Impl::GetSession(const std::string& owner,
     XLSTMD_RETURN_IF_ERROR(wait->status);
   }
   return index_->Get(owner, id);
+}
+
+void Engine::Impl::LookupSession(const std::string& owner, const std::string& id,
+                                 InfoDone done) {
+  if (!tiers_->has_redis()) return done(index_->Get(owner, id));
+  tiers_->Refresh(owner, id, [this, owner, id, done = std::move(done)](absl::Status s) {
+    if (!s.ok()) return done(s);
+    done(index_->Get(owner, id));
+  });
 }
 
 bool Engine::Impl::FlushToDisk(int64_t timeout_ms) {

@@ -185,7 +185,11 @@ class Engine {
   // The largest snapshot this model can produce (an import limit for transports).
   uint64_t max_snapshot_bytes() const;
 
+  // Blocks (bounded) on the Redis lookup when a Redis tier is configured: transports use
+  // LookupSession, which answers `done` on the engine thread (or an I/O thread) instead.
   absl::StatusOr<SessionInfo> GetSession(const std::string& owner, const std::string& id) const;
+  void LookupSession(std::string owner, std::string id,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done) const;
   // Sessions of `owner` ordered by id, starting after `after_id`, at most `limit`.
   std::vector<SessionInfo> ListSessions(const std::string& owner, const std::string& after_id,
                                         int32_t limit) const;

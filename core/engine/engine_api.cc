@@ -87,6 +87,10 @@ absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& owner,
                                                const std::string& id) const {
   return impl_->GetSession(owner, id);
 }
+void Engine::LookupSession(std::string owner, std::string id,
+                           std::function<void(absl::StatusOr<SessionInfo>)> done) const {
+  impl_->LookupSession(owner, id, std::move(done));
+}
 std::vector<SessionInfo> Engine::ListSessions(const std::string& owner, const std::string& after_id,
                                               int32_t limit) const {
   return impl_->ListSessions(owner, after_id, limit);

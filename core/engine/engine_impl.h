@@ -30,6 +30,7 @@ class Engine::Impl {
                                                         std::function<void()> wakeup);
   void CreateSession(std::string owner, std::string system_prompt, InfoDone done);
   absl::StatusOr<SessionInfo> GetSession(const std::string& owner, const std::string& id);
+  void LookupSession(const std::string& owner, const std::string& id, InfoDone done);
   std::vector<SessionInfo> ListSessions(const std::string& owner, const std::string& after_id,
                                         int32_t limit) const {
     return index_->List(owner, after_id, limit);

@@ -10,8 +10,10 @@
 // Threading: producer calls (Push, Close, HasRoom, cancel_requested) come from the engine
 // thread; consumer calls (TryPop, Cancel, DetachWakeup) from any thread. The wakeup callback
 // runs on the producer's thread after each Push/Close, under the wakeup mutex, so after
-// DetachWakeup returns it never runs again (transport objects may then be destroyed). It must
-// be quick and must not call DetachWakeup; it may call TryPop.
+// DetachWakeup returns it never runs again (transport objects may then be destroyed). The
+// producer is the scheduler thread, so the wakeup must only post work to the transport's own
+// threads (server/chat_reactor.cc posts a pump onto gRPC's): no popping, protobuf conversion
+// or writes inside it. It must not call DetachWakeup.
 #ifndef XLSTMD_CORE_ENGINE_TURN_STREAM_H_
 #define XLSTMD_CORE_ENGINE_TURN_STREAM_H_
 
