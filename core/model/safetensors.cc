@@ -20,10 +20,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "core/base/json_file.h"
 #include "core/base/scoped_fd.h"
 #include "core/base/status_macros.h"
 #include "core/base/utf8.h"
-#include "core/model/json_file.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {

@@ -6,10 +6,11 @@
 // naming a tensor twice would load whichever came last), and nesting deeper than
 // `max_depth` is an error (no legitimate model file nests more than a few levels).
 //
-// Internal to core/: the result type exposes nlohmann, which core links privately.
+// Internal to core/: the result type exposes nlohmann, which every core target that includes
+// this header links privately (base, model, tokenizer).
 // Thread-compatible; no state.
-#ifndef XLSTMD_CORE_MODEL_JSON_FILE_H_
-#define XLSTMD_CORE_MODEL_JSON_FILE_H_
+#ifndef XLSTMD_CORE_BASE_JSON_FILE_H_
+#define XLSTMD_CORE_BASE_JSON_FILE_H_
 
 #include <cstdint>
 #include <filesystem>
@@ -36,4 +37,4 @@ const char* JsonTypeName(const nlohmann::json& j);
 
 }  // namespace xlstmd::core
 
-#endif  // XLSTMD_CORE_MODEL_JSON_FILE_H_
+#endif  // XLSTMD_CORE_BASE_JSON_FILE_H_

@@ -1,4 +1,4 @@
-#include "core/model/json_file.h"
+#include "core/base/json_file.h"
 
 #include <cerrno>
 #include <cstddef>
