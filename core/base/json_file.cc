@@ -154,6 +154,20 @@ absl::StatusOr<nlohmann::json> ParseStrictJson(std::string_view text, int max_de
   return builder.TakeRoot();
 }
 
+absl::StatusOr<nlohmann::json> ParseStrictJsonObject(std::string_view text,
+                                                     absl::string_view source) {
+  absl::StatusOr<Json> doc = ParseStrictJson(text);
+  if (!doc.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": not valid JSON: ", doc.status().message()));
+  }
+  if (!doc->is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": expected a JSON object, got ", JsonTypeName(*doc)));
+  }
+  return doc;
+}
+
 const char* JsonTypeName(const nlohmann::json& j) {
   switch (j.type()) {
     case Json::value_t::null:

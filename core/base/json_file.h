@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {
@@ -31,6 +32,12 @@ absl::StatusOr<std::string> ReadSmallFile(const std::filesystem::path& path,
 // Returns the parsed document, or InvalidArgument whose message says what is wrong and where
 // (byte offset / key) but not which file: callers prefix their own source name.
 absl::StatusOr<nlohmann::json> ParseStrictJson(std::string_view text, int max_depth = 32);
+
+// ParseStrictJson for documents whose top level must be an object. Errors are
+// InvalidArgument prefixed with `source`: "<source>: not valid JSON: ..." or
+// "<source>: expected a JSON object, got <type>".
+absl::StatusOr<nlohmann::json> ParseStrictJsonObject(std::string_view text,
+                                                     absl::string_view source);
 
 // "string", "integer", "object", ... for error messages.
 const char* JsonTypeName(const nlohmann::json& j);
