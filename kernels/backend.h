@@ -1,9 +1,16 @@
 // The Backend seam: coarse, batched math on backend memory.
 //
 // A Backend owns its memory (weights, activations, the state arena) and its threads. Ops take
-// one POD params struct each (op_params.h) and run synchronously from the caller's point of
-// view. Backends know nothing of sessions: recurrent state is addressed by slot index into an
-// arena the caller allocated with `Alloc`.
+// one POD params struct each (op_params.h). Backends know nothing of sessions: recurrent state
+// is addressed by slot index into an arena the caller allocated with `Alloc`.
+//
+// Ordering: ops, copies and Memset0 take effect in the order they are issued, so each may use
+// what an earlier one wrote without waiting. The call that issues them may return before they
+// have run: `Synchronize()` returns once all issued work has finished. Until then the host
+// memory handed to that work (CopyToHost destinations, CopyToDevice sources, the host arrays in
+// op params such as ids and slots) must stay valid and untouched, and the results are not yet
+// visible on the host. The CPU backend runs everything synchronously, so Synchronize is a
+// no-op there; device backends (CUDA) queue work asynchronously and rely on this contract.
 //
 // Threading: one thread (the model's owner, i.e. the scheduler) calls ops; a Backend is not
 // safe for concurrent op calls. `Alloc`/`Free`/`Upload*` follow the same rule. The backend may
@@ -69,7 +76,8 @@ class Backend {
   virtual void MlstmStep(const MlstmStepParams& p) = 0;
   virtual void MlstmChunkwise(const MlstmChunkParams& p) = 0;
 
-  // Waits for all queued work (a no-op on synchronous backends).
+  // Returns once all work issued so far has finished (see "Ordering" above); a no-op on the
+  // CPU backend, whose calls finish before they return.
   virtual void Synchronize() = 0;
 
  protected:

@@ -4,8 +4,10 @@
 // device memory for CUDA), sizes and row strides in elements, and, for recurrent ops, the
 // state-slot indices of the sessions in the batch. Shapes are written as
 // `// [rows, cols]`. Activations and states are always float32; weights are in the backend's
-// storage dtype behind a `WeightMatrix` handle. Validation happens once on the host (see
-// `Validate*` in backend.cc); kernels assume valid params.
+// storage dtype behind a `WeightMatrix` handle. Ops do not validate their params: the caller
+// (core/model's XlstmModel, whose shapes come from the checked model config and whose token ids
+// and state slots are checked by ValidateTokens / ValidateSlots before every forward call) must
+// pass consistent ones. (UploadMatrix, which is not an op, does check its arguments.)
 #ifndef XLSTMD_KERNELS_OP_PARAMS_H_
 #define XLSTMD_KERNELS_OP_PARAMS_H_
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,21 @@ namespace {
 
 std::string RangeError(const std::string& value, const std::string& lo, const std::string& hi) {
   return absl::StrCat(value, " is out of range [", lo, ", ", hi, "]");
+}
+
+// The setter of a number flag in [min, max]; `parse` reads the text, `what` says what it must
+// be ("an integer") when it cannot.
+template <typename T>
+std::function<std::string(const std::string&)> RangedNumber(T* dst, T min, T max,
+                                                            bool (*parse)(const std::string&, T*),
+                                                            const char* what) {
+  return [=](const std::string& v) -> std::string {
+    T x = 0;
+    if (!parse(v, &x)) return absl::StrCat("'", v, "' is not ", what);
+    if (x < min || x > max) return RangeError(v, absl::StrCat(min), absl::StrCat(max));
+    *dst = x;
+    return "";
+  };
 }
 
 }  // namespace
@@ -104,25 +120,13 @@ void FlagSet::Choice(const std::string& name, std::string* dst, std::vector<std:
 void FlagSet::Int(const std::string& name, int64_t* dst, int64_t min, int64_t max,
                   const std::string& help, bool required) {
   Add({name, help, "N", required ? "" : absl::StrCat(*dst), required, false, FlagSource::kDefault,
-       [dst, min, max](const std::string& v) -> std::string {
-         int64_t x = 0;
-         if (!ParseInt64(v, &x)) return absl::StrCat("'", v, "' is not an integer");
-         if (x < min || x > max) return RangeError(v, absl::StrCat(min), absl::StrCat(max));
-         *dst = x;
-         return "";
-       }});
+       RangedNumber(dst, min, max, ParseInt64, "an integer")});
 }
 
 void FlagSet::Double(const std::string& name, double* dst, double min, double max,
                      const std::string& help, bool required) {
   Add({name, help, "X", required ? "" : absl::StrCat(*dst), required, false, FlagSource::kDefault,
-       [dst, min, max](const std::string& v) -> std::string {
-         double x = 0;
-         if (!ParseDouble(v, &x)) return absl::StrCat("'", v, "' is not a number");
-         if (x < min || x > max) return RangeError(v, absl::StrCat(min), absl::StrCat(max));
-         *dst = x;
-         return "";
-       }});
+       RangedNumber(dst, min, max, ParseDouble, "a number")});
 }
 
 void FlagSet::IntList(const std::string& name, std::vector<int64_t>* dst, int64_t min, int64_t max,

@@ -239,7 +239,7 @@ template class Family<Histogram>;
 
 // ---------------- registry ----------------
 
-void MetricsRegistry::Register(std::unique_ptr<FamilyBase> family) {
+void MetricsRegistry::RegisterBase(std::unique_ptr<FamilyBase> family) {
   absl::MutexLock lock(&mu_);
   for (const auto& f : families_) XLSTMD_CHECK(f->name() != family->name());
   families_.push_back(std::move(family));
@@ -247,20 +247,14 @@ void MetricsRegistry::Register(std::unique_ptr<FamilyBase> family) {
 
 CounterFamily& MetricsRegistry::AddCounter(std::string name, std::string help,
                                            std::vector<std::string> label_names) {
-  auto f = std::make_unique<CounterFamily>(std::move(name), std::move(help), MetricType::kCounter,
-                                           std::move(label_names));
-  CounterFamily& ref = *f;
-  Register(std::move(f));
-  return ref;
+  return Register(std::make_unique<CounterFamily>(std::move(name), std::move(help),
+                                                  MetricType::kCounter, std::move(label_names)));
 }
 
 GaugeFamily& MetricsRegistry::AddGauge(std::string name, std::string help,
                                        std::vector<std::string> label_names) {
-  auto f = std::make_unique<GaugeFamily>(std::move(name), std::move(help), MetricType::kGauge,
-                                         std::move(label_names));
-  GaugeFamily& ref = *f;
-  Register(std::move(f));
-  return ref;
+  return Register(std::make_unique<GaugeFamily>(std::move(name), std::move(help),
+                                                MetricType::kGauge, std::move(label_names)));
 }
 
 HistogramFamily& MetricsRegistry::AddHistogram(std::string name, std::string help,
@@ -271,12 +265,9 @@ HistogramFamily& MetricsRegistry::AddHistogram(std::string name, std::string hel
     XLSTMD_CHECK(std::isfinite(bounds[i]));
     XLSTMD_CHECK(i == 0 || bounds[i - 1] < bounds[i]);
   }
-  auto f =
-      std::make_unique<HistogramFamily>(std::move(name), std::move(help), MetricType::kHistogram,
-                                        std::move(label_names), std::move(bounds));
-  HistogramFamily& ref = *f;
-  Register(std::move(f));
-  return ref;
+  return Register(std::make_unique<HistogramFamily>(std::move(name), std::move(help),
+                                                    MetricType::kHistogram, std::move(label_names),
+                                                    std::move(bounds)));
 }
 
 std::string MetricsRegistry::Render() const {

@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -160,7 +161,14 @@ class MetricsRegistry {
   std::string Render() const;
 
  private:
-  void Register(std::unique_ptr<FamilyBase> family);
+  // Takes ownership of `family` (its name must be new) and returns it.
+  template <typename F>
+  F& Register(std::unique_ptr<F> family) {
+    F& ref = *family;
+    RegisterBase(std::move(family));
+    return ref;
+  }
+  void RegisterBase(std::unique_ptr<FamilyBase> family);
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<FamilyBase>> families_ ABSL_GUARDED_BY(mu_);

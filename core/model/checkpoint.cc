@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "core/base/json_file.h"
 #include "core/base/status_macros.h"
-#include "core/model/json_file.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {
@@ -44,15 +44,8 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(
     const std::filesystem::path& index_path) {
   const std::string where = index_path.string();
   XLSTMD_ASSIGN_OR_RETURN(const std::string text, ReadSmallFile(index_path, kMaxIndexBytes));
-  absl::StatusOr<Json> doc = ParseStrictJson(text);
-  if (!doc.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": not valid JSON: ", doc.status().message()));
-  }
-  if (!doc->is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": expected a JSON object, got ", JsonTypeName(*doc)));
-  }
+  absl::StatusOr<Json> doc = ParseStrictJsonObject(text, where);
+  if (!doc.ok()) return doc.status();
   auto meta = doc->find("metadata");
   if (meta != doc->end() && !meta->is_object() && !meta->is_null()) {
     return absl::InvalidArgumentError(

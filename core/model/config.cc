@@ -7,8 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/base/json_file.h"
 #include "core/base/status_macros.h"
-#include "core/model/json_file.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {
@@ -250,15 +250,8 @@ int64_t ModelConfig::ffn_dim() const {
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& source) {
-  absl::StatusOr<Json> doc = ParseStrictJson(json_text);
-  if (!doc.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": not valid JSON: ", doc.status().message()));
-  }
-  if (!doc->is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": expected a JSON object, got ", JsonTypeName(*doc)));
-  }
+  absl::StatusOr<Json> doc = ParseStrictJsonObject(json_text, source);
+  if (!doc.ok()) return doc.status();
   FieldReader r(*doc, source);
   ModelConfig c;
   XLSTMD_RETURN_IF_ERROR(r.String("model_type", &c.model_type));

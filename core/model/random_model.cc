@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/base/file_io.h"
 #include "core/base/status_macros.h"
 #include "core/model/config.h"
 #include "nlohmann/json.hpp"
@@ -25,6 +26,8 @@ namespace xlstmd::core {
 namespace {
 
 using OrderedJson = nlohmann::ordered_json;
+using base::IoError;
+using base::PwriteAll;
 
 // Elements per independently seeded chunk. Fixed: changing it changes every file written.
 constexpr int64_t kChunkElements = int64_t{1} << 20;
@@ -50,11 +53,6 @@ struct ShardFile {
   uint64_t data_bytes = 0;
   int fd = -1;
 };
-
-absl::Status IoError(const std::filesystem::path& path, const char* op, int err) {
-  return absl::Status(absl::ErrnoToStatusCode(err),
-                      absl::StrCat(path.string(), ": ", op, ": ", std::strerror(err)));
-}
 
 ModelConfig DimsOf(const RandomModelSpec& spec) {
   ModelConfig c;
@@ -196,22 +194,6 @@ void ToBf16(const float* src, uint16_t* dst, int64_t n) {
     u += 0x7fffu + ((u >> 16) & 1u);
     dst[i] = static_cast<uint16_t>(u >> 16);
   }
-}
-
-absl::Status PwriteAll(int fd, const void* data, size_t bytes, uint64_t offset,
-                       const std::filesystem::path& path) {
-  const char* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    const ssize_t w = ::pwrite(fd, p, bytes, static_cast<off_t>(offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return IoError(path, "write", errno);
-    }
-    p += w;
-    bytes -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return absl::OkStatus();
 }
 
 struct WorkItem {

@@ -20,10 +20,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "core/base/file_io.h"
+#include "core/base/json_file.h"
 #include "core/base/scoped_fd.h"
 #include "core/base/status_macros.h"
 #include "core/base/utf8.h"
-#include "core/model/json_file.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {
@@ -71,8 +72,7 @@ absl::Status BadTensor(const std::filesystem::path& path, absl::string_view name
 
 absl::Status IoError(const std::filesystem::path& path, absl::string_view op, int err) {
   if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path.string(), ": no such file"));
-  return absl::Status(absl::ErrnoToStatusCode(err),
-                      absl::StrCat(path.string(), ": ", op, ": ", std::strerror(err)));
+  return base::IoError(path, op, err);
 }
 
 // A JSON integer >= 0. Floats (even 3.0), negatives and booleans are rejected: the format
@@ -222,22 +222,7 @@ uint64_t ReadLe64(const unsigned char* p) {
 }
 
 using base::ScopedFd;
-
-absl::Status WriteAll(int fd, const void* data, size_t n, const std::filesystem::path& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    // Linux caps one write at ~2 GiB; smaller chunks also keep partial-write handling simple.
-    const size_t chunk = std::min<size_t>(n, size_t{1} << 30);
-    const ssize_t w = ::write(fd, p, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return IoError(path, "write", errno);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return absl::OkStatus();
-}
+using base::WriteAll;
 
 // Flushes the directory entry so that a rename survives a crash.
 absl::Status SyncDir(const std::filesystem::path& dir) {

@@ -3,7 +3,7 @@
 // Matrices made of several row slices (e.g. q | k | v | o | i | f) are concatenated on the
 // host first; a single slice is handed to the backend straight from the memory mapping.
 // Vectors (norm weights, biases) become float32 backend buffers. While converting, every
-// slice's bytes are hashed (XXH3-128) so the model gets a weights digest for free.
+// slice's bytes are hashed (XXH3-64) so the model gets a weights digest for free.
 //
 // Use from one thread: Add* everything, then Run() once. Outputs are written only by Run().
 #ifndef XLSTMD_CORE_MODEL_WEIGHT_UPLOAD_H_
@@ -34,7 +34,8 @@ class WeightUploader {
   size_t matrix_bytes() const { return matrix_bytes_; }
   // Backend buffers made for vectors; the caller frees them.
   std::vector<void*> TakeVectors() { return std::move(vectors_); }
-  // Hex XXH3-128 over the config's dims and every slice's name, dtype, shape and bytes.
+  // 32 hex chars: XXH3-128 of a canonical string of the config's dims and, per slice, its
+  // tensor name, row range, shape, dtype and the XXH3-64 of its bytes (hashed by Run()).
   std::string Digest(const ModelConfig& config) const;
 
  private:

@@ -55,7 +55,8 @@ class XlstmModel {
 
   const ModelConfig& config() const { return config_; }
   const StateLayout& state_layout() const { return layout_; }
-  kernels::Backend& backend() const { return *backend_; }
+  const kernels::Backend& backend() const { return *backend_; }
+  kernels::Backend& backend() { return *backend_; }
   int64_t vocab_size() const { return config_.vocab_size; }
   size_t weight_bytes() const { return weight_bytes_; }
   size_t state_bytes_per_session() const { return layout_.bytes_per_slot(); }

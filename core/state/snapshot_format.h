@@ -85,7 +85,7 @@ class ByteWriter {
     std::memcpy(p_, s.data(), s.size());
     p_ += s.size();
   }
-  char* pos() const { return p_; }
+  const char* pos() const { return p_; }
 
  private:
   void Le(uint64_t v, int n) {

@@ -15,9 +15,10 @@
 #include <system_error>
 #include <utility>
 
-#include "core/base/scoped_fd.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/base/file_io.h"
+#include "core/base/scoped_fd.h"
 #include "core/base/status_macros.h"
 
 namespace xlstmd::core {
@@ -50,30 +51,17 @@ uint64_t Mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Errors name the file `name` inside the store directory (the directory itself for "").
 absl::Status IoError(const std::filesystem::path& dir, std::string_view name, std::string_view op,
                      int err) {
-  return absl::Status(
-      absl::ErrnoToStatusCode(err),
-      absl::StrCat((dir / std::string(name)).string(), ": ", Av(op), ": ", std::strerror(err)));
+  return base::IoError(dir / std::string(name), Av(op), err);
 }
 
 using base::ScopedFd;
 
 absl::Status WriteAll(int fd, std::string_view data, const std::filesystem::path& dir,
                       std::string_view name) {
-  const char* p = data.data();
-  size_t n = data.size();
-  while (n > 0) {
-    // Linux moves at most ~2 GiB per call; 1 GiB chunks keep partial-write handling simple.
-    const ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return IoError(dir, name, "write", errno);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return absl::OkStatus();
+  return base::WriteAll(fd, data.data(), data.size(), dir / std::string(name));
 }
 
 bool IsValidReason(std::string_view reason) {

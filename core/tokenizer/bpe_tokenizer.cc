@@ -4,11 +4,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/json_file.h"
 #include "core/base/status_macros.h"
-#include "core/model/json_file.h"
+#include "core/base/utf8.h"
 #include "core/tokenizer/byte_level.h"
 #include "core/tokenizer/tokenizer_json.h"
-#include "core/base/utf8.h"
 
 namespace xlstmd::core {
 

@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/json_file.h"
 #include "core/base/status_macros.h"
-#include "core/model/json_file.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {

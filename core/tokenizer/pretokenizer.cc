@@ -67,19 +67,12 @@ std::vector<Part> ApplyBehavior(std::vector<Part> parts, SplitBehavior behavior)
     case SplitBehavior::kIsolated:
       for (Part& p : parts) p.flag = false;
       return parts;
-    case SplitBehavior::kContiguous:
+    case SplitBehavior::kContiguous:          // a run of matches (or of gaps) is one piece
+    case SplitBehavior::kMergedWithPrevious:  // a match ends the piece before it
       for (const Part& p : parts) {
-        if (p.flag == previous_match && !out.empty()) {
-          out.back().end = p.end;
-        } else {
-          out.push_back({p.begin, p.end, false});
-        }
-        previous_match = p.flag;
-      }
-      return out;
-    case SplitBehavior::kMergedWithPrevious:
-      for (const Part& p : parts) {
-        if (p.flag && !previous_match && !out.empty()) {
+        const bool merge = behavior == SplitBehavior::kContiguous ? p.flag == previous_match
+                                                                  : p.flag && !previous_match;
+        if (merge && !out.empty()) {
           out.back().end = p.end;
         } else {
           out.push_back({p.begin, p.end, false});

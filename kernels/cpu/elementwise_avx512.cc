@@ -21,23 +21,14 @@
 // Compiled with AVX-512 flags and only entered after run-time dispatch: everything except
 // the entry points is in an anonymous namespace (see kernels/CMakeLists.txt).
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <cstdint>
+
+#include "kernels/cpu/simd.h"
 
 namespace xlstmd::kernels::cpu {
 namespace {
 
 constexpr int kLanes = 16;
-
-inline __mmask16 TailMask(int64_t left) {
-  return left >= kLanes ? static_cast<__mmask16>(0xFFFF)
-                        : static_cast<__mmask16>((1u << left) - 1u);
-}
 
 // Shared argument reduction: n = round(x log2 e), r = x - n ln 2 in two FMA steps (ln 2 split
 // into its float value and the remainder; FMA keeps n * hi exact inside the subtraction).

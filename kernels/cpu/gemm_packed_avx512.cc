@@ -21,14 +21,9 @@
 // Compiled with AVX-512 flags and only entered after run-time dispatch: everything except
 // the entry points is in an anonymous namespace.
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <cstdint>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/op_params.h"
 
 namespace xlstmd::kernels::cpu {
@@ -38,9 +33,6 @@ constexpr int kPairCols = 32;
 constexpr int kStrip = 12;       // x rows per register tile on the blocked path
 constexpr int kStreamPairs = 4;  // W pairs per register tile on the streamed path
 constexpr int kPrefetchK = 24;   // streamed path: prefetch this many k steps ahead
-
-inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Widens pair row k into its two 16-column halves.
 inline void LoadPair(const uint16_t* p, __m512& lo, __m512& hi) {
@@ -74,14 +66,32 @@ inline __mmask16 HalfMask(int64_t c0, int64_t lo, int64_t hi) {
   return static_cast<__mmask16>(ones << b);
 }
 
+// Finishes an MR-row register tile into y (y0 = its first row at column col0): accumulator
+// column block j holds output columns [col0 + 16 j, col0 + 16 j + 16), of which those in
+// [n_lo, n_hi) are written (or added to y when `accumulate`); padding columns never are.
+template <int MR, int NC>
+inline void StoreTile(const __m512 (&c)[MR][NC], float* y0, int64_t ldy, int64_t col0, int64_t n_lo,
+                      int64_t n_hi, bool accumulate) {
+#pragma GCC unroll 8
+  for (int j = 0; j < NC; ++j) {
+    const __mmask16 m = HalfMask(col0 + 16 * j, n_lo, n_hi);
+    if (m == 0) continue;
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      float* y = y0 + r * ldy + 16 * j;
+      __m512 v = c[r][j];
+      if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), v);
+      _mm512_mask_storeu_ps(y, m, v);
+    }
+  }
+}
+
 template <int MR, int NP, typename WT>
 void Micro(const MicroArgs& a) {
   const WT* w = static_cast<const WT*>(a.w);
   const int64_t pair_stride = a.k * kPairCols;
   __m512 c[MR][2 * NP];
-  for (int r = 0; r < MR; ++r) {
-    for (int j = 0; j < 2 * NP; ++j) c[r][j] = _mm512_setzero_ps();
-  }
+  ZeroTile<Avx512Vec>(c);
   // Pointers advanced per k (one base register each) rather than indexed by k.
   const float* xr[MR];
   for (int r = 0; r < MR; ++r) xr[r] = a.x + r * a.ldx;
@@ -102,17 +112,7 @@ void Micro(const MicroArgs& a) {
       for (int j = 0; j < 2 * NP; ++j) c[r][j] = _mm512_fmadd_ps(xb, wv[j], c[r][j]);
     }
   }
-  for (int j = 0; j < 2 * NP; ++j) {
-    const int64_t c0 = a.col0 + 16 * j;
-    const __mmask16 m = HalfMask(c0, a.n_lo, a.n_hi);
-    if (m == 0) continue;
-    for (int r = 0; r < MR; ++r) {
-      float* y = a.y + r * a.ldy + 16 * j;
-      __m512 v = c[r][j];
-      if (a.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), v);
-      _mm512_mask_storeu_ps(y, m, v);
-    }
-  }
+  StoreTile(c, a.y, a.ldy, a.col0, a.n_lo, a.n_hi, a.accumulate);
 }
 
 using MicroFn = void (*)(const MicroArgs&);
@@ -246,18 +246,7 @@ void PanelMicro(const PanelArgs& a) {
     }
     return;
   }
-#pragma GCC unroll 2
-  for (int j = 0; j < 2; ++j) {
-    const __mmask16 m = HalfMask(a.col0 + 16 * j, a.n_lo, a.n_hi);
-    if (m == 0) continue;
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      float* y = a.y + r * a.ldy + 16 * j;
-      __m512 v = c[r][j];
-      if (a.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), v);
-      _mm512_mask_storeu_ps(y, m, v);
-    }
-  }
+  StoreTile(c, a.y, a.ldy, a.col0, a.n_lo, a.n_hi, a.accumulate);
 }
 
 using PanelFn = void (*)(const PanelArgs&);

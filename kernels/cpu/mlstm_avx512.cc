@@ -15,14 +15,9 @@
 // Compiled with AVX-512 flags and only entered after run-time dispatch: everything except
 // the entry point is in an anonymous namespace (see kernels/CMakeLists.txt).
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <cstdint>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/op_params.h"
 
 namespace xlstmd::kernels::cpu {
@@ -31,11 +26,6 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kTileRows = 4;
 constexpr int kTileVecs = 4;
-
-inline __mmask16 TailMask(int64_t left) {
-  return left >= kLanes ? static_cast<__mmask16>(0xFFFF)
-                        : static_cast<__mmask16>((1u << left) - 1u);
-}
 
 template <int R, int NV>
 void Tile(const float* a, int64_t lda, int64_t kdim, const float* b, int64_t ldb, float* out,

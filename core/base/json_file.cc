@@ -1,4 +1,4 @@
-#include "core/model/json_file.h"
+#include "core/base/json_file.h"
 
 #include <cerrno>
 #include <cstddef>
@@ -152,6 +152,20 @@ absl::StatusOr<nlohmann::json> ParseStrictJson(std::string_view text, int max_de
                                                               : builder.error());
   }
   return builder.TakeRoot();
+}
+
+absl::StatusOr<nlohmann::json> ParseStrictJsonObject(std::string_view text,
+                                                     absl::string_view source) {
+  absl::StatusOr<Json> doc = ParseStrictJson(text);
+  if (!doc.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": not valid JSON: ", doc.status().message()));
+  }
+  if (!doc->is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": expected a JSON object, got ", JsonTypeName(*doc)));
+  }
+  return doc;
 }
 
 const char* JsonTypeName(const nlohmann::json& j) {

@@ -6,10 +6,11 @@
 // naming a tensor twice would load whichever came last), and nesting deeper than
 // `max_depth` is an error (no legitimate model file nests more than a few levels).
 //
-// Internal to core/: the result type exposes nlohmann, which core links privately.
+// Internal to core/: the result type exposes nlohmann, which every core target that includes
+// this header links privately (base, model, tokenizer).
 // Thread-compatible; no state.
-#ifndef XLSTMD_CORE_MODEL_JSON_FILE_H_
-#define XLSTMD_CORE_MODEL_JSON_FILE_H_
+#ifndef XLSTMD_CORE_BASE_JSON_FILE_H_
+#define XLSTMD_CORE_BASE_JSON_FILE_H_
 
 #include <cstdint>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {
@@ -31,9 +33,15 @@ absl::StatusOr<std::string> ReadSmallFile(const std::filesystem::path& path,
 // (byte offset / key) but not which file: callers prefix their own source name.
 absl::StatusOr<nlohmann::json> ParseStrictJson(std::string_view text, int max_depth = 32);
 
+// ParseStrictJson for documents whose top level must be an object. Errors are
+// InvalidArgument prefixed with `source`: "<source>: not valid JSON: ..." or
+// "<source>: expected a JSON object, got <type>".
+absl::StatusOr<nlohmann::json> ParseStrictJsonObject(std::string_view text,
+                                                     absl::string_view source);
+
 // "string", "integer", "object", ... for error messages.
 const char* JsonTypeName(const nlohmann::json& j);
 
 }  // namespace xlstmd::core
 
-#endif  // XLSTMD_CORE_MODEL_JSON_FILE_H_
+#endif  // XLSTMD_CORE_BASE_JSON_FILE_H_
