@@ -3,6 +3,7 @@
 
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace xlstmd::core {
@@ -75,7 +76,7 @@ TEST(SessionIndexTest, SnapshotRoundTripAndRewindForgetsLaterRequests) {
   const RewindPoint v0 = index.Peek(id)->ToRewindPoint();
   for (int i = 1; i <= 3; ++i) {
     ASSERT_TRUE(index.ClaimForTurn("t", id, {}).ok());
-    index.Commit(id, {.tokens = 2, .request_id = "r" + std::to_string(i)});
+    index.Commit(id, {.tokens = 2, .request_id = absl::StrCat("r", i)});
   }
   const SnapshotMeta snap = *index.Snapshot(id);
   EXPECT_EQ(SessionMeta::FromSnapshot(snap).ToSnapshot(), snap);

@@ -18,6 +18,12 @@ using engine_testing::PostQueue;
 using engine_testing::TinyCodec;
 using engine_testing::TinyFloats;
 
+CommitDelta OneToken() {
+  CommitDelta d;
+  d.tokens = 1;
+  return d;
+}
+
 struct Rig {
   explicit Rig(TierOptions options, int32_t slots = 2)
       : fake(slots, TinyFloats()), pool(slots), index(&clock, SessionIndex::Limits{}) {
@@ -32,7 +38,7 @@ struct Rig {
     EXPECT_GE(slot, 0);
     std::fill(fake.at(slot).begin(), fake.at(slot).end(), value);
     EXPECT_TRUE(index.ClaimForTurn("", id, {}).ok());
-    index.Commit(id, {.tokens = 1});
+    index.Commit(id, OneToken());
     tiers->InstallCommitted(id, slot, 1);
     return id;
   }
@@ -120,12 +126,12 @@ TEST(StateTiersTest, SyncPersistMarksTheCommittedStateDurable) {
   const int32_t slot = r.tiers->TakeSlot();
   std::fill(r.fake.at(slot).begin(), r.fake.at(slot).end(), 7.0f);
   ASSERT_TRUE(r.index.ClaimForTurn("", id, {}).ok());
-  auto preview = r.index.PreviewCommit(id, {.tokens = 1});
+  auto preview = r.index.PreviewCommit(id, OneToken());
   bool committed = false;
   r.tiers->PersistBeforeCommit(id, preview->first, r.tiers->CaptureSlot(slot),
                                [&](absl::Status s) {
                                  ASSERT_TRUE(s.ok()) << s;
-                                 r.index.Commit(id, {.tokens = 1});
+                                 r.index.Commit(id, OneToken());
                                  r.tiers->InstallCommitted(id, slot, 1);
                                  committed = true;
                                });
