@@ -163,7 +163,13 @@ void ExpectLinearish(const std::string& unit) {
   const double small = time_for(256 << 10);
   const double large = time_for(1 << 20);
   EXPECT_LT(large, 10.0) << "unit " << ::testing::PrintToString(unit);
-  EXPECT_LT(large, 8.0 * small + 0.05) << "unit " << ::testing::PrintToString(unit);
+  // Either the growth is near-linear, or the large run is fast in absolute terms (>= 2 MB/s:
+  // quadratic work on 1 MiB would take far longer). The second clause is needed because the
+  // small run can be several times faster per byte than the large one when its per-word data
+  // fits L2 (seen on an AMD EPYC: " a" x 128K at ~39 MB/s warm, x 512K at ~8 MB/s).
+  EXPECT_TRUE(large < 8.0 * small + 0.05 || large < 0.5)
+      << "unit " << ::testing::PrintToString(unit) << ": " << small << " s, then " << large
+      << " s";
 }
 
 TEST(NeoxTokenizerTest, PathologicalInputsStayLinear) {
