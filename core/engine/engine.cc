@@ -158,24 +158,34 @@ absl::Status Engine::Impl::EncodeMessage(const std::string& message, const Sessi
   return absl::OkStatus();
 }
 
-absl::Status Engine::Impl::ClaimAndQueue(TurnRequest req, std::unique_ptr<Turn> turn) {
-  if (scheduler_->draining()) return ServerUnavailable();
+absl::Status Engine::Impl::ClaimAndQueue(TurnRequest req, std::unique_ptr<Turn> turn,
+                                         bool reserved) {
+  absl::Status status = reserved || !scheduler_->draining() ? absl::OkStatus() : ServerUnavailable();
   // From here on the session is busy, so its flags cannot change under us.
-  XLSTMD_ASSIGN_OR_RETURN(
-      SessionMeta meta,
-      index_->ClaimForTurn(req.owner, req.session_id, {req.request_id, req.expected_version}));
-  turn->base_version = meta.info.version;
-  if (options_.keep_turn_checkpoints > 0) turn->rewind_point = meta.ToRewindPoint();
-  absl::Status status = scheduler_->CheckAdmits();
+  absl::StatusOr<SessionMeta> meta =
+      status.ok() ? index_->ClaimForTurn(req.owner, req.session_id,
+                                         {req.request_id, req.expected_version})
+                  : absl::StatusOr<SessionMeta>(status);
+  if (!meta.ok()) {
+    if (reserved) scheduler_->CancelReservation();
+    return meta.status();
+  }
+  turn->base_version = meta->info.version;
+  if (options_.keep_turn_checkpoints > 0) turn->rewind_point = meta->ToRewindPoint();
+  status = scheduler_->CheckAdmits(reserved);
   if (status.ok()) {
     // Tokenizing can take milliseconds for a long message: no lock is held.
     if (req.message.has_value()) {
-      status = EncodeMessage(*req.message, meta, *turn);
+      status = EncodeMessage(*req.message, *meta, *turn);
     } else {
       turn->input = std::move(req.tokens);
     }
   }
-  if (status.ok()) status = scheduler_->Enqueue(turn);
+  if (status.ok()) {
+    status = scheduler_->Enqueue(turn, reserved);
+  } else if (reserved) {
+    scheduler_->CancelReservation();
+  }
   if (!status.ok()) index_->Release(req.session_id);
   return status;
 }
@@ -183,14 +193,17 @@ absl::Status Engine::Impl::ClaimAndQueue(TurnRequest req, std::unique_ptr<Turn> 
 absl::StatusOr<std::shared_ptr<TurnStream>> Engine::Impl::StartTurn(TurnRequest req,
                                                                     std::function<void()> wakeup) {
   XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<Turn> turn, NewTurn(req));
-  if (tiers_->has_redis()) XLSTMD_RETURN_IF_ERROR(scheduler_->CheckAdmits());
+  // With Redis the turn is accepted before its session checks: reserve its admission (only a
+  // drain refuses it here; a full queue is reported after the session checks, so a retry of a
+  // committed request still learns it committed).
+  if (tiers_->has_redis()) XLSTMD_RETURN_IF_ERROR(scheduler_->Reserve());
   auto stream = std::make_shared<TurnStream>(options_.stream_buffer_events, std::move(wakeup));
   std::shared_ptr<Signal> signal = scheduler_->signal();
   stream->set_room_callback([signal] { signal->Notify(); });
   stream->set_cancel_callback([signal] { signal->Notify(); });
   turn->stream = stream;
   if (!tiers_->has_redis()) {
-    XLSTMD_RETURN_IF_ERROR(ClaimAndQueue(std::move(req), std::move(turn)));
+    XLSTMD_RETURN_IF_ERROR(ClaimAndQueue(std::move(req), std::move(turn), /*reserved=*/false));
     return stream;
   }
   // Another server may have advanced (or created, or deleted) the session: look in Redis on
@@ -202,10 +215,14 @@ absl::StatusOr<std::shared_ptr<TurnStream>> Engine::Impl::StartTurn(TurnRequest 
     if (s.ok() && absl::Now() > pending->first.deadline) {
       s = absl::DeadlineExceededError("the session lookup in Redis outlasted the deadline");
     }
-    if (!s.ok()) return pending->second->stream->Close(s);
-    tiers_->SubmitIo([this, pending] {
+    if (!s.ok()) {
+      scheduler_->CancelReservation();
+      return pending->second->stream->Close(s);
+    }
+    tiers_->SubmitLookup([this, pending] {
       std::shared_ptr<TurnStream> stream = pending->second->stream;
-      absl::Status q = ClaimAndQueue(std::move(pending->first), std::move(pending->second));
+      absl::Status q = ClaimAndQueue(std::move(pending->first), std::move(pending->second),
+                                     /*reserved=*/true);
       if (!q.ok()) stream->Close(q);
     });
   });
@@ -279,9 +296,11 @@ absl::StatusOr<SessionInfo> Engine::Impl::GetSession(const std::string& owner,
 void Engine::Impl::LookupSession(const std::string& owner, const std::string& id,
                                  InfoDone done) {
   if (!tiers_->has_redis()) return done(index_->Get(owner, id));
-  tiers_->Refresh(owner, id, [this, owner, id, done = std::move(done)](absl::Status s) {
-    if (!s.ok()) return done(s);
-    done(index_->Get(owner, id));
+  // `done` converts and finishes an RPC: it runs on the lookup pool, not the engine thread.
+  tiers_->Refresh(owner, id, [this, owner, id, done = std::move(done)](absl::Status s) mutable {
+    tiers_->SubmitLookup([this, owner, id, s, done = std::move(done)] {
+      done(s.ok() ? index_->Get(owner, id) : absl::StatusOr<SessionInfo>(s));
+    });
   });
 }
 

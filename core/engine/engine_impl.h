@@ -57,7 +57,8 @@ class Engine::Impl {
   // A validated turn before the session checks; the stream is made by the caller.
   absl::StatusOr<std::unique_ptr<Turn>> NewTurn(TurnRequest& req) const;
   // Claims the session, tokenizes, and queues the turn; on failure the session is released.
-  absl::Status ClaimAndQueue(TurnRequest req, std::unique_ptr<Turn> turn);
+  // `reserved`: the turn holds a scheduler reservation (Scheduler::Reserve), consumed here.
+  absl::Status ClaimAndQueue(TurnRequest req, std::unique_ptr<Turn> turn, bool reserved);
   absl::Status EncodeMessage(const std::string& message, const SessionMeta& meta,
                              Turn& turn) const;
   absl::Status PromptTooLong(size_t n) const;

@@ -26,10 +26,8 @@ void Engine::Impl::RewindSession(std::string owner, std::string id, uint64_t ver
         index_->CheckIdle(owner, id, "has a turn running", /*mark_busy=*/false);
     if (!meta.ok()) return done(meta.status());
     if (version == meta->info.version) return done(meta->info);  // already there
-    absl::StatusOr<RewindPoint> point = tiers_->Rewind(id, version);
-    if (!point.ok()) return done(point.status());
-    std::optional<SessionInfo> info = index_->Rewind(id, *point);
-    if (!info.has_value()) return done(SessionNotFound(id));
+    absl::StatusOr<SessionInfo> info = tiers_->Rewind(id, version);
+    if (!info.ok()) return done(info.status());
     // Versions go backwards here, which a version check cannot express: overwrite.
     tiers_->AckWhenStored(id, *info, /*new_session=*/false, ExpectedVersion::Any(),
                           std::move(done));

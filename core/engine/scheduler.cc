@@ -59,19 +59,32 @@ absl::Status QueueFull(int32_t depth) {
 
 }  // namespace
 
-absl::Status Scheduler::CheckAdmits() const {
+absl::Status Scheduler::CheckAdmits(bool reserved) const {
   absl::MutexLock lock(&mu_);
-  if (draining_ || stopping_) return ServerUnavailable();
+  if ((draining_ && !reserved) || stopping_) return ServerUnavailable();
   if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
     return QueueFull(options_.queue_depth);
   }
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn) {
+absl::Status Scheduler::Reserve() {
+  absl::MutexLock lock(&mu_);
+  if (draining_ || stopping_) return ServerUnavailable();
+  ++reserved_;
+  return absl::OkStatus();
+}
+
+void Scheduler::CancelReservation() {
+  absl::MutexLock lock(&mu_);
+  --reserved_;
+}
+
+absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn, bool reserved) {
   {
     absl::MutexLock lock(&mu_);
-    if (draining_ || stopping_) return ServerUnavailable();
+    if (reserved) --reserved_;
+    if ((draining_ && !reserved) || stopping_) return ServerUnavailable();
     if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
       return QueueFull(options_.queue_depth);
     }
@@ -101,7 +114,9 @@ bool Scheduler::draining() const {
 
 bool Scheduler::WaitIdle(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return queue_.empty() && running_ == 0; };
+  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return queue_.empty() && running_ == 0 && reserved_ == 0;
+  };
   return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
 }
 
@@ -184,8 +199,10 @@ void Scheduler::Loop() {
     std::vector<std::unique_ptr<Turn>> admitted, dropped;
     std::optional<absl::Status> cancel_all;
     const bool running = TakeWork(&posted, &admitted, &dropped, &cancel_all);
-    for (auto& fn : posted) fn();
+    // Cancelled queued turns first: a session command posted right after a cancel finds the
+    // session released.
     for (auto& t : dropped) RollBack(*t, t->stream->cancel_reason());
+    for (auto& fn : posted) fn();
     if (!running || cancel_all.has_value()) {
       Shutdown(admitted, cancel_all.value_or(absl::UnavailableError("the server is shutting down")));
       if (!running) return;

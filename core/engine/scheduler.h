@@ -99,10 +99,17 @@ class Scheduler {
 
   // ---- any thread ----
   // Queues a turn (taking it only on success). UNAVAILABLE while draining or stopping,
-  // RESOURCE_EXHAUSTED when full.
-  absl::Status Enqueue(std::unique_ptr<Turn>& turn);
-  // UNAVAILABLE while draining or stopping, RESOURCE_EXHAUSTED when the queue is full.
-  absl::Status CheckAdmits() const;
+  // RESOURCE_EXHAUSTED when full. `reserved`: the turn holds a reservation (below), which the
+  // call consumes whatever it answers, and only stopping refuses it as UNAVAILABLE.
+  absl::Status Enqueue(std::unique_ptr<Turn>& turn, bool reserved = false);
+  // UNAVAILABLE while draining (unless `reserved`) or stopping, RESOURCE_EXHAUSTED when the
+  // queue is full.
+  absl::Status CheckAdmits(bool reserved = false) const;
+  // A turn accepted before its session checks are done (a Redis lookup first) reserves its
+  // admission: a drain that begins meanwhile still lets it in, and WaitIdle counts it.
+  // UNAVAILABLE while draining or stopping. Consumed by Enqueue(reserved) or CancelReservation.
+  absl::Status Reserve();
+  void CancelReservation();
   // Runs `fn` on the scheduler thread at its next iteration, in posting order.
   void Post(std::function<void()> fn);
   void BeginDrain();
@@ -161,6 +168,7 @@ class Scheduler {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int32_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  int32_t reserved_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> steps_{0};
   std::atomic<int64_t> generated_tokens_{0};
 

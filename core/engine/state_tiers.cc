@@ -24,7 +24,10 @@ StateTiers::StateTiers(const TierOptions& options, StateCodec codec, SlotStore* 
       post_(std::move(post)),
       state_bytes_(static_cast<int64_t>(slots->floats_per_slot() * sizeof(float))) {}
 
-StateTiers::~StateTiers() { io_.reset(); }
+StateTiers::~StateTiers() {
+  lookups_.reset();
+  io_.reset();
+}
 
 absl::StatusOr<std::unique_ptr<StateTiers>> StateTiers::Create(const TierOptions& options,
                                                                StateCodec codec,
@@ -39,7 +42,10 @@ absl::StatusOr<std::unique_ptr<StateTiers>> StateTiers::Create(const TierOptions
     XLSTMD_ASSIGN_OR_RETURN(t->dir_, SnapshotDir::Open(options.state_dir, dopts));
     XLSTMD_RETURN_IF_ERROR(t->IndexStateDir());
   }
-  if (!options.redis_url.empty()) XLSTMD_RETURN_IF_ERROR(t->ConnectRedis());
+  if (!options.redis_url.empty()) {
+    XLSTMD_RETURN_IF_ERROR(t->ConnectRedis());
+    t->lookups_ = std::make_unique<IoPool>(std::max(1, options.io_threads));
+  }
   t->io_ = std::make_unique<IoPool>(options.io_threads);
   return t;
 }
@@ -266,7 +272,7 @@ void StateTiers::Fork(const std::string& src, const SessionInfo& dst, InfoDone d
                 std::move(done));
 }
 
-absl::StatusOr<RewindPoint> StateTiers::Rewind(const std::string& id, uint64_t version) {
+absl::StatusOr<SessionInfo> StateTiers::Rewind(const std::string& id, uint64_t version) {
   Entry& st = states_[id];
   auto point = std::find_if(st.rewind_points.begin(), st.rewind_points.end(),
                             [&](const RewindPoint& p) { return p.version == version; });
@@ -285,6 +291,8 @@ absl::StatusOr<RewindPoint> StateTiers::Rewind(const std::string& id, uint64_t v
   const size_t newer = static_cast<size_t>(st.rewind_points.end() - point);
   st.rewind_points.erase(point, st.rewind_points.end());
   host_bytes_ -= state_bytes_ * static_cast<int64_t>(newer);
+  std::optional<SessionInfo> info = index_->Rewind(id, target);
+  if (!info.has_value()) return SessionNotFound(id);
   pool_->Evict(id);
   SetHost(st, target.state);
   st.version = target.version;
@@ -293,7 +301,7 @@ absl::StatusOr<RewindPoint> StateTiers::Rewind(const std::string& id, uint64_t v
   // file's whatever the durability mode: a new generation.
   ++st.gen;
   EnforceHostBudget();
-  return target;
+  return *info;
 }
 
 void StateTiers::Export(const std::string& id, SnapshotMeta meta,

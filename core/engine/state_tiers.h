@@ -146,9 +146,10 @@ class StateTiers {
   // ---- session commands (scheduler) ----
   // A copy of `src`'s committed state becomes `dst`'s (host RAM; read from disk if needed).
   void Fork(const std::string& src, const SessionInfo& dst, InfoDone done);
-  // `id`'s state goes back to the kept `version`: its rewind point, or FAILED_PRECONDITION
-  // listing the kept versions.
-  absl::StatusOr<RewindPoint> Rewind(const std::string& id, uint64_t version);
+  // `id` goes back to the kept `version`: the index takes the rewind point's metadata, then
+  // the tiers its state (in that order: a spill the new state triggers writes the rewound
+  // metadata). FAILED_PRECONDITION listing the kept versions when `version` is not kept.
+  absl::StatusOr<SessionInfo> Rewind(const std::string& id, uint64_t version);
   // The committed state encoded as a snapshot with `meta` (on the I/O pool; `done` runs there).
   void Export(const std::string& id, SnapshotMeta meta,
               std::function<void(absl::StatusOr<std::string>)> done);
@@ -180,9 +181,10 @@ class StateTiers {
   // `done` on the scheduler thread (OK also when there is nothing to do, or without Redis).
   void Refresh(const std::string& owner, const std::string& id, StatusDone done);
 
-  // Any thread: runs `fn` on the I/O pool (CPU work a caller must keep off both the scheduler
-  // thread and the transport's threads, such as tokenizing a turn that waited for Redis).
-  void SubmitIo(std::function<void()> fn) { io_->Submit(std::move(fn)); }
+  // Any thread: runs `fn` on the lookup pool (CPU work a caller must keep off both the
+  // scheduler thread and the transport's threads, such as tokenizing a turn that waited for
+  // Redis). Only with a Redis tier.
+  void SubmitLookup(std::function<void()> fn) { lookups_->Submit(std::move(fn)); }
 
   // ---- drain ----
   // Starts a write of every idle session's state that is not on disk yet.
@@ -271,6 +273,9 @@ class StateTiers {
   const int64_t state_bytes_;
   std::unique_ptr<SnapshotDir> dir_;
   std::unique_ptr<RedisStore> redis_;
+  // Redis lookups and what follows them run on their own pool, so a turn's start never waits
+  // behind snapshot writes and Redis uploads (128 MiB each on a 7B model).
+  std::unique_ptr<IoPool> lookups_;
   std::unique_ptr<IoPool> io_;  // declared last: destroyed (joined) first
 
   // Scheduler thread only.

@@ -83,7 +83,7 @@ void StateTiers::Refresh(const std::string& owner, const std::string& id, Status
   if (redis_ == nullptr || !RedisStore::IsValidSessionId(id)) {
     return post_([done = std::move(done)] { done(absl::OkStatus()); });
   }
-  io_->Submit([this, owner, id, done = std::move(done)]() mutable {
+  lookups_->Submit([this, owner, id, done = std::move(done)]() mutable {
     RefreshOnIo(owner, id, std::move(done));
   });
 }
@@ -191,15 +191,20 @@ void StateTiers::AckWhenStored(const std::string& id, SessionInfo info, bool new
   io_->Submit([this, id, info, new_session, expected, meta = *std::move(meta), state, gen,
                finish = std::move(finish)]() mutable {
     absl::StatusOr<RedisManifest> written;
+    absl::Status read;  // only on disk: what the file read said, passed on as it is
     if (state) {
       written = PutSnapshot(meta, expected, *state);
     } else {
       std::vector<float> disk(slots_->floats_per_slot());
-      absl::Status s = ReadStoredState(id, meta.version, absl::MakeSpan(disk), false);
-      written = s.ok() ? PutSnapshot(meta, expected, disk) : absl::StatusOr<RedisManifest>(s);
+      read = ReadStoredState(id, meta.version, absl::MakeSpan(disk), false);
+      if (read.ok()) written = PutSnapshot(meta, expected, disk);
     }
-    post_([this, id, info, new_session, gen, written = std::move(written),
+    post_([this, id, info, new_session, gen, read, written = std::move(written),
            finish = std::move(finish)]() mutable {
+      if (!read.ok()) {
+        if (new_session && index_->Erase(id)) Drop(id);
+        return finish(read);
+      }
       OnStored(id, info, new_session, gen, std::move(written), std::move(finish));
     });
   });
@@ -212,8 +217,7 @@ void StateTiers::OnStored(const std::string& id, SessionInfo info, bool new_sess
         absl::IsAborted(written.status())
             ? absl::AbortedError(
                   absl::StrCat("session ", id, " was changed in the shared Redis tier meanwhile"))
-        : absl::IsDataLoss(written.status()) ? written.status()
-                                             : RedisUnavailable(id, written.status());
+            : RedisUnavailable(id, written.status());
     if (new_session) {
       if (index_->Erase(id)) Drop(id);
     } else {
