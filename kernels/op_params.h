@@ -21,7 +21,7 @@ enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
 // Backend-owned, immutable weight matrix W [rows, cols] (row-major as in the checkpoint:
 // rows = output features, cols = input features), made by Backend::UploadMatrix. `data` is
 // backend memory; `packed` is an optional backend-private copy in a faster layout. A backend
-// may keep only `packed` (`data` == nullptr; the AVX-512 CPU backend does, see
+// may keep only `packed` (`data` == nullptr; the AVX-512 and AVX2 CPU backends do, see
 // kernels/cpu/gemm.h). Only the backend that made it may read or free it.
 struct WeightMatrix {
   DType dtype;     // storage dtype of `data`

@@ -17,8 +17,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool HasAvx512() { return __builtin_cpu_supports("avx512f"); }
-bool HasAvx2Fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+// The FMA peak is measured with the widest ISA the kernels may use: XLSTMD_CPU_ISA caps both
+// (kernels/cpu/cpu_features.cc), so a capped run is judged against its own ISA's peak.
+bool IsaCappedBelow(const char* isa) {
+  const char* cap = std::getenv("XLSTMD_CPU_ISA");
+  if (cap == nullptr) return false;
+  if (std::strcmp(cap, "scalar") == 0) return true;
+  return std::strcmp(cap, "avx2") == 0 && std::strcmp(isa, "avx512") == 0;
+}
+bool HasAvx512() { return __builtin_cpu_supports("avx512f") && !IsaCappedBelow("avx512"); }
+bool HasAvx2Fma() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         !IsaCappedBelow("avx2");
+}
 
 // Runs fn(t) on `threads` threads (t = 0 on the caller) and returns the wall seconds.
 template <typename Fn>

@@ -222,9 +222,9 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrix(const void* src, DType sr
                weight_dtype_, cols, static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
   }
   auto* w = new WeightMatrix{weight_dtype_, rows, cols, ld, *data, nullptr, bytes};
-  if (isa_ != cpu::Isa::kAvx512) return w;
-  // AVX-512 keeps only the packed copy (gemm.h; Embed reads it too): the row-major one was
-  // staging and is dropped, so weight memory is not doubled.
+  if (isa_ == cpu::Isa::kScalar) return w;
+  // AVX-512 and AVX2 keep only the packed copy (gemm.h; Embed reads it too): the row-major one
+  // was staging and is dropped, so weight memory is not doubled.
   const size_t packed_bytes = PackedGemmBytes(weight_dtype_, rows, cols);
   absl::StatusOr<void*> packed = Alloc(packed_bytes);
   if (!packed.ok()) {

@@ -102,7 +102,7 @@ void Embed(ThreadPool& pool, const EmbedParams& p) {
     for (int64_t r = r0; r < r1; ++r) {
       float* y = p.y + r * p.ldy;
       const int64_t row = p.ids[r];
-      if (t.data == nullptr) {  // packed-only (AVX-512 backend): strided gather
+      if (t.data == nullptr) {  // packed-only (AVX-512 and AVX2 backends): strided gather
         const int64_t i0 = PackedGemmIndex(t.dtype, row, 0, dim);
         const int64_t step = PackedGemmIndex(t.dtype, row, 1, dim) - i0;
         for (int64_t c = 0; c < dim; ++c) {

@@ -10,20 +10,22 @@
 //
 // Two schemes, one per W layout (results may differ between them and between ISAs, never
 // within one):
-// - Packed (AVX-512, W->packed made by PackGemmWeights at upload): W in pairs of 16-row
-//   panels, [rows / 32][k][32]. Outer-product register tiles (12 x-rows x 32 W-rows, 24 zmm
-//   accumulators): per k, two f32 W loads from an L1-resident sub-panel (a 128-step K block
-//   of the pair, widened from bf16 once for all x strips), 12 broadcasts, 24 FMAs, and no
-//   horizontal reductions. Each element is one FMA chain over k = 0..K-1 in order from +0,
-//   then added to y if accumulating; the decode path (M <= 3, streaming several pairs at
-//   once) runs the same chain. The AVX-512 CPU backend keeps only this copy (no row-major
-//   `data`; Embed gathers from it), so weight memory is not doubled. Why: the dot-product
+// - Packed (AVX-512 and AVX2, W->packed made by PackGemmWeights at upload): W in pairs of
+//   16-row panels, [rows / 32][k][32]. Outer-product register tiles (AVX-512: 12 x-rows x 32
+//   W-rows, 24 zmm accumulators; AVX2: 6 x 16, 12 ymm): per k, f32 W loads from an
+//   L1-resident sub-panel (a 128-step K block of the pair, widened from bf16 once for all x
+//   strips), broadcasts and FMAs, and no horizontal reductions. Each element is one FMA chain
+//   over k = 0..K-1 in order from +0, then added to y if accumulating; the decode path (M <= 3,
+//   streaming several pairs at once) runs the same chain, so the two ISAs' packed results are
+//   bit-identical (gemm_packed_driver.h holds the shared tiling). The AVX-512 and AVX2 CPU
+//   backends keep only this copy (no row-major `data`; Embed gathers from it), so weight
+//   memory is not doubled. Why: the dot-product
 //   scheme below tops out at ~55-60% of FMA peak on tall M (two loads per FMA, horizontal
 //   reductions); this one measured ~70% of the FMA-loop peak per core (M = 64..2048,
 //   K = 256..2048, bf16), ~1.4x the old path, and streams decode W at near DRAM speed.
 //   The price: its per-element order is a serial chain, whose worst-case rounding bound
 //   grows with k rather than k / 16 (the golden tolerances still hold).
-// - Row-major `data` (AVX2, scalar, and AVX-512 when no packed copy exists): dot products
+// - Row-major `data` (scalar, and AVX-512/AVX2 when no packed copy exists): dot products
 //   of one x row with one W row, lane-wise vector accumulators over k in fixed chunks, a
 //   fixed masked k tail and a fixed horizontal reduction tree.
 //
@@ -49,15 +51,18 @@ namespace xlstmd::kernels::cpu {
 // floats (room for a W panel converted to f32).
 void GemmAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
 void GemmAvx2(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch);
-// AVX-512 on the packed layout; `scratch` holds `scratch_floats` (at least
-// GemmPackedMinScratchFloats(k)) floats. With `next_pair` (M >= 4 only: one zeroed counter per
-// M block, shared by all threads of the call) the pairs of [n_begin, n_end) are claimed `grab`
-// at a time instead of all taken.
+// The packed layout (AVX-512 / AVX2); `scratch` holds `scratch_floats` (at least the ISA's
+// *MinScratchFloats(k)) floats. With `next_pair` (M >= 4 only: one zeroed counter per M block,
+// shared by all threads of the call) the pairs of [n_begin, n_end) are claimed `grab` at a
+// time instead of all taken.
 void GemmPackedAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                       int64_t scratch_floats, int64_t* next_pair, int64_t grab);
-// The least `scratch_floats` GemmPackedAvx512 works with for reduction length k (its f32
-// W sub-panel, one strip of x and its parked accumulators).
+void GemmPackedAvx2(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+                    int64_t scratch_floats, int64_t* next_pair, int64_t grab);
+// The least `scratch_floats` each works with for reduction length k (its f32 W sub-panel, one
+// strip of x and its parked accumulators).
 int64_t GemmPackedMinScratchFloats(int64_t k);
+int64_t GemmPackedAvx2MinScratchFloats(int64_t k);
 
 namespace {
 
@@ -149,20 +154,30 @@ float* ThreadScratch(int64_t floats) {
   return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
 }
 
-// Called only on the AVX-512 path (GemmPackedMinScratchFloats lives in its translation unit).
-int64_t PackedScratchFloats(int64_t k) {
-  return std::max<int64_t>(kPackedXFloats, GemmPackedMinScratchFloats(k));
+// Called only on the packed paths (the minimums live in the ISA translation units).
+int64_t PackedScratchFloats(Isa isa, int64_t k) {
+  return std::max<int64_t>(kPackedXFloats, isa == Isa::kAvx512 ? GemmPackedMinScratchFloats(k)
+                                                               : GemmPackedAvx2MinScratchFloats(k));
+}
+
+void RunPacked(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+               int64_t floats, int64_t* next_pair, int64_t grab) {
+  if (isa == Isa::kAvx512) {
+    GemmPackedAvx512(p, n_begin, n_end, scratch, floats, next_pair, grab);
+  } else {
+    GemmPackedAvx2(p, n_begin, n_end, scratch, floats, next_pair, grab);
+  }
 }
 
 void RunRange(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end) {
+  if (isa != Isa::kScalar && p.w->packed != nullptr) {
+    const int64_t floats = PackedScratchFloats(isa, p.w->cols);
+    RunPacked(isa, p, n_begin, n_end, ThreadScratch(floats), floats, nullptr, 0);
+    return;
+  }
   switch (isa) {
     case Isa::kAvx512:
-      if (p.w->packed != nullptr) {
-        const int64_t floats = PackedScratchFloats(p.w->cols);
-        GemmPackedAvx512(p, n_begin, n_end, ThreadScratch(floats), floats, nullptr, 0);
-      } else {
-        GemmAvx512(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(p.w->cols)));
-      }
+      GemmAvx512(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(p.w->cols)));
       return;
     case Isa::kAvx2:
       GemmAvx2(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(p.w->cols)));
@@ -189,7 +204,7 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     RunRange(isa, p, 0, n);
     return;
   }
-  const bool packed = isa == Isa::kAvx512 && p.w->packed != nullptr;
+  const bool packed = isa != Isa::kScalar && p.w->packed != nullptr;
   const int64_t grain = packed ? kPackedGrain : kGrain;
   const int64_t units = (n + grain - 1) / grain;
   if (units < want && m >= 8 * want) {
@@ -208,12 +223,12 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     // Blocked packed path: W pairs are claimed dynamically (see RunBlocked), ~8 claims per
     // thread per M block, so a thread slowed by another tenant on this shared host does not
     // leave the other idle at the end of every op. Each thread packs the x block itself.
-    const int64_t floats = PackedScratchFloats(k);
-    std::vector<int64_t> next_pair(static_cast<size_t>(m / 12 + 2), 0);  // >= M blocks
+    const int64_t floats = PackedScratchFloats(isa, k);
+    std::vector<int64_t> next_pair(static_cast<size_t>(m / 6 + 2), 0);  // >= M blocks
     const int64_t grab = std::max<int64_t>(1, units / (8 * want));
     pool.RunOnAll([&](int t) {
       if (t >= want) return;
-      GemmPackedAvx512(p, 0, n, ThreadScratch(floats), floats, next_pair.data(), grab);
+      RunPacked(isa, p, 0, n, ThreadScratch(floats), floats, next_pair.data(), grab);
     });
     return;
   }

@@ -23,16 +23,15 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/gemm_packed_driver.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/op_params.h"
 
 namespace xlstmd::kernels::cpu {
 namespace {
 
-constexpr int kPairCols = 32;
 constexpr int kStrip = 12;       // x rows per register tile on the blocked path
 constexpr int kStreamPairs = 4;  // W pairs per register tile on the streamed path
-constexpr int kPrefetchK = 24;   // streamed path: prefetch this many k steps ahead
 
 // Widens pair row k into its two 16-column halves.
 inline void LoadPair(const uint16_t* p, __m512& lo, __m512& hi) {
@@ -44,20 +43,6 @@ inline void LoadPair(const float* p, __m512& lo, __m512& hi) {
   lo = _mm512_loadu_ps(p);
   hi = _mm512_loadu_ps(p + 16);
 }
-
-// Streamed path (M <= 3).
-struct MicroArgs {
-  const float* x;  // MR rows with stride ldx
-  int64_t ldx;
-  const void* w;   // first pair of the tile
-  int64_t k;
-  float* y;        // y of the tile's first row, column of the first pair's column 0
-  int64_t ldy;
-  int64_t col0;    // global column of the first pair's column 0
-  int64_t n_lo;    // columns [n_lo, n_hi) are stored
-  int64_t n_hi;
-  bool accumulate;
-};
 
 inline __mmask16 HalfMask(int64_t c0, int64_t lo, int64_t hi) {
   const int64_t b = Max(lo - c0, 0), e = Min(hi - c0, 16);
@@ -115,8 +100,6 @@ void Micro(const MicroArgs& a) {
   StoreTile(c, a.y, a.ldy, a.col0, a.n_lo, a.n_hi, a.accumulate);
 }
 
-using MicroFn = void (*)(const MicroArgs&);
-
 // Micro<mr, np> for run-time mr in [1, MaxMR], np in [1, MaxNP].
 template <typename WT, int MaxMR, int MaxNP, int MR = 1, int NP = 1>
 MicroFn PickMicro(int mr, int np) {
@@ -128,22 +111,6 @@ MicroFn PickMicro(int mr, int np) {
     return PickMicro<WT, MaxMR, MaxNP, MR + 1, 1>(mr, np);
   }
   return nullptr;
-}
-
-// Decode: up to 3 x rows against kStreamPairs W pairs at a time, W read exactly once.
-template <typename WT>
-void RunStreamed(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end) {
-  const int64_t k = p.w->cols;
-  const int64_t p_end = (n_end + kPairCols - 1) / kPairCols;
-  MicroArgs a{p.x, p.ldx, nullptr, k, nullptr, p.ldy, 0, n_begin, n_end, p.accumulate};
-  const int mr = static_cast<int>(p.m);
-  for (int64_t pi = n_begin / kPairCols; pi < p_end; pi += kStreamPairs) {
-    const int np = static_cast<int>(Min(kStreamPairs, p_end - pi));
-    a.w = w + pi * k * kPairCols;
-    a.col0 = pi * kPairCols;
-    a.y = p.y + a.col0;
-    PickMicro<WT, 3, kStreamPairs>(mr, np)(a);
-  }
 }
 
 // Copies x rows [0, mr) (mr <= 16) into a [k][mr] strip: per k, one gather of the mr
@@ -167,38 +134,6 @@ void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
     _mm512_mask_storeu_ps(dst + kk * mr, m, v);
   }
 }
-
-// --- Blocked path (M >= 4) --------------------------------------------------------------------
-// Per W pair, K is cut into kKc-step blocks. Each block's sub-panel is widened once into an
-// f32 [kc][32] buffer (bf16; f32 pairs are read in place) that stays in L1 while every x strip
-// of the M block runs over it; a strip's 24 accumulators are parked in a small per-strip
-// buffer between K blocks. Compared with running each strip over the whole pair (the W pair
-// and the x strip both streamed from L2 for every strip, and the bf16 widening redone per
-// strip): the FMA ports do only FMAs, and the W operand is an L1 hit. Parking and reloading
-// an f32 accumulator is exact, so each element is still the single chain over k = 0..K-1
-// from +0 described at the top, bit for bit the same as the streamed path.
-
-// K steps per block: the f32 sub-panel (kKc * 128 B = 16 KiB) stays in L1 (48 KiB) next to
-// the strip slice being read (~6 KiB); the other strips' slices (32 KiB at 64 rows) come
-// from L2 as a sequential stream. 64 and 256 measured the same at M = 64; 128 keeps the
-// parked-accumulator traffic (a 24-register store + reload per strip per block) near 1%.
-constexpr int64_t kKc = 128;
-
-struct PanelArgs {
-  const float* x;     // strip slice [kc][MR]
-  const float* w;     // f32 sub-panel, row kk at w + kk * kPairCols
-  int64_t kc;
-  float* part;        // [MR][32] accumulators parked between K blocks
-  bool first;         // K block 0: chains start from +0
-  bool last;          // last K block: finish into y
-  const char* pf;     // kPf: lines [pf, pf_end) to pull into L2, one every pf_every k steps
-  const char* pf_end;
-  int64_t pf_every;
-  float* y;           // y of the strip's first row at the pair's column 0
-  int64_t ldy;
-  int64_t col0, n_lo, n_hi;
-  bool accumulate;
-};
 
 template <int MR, bool kPf>
 void PanelMicro(const PanelArgs& a) {
@@ -273,130 +208,32 @@ inline const float* Panel(const float* pair, int64_t k0, int64_t, float*) {
   return pair + k0 * kPairCols;
 }
 
-int64_t PanelFloats() { return kKc * kPairCols; }
-
-// Prefill / batched decode: x blocks that fit the scratch (L2-sized), packed into strips;
-// each W pair of the range is then multiplied with every strip of the block, K block by K
-// block (see kKc above).
-//
-// With `next_pair` set, the W pairs of [n_begin, n_end) are not all taken by this thread:
-// every thread of the call packs the same x block, then claims `grab` pairs at a time from
-// the block's shared counter next_pair[block] until none are left. Which thread computes a
-// column never changes its arithmetic; it only keeps a thread that a noisy neighbour slowed
-// down from holding up the whole op (a static split waits for the slowest half).
-template <typename WT>
-void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end,
-                float* scratch, int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  const int64_t k = p.w->cols;
-  const int64_t p_end = (n_end + kPairCols - 1) / kPairCols;
-  // Scratch: [panel][x block][parked tiles]. Rows per M block: as many as the rest holds
-  // (each row costs k floats of x plus, per strip of <= kStrip rows, a parked 12 x 32 tile),
-  // then evened out over the blocks so the last one is not a sliver that re-streams all of
-  // W for a few rows.
-  float* panel_buf = scratch;
-  float* xblock = scratch + PanelFloats();
-  const int64_t avail = scratch_floats - PanelFloats();
-  int64_t mc = Max(avail / (Max(k, 1) + kPairCols + kPairCols), kStrip);
-  const int64_t blocks = (p.m + mc - 1) / mc;
-  mc = (p.m + blocks - 1) / blocks;
-  // Parked tiles after the x block, 64-byte aligned.
-  float* parked = xblock + (mc * k + 15) / 16 * 16;
-  const int64_t wbytes_per_k = kPairCols * static_cast<int64_t>(sizeof(WT));
-  const int64_t p_begin = n_begin / kPairCols;
-  PanelArgs a{};
-  a.ldy = p.ldy;
-  a.n_lo = n_begin;
-  a.n_hi = n_end;
-  a.accumulate = p.accumulate;
-  for (int64_t mb = 0; mb < p.m; mb += mc) {
-    const int64_t rows = Min(p.m, mb + mc) - mb;
-    // Strips of near-equal height (<= kStrip): fewer underfilled tail tiles. Strip i covers
-    // block rows [i * rows / ns, (i + 1) * rows / ns).
-    const int64_t ns = (rows + kStrip - 1) / kStrip;
-    for (int64_t i = 0; i < ns; ++i) {
-      const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
-      PackStrip(p.x + (mb + r0) * p.ldx, p.ldx, static_cast<int>(r1 - r0), k, xblock + r0 * k);
-    }
-    int64_t* counter = next_pair != nullptr ? next_pair + mb / mc : nullptr;
-    for (;;) {
-      int64_t g_begin = p_begin, g_end = p_end;
-      if (counter != nullptr) {
-        g_begin = p_begin + __atomic_fetch_add(counter, grab, __ATOMIC_RELAXED);
-        if (g_begin >= p_end) break;
-        g_end = Min(p_end, g_begin + grab);
-      }
-      const char* stream_end = reinterpret_cast<const char*>(w + g_end * k * kPairCols);
-      for (int64_t pi = g_begin; pi < g_end; ++pi) {
-        const WT* pair = w + pi * k * kPairCols;
-        a.col0 = pi * kPairCols;
-        // k == 0 still runs one (empty) block, which writes y = 0 or leaves y.
-        for (int64_t k0 = 0; k0 == 0 || k0 < k; k0 += kKc) {
-          const int64_t kc = Min(kKc, k - k0);
-          a.w = Panel(pair, k0, kc, panel_buf);
-          a.kc = kc;
-          a.first = k0 == 0;
-          a.last = k0 + kc >= k;
-          // While the strips compute, the W rows widened next (this pair's next K block,
-          // else the next pair's first) are pulled into L2, so the widening finds them
-          // there instead of waiting on DRAM. The lines are spread evenly over all strips'
-          // k steps: issued in a burst (one per k step, by one strip), they outran the
-          // line fill buffers at DRAM latency and stalled that strip's FMAs (measured: the
-          // prefetching strip ran ~1.8x slower than the others). The claimed pairs are
-          // adjacent in memory, so "next" simply continues the stream.
-          const char* pf = reinterpret_cast<const char*>(pair + (k0 + kc) * kPairCols);
-          const int64_t pf_lines =
-              Max(0, Min(kKc * wbytes_per_k, stream_end - pf)) / 64;
-          for (int64_t i = 0; i < ns; ++i) {
-            const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
-            const int mr = static_cast<int>(r1 - r0);
-            a.x = xblock + r0 * k + k0 * mr;
-            a.part = parked + i * kStrip * kPairCols;
-            a.y = p.y + (mb + r0) * p.ldy + a.col0;
-            // Strip i's share: lines [i * L / ns, (i + 1) * L / ns).
-            const int64_t l0 = i * pf_lines / ns, l1 = (i + 1) * pf_lines / ns;
-            if (l1 > l0) {
-              a.pf = pf + l0 * 64;
-              a.pf_end = pf + l1 * 64;
-              a.pf_every = Max(1, kc / (l1 - l0));
-              PickPanel<true>(mr)(a);
-            } else {
-              PickPanel<false>(mr)(a);
-            }
-          }
-        }
-      }
-      if (counter == nullptr) break;
-    }
+struct Avx512Packed {
+  static constexpr int kStrip = ::xlstmd::kernels::cpu::kStrip;
+  static int64_t StreamPairs(int) { return kStreamPairs; }
+  template <typename WT>
+  static MicroFn PickMicro(int mr, int np) {
+    return ::xlstmd::kernels::cpu::PickMicro<WT, 3, kStreamPairs>(mr, np);
   }
-}
-
-template <typename WT>
-void Run(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end, float* scratch,
-         int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  if (p.m <= 3) {
-    RunStreamed(p, w, n_begin, n_end);
-  } else {
-    RunBlocked(p, w, n_begin, n_end, scratch, scratch_floats, next_pair, grab);
+  static void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
+    ::xlstmd::kernels::cpu::PackStrip(x, ldx, mr, k, dst);
   }
-}
+  template <typename WT>
+  static const float* Panel(const WT* pair, int64_t k0, int64_t kc, float* buf) {
+    return ::xlstmd::kernels::cpu::Panel(pair, k0, kc, buf);
+  }
+  static void RunPanel(const PanelArgs& a, int mr, bool prefetch) {
+    (prefetch ? PickPanel<true>(mr) : PickPanel<false>(mr))(a);
+  }
+};
 
 }  // namespace
 
-int64_t GemmPackedMinScratchFloats(int64_t k) {
-  // The panel, then room for one strip-height M block: kStrip rows of x plus their
-  // parked tile (and alignment slack).
-  return PanelFloats() + kStrip * (Max(k, 1) + 2 * kPairCols) + 16;
-}
+int64_t GemmPackedMinScratchFloats(int64_t k) { return PackedMinScratchFloats<Avx512Packed>(k); }
 
 void GemmPackedAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                       int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  if (p.w->dtype == DType::kBF16) {
-    Run(p, static_cast<const uint16_t*>(p.w->packed), n_begin, n_end, scratch, scratch_floats,
-        next_pair, grab);
-  } else {
-    Run(p, static_cast<const float*>(p.w->packed), n_begin, n_end, scratch, scratch_floats,
-        next_pair, grab);
-  }
+  RunPacked<Avx512Packed>(p, n_begin, n_end, scratch, scratch_floats, next_pair, grab);
 }
 
 }  // namespace xlstmd::kernels::cpu

@@ -40,7 +40,7 @@ struct TestWeights {
   std::vector<float> f32;
   std::vector<uint16_t> bf16;
   std::vector<float> values;
-  std::vector<char> packed;  // the AVX-512 packed copy (PackGemmWeights)
+  std::vector<char> packed;  // the packed copy (PackGemmWeights) AVX-512 and AVX2 read
   WeightMatrix w;
 
   TestWeights(int64_t rows, int64_t cols, int64_t ld, DType dtype, std::mt19937& rng)
@@ -99,7 +99,7 @@ void CheckShape(ThreadPool& pool, DType dtype, int64_t m, int64_t k, int64_t n,
   const auto ref = ReferenceMatMul(x.data(), m, k, ldx, tw.values.data(), n, ldw);
   const double unit = std::ldexp(1.0, -24) * (static_cast<double>((k + 7) / 8) + 6);
   for (Isa isa : SupportedIsas()) {
-    for (bool use_packed : {false, true}) {  // AVX-512 reads `packed` when present
+    for (bool use_packed : {false, true}) {  // AVX-512 and AVX2 read `packed` when present
       tw.w.packed = use_packed && !tw.packed.empty() ? tw.packed.data() : nullptr;
       for (bool acc : {false, true}) {
         std::vector<float> y = y0;
@@ -213,6 +213,32 @@ TEST(GemmTest, BatchInvariant) {
               }
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// The AVX2 packed kernel runs the same FMA chain per element as the AVX-512 one, so on a CPU
+// with both their results are identical bit for bit, on the streamed (M <= 3) and blocked paths.
+TEST(GemmTest, PackedAvx2IsBitIdenticalToPackedAvx512) {
+  const CpuFeatures f = DetectCpuFeatures();
+  if (!f.avx512 || !f.avx2_fma) GTEST_SKIP() << "needs a CPU with both AVX-512 and AVX2";
+  ThreadPool pool(2);
+  std::mt19937 rng(7);
+  for (int d = 0; d < 2; ++d) {
+    for (int64_t m : {1, 2, 3, 4, 7, 13, 64}) {
+      for (int64_t k : {1, 31, 129, 300}) {
+        const int64_t n = 97, ldx = k + 1, ldy = n + 3;
+        TestWeights tw(n, k, k + 2, DTypeOf(d), rng);
+        const std::vector<float> x = RandomVector(m * ldx, rng);
+        const std::vector<float> y0 = RandomVector(m * ldy, rng);
+        for (bool acc : {false, true}) {
+          std::vector<float> a = y0, b = y0;
+          Gemm(pool, Isa::kAvx512, MatMulParams{x.data(), &tw.w, a.data(), m, ldx, ldy, acc});
+          Gemm(pool, Isa::kAvx2, MatMulParams{x.data(), &tw.w, b.data(), m, ldx, ldy, acc});
+          EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
+              << Label(Isa::kAvx2, DTypeOf(d), m, k, n, acc);
         }
       }
     }
