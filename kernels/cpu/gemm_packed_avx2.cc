@@ -28,7 +28,12 @@
 namespace xlstmd::kernels::cpu {
 namespace {
 
-constexpr int kStrip = 6;  // x rows per register tile on the blocked path
+// The tag gemm_packed_driver.h dispatches on.
+struct Avx2Packed {
+  using Vec = Avx2Vec;
+  static constexpr int kStrip = 6;  // x rows per register tile on the blocked path
+  static int64_t StreamPairs(int mr) { return mr == 1 ? 3 : 1; }
+};
 
 // Widens pair row k into its four 8-column quarters q[0..3] (columns 0-7, 8-15, 16-23,
 // 24-31). bf16: words 0-7 hold columns 0-7 (low halves) and 16-23 (high halves), words
@@ -121,7 +126,7 @@ void Micro(const MicroArgs& a) {
 }
 
 template <typename WT>
-MicroFn PickMicro(int mr, int np) {
+MicroFn PickMicro(Avx2Packed, const WT*, int mr, int np) {
   switch (mr * 4 + np) {
     case 1 * 4 + 1: return &Micro<1, 1, WT>;
     case 1 * 4 + 2: return &Micro<1, 2, WT>;
@@ -135,7 +140,7 @@ MicroFn PickMicro(int mr, int np) {
 // --- Blocked path (M >= 4) --------------------------------------------------------------------
 
 // Copies x rows [0, mr) (mr <= 8) into a [k][mr] strip with one masked gather per k.
-void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
+void PackStrip(Avx2Packed, const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
   if ((mr - 1) * ldx > (int64_t{1} << 30)) {
     for (int r = 0; r < mr; ++r) {
       const float* src = x + r * ldx;
@@ -153,78 +158,23 @@ void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
   }
 }
 
-template <int MR, bool kPf>
-void PanelMicro(const PanelArgs& a) {
-  __m256 c[MR][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    if (a.first) {
-      c[r][0] = _mm256_setzero_ps();
-      c[r][1] = _mm256_setzero_ps();
-    } else {
-      c[r][0] = _mm256_load_ps(a.part + r * kPairCols);
-      c[r][1] = _mm256_load_ps(a.part + r * kPairCols + 8);
-    }
-  }
-  const float* xp = a.x;
-  const float* wp = a.w;
-  const char* pf = a.pf;
-  int64_t pf_countdown = 1;
-  for (int64_t kk = 0; kk < a.kc; ++kk) {
-    if constexpr (kPf) {
-      if (--pf_countdown == 0 && pf < a.pf_end) {
-        _mm_prefetch(pf, _MM_HINT_T1);
-        pf += 64;
-        pf_countdown = a.pf_every;
-      }
-    }
-    const __m256 w0 = _mm256_loadu_ps(wp);
-    const __m256 w1 = _mm256_loadu_ps(wp + 8);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const __m256 xb = _mm256_broadcast_ss(xp + r);
-      c[r][0] = _mm256_fmadd_ps(xb, w0, c[r][0]);
-      c[r][1] = _mm256_fmadd_ps(xb, w1, c[r][1]);
-    }
-    xp += MR;
-    wp += kPairCols;
-  }
-  if (!a.last) {
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      _mm256_store_ps(a.part + r * kPairCols, c[r][0]);
-      _mm256_store_ps(a.part + r * kPairCols + 8, c[r][1]);
-    }
-    return;
-  }
-  // Fully unrolled, like every loop over c: a run-time index would keep the accumulators in
-  // memory (measured: a store per FMA pair and ~0.6x the throughput).
+// Finishes an MR x 16 tile into y (y0 = its first row at column col0): accumulator j holds
+// columns [col0 + 8 j, col0 + 8 j + 8). Fully unrolled, like every loop over c: a run-time
+// index would keep the accumulators in memory (measured: a store per FMA pair, ~0.6x).
+template <int MR>
+void StoreTile(Avx2Packed, const __m256 (&c)[MR][2], float* y0, int64_t ldy, int64_t col0,
+               int64_t n_lo, int64_t n_hi, bool accumulate) {
 #pragma GCC unroll 2
   for (int j = 0; j < 2; ++j) {
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      StoreGroup(a.y + r * a.ldy + 8 * j, c[r][j], a.col0 + 8 * j, a.n_lo, a.n_hi, a.accumulate);
+      StoreGroup(y0 + r * ldy + 8 * j, c[r][j], col0 + 8 * j, n_lo, n_hi, accumulate);
     }
   }
 }
 
-using PanelFn = void (*)(const PanelArgs&);
-
-template <bool kPf>
-PanelFn PickPanel(int mr) {
-  switch (mr) {
-    case 1: return &PanelMicro<1, kPf>;
-    case 2: return &PanelMicro<2, kPf>;
-    case 3: return &PanelMicro<3, kPf>;
-    case 4: return &PanelMicro<4, kPf>;
-    case 5: return &PanelMicro<5, kPf>;
-    case 6: return &PanelMicro<6, kPf>;
-    default: return nullptr;
-  }
-}
-
 // The f32 sub-panel of pair rows [k0, k0 + kc): bf16 widened into `buf`; f32 read in place.
-inline const float* Panel(const uint16_t* pair, int64_t k0, int64_t kc, float* buf) {
+inline const float* Panel(Avx2Packed, const uint16_t* pair, int64_t k0, int64_t kc, float* buf) {
   const uint16_t* src = pair + k0 * kPairCols;
   for (int64_t kk = 0; kk < kc; ++kk) {
     __m256 q[4];
@@ -234,37 +184,22 @@ inline const float* Panel(const uint16_t* pair, int64_t k0, int64_t kc, float* b
   }
   return buf;
 }
-inline const float* Panel(const float* pair, int64_t k0, int64_t, float*) {
+inline const float* Panel(Avx2Packed, const float* pair, int64_t k0, int64_t, float*) {
   return pair + k0 * kPairCols;
 }
 
-// The policy gemm_packed_driver.h runs. A strip's tile covers 16 of a pair's 32 columns, so
-// RunPanel runs it over both halves (sub-panel, parked accumulators, y and columns shifted by
-// 16); the prefetch share goes with the first half.
-struct Avx2Packed {
-  static constexpr int kStrip = ::xlstmd::kernels::cpu::kStrip;
-  static int64_t StreamPairs(int mr) { return mr == 1 ? 3 : 1; }
-  template <typename WT>
-  static MicroFn PickMicro(int mr, int np) {
-    return ::xlstmd::kernels::cpu::PickMicro<WT>(mr, np);
-  }
-  static void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
-    ::xlstmd::kernels::cpu::PackStrip(x, ldx, mr, k, dst);
-  }
-  template <typename WT>
-  static const float* Panel(const WT* pair, int64_t k0, int64_t kc, float* buf) {
-    return ::xlstmd::kernels::cpu::Panel(pair, k0, kc, buf);
-  }
-  static void RunPanel(const PanelArgs& a, int mr, bool prefetch) {
-    (prefetch ? PickPanel<true>(mr) : PickPanel<false>(mr))(a);
-    PanelArgs b = a;
-    b.w += 16;
-    b.part += 16;
-    b.y += 16;
-    b.col0 += 16;
-    PickPanel<false>(mr)(b);
-  }
-};
+// A strip's tile covers 16 of a pair's 32 columns, so a strip runs it over both halves
+// (sub-panel, parked accumulators, y and columns shifted by 16); the prefetch share goes with
+// the first half.
+void RunPanel(Avx2Packed, const PanelArgs& a, int mr, bool prefetch) {
+  (prefetch ? PickPanel<Avx2Packed, true>(mr) : PickPanel<Avx2Packed, false>(mr))(a);
+  PanelArgs b = a;
+  b.w += 16;
+  b.part += 16;
+  b.y += 16;
+  b.col0 += 16;
+  PickPanel<Avx2Packed, false>(mr)(b);
+}
 
 }  // namespace
 

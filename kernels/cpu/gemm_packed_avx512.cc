@@ -33,6 +33,13 @@ namespace {
 constexpr int kStrip = 12;       // x rows per register tile on the blocked path
 constexpr int kStreamPairs = 4;  // W pairs per register tile on the streamed path
 
+// The tag gemm_packed_driver.h dispatches on.
+struct Avx512Packed {
+  using Vec = Avx512Vec;
+  static constexpr int kStrip = ::xlstmd::kernels::cpu::kStrip;
+  static int64_t StreamPairs(int) { return kStreamPairs; }
+};
+
 // Widens pair row k into its two 16-column halves.
 inline void LoadPair(const uint16_t* p, __m512& lo, __m512& hi) {
   const __m512i v = _mm512_loadu_si512(p);
@@ -55,8 +62,8 @@ inline __mmask16 HalfMask(int64_t c0, int64_t lo, int64_t hi) {
 // column block j holds output columns [col0 + 16 j, col0 + 16 j + 16), of which those in
 // [n_lo, n_hi) are written (or added to y when `accumulate`); padding columns never are.
 template <int MR, int NC>
-inline void StoreTile(const __m512 (&c)[MR][NC], float* y0, int64_t ldy, int64_t col0, int64_t n_lo,
-                      int64_t n_hi, bool accumulate) {
+inline void StoreTile(Avx512Packed, const __m512 (&c)[MR][NC], float* y0, int64_t ldy,
+                      int64_t col0, int64_t n_lo, int64_t n_hi, bool accumulate) {
 #pragma GCC unroll 8
   for (int j = 0; j < NC; ++j) {
     const __mmask16 m = HalfMask(col0 + 16 * j, n_lo, n_hi);
@@ -97,7 +104,7 @@ void Micro(const MicroArgs& a) {
       for (int j = 0; j < 2 * NP; ++j) c[r][j] = _mm512_fmadd_ps(xb, wv[j], c[r][j]);
     }
   }
-  StoreTile(c, a.y, a.ldy, a.col0, a.n_lo, a.n_hi, a.accumulate);
+  StoreTile(Avx512Packed{}, c, a.y, a.ldy, a.col0, a.n_lo, a.n_hi, a.accumulate);
 }
 
 // Micro<mr, np> for run-time mr in [1, MaxMR], np in [1, MaxNP].
@@ -117,7 +124,7 @@ MicroFn PickMicro(int mr, int np) {
 // values (lane r at x + r * ldx + kk) and one masked store, ~4x faster than the scalar
 // transpose it replaces, which was ~3% of a batch-64 decode step (both threads pack every
 // x block they use). Scalar when the row offsets do not fit the gather's 32-bit indices.
-void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
+void PackStrip(Avx512Packed, const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
   if ((mr - 1) * ldx > (int64_t{1} << 30)) {
     for (int r = 0; r < mr; ++r) {
       const float* src = x + r * ldx;
@@ -135,66 +142,9 @@ void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
   }
 }
 
-template <int MR, bool kPf>
-void PanelMicro(const PanelArgs& a) {
-  __m512 c[MR][2];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-    if (a.first) {
-      c[r][0] = _mm512_setzero_ps();
-      c[r][1] = _mm512_setzero_ps();
-    } else {
-      c[r][0] = _mm512_load_ps(a.part + r * kPairCols);
-      c[r][1] = _mm512_load_ps(a.part + r * kPairCols + 16);
-    }
-  }
-  const float* xp = a.x;
-  const float* wp = a.w;
-  const char* pf = a.pf;
-  int64_t pf_countdown = 1;
-  for (int64_t kk = 0; kk < a.kc; ++kk) {
-    if constexpr (kPf) {
-      if (--pf_countdown == 0 && pf < a.pf_end) {
-        _mm_prefetch(pf, _MM_HINT_T1);
-        pf += 64;
-        pf_countdown = a.pf_every;
-      }
-    }
-    // Unaligned loads: an f32 pair read in place need not be 64-byte aligned (it is when the
-    // backend allocated it; the cost is nil when it is).
-    const __m512 w0 = _mm512_loadu_ps(wp);
-    const __m512 w1 = _mm512_loadu_ps(wp + 16);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const __m512 xb = _mm512_set1_ps(xp[r]);
-      c[r][0] = _mm512_fmadd_ps(xb, w0, c[r][0]);
-      c[r][1] = _mm512_fmadd_ps(xb, w1, c[r][1]);
-    }
-    xp += MR;
-    wp += kPairCols;
-  }
-  if (!a.last) {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      _mm512_store_ps(a.part + r * kPairCols, c[r][0]);
-      _mm512_store_ps(a.part + r * kPairCols + 16, c[r][1]);
-    }
-    return;
-  }
-  StoreTile(c, a.y, a.ldy, a.col0, a.n_lo, a.n_hi, a.accumulate);
-}
-
-using PanelFn = void (*)(const PanelArgs&);
-
-template <bool kPf, int MR = 1>
-PanelFn PickPanel(int mr) {
-  if (mr == MR) return &PanelMicro<MR, kPf>;
-  if constexpr (MR < kStrip) return PickPanel<kPf, MR + 1>(mr);
-  return nullptr;
-}
-
 // The f32 sub-panel of pair rows [k0, k0 + kc): bf16 widened into `buf`; f32 read in place.
-inline const float* Panel(const uint16_t* pair, int64_t k0, int64_t kc, float* buf) {
+inline const float* Panel(Avx512Packed, const uint16_t* pair, int64_t k0, int64_t kc,
+                          float* buf) {
   const uint16_t* src = pair + k0 * kPairCols;
   for (int64_t kk = 0; kk < kc; ++kk) {
     __m512 lo, hi;
@@ -204,28 +154,18 @@ inline const float* Panel(const uint16_t* pair, int64_t k0, int64_t kc, float* b
   }
   return buf;
 }
-inline const float* Panel(const float* pair, int64_t k0, int64_t, float*) {
+inline const float* Panel(Avx512Packed, const float* pair, int64_t k0, int64_t, float*) {
   return pair + k0 * kPairCols;
 }
 
-struct Avx512Packed {
-  static constexpr int kStrip = ::xlstmd::kernels::cpu::kStrip;
-  static int64_t StreamPairs(int) { return kStreamPairs; }
-  template <typename WT>
-  static MicroFn PickMicro(int mr, int np) {
-    return ::xlstmd::kernels::cpu::PickMicro<WT, 3, kStreamPairs>(mr, np);
-  }
-  static void PackStrip(const float* x, int64_t ldx, int mr, int64_t k, float* dst) {
-    ::xlstmd::kernels::cpu::PackStrip(x, ldx, mr, k, dst);
-  }
-  template <typename WT>
-  static const float* Panel(const WT* pair, int64_t k0, int64_t kc, float* buf) {
-    return ::xlstmd::kernels::cpu::Panel(pair, k0, kc, buf);
-  }
-  static void RunPanel(const PanelArgs& a, int mr, bool prefetch) {
-    (prefetch ? PickPanel<true>(mr) : PickPanel<false>(mr))(a);
-  }
-};
+template <typename WT>
+MicroFn PickMicro(Avx512Packed, const WT*, int mr, int np) {
+  return PickMicro<WT, 3, kStreamPairs>(mr, np);
+}
+
+void RunPanel(Avx512Packed, const PanelArgs& a, int mr, bool prefetch) {
+  (prefetch ? PickPanel<Avx512Packed, true>(mr) : PickPanel<Avx512Packed, false>(mr))(a);
+}
 
 }  // namespace
 

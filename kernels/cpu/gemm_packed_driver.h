@@ -1,12 +1,15 @@
 // The ISA-independent half of the packed-layout GEMM (PackGemmWeights in gemm.cc): how a call
 // is cut into register tiles, K blocks, x strips and claimed W pairs. gemm_packed_avx512.cc
-// and gemm_packed_avx2.cc supply the register tiles through a policy type K:
-//   K::kStrip                         x rows per strip on the blocked path
+// and gemm_packed_avx2.cc supply the register tiles through a tag type K with
+//   K::kStrip, K::Vec                 x rows per blocked strip; simd.h Avx2Vec / Avx512Vec
 //   K::StreamPairs(mr)                W pairs per streamed tile for mr (<= 3) x rows
-//   K::template PickMicro<WT>(mr, np) the streamed tile for mr rows x np pairs
-//   K::PackStrip(x, ldx, mr, k, dst)  x rows [0, mr) into a [k][mr] strip
-//   K::Panel(pair, k0, kc, buf)       the f32 [kc][32] sub-panel of a pair's K block
-//   K::RunPanel(args, mr, prefetch)   one strip over one sub-panel (all 32 columns)
+// and free functions taking a K first, found by argument-dependent lookup:
+//   PickMicro(K, (const WT*)0, mr, np)  the streamed tile for mr rows x np pairs
+//   PackStrip(K, x, ldx, mr, k, dst)    x rows [0, mr) into a [k][mr] strip
+//   Panel(K, pair, k0, kc, buf)         the f32 [kc][32] sub-panel of a pair's K block
+//   RunPanel(K, args, mr, prefetch)     one strip over one sub-panel (all 32 columns), made of
+//                                       PanelMicro<K, MR> tiles (below), which end in
+//   StoreTile(K, c, y, ldy, col0, lo, hi, acc)  a finished MR x 2-vector tile into y
 // Every tile computes each output element as one FMA chain over k = 0..K-1 in order from +0
 // (then y = c or y = y + c), so no choice made here changes any element's arithmetic.
 //
@@ -62,6 +65,64 @@ struct PanelArgs {
   bool accumulate;
 };
 
+// One strip over one sub-panel: an MR x (2 * kLanes) register tile over kc steps of k, per
+// step two W loads from the L1-resident sub-panel, MR broadcasts and 2 MR FMAs; the tile's
+// accumulators are parked in `part` between K blocks (an exact f32 store and reload).
+template <typename K, int MR, bool kPf>
+void PanelMicro(const PanelArgs& a) {
+  using S = typename K::Vec;
+  typename S::V c[MR][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    c[r][0] = a.first ? S::Zero() : S::Load(a.part + r * kPairCols);
+    c[r][1] = a.first ? S::Zero() : S::Load(a.part + r * kPairCols + S::kLanes);
+  }
+  const float* xp = a.x;
+  const float* wp = a.w;
+  const char* pf = a.pf;
+  int64_t pf_countdown = 1;
+  for (int64_t kk = 0; kk < a.kc; ++kk) {
+    if constexpr (kPf) {
+      if (--pf_countdown == 0 && pf < a.pf_end) {
+        _mm_prefetch(pf, _MM_HINT_T1);
+        pf += 64;
+        pf_countdown = a.pf_every;
+      }
+    }
+    // Unaligned loads: an f32 pair read in place need not be 64-byte aligned (it is when the
+    // backend allocated it; the cost is nil when it is).
+    const typename S::V w0 = S::Load(wp);
+    const typename S::V w1 = S::Load(wp + S::kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const typename S::V xb = S::Broadcast(xp + r);
+      c[r][0] = S::Fma(xb, w0, c[r][0]);
+      c[r][1] = S::Fma(xb, w1, c[r][1]);
+    }
+    xp += MR;
+    wp += kPairCols;
+  }
+  if (!a.last) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      S::Store(a.part + r * kPairCols, c[r][0]);
+      S::Store(a.part + r * kPairCols + S::kLanes, c[r][1]);
+    }
+    return;
+  }
+  StoreTile(K{}, c, a.y, a.ldy, a.col0, a.n_lo, a.n_hi, a.accumulate);
+}
+
+using PanelFn = void (*)(const PanelArgs&);
+
+// PanelMicro<K, mr> for a run-time mr in [1, K::kStrip].
+template <typename K, bool kPf, int MR = 1>
+PanelFn PickPanel(int mr) {
+  if (mr == MR) return &PanelMicro<K, MR, kPf>;
+  if constexpr (MR < K::kStrip) return PickPanel<K, kPf, MR + 1>(mr);
+  return nullptr;
+}
+
 // Decode: up to 3 x rows against K::StreamPairs(mr) W pairs at a time, W read exactly once.
 template <typename K, typename WT>
 void RunStreamed(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end) {
@@ -75,7 +136,7 @@ void RunStreamed(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_
     a.w = w + pi * k * kPairCols;
     a.col0 = pi * kPairCols;
     a.y = p.y + a.col0;
-    K::template PickMicro<WT>(mr, np)(a);
+    PickMicro(K{}, w, mr, np)(a);
   }
 }
 
@@ -100,7 +161,7 @@ void RunStrips(PanelArgs a, const float* xblock, float* parked, int64_t k, int64
       a.pf_end = pf + l1 * 64;
       a.pf_every = Max(1, a.kc / (l1 - l0));
     }
-    K::RunPanel(a, mr, l1 > l0);
+    RunPanel(K{}, a, mr, l1 > l0);
   }
 }
 
@@ -142,8 +203,8 @@ void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_e
     const int64_t ns = (rows + K::kStrip - 1) / K::kStrip;
     for (int64_t i = 0; i < ns; ++i) {
       const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
-      K::PackStrip(p.x + (mb + r0) * p.ldx, p.ldx, static_cast<int>(r1 - r0), k,
-                   xblock + r0 * k);
+      PackStrip(K{}, p.x + (mb + r0) * p.ldx, p.ldx, static_cast<int>(r1 - r0), k,
+                xblock + r0 * k);
     }
     int64_t* counter = next_pair != nullptr ? next_pair + mb / mc : nullptr;
     for (;;) {
@@ -160,7 +221,7 @@ void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_e
         // k == 0 still runs one (empty) block, which writes y = 0 or leaves y.
         for (int64_t k0 = 0; k0 == 0 || k0 < k; k0 += kKc) {
           const int64_t kc = Min(kKc, k - k0);
-          a.w = K::Panel(pair, k0, kc, panel_buf);
+          a.w = Panel(K{}, pair, k0, kc, panel_buf);
           a.kc = kc;
           a.first = k0 == 0;
           a.last = k0 + kc >= k;

@@ -95,6 +95,8 @@ struct Avx2Vec {
     return LoadBf16x8(buf);
   }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
 };
 
 #ifdef XLSTMD_SIMD_AVX512
@@ -132,6 +134,8 @@ struct Avx512Vec {
   static V Load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
   static V Load(const uint16_t* p, __mmask16 m) { return LoadBf16x16(p, m); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V Broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
 };
 #endif  // XLSTMD_SIMD_AVX512
 
