@@ -4,9 +4,9 @@
 // split never changes the arithmetic (batch invariance). The heavy loops (the step's C
 // update and read-out, the chunkwise form's small dense products and exps) have AVX-512
 // versions in mlstm_avx512.cc / elementwise_avx512.cc, chosen by the backend's ISA; the
-// portable versions here are compiled for several ISAs with GCC target clones, the clone
-// being picked once per process by the CPU. Either way results are reproducible on one
-// machine and ISA setting.
+// portable loops (mlstm_portable.inc) are compiled twice, scalar here and auto-vectorised for
+// AVX2 in mlstm_avx2.cc, and the ISA setting picks one, so XLSTMD_CPU_ISA=scalar runs truly
+// scalar code. Results are reproducible on one machine and ISA setting.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,53 +22,25 @@ void MatAccAvx512(const float* a, int64_t lda, int64_t rows, int64_t kdim, const
 void ExpRowAvx512(float* x, int64_t n);
 float StepCoreAvx512(const float* q, const float* k, const float* v, float fa, float ia, float* C,
                      float* n, float* h, const MlstmDims& d);
+// The portable loops compiled for AVX2 + FMA (mlstm_avx2.cc).
+float StepCoreAvx2(const float* q, const float* k, const float* v, float fa, float ia, float* C,
+                   float* n, float* h, const MlstmDims& d);
+void MatAccAvx2(const float* a, int64_t lda, int64_t rows, int64_t kdim, const float* b,
+                int64_t ldb, int64_t n, float* out, int64_t ldo, float* row_acc);
 
 namespace {
 
-#if defined(__x86_64__) && !defined(__clang__)
-#define XLSTMD_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#else
-#define XLSTMD_CLONES
-#endif
+// The scalar ISA setting runs these loops as plain scalar code: no auto-vectorisation, so it
+// really tests the scalar path (a CPU without AVX2 runs exactly this).
+namespace scalar {
+#pragma GCC push_options
+#pragma GCC optimize("no-tree-vectorize", "no-tree-slp-vectorize")
+#include "kernels/cpu/mlstm_portable.inc"
+#pragma GCC pop_options
+}  // namespace scalar
 
 // Stable log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)).
 inline float LogSigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::fabs(x))); }
-
-// y[c] += a * x[c]
-XLSTMD_CLONES void Axpy(float* __restrict y, const float* __restrict x, float a, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) y[c] += a * x[c];
-}
-
-XLSTMD_CLONES float Dot(const float* __restrict a, const float* __restrict b, int64_t n) {
-  // Eight partial sums in a fixed order: vectorisable, and deterministic per ISA clone.
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8)
-    for (int l = 0; l < 8; ++l) s[l] += a[c + l] * b[c + l];
-  for (; c < n; ++c) s[0] += a[c] * b[c];
-  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
-// C = fa C + ia k v^T, n = fa n + ia k, h = C^T q_scaled (unnormalised); returns q_scaled . n.
-// C is updated and read out in a single pass (it is the dominant memory traffic in decode).
-XLSTMD_CLONES float StepCorePortable(const float* q, const float* k, const float* v, float fa,
-                                     float ia, float* C, float* n, float* h,
-                                     const MlstmDims& d) {
-  std::fill(h, h + d.dv, 0.0f);
-  float qn = 0.0f;
-  for (int64_t a = 0; a < d.dqk; ++a) {
-    float* row = C + a * d.dv;
-    const float ka = ia * k[a];
-    const float qa = q[a] * d.q_scale;
-    for (int64_t c = 0; c < d.dv; ++c) {
-      row[c] = fa * row[c] + ka * v[c];
-      h[c] += qa * row[c];
-    }
-    n[a] = fa * n[a] + ia * k[a];
-    qn += qa * n[a];
-  }
-  return qn;
-}
 
 // One step of one head. C [dqk, dv], n [dqk], m scalar are updated in place; h [dv] out.
 void StepHead(Isa isa, const float* q, const float* k, const float* v, float it, float ft,
@@ -79,7 +51,8 @@ void StepHead(Isa isa, const float* q, const float* k, const float* v, float it,
   const float fa = std::exp(lf + m_old - m_new);
   const float ia = std::exp(it - m_new);
   const float qn = isa == Isa::kAvx512 ? StepCoreAvx512(q, k, v, fa, ia, C, n, h, d)
-                                       : StepCorePortable(q, k, v, fa, ia, C, n, h, d);
+                    : isa == Isa::kAvx2  ? StepCoreAvx2(q, k, v, fa, ia, C, n, h, d)
+                                         : scalar::StepCorePortable(q, k, v, fa, ia, C, n, h, d);
   const float den = std::max(std::fabs(qn), std::exp(-m_new)) + d.eps;
   const float inv = 1.0f / den;
   for (int64_t c = 0; c < d.dv; ++c) h[c] *= inv;
@@ -91,20 +64,6 @@ void StepHead(Isa isa, const float* q, const float* k, const float* v, float it,
 // (one dot product or axpy per (row, column) pair) ran at ~10 GFLOP/s and made the mLSTM
 // cell ~30% of a 2048-token prefill; as register-tiled products it is a few percent.
 
-// out[r, j] += sum_{kk < kdim} a[r, kk] * b[kk, j]; each sum is one multiply-add chain over
-// kk in order from 0, then added to out (the AVX-512 version's order, with separate
-// roundings where it fuses).
-XLSTMD_CLONES void MatAccPortable(const float* a, int64_t lda, int64_t rows, int64_t kdim,
-                                  const float* b, int64_t ldb, int64_t n, float* out,
-                                  int64_t ldo, float* row_acc) {
-  for (int64_t r = 0; r < rows; ++r) {
-    std::fill(row_acc, row_acc + n, 0.0f);
-    for (int64_t kk = 0; kk < kdim; ++kk) Axpy(row_acc, b + kk * ldb, a[r * lda + kk], n);
-    float* o = out + r * ldo;
-    for (int64_t j = 0; j < n; ++j) o[j] += row_acc[j];
-  }
-}
-
 void MatAcc(Isa isa, const float* a, int64_t lda, int64_t rows, int64_t kdim, const float* b,
             int64_t ldb, int64_t n, float* out, int64_t ldo) {
   if (isa == Isa::kAvx512) {
@@ -112,7 +71,11 @@ void MatAcc(Isa isa, const float* a, int64_t lda, int64_t rows, int64_t kdim, co
   } else {
     thread_local std::vector<float> row_acc;
     if (row_acc.size() < static_cast<size_t>(n)) row_acc.resize(static_cast<size_t>(n));
-    MatAccPortable(a, lda, rows, kdim, b, ldb, n, out, ldo, row_acc.data());
+    if (isa == Isa::kAvx2) {
+      MatAccAvx2(a, lda, rows, kdim, b, ldb, n, out, ldo, row_acc.data());
+    } else {
+      scalar::MatAccPortable(a, lda, rows, kdim, b, ldb, n, out, ldo, row_acc.data());
+    }
   }
 }
 
@@ -203,7 +166,7 @@ void ChunkHead(Isa isa, const HeadIo& io, int64_t Lc, float* C, float* n, float*
       dsum += pr[c];
     }
     std::fill(pr + r + 1, pr + Lc, 0.0f);
-    s.den[r] = s.winter[r] * Dot(s.qs.data() + r * dqk, n, dqk) + dsum;
+    s.den[r] = s.winter[r] * scalar::Dot(s.qs.data() + r * dqk, n, dqk) + dsum;
   }
   // Inter-chunk part (q_r^T C_k) * w_inter, then the intra-chunk part P V.
   std::fill(s.num.begin(), s.num.begin() + Lc * dv, 0.0f);

@@ -18,6 +18,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/thread_pool.h"
 #include "tests/testing/reference_ops.h"
+#include "tests/testing/isa.h"
 
 namespace xlstmd::kernels::cpu {
 namespace {
@@ -25,15 +26,9 @@ namespace {
 using ::xlstmd::testing::ReferenceBf16ToF32;
 using ::xlstmd::testing::ReferenceF32ToBf16;
 
-// The ISAs this CPU can run: every op is checked on each (the AVX-512 loops and the
-// portable ones the AVX2 and scalar settings use).
-std::vector<Isa> SupportedIsas() {
-  const CpuFeatures f = DetectCpuFeatures();
-  std::vector<Isa> isas = {Isa::kScalar};
-  if (f.avx2_fma) isas.push_back(Isa::kAvx2);
-  if (f.avx512) isas.push_back(Isa::kAvx512);
-  return isas;
-}
+// The ISAs this run tests (tests/testing/isa.h): every op is checked on each (the AVX-512
+// loops and the portable ones the AVX2 and scalar settings use).
+std::vector<Isa> SupportedIsas() { return ::xlstmd::testing::TestIsas(); }
 
 constexpr double kNormTol = 2e-5;
 constexpr double kPointwiseTol = 1e-6;

@@ -6,6 +6,7 @@
 // lane plus a 3- or 4-level tree, so |y - ref| <= (ceil(k/8) + 6) * 2^-24 * (sum_k |x*w| +
 // |y0|) bounds every ISA's rounding error (a first-order worst case, not a statistical one).
 // The bf16 reference multiplies by the bf16-rounded weights, which is what the kernel sees.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -18,6 +19,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/thread_pool.h"
 #include "tests/testing/reference_ops.h"
+#include "tests/testing/isa.h"
 
 namespace xlstmd::kernels::cpu {
 namespace {
@@ -26,13 +28,8 @@ using ::xlstmd::testing::ReferenceF32ToBf16;
 using ::xlstmd::testing::ReferenceMatMul;
 using ::xlstmd::testing::RoundToBf16;
 
-std::vector<Isa> SupportedIsas() {
-  const CpuFeatures f = DetectCpuFeatures();
-  std::vector<Isa> isas = {Isa::kScalar};
-  if (f.avx2_fma) isas.push_back(Isa::kAvx2);
-  if (f.avx512) isas.push_back(Isa::kAvx512);
-  return isas;
-}
+// The ISAs this run tests (tests/testing/isa.h).
+std::vector<Isa> SupportedIsas() { return ::xlstmd::testing::TestIsas(); }
 
 // A weight matrix in test-owned storage. `values` holds what the kernel reads, as f32
 // (bf16-rounded for kBF16), with the same stride.
@@ -222,8 +219,11 @@ TEST(GemmTest, BatchInvariant) {
 // The AVX2 packed kernel runs the same FMA chain per element as the AVX-512 one, so on a CPU
 // with both their results are identical bit for bit, on the streamed (M <= 3) and blocked paths.
 TEST(GemmTest, PackedAvx2IsBitIdenticalToPackedAvx512) {
-  const CpuFeatures f = DetectCpuFeatures();
-  if (!f.avx512 || !f.avx2_fma) GTEST_SKIP() << "needs a CPU with both AVX-512 and AVX2";
+  const std::vector<Isa> isas = SupportedIsas();
+  if (std::count(isas.begin(), isas.end(), Isa::kAvx512) == 0 ||
+      std::count(isas.begin(), isas.end(), Isa::kAvx2) == 0) {
+    GTEST_SKIP() << "needs both AVX-512 and AVX2 in this run (a CPU with both, no ISA cap)";
+  }
   ThreadPool pool(2);
   std::mt19937 rng(7);
   for (int d = 0; d < 2; ++d) {

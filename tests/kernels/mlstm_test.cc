@@ -11,6 +11,7 @@
 #include "kernels/backend_registry.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_features.h"
+#include "tests/testing/isa.h"
 
 namespace xlstmd::kernels {
 namespace {
@@ -64,10 +65,7 @@ struct Case {
 };
 
 std::vector<Case> Cases() {
-  const cpu::CpuFeatures f = cpu::DetectCpuFeatures();
-  std::vector<cpu::Isa> isas = {cpu::Isa::kScalar};
-  if (f.avx2_fma) isas.push_back(cpu::Isa::kAvx2);
-  if (f.avx512) isas.push_back(cpu::Isa::kAvx512);
+  const std::vector<cpu::Isa> isas = ::xlstmd::testing::TestIsas();
   std::vector<Case> out;
   // Odd sizes, plus the 7B-like head shape (dqk 64, dv 128) and one with dv past a 64-column
   // tile and a masked tail (dv 83).
