@@ -35,7 +35,7 @@ Scheduler::Scheduler(const Options& options, ModelRunner* model, SessionIndex* i
 
 Scheduler::~Scheduler() { Stop(); }
 
-void Scheduler::Start(StateTiers* tiers) {
+void Scheduler::Start(TierOps* tiers) {
   tiers_ = tiers;
   last_sweep_ = clock_->Now();
   thread_ = std::thread([this] { Loop(); });

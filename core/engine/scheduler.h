@@ -84,15 +84,15 @@ class Scheduler {
     EngineObserver* observer = nullptr;
   };
 
-  // Nothing is owned; everything must outlive the scheduler. The tiers come in Start (they
-  // post their completions here, so they are built after the scheduler).
+  // Nothing is owned; everything must outlive the scheduler. The tiers (state_tiers.h TierOps)
+  // come in Start: they post their completions here, so they are built after the scheduler.
   Scheduler(const Options& options, ModelRunner* model, SessionIndex* index,
             const Tokenizer* tokenizer, const ChatTemplate* chat_template, Clock* clock);
   ~Scheduler();  // Stop()
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  void Start(StateTiers* tiers);
+  void Start(TierOps* tiers);
   // Rolls back every turn (persisting ones still commit if their write lands first) and joins
   // the thread. Idempotent.
   void Stop();
@@ -157,7 +157,7 @@ class Scheduler {
   const Tokenizer* const tokenizer_;
   const ChatTemplate* const template_;
   Clock* const clock_;
-  StateTiers* tiers_ = nullptr;
+  TierOps* tiers_ = nullptr;
   std::shared_ptr<Signal> signal_;
   std::thread thread_;
 

@@ -97,7 +97,33 @@ struct TierStats {
   int64_t restores_from_redis = 0;
 };
 
-class StateTiers {
+// The tiers as the scheduler sees them: the one interface it calls for a turn's state (its
+// slot, its starting state, and the commit), so the scheduler can be built and tested over a
+// fake. StateTiers implements it; the method comments there give the contracts.
+class TierOps {
+ public:
+  virtual ~TierOps() = default;
+  virtual bool shares_commits() const = 0;
+  virtual bool sync_commits() const = 0;
+  virtual int32_t TakeSlot() = 0;
+  virtual void FreeSlot(int32_t slot) = 0;
+  virtual void LoadInto(const std::string& id, uint64_t version, int32_t slot,
+                        std::function<bool()> wanted, StatusDone done) = 0;
+  virtual void LoadZero(int32_t slot) = 0;
+  virtual HostState CaptureSlot(int32_t slot) = 0;
+  virtual void InstallCommitted(const std::string& id, int32_t slot, uint64_t version) = 0;
+  virtual void MarkShared(const std::string& id) = 0;
+  virtual void AddRewindPoint(const std::string& id, RewindPoint point) = 0;
+  virtual void Drop(const std::string& id) = 0;
+  virtual void PersistBeforeCommit(const std::string& id, SnapshotMeta meta, HostState state,
+                                   StatusDone done) = 0;
+  virtual void ShareBeforeCommit(SnapshotMeta meta, ExpectedVersion expected, HostState state,
+                                 std::function<void(absl::StatusOr<RedisManifest>)> done) = 0;
+  virtual void AckWhenStored(const std::string& id, SessionInfo info, bool new_session,
+                             ExpectedVersion expected, InfoDone done) = 0;
+};
+
+class StateTiers final : public TierOps {
  public:
   // Opens the disk tier (registering every valid snapshot's session in `index`; the states
   // load lazily) and connects to Redis, per `options`. None of the pointers is owned; all
@@ -106,16 +132,18 @@ class StateTiers {
                                                             StateCodec codec, SlotStore* slots,
                                                             SlotPool* pool, SessionIndex* index,
                                                             const Clock* clock, PostFn post);
-  ~StateTiers();  // runs the I/O already submitted (completions are dropped), then returns
+  ~StateTiers() override;  // runs the I/O already submitted (completions are dropped)
   StateTiers(const StateTiers&) = delete;
   StateTiers& operator=(const StateTiers&) = delete;
 
   bool has_disk() const { return dir_ != nullptr; }
   bool has_redis() const { return redis_ != nullptr; }
   // Commits go to Redis first (a version conflict rolls the turn back).
-  bool shares_commits() const { return redis_ != nullptr; }
+  bool shares_commits() const override { return redis_ != nullptr; }
   // A finished turn is written to disk before it commits.
-  bool sync_commits() const { return dir_ != nullptr && options_.durability == Durability::kSync; }
+  bool sync_commits() const override {
+    return dir_ != nullptr && options_.durability == Durability::kSync;
+  }
   int32_t rewind_points() const { return options_.rewind_points; }
   size_t floats_per_state() const { return slots_->floats_per_slot(); }
   const StateCodec& codec() const { return codec_; }
@@ -124,24 +152,24 @@ class StateTiers {
   // A free slot, evicting the least recently used resident state if needed (to host RAM
   // within the budget, or to nothing when a slower tier holds it). -1 when none can be freed
   // until a spill write completes (the caller retries later).
-  int32_t TakeSlot();
-  void FreeSlot(int32_t slot) { pool_->Free(slot); }
+  int32_t TakeSlot() override;
+  void FreeSlot(int32_t slot) override { pool_->Free(slot); }
   // Loads `id`'s committed state (`version`) into `slot`: at once from a slot, host RAM or the
   // zero state (done runs before the call returns), or read by the I/O pool (done runs later,
   // and only if `wanted()` still holds then: a turn cancelled meanwhile has given its slot
   // away, so nothing is written into it).
   void LoadInto(const std::string& id, uint64_t version, int32_t slot,
-                std::function<bool()> wanted, StatusDone done);
-  void LoadZero(int32_t slot) { slots_->Reset(slot); }
+                std::function<bool()> wanted, StatusDone done) override;
+  void LoadZero(int32_t slot) override { slots_->Reset(slot); }
   // A host copy of a slot (rewind points, commits that are written before they apply).
-  HostState CaptureSlot(int32_t slot);
+  HostState CaptureSlot(int32_t slot) override;
   // `slot` becomes `id`'s committed state at `version` (a commit or a create).
-  void InstallCommitted(const std::string& id, int32_t slot, uint64_t version);
+  void InstallCommitted(const std::string& id, int32_t slot, uint64_t version) override;
   // Redis holds `id`'s current committed state.
-  void MarkShared(const std::string& id);
-  void AddRewindPoint(const std::string& id, RewindPoint point);
+  void MarkShared(const std::string& id) override;
+  void AddRewindPoint(const std::string& id, RewindPoint point) override;
   // Forgets `id`'s state in every tier of this daemon (its file is removed in the background).
-  void Drop(const std::string& id);
+  void Drop(const std::string& id) override;
 
   // ---- session commands (scheduler) ----
   // A copy of `src`'s committed state becomes `dst`'s (host RAM; read from disk if needed).
@@ -159,7 +187,7 @@ class StateTiers {
   // Redis tier require; a `new_session` that cannot be stored is removed and refused. The
   // session is busy until `done` runs.
   void AckWhenStored(const std::string& id, SessionInfo info, bool new_session,
-                     ExpectedVersion expected, InfoDone done);
+                     ExpectedVersion expected, InfoDone done) override;
   // Removes the session from this daemon (index, state, file); `done` once the file is gone.
   void Erase(const std::string& id, StatusDone done);
 
@@ -168,10 +196,10 @@ class StateTiers {
   // on the scheduler thread, and on success the caller installs the commit inside it, after
   // which the tiers mark that state durable.
   void PersistBeforeCommit(const std::string& id, SnapshotMeta meta, HostState state,
-                           StatusDone done);
+                           StatusDone done) override;
   // Stores a finished turn's state in Redis with the version check (the turn's commit).
   void ShareBeforeCommit(SnapshotMeta meta, ExpectedVersion expected, HostState state,
-                         std::function<void(absl::StatusOr<RedisManifest>)> done);
+                         std::function<void(absl::StatusOr<RedisManifest>)> done) override;
   // Deletes `id` from Redis (I/O pool); `done` on the scheduler thread.
   void DeleteShared(const std::string& id, StatusDone done);
 

@@ -5,6 +5,9 @@
 
 #include <deque>
 #include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -106,6 +109,78 @@ class FakeModel : public ModelRunner {
  private:
   FakeSlots* slots_;
   int32_t vocab_;
+};
+
+// The tiers as the scheduler sees them, over FakeSlots: committed states stay resident in
+// their slots (no eviction, no I/O); a sync commit's write answers at once with
+// `persist_status`, and every call is recorded for the test to inspect.
+class FakeTiers : public TierOps {
+ public:
+  FakeTiers(FakeSlots* slots, int32_t n) : slots_(slots) {
+    for (int32_t s = n - 1; s >= 0; --s) free_.push_back(s);
+  }
+  bool shares_commits() const override { return false; }
+  bool sync_commits() const override { return sync; }
+  int32_t TakeSlot() override {
+    if (free_.empty()) return -1;
+    const int32_t s = free_.back();
+    free_.pop_back();
+    return s;
+  }
+  void FreeSlot(int32_t slot) override {
+    if (slot >= 0) free_.push_back(slot);
+  }
+  void LoadInto(const std::string& id, uint64_t, int32_t slot, std::function<bool()>,
+                StatusDone done) override {
+    auto it = committed.find(id);
+    if (it == committed.end()) {
+      slots_->Reset(slot);
+    } else {
+      slots_->Copy(it->second, slot);
+    }
+    done(absl::OkStatus());
+  }
+  void LoadZero(int32_t slot) override { slots_->Reset(slot); }
+  HostState CaptureSlot(int32_t slot) override {
+    return std::make_shared<std::vector<float>>(slots_->at(slot));
+  }
+  void InstallCommitted(const std::string& id, int32_t slot, uint64_t) override {
+    if (auto it = committed.find(id); it != committed.end()) FreeSlot(it->second);
+    committed[id] = slot;
+  }
+  void MarkShared(const std::string&) override {}
+  void AddRewindPoint(const std::string&, RewindPoint point) override {
+    rewind_points.push_back(std::move(point));
+  }
+  void Drop(const std::string& id) override {
+    if (auto it = committed.find(id); it != committed.end()) {
+      FreeSlot(it->second);
+      committed.erase(it);
+    }
+  }
+  void PersistBeforeCommit(const std::string&, SnapshotMeta meta, HostState,
+                           StatusDone done) override {
+    persisted.push_back(std::move(meta));
+    done(persist_status);
+  }
+  void ShareBeforeCommit(SnapshotMeta, ExpectedVersion, HostState,
+                         std::function<void(absl::StatusOr<RedisManifest>)> done) override {
+    done(absl::UnimplementedError("no Redis in this fake"));
+  }
+  void AckWhenStored(const std::string&, SessionInfo info, bool, ExpectedVersion,
+                     InfoDone done) override {
+    done(info);
+  }
+
+  bool sync = false;
+  absl::Status persist_status;
+  std::unordered_map<std::string, int32_t> committed;  // id -> slot
+  std::vector<SnapshotMeta> persisted;
+  std::vector<RewindPoint> rewind_points;
+
+ private:
+  FakeSlots* slots_;
+  std::vector<int32_t> free_;
 };
 
 inline const StateLayout& TinyLayout() {

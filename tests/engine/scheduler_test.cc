@@ -1,5 +1,6 @@
-// The scheduler with a fake model and fake slots (no weights, no kernels) and a fake clock:
-// admission, streaming, commit, continuation and the turn time limit, without sleeping.
+// The scheduler over fakes: a model that counts tokens, slots in vectors, tiers that keep every
+// state resident (FakeTiers), and a fake clock. Admission, streaming, commit (plain and
+// written-first), continuation, rollback and the turn time limit, without sleeping.
 #include "core/engine/scheduler.h"
 
 #include <chrono>
@@ -13,7 +14,7 @@ namespace {
 
 using engine_testing::FakeModel;
 using engine_testing::FakeSlots;
-using engine_testing::TinyCodec;
+using engine_testing::FakeTiers;
 using engine_testing::TinyFloats;
 
 constexpr int32_t kVocab = 257;
@@ -22,19 +23,14 @@ struct Rig {
   explicit Rig(Scheduler::Options o = {}, int32_t slots = 4)
       : fake(slots, TinyFloats()),
         model(&fake, kVocab),
-        pool(slots),
+        tiers(&fake, slots),
         index(&clock, SessionIndex::Limits{}),
         tokenizer(*ByteTokenizer::Create({"<|endoftext|>"})) {
     EXPECT_NE(tokenizer, nullptr);
     o.slots = slots;
     o.max_batch = std::min(o.max_batch, slots);
     scheduler = std::make_unique<Scheduler>(o, &model, &index, tokenizer.get(), &chat, &clock);
-    Scheduler* s = scheduler.get();
-    auto t = StateTiers::Create(TierOptions{}, TinyCodec(), &fake, &pool, &index, &clock,
-                                [s](std::function<void()> fn) { s->Post(std::move(fn)); });
-    EXPECT_TRUE(t.ok()) << t.status();
-    tiers = std::move(*t);
-    scheduler->Start(tiers.get());
+    scheduler->Start(&tiers);
   }
   ~Rig() { scheduler->Stop(); }
 
@@ -84,12 +80,11 @@ struct Rig {
   FakeClock clock;
   FakeSlots fake;
   FakeModel model;
-  SlotPool pool;
+  FakeTiers tiers;
   SessionIndex index;
   std::unique_ptr<ByteTokenizer> tokenizer;
   ChatTemplate chat;
   std::unique_ptr<Scheduler> scheduler;
-  std::unique_ptr<StateTiers> tiers;
   bool Woken() const ABSL_SHARED_LOCKS_REQUIRED(mu) { return wakes != seen; }
 
   absl::Mutex mu;
@@ -107,10 +102,10 @@ TEST(SchedulerTest, StreamsCommitsAndContinuesFromTheCommittedState) {
   EXPECT_EQ(r.index.Get("", id)->version, 1u);
   EXPECT_EQ(r.index.Get("", id)->token_count, 7u);
   // The committed slot saw 3 prompt tokens + 4 generated ones (the last is fed before commit).
-  EXPECT_EQ(r.fake.at(r.pool.ResidentSlot(id))[0], 7.0f);
+  EXPECT_EQ(r.fake.at(r.tiers.committed.at(id))[0], 7.0f);
   auto second = r.Start(id, {100}, 2);
   EXPECT_EQ(r.Drain(*second, &status), (std::vector<int32_t>{101, 102}));
-  EXPECT_EQ(r.fake.at(r.pool.ResidentSlot(id))[0], 10.0f);
+  EXPECT_EQ(r.fake.at(r.tiers.committed.at(id))[0], 10.0f);
   EXPECT_EQ(r.scheduler->generated_tokens(), 6);
 }
 
@@ -150,6 +145,45 @@ TEST(SchedulerTest, CancelAllRollsBackRunningTurns) {
   r.Drain(*stalled, &status);
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_FALSE(r.index.Get("", id)->turn_running);
+}
+
+// Sync durability: the final state is written first, with the metadata the commit will have;
+// a failed write rolls the turn back and the session stays at its version.
+TEST(SchedulerTest, WrittenFirstCommitsAndRollsBackOnAFailedWrite) {
+  Rig r;
+  r.tiers.sync = true;
+  const std::string id = r.index.Create("")->session_id;
+  absl::Status status;
+  auto ok = r.Start(id, {5}, 2);
+  r.Drain(*ok, &status);
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_EQ(r.tiers.persisted.size(), 1u);
+  EXPECT_EQ(r.tiers.persisted[0].version, 1u);
+  EXPECT_EQ(r.tiers.persisted[0].token_count, 3u);
+  EXPECT_EQ(r.index.Get("", id)->version, 1u);
+  r.tiers.persist_status = absl::InternalError("disk full");
+  auto failed = r.Start(id, {5}, 2);
+  r.Drain(*failed, &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_EQ(r.index.Get("", id)->version, 1u);
+  EXPECT_FALSE(r.index.Get("", id)->turn_running);
+}
+
+// A cancelled turn frees its slot and leaves the committed state as it was.
+TEST(SchedulerTest, CancelRollsBackAndKeepsTheCommittedState) {
+  Rig r;
+  const std::string id = r.index.Create("")->session_id;
+  absl::Status status;
+  auto first = r.Start(id, {1}, 1);
+  r.Drain(*first, &status);
+  ASSERT_TRUE(status.ok());
+  const float committed = r.fake.at(r.tiers.committed.at(id))[0];
+  auto cancelled = r.Start(id, {1}, 50, /*buffer=*/1);
+  cancelled->Cancel(absl::CancelledError("client left"));
+  r.Drain(*cancelled, &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(r.index.Get("", id)->version, 1u);
+  EXPECT_EQ(r.fake.at(r.tiers.committed.at(id))[0], committed);
 }
 
 }  // namespace
