@@ -2,9 +2,10 @@
 // whatever the other rows are, so the ops are batch invariant; the row split across threads
 // only changes who computes a row. Reductions use eight interleaved partial sums (lane l
 // takes elements l, l+8, ...) and a fixed tree: a fixed order like the GEMM's, and about
-// 8x smaller rounding error than one running sum. On the AVX-512 ISA the pointwise loops
-// with exp/tanh (soft cap, SwiGLU, the output gate) run in elementwise_avx512.cc instead of
-// calling libm per element, which made them the largest non-GEMM cost of batched decode.
+// 8x smaller rounding error than one running sum. On the AVX-512 and AVX2 ISAs the pointwise
+// loops with exp/tanh (soft cap, SwiGLU, the output gate) run the vector math of vmath.h
+// instead of calling libm per element, which made them the largest non-GEMM cost of batched
+// decode.
 #include "kernels/cpu/elementwise.h"
 
 #include <cmath>
@@ -16,11 +17,15 @@
 
 namespace xlstmd::kernels::cpu {
 
-// elementwise_avx512.cc (entered only when the backend's ISA is AVX-512).
+// elementwise_avx512.cc / elementwise_avx2.cc (vmath.h; entered only on their ISA).
 void BiasSoftCapRowAvx512(float* x, const float* b, int64_t n, float cap);
 void SwiGluRowAvx512(const float* g, const float* u, float* y, int64_t n);
 void NormGateRowAvx512(const float* h, const float* o, const float* w, const float* b,
                        float mean, float inv, float* y, int64_t n);
+void BiasSoftCapRowAvx2(float* x, const float* b, int64_t n, float cap);
+void SwiGluRowAvx2(const float* g, const float* u, float* y, int64_t n);
+void NormGateRowAvx2(const float* h, const float* o, const float* w, const float* b,
+                     float mean, float inv, float* y, int64_t n);
 
 namespace {
 
@@ -125,8 +130,8 @@ void BiasSoftCap(ThreadPool& pool, const BiasSoftCapParams& p, Isa isa) {
   ForRows(pool, p.rows, p.cols, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* x = p.x + r * p.ldx;
-      if (isa == Isa::kAvx512) {
-        BiasSoftCapRowAvx512(x, p.b, p.cols, p.cap);
+      if (isa != Isa::kScalar) {
+        (isa == Isa::kAvx512 ? BiasSoftCapRowAvx512 : BiasSoftCapRowAvx2)(x, p.b, p.cols, p.cap);
         continue;
       }
       if (p.b != nullptr) {
@@ -145,8 +150,8 @@ void SwiGlu(ThreadPool& pool, const SwiGluParams& p, Isa isa) {
       const float* g = p.gate + r * p.ld_in;
       const float* u = p.up + r * p.ld_in;
       float* y = p.y + r * p.ldy;
-      if (isa == Isa::kAvx512) {
-        SwiGluRowAvx512(g, u, y, p.dim);
+      if (isa != Isa::kScalar) {
+        (isa == Isa::kAvx512 ? SwiGluRowAvx512 : SwiGluRowAvx2)(g, u, y, p.dim);
         continue;
       }
       for (int64_t c = 0; c < p.dim; ++c) {
@@ -172,8 +177,9 @@ void HeadNormGate(ThreadPool& pool, const HeadNormGateParams& p, Isa isa) {
         const float mean = Sum(h, p.dh) / n;
         const float var = SumSquares(h, p.dh, mean) / n;  // biased, as LayerNorm
         const float inv = 1.0f / std::sqrt(var + p.eps);
-        if (isa == Isa::kAvx512) {
-          NormGateRowAvx512(h, o, w, b, mean, inv, y, p.dh);
+        if (isa != Isa::kScalar) {
+          (isa == Isa::kAvx512 ? NormGateRowAvx512 : NormGateRowAvx2)(h, o, w, b, mean, inv, y,
+                                                                      p.dh);
           continue;
         }
         for (int64_t c = 0; c < p.dh; ++c) {

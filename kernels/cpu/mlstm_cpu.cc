@@ -20,6 +20,7 @@ namespace xlstmd::kernels::cpu {
 void MatAccAvx512(const float* a, int64_t lda, int64_t rows, int64_t kdim, const float* b,
                   int64_t ldb, int64_t n, float* out, int64_t ldo);
 void ExpRowAvx512(float* x, int64_t n);
+void ExpRowAvx2(float* x, int64_t n);
 float StepCoreAvx512(const float* q, const float* k, const float* v, float fa, float ia, float* C,
                      float* n, float* h, const MlstmDims& d);
 // The portable loops compiled for AVX2 + FMA (mlstm_avx2.cc).
@@ -82,6 +83,8 @@ void MatAcc(Isa isa, const float* a, int64_t lda, int64_t rows, int64_t kdim, co
 void ExpRow(Isa isa, float* x, int64_t n) {
   if (isa == Isa::kAvx512) {
     ExpRowAvx512(x, n);
+  } else if (isa == Isa::kAvx2) {
+    ExpRowAvx2(x, n);
   } else {
     for (int64_t c = 0; c < n; ++c) x[c] = std::exp(x[c]);
   }

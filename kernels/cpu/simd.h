@@ -97,6 +97,36 @@ struct Avx2Vec {
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  // For the vector math of vmath.h.
+  static void Store(float* p, V v, const Tail& t) { _mm256_maskstore_ps(p, t.mask, v); }
+  static V Set(float f) { return _mm256_set1_ps(f); }
+  static V Add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V Sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V Div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V Fnma(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+  static V Min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V Max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V Abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  static V SignOf(V a) { return _mm256_and_ps(_mm256_set1_ps(-0.0f), a); }
+  static V Or(V a, V b) { return _mm256_or_ps(a, b); }
+  static V RoundNearest(V a) {
+    return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  // a * 2^n for an integral n in [-150, 128]: two exact power-of-two factors, each a normal
+  // float, so the product rounds once, overflowing to inf and underflowing through the
+  // subnormals as vscalefps does.
+  static V Scale2(V a, V n) {
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i n1 = _mm256_srai_epi32(ni, 1);
+    const __m256i n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(a, p1), p2);
+  }
+  // `x` where x is NaN, else `y`.
+  static V KeepNan(V y, V x) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
 };
 
 #ifdef XLSTMD_SIMD_AVX512
@@ -136,6 +166,24 @@ struct Avx512Vec {
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V Broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  // For the vector math of vmath.h.
+  static void Store(float* p, V v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+  static V Set(float f) { return _mm512_set1_ps(f); }
+  static V Add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V Sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V Div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V Fnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  static V Min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V Max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V Abs(V a) { return _mm512_andnot_ps(_mm512_set1_ps(-0.0f), a); }
+  static V SignOf(V a) { return _mm512_and_ps(_mm512_set1_ps(-0.0f), a); }
+  static V Or(V a, V b) { return _mm512_or_ps(a, b); }
+  static V RoundNearest(V a) {
+    return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  static V Scale2(V a, V n) { return _mm512_scalef_ps(a, n); }
+  static V KeepNan(V y, V x) { return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); }
 };
 #endif  // XLSTMD_SIMD_AVX512
 

@@ -225,7 +225,7 @@ TEST(ElementwiseTest, BatchInvariant) {
   }
 }
 
-// The AVX-512 exp/tanh/sigmoid over their whole float range, one element per row so every
+// The vector exp/tanh/sigmoid (vmath.h, AVX-512 and AVX2) over their whole float range, one element per row so every
 // value also goes through the masked row tail: huge and tiny arguments (overflow to inf,
 // underflow through the subnormals to 0), zeros of both signs, tiny |x| where tanh(x) ~ x
 // needs relative accuracy, NaN. Checked against double references with the pointwise
