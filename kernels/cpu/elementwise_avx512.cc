@@ -10,16 +10,6 @@
 
 namespace xlstmd::kernels::cpu {
 
-void BiasSoftCapRowAvx512(float* x, const float* b, int64_t n, float cap) {
-  BiasSoftCapRow<Avx512Vec>(x, b, n, cap);
-}
-void SwiGluRowAvx512(const float* g, const float* u, float* y, int64_t n) {
-  SwiGluRow<Avx512Vec>(g, u, y, n);
-}
-void NormGateRowAvx512(const float* h, const float* o, const float* w, const float* b,
-                       float mean, float inv, float* y, int64_t n) {
-  NormGateRow<Avx512Vec>(h, o, w, b, mean, inv, y, n);
-}
-void ExpRowAvx512(float* x, int64_t n) { ExpRow<Avx512Vec>(x, n); }
+XLSTMD_VMATH_ENTRY_POINTS(Avx512, Avx512Vec)
 
 }  // namespace xlstmd::kernels::cpu

@@ -136,4 +136,20 @@ void ExpRow(float* x, int64_t n) {
 }  // namespace
 }  // namespace xlstmd::kernels::cpu
 
+// The four entry points an ISA file exports (declared in elementwise.cc and mlstm_cpu.cc),
+// e.g. XLSTMD_VMATH_ENTRY_POINTS(Avx2, Avx2Vec) defines SwiGluRowAvx2 and the rest. Used inside
+// namespace xlstmd::kernels::cpu.
+#define XLSTMD_VMATH_ENTRY_POINTS(SUFFIX, VEC)                                              \
+  void BiasSoftCapRow##SUFFIX(float* x, const float* b, int64_t n, float cap) {             \
+    BiasSoftCapRow<VEC>(x, b, n, cap);                                                      \
+  }                                                                                         \
+  void SwiGluRow##SUFFIX(const float* g, const float* u, float* y, int64_t n) {             \
+    SwiGluRow<VEC>(g, u, y, n);                                                             \
+  }                                                                                         \
+  void NormGateRow##SUFFIX(const float* h, const float* o, const float* w, const float* b, \
+                           float mean, float inv, float* y, int64_t n) {                    \
+    NormGateRow<VEC>(h, o, w, b, mean, inv, y, n);                                          \
+  }                                                                                         \
+  void ExpRow##SUFFIX(float* x, int64_t n) { ExpRow<VEC>(x, n); }
+
 #endif  // XLSTMD_KERNELS_CPU_VMATH_H_
