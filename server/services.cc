@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "server/chat_reactor.h"
 #include "server/convert.h"
+#include "server/grpc_post.h"
 #include "server/raw_messages.h"
 #include "server/snapshot_reactors.h"
 
@@ -63,18 +64,20 @@ bool BeginUnary(const ServingState& state, grpc::CallbackServerContext* ctx,
   return false;
 }
 
-// Completion of the engine's asynchronous session calls: runs on the engine thread, so it
-// only converts and finishes.
+// Completion of the engine's asynchronous session calls: they arrive on the engine thread (or
+// its I/O pool), which only posts; conversion and Finish run on a gRPC thread.
 std::function<void(absl::StatusOr<core::SessionInfo>)> FinishWithSession(
     grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response) {
   return [reactor, response](absl::StatusOr<core::SessionInfo> info) {
-    if (!info.ok()) {
-      reactor->Finish(ToGrpcStatus(info.status()));
-      return;
-    }
-    v1::Session session;
-    ToProto(*info, &session);
-    reactor->Finish(SerializeResponse(session, response));
+    RunOnGrpcThread([reactor, response, info = std::move(info)] {
+      if (!info.ok()) {
+        reactor->Finish(ToGrpcStatus(info.status()));
+        return;
+      }
+      v1::Session session;
+      ToProto(*info, &session);
+      reactor->Finish(SerializeResponse(session, response));
+    });
   };
 }
 
@@ -210,11 +213,14 @@ grpc::ServerUnaryReactor* ChatServiceImpl::DeleteSession(grpc::CallbackServerCon
   if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
   engine->DeleteSession(std::move(tenant), std::move(*req.mutable_session_id()),
                         [reactor, response](absl::Status status) {
-                          if (!status.ok()) {
-                            reactor->Finish(ToGrpcStatus(status));
-                            return;
-                          }
-                          reactor->Finish(SerializeResponse(v1::DeleteSessionResponse(), response));
+                          RunOnGrpcThread([reactor, response, status] {
+                            if (!status.ok()) {
+                              reactor->Finish(ToGrpcStatus(status));
+                              return;
+                            }
+                            reactor->Finish(
+                                SerializeResponse(v1::DeleteSessionResponse(), response));
+                          });
                         });
   return reactor;
 }

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/convert.h"
+#include "server/grpc_post.h"
 #include "server/raw_messages.h"
 
 namespace xlstmd::server {
@@ -243,8 +244,10 @@ void ImportReactor::Import() {
     engine_pending_ = true;
   }
   // May complete on this thread (a snapshot refused while decoding) or the engine's.
+  // The answer is converted and finished on a gRPC thread, never the engine's (engine_pending_
+  // keeps this reactor alive until OnImported runs).
   engine_->ImportSession(owner_, std::move(data_), [this](absl::StatusOr<core::SessionInfo> info) {
-    OnImported(std::move(info));
+    RunOnGrpcThread([this, info = std::move(info)]() mutable { OnImported(std::move(info)); });
   });
 }
 
