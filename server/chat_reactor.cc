@@ -5,10 +5,9 @@
 #include <utility>
 
 #include "absl/strings/str_replace.h"
-#include "grpc/support/time.h"
-#include "grpcpp/alarm.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/convert.h"
+#include "server/grpc_post.h"
 #include "server/logging.h"
 
 namespace xlstmd::server {
@@ -159,18 +158,9 @@ void ChatReactor::Wake() {
     post_queued_ = true;
     ++posts_alive_;
   }
-  // A post is a grpc::Alarm that is already due: Set only arms the timer, whose expiry hands
-  // the callback to gRPC's executor threads, so the engine thread (which holds the stream's
-  // wakeup lock here) does no transport work. The callback runs exactly once, also if the
-  // alarm were cancelled (`expired` false), which is why it always runs RunPost. Deleting
-  // the Alarm inside its own callback is safe: gRPC keeps its internals referenced until the
-  // callback returns. One Alarm per post, never re-Set: re-arming one while its previous
-  // callback may still be returning would race on the stored function.
-  auto* alarm = new grpc::Alarm();
-  alarm->Set(gpr_inf_past(GPR_CLOCK_MONOTONIC), [this, alarm](bool /*expired*/) {
-    delete alarm;
-    RunPost();
-  });
+  // The engine thread (which holds the stream's wakeup lock here) does no transport work:
+  // the pump runs on a gRPC executor thread (grpc_post.h).
+  RunOnGrpcThread([this] { RunPost(); });
 }
 
 void ChatReactor::RunPost() {

@@ -8,8 +8,8 @@
 // re-checks before going idle, so no wakeup is lost.
 //
 // Threads: the pumper is always a gRPC thread, never the engine's. The stream's wakeup runs
-// on the engine thread and only posts: when the reactor is idle it sets a grpc::Alarm that
-// is already due, whose callback pumps on gRPC's executor; when a pumper or a write is at
+// on the engine thread and only posts: when the reactor is idle it posts a pump to gRPC's
+// executor (RunOnGrpcThread, grpc_post.h); when a pumper or a write is at
 // work it just sets `again_` (OnWriteDone drains on a gRPC thread). At most one post is
 // queued at a time (`post_queued_`); wakeups meanwhile are covered by it.
 //

@@ -9,7 +9,9 @@ namespace xlstmd::server {
 void RunOnGrpcThread(std::function<void()> fn) {
   // An Alarm that is already due: Set only arms it, and its expiry runs the callback on gRPC's
   // executor. The callback runs once, also when cancelled (`expired` false), and may delete
-  // its Alarm (gRPC holds its internals until the callback returns).
+  // its Alarm (gRPC holds its internals until the callback returns). One Alarm per post, never
+  // re-Set: re-arming one while its previous callback may still be returning would race on
+  // the stored function.
   auto* alarm = new grpc::Alarm();
   alarm->Set(gpr_inf_past(GPR_CLOCK_MONOTONIC), [alarm, fn = std::move(fn)](bool /*expired*/) {
     delete alarm;
