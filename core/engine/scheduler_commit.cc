@@ -46,16 +46,16 @@ void Scheduler::Finalize(Turn& t) {
     return RemoveActive(&t);
   }
   t.phase = Turn::Phase::kPersisting;
-  HostState state = tiers_->CaptureSlot(t.slot);
+  if (!t.final_state) t.final_state = tiers_->CaptureSlot(t.slot);
   const uint64_t seq = t.seq;
   if (share) {
-    tiers_->ShareBeforeCommit(std::move(preview->first), preview->second, std::move(state),
+    tiers_->ShareBeforeCommit(std::move(preview->first), preview->second, t.final_state,
                               [this, seq](absl::StatusOr<RedisManifest> written) {
                                 OnShared(seq, std::move(written));
                               });
     return;
   }
-  tiers_->PersistBeforeCommit(t.session_id, std::move(preview->first), std::move(state),
+  tiers_->PersistBeforeCommit(t.session_id, std::move(preview->first), t.final_state,
                               [this, seq](absl::Status s) { OnPersisted(seq, std::move(s)); });
 }
 

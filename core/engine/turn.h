@@ -59,6 +59,9 @@ struct Turn {
   int32_t pending_token = -1;  // sampled, not yet fed to the model
   bool final_pending = false;  // pending_token ends the turn: feed it, then commit
   bool shared = false;         // the final state is committed in Redis
+  // The final state as host floats, copied out of the slot once for the Redis and the disk
+  // write of a commit (a 7B state is 128 MiB).
+  std::shared_ptr<const std::vector<float>> final_state;
   FinishReason finish = FinishReason::kNone;
   SteadyClock::time_point admitted, prefill_done, first_token;
 
