@@ -156,7 +156,7 @@ absl::Status BenchPrefill(core::XlstmModel& model, const BenchArgs& a, const Mod
   return absl::OkStatus();
 }
 
-Limits MeasureLimits(const BenchArgs& a, int threads) {
+Limits MeasureLimits(const BenchArgs& a, int threads, const std::string& kernel_isa) {
   Limits l;
   l.dram_gbps = MeasureDramReadGbps(threads, static_cast<size_t>(a.dram_mib) << 20, 5);
   Json d;
@@ -165,7 +165,7 @@ Limits MeasureLimits(const BenchArgs& a, int threads) {
   d["threads"] = threads;
   d["buffer_mib"] = a.dram_mib;
   PrintLine(d);
-  const FmaPeak peak = MeasureFmaPeak(threads);
+  const FmaPeak peak = MeasureFmaPeak(threads, kernel_isa);
   l.peak_gflops = peak.gflops;
   Json f;
   f["limit"] = "fma_peak_gflops";
@@ -179,7 +179,7 @@ Limits MeasureLimits(const BenchArgs& a, int threads) {
 absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
   // Load first so a bad directory fails fast; the limits are still printed first.
   XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weight_dtype, threads));
-  const Limits limits = MeasureLimits(a, threads);
+  const Limits limits = MeasureLimits(a, threads, m.backend->Isa());
   core::XlstmModel& model = *m.model;
   const ModelCost cost = ComputeModelCost(model);
   Json info;

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -17,19 +16,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The FMA peak is measured with the widest ISA the kernels may use: XLSTMD_CPU_ISA caps both
-// (kernels/cpu/cpu_features.cc), so a capped run is judged against its own ISA's peak.
-bool IsaCappedBelow(const char* isa) {
-  const char* cap = std::getenv("XLSTMD_CPU_ISA");
-  if (cap == nullptr) return false;
-  if (std::strcmp(cap, "scalar") == 0) return true;
-  return std::strcmp(cap, "avx2") == 0 && std::strcmp(isa, "avx512") == 0;
-}
-bool HasAvx512() { return __builtin_cpu_supports("avx512f") && !IsaCappedBelow("avx512"); }
-bool HasAvx2Fma() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         !IsaCappedBelow("avx2");
-}
+bool HasAvx512() { return __builtin_cpu_supports("avx512f"); }
+bool HasAvx2Fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
 // Runs fn(t) on `threads` threads (t = 0 on the caller) and returns the wall seconds.
 template <typename Fn>
@@ -112,17 +100,18 @@ double MeasureDramReadGbps(int threads, size_t buffer_bytes, int passes) {
   return best;
 }
 
-FmaPeak MeasureFmaPeak(int threads) {
+FmaPeak MeasureFmaPeak(int threads, const std::string& kernel_isa) {
   threads = std::max(1, threads);
   FmaPeak out;
   float (*loop)(int64_t) = FmaLoopScalar;
   double flops_per_iteration = 12 * 2;
   out.isa = "scalar";
-  if (HasAvx512()) {
+  const bool wide = kernel_isa == "avx512" || kernel_isa == "avx2";
+  if (kernel_isa == "avx512" && HasAvx512()) {
     loop = FmaLoopAvx512;
     flops_per_iteration = 12 * 16 * 2;
     out.isa = "avx512_fma";
-  } else if (HasAvx2Fma()) {
+  } else if (wide && HasAvx2Fma()) {
     loop = FmaLoopAvx2;
     flops_per_iteration = 12 * 8 * 2;
     out.isa = "avx2_fma";

@@ -20,8 +20,10 @@ struct FmaPeak {
   std::string isa;  // "avx512_fma", "avx2_fma" or "scalar"
   double gflops = 0;
 };
-// Best of a few ~0.2 s runs of a register-resident FMA loop on every thread.
-FmaPeak MeasureFmaPeak(int threads);
+// Best of a few ~0.2 s runs of a register-resident FMA loop on every thread, with the widest
+// vectors the kernels use (`kernel_isa`, the backend's Isa(): "avx512", "avx2", "scalar";
+// XLSTMD_CPU_ISA caps it) and the CPU has, so a capped run is judged against its own peak.
+FmaPeak MeasureFmaPeak(int threads, const std::string& kernel_isa);
 
 // The work of one model invocation.
 struct Work {
