@@ -2,28 +2,13 @@
 // tokenization on the caller's thread) and stats.
 #include "core/engine/engine_impl.h"
 
-#include <sys/random.h>
-
-#include <cerrno>
-
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "core/base/check.h"
+#include "core/base/random.h"
 #include "core/base/status_macros.h"
 #include "core/base/utf8.h"
 
 namespace xlstmd::core {
-namespace {
-
-uint64_t RandomSeed() {
-  uint64_t seed = 0;
-  while (seed == 0) {
-    if (getrandom(&seed, sizeof(seed), 0) != static_cast<ssize_t>(sizeof(seed))) seed = 0;
-  }
-  return seed;
-}
-
-}  // namespace
 
 Engine::Impl::Impl(std::unique_ptr<XlstmModel> model, std::unique_ptr<Tokenizer> tokenizer,
                    ChatTemplate chat_template, const EngineOptions& options)
@@ -135,7 +120,7 @@ absl::StatusOr<std::unique_ptr<Turn>> Engine::Impl::NewTurn(TurnRequest& req) co
   turn->owner = req.owner;
   turn->request_id = req.request_id;
   turn->enqueued = clock_->Now();
-  turn->seed = sampling.seed != 0 ? sampling.seed : RandomSeed();
+  turn->seed = sampling.seed != 0 ? sampling.seed : base::RandomNonZeroU64();
   turn->max_tokens = EffectiveMaxTokens(sampling, options_.sampling);
   turn->sampling = std::move(sampling);
   return turn;

@@ -1,35 +1,17 @@
 #include "core/engine/session_index.h"
 
-#include <sys/random.h>
-
-#include <cerrno>
-
 #include "absl/strings/str_cat.h"
-#include "core/base/check.h"
+#include "core/base/random.h"
 
 namespace xlstmd::core {
 namespace {
-
-void RandomBytes(void* dst, size_t n) {
-  auto* p = static_cast<uint8_t*>(dst);
-  while (n > 0) {
-    const ssize_t got = getrandom(p, n, 0);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      // getrandom only fails on kernels older than 3.17; nothing sensible to fall back to.
-      XLSTMD_CHECK(false && "getrandom failed");
-    }
-    p += got;
-    n -= static_cast<size_t>(got);
-  }
-}
 
 // 128 random bits as 22 characters of unpadded base64url: unguessable and safe in URLs.
 std::string NewSessionId() {
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   uint8_t bytes[16];
-  RandomBytes(bytes, sizeof(bytes));
+  base::RandomBytes(bytes, sizeof(bytes));
   std::string id;
   id.reserve(22);
   uint32_t acc = 0;
