@@ -61,6 +61,10 @@ absl::Status QueueFull(int32_t depth) {
 
 absl::Status Scheduler::CheckAdmits(bool reserved) const {
   absl::MutexLock lock(&mu_);
+  return AdmitsLocked(reserved);
+}
+
+absl::Status Scheduler::AdmitsLocked(bool reserved) const {
   if ((draining_ && !reserved) || stopping_) return ServerUnavailable();
   if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
     return QueueFull(options_.queue_depth);
@@ -84,10 +88,7 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn, bool reserved) {
   {
     absl::MutexLock lock(&mu_);
     if (reserved) --reserved_;
-    if ((draining_ && !reserved) || stopping_) return ServerUnavailable();
-    if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
-      return QueueFull(options_.queue_depth);
-    }
+    if (absl::Status s = AdmitsLocked(reserved); !s.ok()) return s;
     queue_.push_back(std::move(turn));
   }
   signal_->Notify();

@@ -124,6 +124,7 @@ class Scheduler {
 
  private:
   // scheduler.cc: the loop, admission, prefill, decode.
+  absl::Status AdmitsLocked(bool reserved) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void Loop();
   bool TakeWork(std::vector<std::function<void()>>* posted,
                 std::vector<std::unique_ptr<Turn>>* admitted,
