@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 namespace xlstmd::kernels::cpu {
 
@@ -18,16 +19,23 @@ CpuFeatures DetectCpuFeatures() {
   return f;
 }
 
+bool IsaCap(Isa* cap) {
+  const char* v = std::getenv("XLSTMD_CPU_ISA");
+  if (v == nullptr) return false;
+  for (Isa each : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (std::strcmp(v, IsaName(each)) == 0) {
+      *cap = each;
+      return true;
+    }
+  }
+  return false;
+}
+
 Isa SelectIsa() {
   const CpuFeatures f = DetectCpuFeatures();
   Isa best = f.avx512 ? Isa::kAvx512 : (f.avx2_fma ? Isa::kAvx2 : Isa::kScalar);
-  if (const char* cap = std::getenv("XLSTMD_CPU_ISA")) {
-    Isa want = best;
-    if (std::strcmp(cap, "scalar") == 0) want = Isa::kScalar;
-    if (std::strcmp(cap, "avx2") == 0) want = Isa::kAvx2;
-    if (std::strcmp(cap, "avx512") == 0) want = Isa::kAvx512;
-    if (static_cast<int>(want) < static_cast<int>(best)) best = want;
-  }
+  Isa cap;
+  if (IsaCap(&cap) && static_cast<int>(cap) < static_cast<int>(best)) best = cap;
   return best;
 }
 

@@ -20,6 +20,8 @@ struct CpuFeatures {
 CpuFeatures DetectCpuFeatures();
 // Best level the CPU supports, capped by XLSTMD_CPU_ISA when set.
 Isa SelectIsa();
+// The ISA XLSTMD_CPU_ISA names; false when it is unset or not one of IsaName's names.
+bool IsaCap(Isa* cap);
 const char* IsaName(Isa isa);
 
 }  // namespace xlstmd::kernels::cpu

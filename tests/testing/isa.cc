@@ -23,19 +23,6 @@ bool CpuHas(Isa isa) {
   return false;
 }
 
-// The ISA XLSTMD_CPU_ISA names; false when unset or unknown.
-bool RequestedIsa(Isa* isa) {
-  const char* v = std::getenv("XLSTMD_CPU_ISA");
-  if (v == nullptr || *v == '\0') return false;
-  for (Isa each : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
-    if (std::strcmp(v, kernels::cpu::IsaName(each)) == 0) {
-      *isa = each;
-      return true;
-    }
-  }
-  return false;
-}
-
 // Registered in every test binary that links this file's object (the kernel and golden suites
 // reference TestIsas or IsaSkipReason): skips all tests of a run whose ISA cannot be tested.
 class IsaEnvironment : public ::testing::Environment {
@@ -56,7 +43,7 @@ const bool kRegistered = [] {
 std::vector<Isa> TestIsas() {
   (void)kRegistered;
   Isa requested;
-  if (RequestedIsa(&requested)) {
+  if (kernels::cpu::IsaCap(&requested)) {
     if (!CpuHas(requested)) return {};
     return {requested};
   }
@@ -71,7 +58,7 @@ std::string IsaSkipReason() {
   const char* v = std::getenv("XLSTMD_CPU_ISA");
   if (v == nullptr || *v == '\0') return "";
   Isa requested;
-  if (!RequestedIsa(&requested)) {
+  if (!kernels::cpu::IsaCap(&requested)) {
     return std::string("XLSTMD_CPU_ISA=") + v + " is not one of avx512, avx2, scalar";
   }
   if (CpuHas(requested)) return "";
