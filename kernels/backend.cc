@@ -9,6 +9,10 @@ size_t DTypeSize(DType t) {
     case DType::kBF16:
     case DType::kF16:
       return 2;
+    case DType::kI8:
+      return 1;
+    case DType::kQ4:
+      return 0;  // half a byte plus scales: not an element size
   }
   return 0;  // Not a valid DType; callers treat 0 as "unknown".
 }
@@ -21,6 +25,10 @@ const char* DTypeName(DType t) {
       return "bf16";
     case DType::kF16:
       return "f16";
+    case DType::kI8:
+      return "int8";
+    case DType::kQ4:
+      return "q4";
   }
   return "unknown";
 }

@@ -25,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/op_params.h"
+#include "kernels/quant.h"
 
 namespace xlstmd::kernels {
 
@@ -34,7 +35,9 @@ const char* DTypeName(DType t);
 // Options shared by every backend. `threads` <= 0 means "one per available core".
 struct BackendOptions {
   int threads = 0;
-  DType weight_dtype = DType::kBF16;  // storage dtype of weight matrices (kF32 or kBF16)
+  // Default storage of weight matrices (kF32 or kBF16); UploadMatrixAs picks another per
+  // matrix (e.g. quantized projections next to a bf16 embedding).
+  DType weight_dtype = DType::kBF16;
 };
 
 class Backend {
@@ -56,11 +59,23 @@ class Backend {
   virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual void Memset0(void* dst, size_t bytes) = 0;
 
-  // Converts host data of dtype `src_dtype` (row-major [rows, cols]) to an immutable weight
-  // matrix in the storage dtype. Callers may convert many matrices from several threads at
-  // once (load is parallel); this is the one method that is safe to call concurrently.
-  virtual absl::StatusOr<WeightMatrix*> UploadMatrix(const void* src, DType src_dtype,
-                                                     int64_t rows, int64_t cols) = 0;
+  // Converts host data of dtype `src_dtype` (kF32/kBF16/kF16, row-major [rows, cols]) to an
+  // immutable weight matrix stored as `storage`: kF32, kBF16, or a quantized format (kI8,
+  // kQ4: quantized here, kernels/quant.h) where the backend supports it (INVALID_ARGUMENT
+  // otherwise). Callers may convert many matrices from several threads at once (load is
+  // parallel): the Upload* methods and FreeMatrix are safe to call concurrently.
+  virtual absl::StatusOr<WeightMatrix*> UploadMatrixAs(const void* src, DType src_dtype,
+                                                       int64_t rows, int64_t cols,
+                                                       DType storage) = 0;
+  // The same in the backend's default storage dtype (WeightDType()).
+  absl::StatusOr<WeightMatrix*> UploadMatrix(const void* src, DType src_dtype, int64_t rows,
+                                             int64_t cols) {
+    return UploadMatrixAs(src, src_dtype, rows, cols, WeightDType());
+  }
+  // A matrix already quantized (read from a quantized checkpoint), validated first.
+  virtual absl::StatusOr<WeightMatrix*> UploadQuantized(const QuantizedMatrixView& m) = 0;
+  // The storage format of a matrix this backend made.
+  virtual DType MatrixDType(const WeightMatrix* w) const = 0;
   virtual void FreeMatrix(WeightMatrix* w) = 0;
   virtual int64_t MatrixRows(const WeightMatrix* w) const = 0;
   virtual int64_t MatrixCols(const WeightMatrix* w) const = 0;

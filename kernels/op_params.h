@@ -16,13 +16,18 @@
 
 namespace xlstmd::kernels {
 
-enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
+// kF32/kBF16/kF16 are element types (of host data and of float weight storage). kI8 and kQ4
+// are quantized weight storage formats only (kernels/quant.h): symmetric int8 with one scale
+// per output row, and 4-bit with one f16 scale per group of 32 along K.
+enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2, kI8 = 3, kQ4 = 4 };
+inline bool IsQuantized(DType t) { return t == DType::kI8 || t == DType::kQ4; }
 
 // Backend-owned, immutable weight matrix W [rows, cols] (row-major as in the checkpoint:
 // rows = output features, cols = input features), made by Backend::UploadMatrix. `data` is
 // backend memory; `packed` is an optional backend-private copy in a faster layout. A backend
 // may keep only `packed` (`data` == nullptr; the AVX-512 and AVX2 CPU backends do, see
-// kernels/cpu/gemm.h). Only the backend that made it may read or free it.
+// kernels/cpu/gemm.h, and every CPU backend does for quantized matrices, see
+// kernels/cpu/gemm_quant.h). Only the backend that made it may read or free it.
 struct WeightMatrix {
   DType dtype;     // storage dtype of `data`
   int64_t rows;
@@ -61,7 +66,7 @@ struct RmsNormParams {
 
 // y[r, :] = float32(table[ids[r], :]); ids must be in [0, table rows).
 struct EmbedParams {
-  const WeightMatrix* table;  // [vocab, dim]
+  const WeightMatrix* table;  // [vocab, dim], f32 or bf16 (never quantized)
   const int32_t* ids;         // [rows] (host memory on every backend)
   float* y;                   // [rows, dim], stride ldy
   int64_t rows;

@@ -162,7 +162,7 @@ void ToProto(const core::XlstmModel& model, const std::string& model_name, v1::M
   out->set_state_bytes_per_session(model.state_bytes_per_session());
   out->set_backend(model.backend().Name());
   out->set_isa(model.backend().Isa());
-  out->set_weight_dtype(kernels::DTypeName(model.backend().WeightDType()));
+  out->set_weight_dtype(kernels::DTypeName(model.matrix_dtype()));
   out->set_weights_digest(model.weights_digest());
 }
 

@@ -88,11 +88,12 @@ int Main(int argc, char** argv) {
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
         "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} http={} "
-        "redis={}",
+        "redis={} lm_head_dtype={} weight_bytes={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
-        kernels::DTypeName(m.backend().WeightDType()), m.state_bytes_per_session(), options.slots,
+        kernels::DTypeName(m.matrix_dtype()), m.state_bytes_per_session(), options.slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
-        options.durability, http, options.redis_url.empty() ? "none" : "on");
+        options.durability, http, options.redis_url.empty() ? "none" : "on",
+        kernels::DTypeName(m.lm_head_dtype()), m.weight_bytes());
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);
     const int sig = signals.WaitFirst();

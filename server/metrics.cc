@@ -184,7 +184,7 @@ ServerMetrics::ServerMetrics() {
   model_info_ =
       &r.AddGauge("xlstmd_model_info", "Always 1 once the model is loaded; labels describe it.",
                   {"model", "family", "embedding_dim", "num_blocks", "num_heads", "vocab_size",
-                   "weight_dtype", "backend"});
+                   "weight_dtype", "backend", "lm_head_dtype"});
   state_bytes_per_session_ =
       &r.AddGauge("xlstmd_state_bytes_per_session",
                   "Bytes of one session's recurrent state (fixed by the model).")
@@ -374,7 +374,7 @@ void ServerMetrics::OnHttpRequest(std::string_view path, int status) {
 void ServerMetrics::SetModelInfo(const ModelInfoLabels& m, int64_t state_bytes_per_session) {
   model_info_
       ->With({m.model, m.family, m.embedding_dim, m.num_blocks, m.num_heads, m.vocab_size,
-              m.weight_dtype, m.backend})
+              m.weight_dtype, m.backend, m.lm_head_dtype})
       .Set(1);
   state_bytes_per_session_->Set(static_cast<double>(state_bytes_per_session));
 }

@@ -42,8 +42,9 @@ struct ModelInfoLabels {
   std::string num_blocks;
   std::string num_heads;
   std::string vocab_size;
-  std::string weight_dtype;
+  std::string weight_dtype;  // the projections' storage: f32, bf16, int8, q4
   std::string backend;
+  std::string lm_head_dtype;
 };
 
 // A series looked up in its family on first use, then cached. The cache is an atomic

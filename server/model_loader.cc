@@ -3,6 +3,7 @@
 #include <system_error>
 #include <utility>
 
+#include "core/model/weight_format.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
@@ -69,23 +70,18 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
   out.model_name =
       abs.has_filename() ? abs.filename().string() : abs.parent_path().filename().string();
 
+  absl::StatusOr<core::WeightFormat> format =
+      core::ResolveWeightFormat(model_dir, options.weight_dtype, options.lm_head_dtype);
+  if (!format.ok()) return Annotate(format.status(), absl::StrCat("model ", model_dir.string()));
   kernels::BackendOptions bo;
   bo.threads = static_cast<int>(options.threads);
-  if (options.weight_dtype == "auto") {
-    absl::StatusOr<kernels::DType> native = core::NativeStorageDType(model_dir);
-    if (!native.ok()) return Annotate(native.status(), absl::StrCat("model ", model_dir.string()));
-    bo.weight_dtype = *native;
-  } else {
-    bo.weight_dtype =
-        options.weight_dtype == "f32" ? kernels::DType::kF32 : kernels::DType::kBF16;
-  }
+  bo.weight_dtype = format->float_dtype;
   absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
       kernels::CreateBackend(options.backend, bo);
   if (!backend.ok()) return Annotate(backend.status(), "backend");
   out.backend = *std::move(backend);
 
-  core::LoadOptions lo;
-  lo.conversion_threads = static_cast<int>(options.threads);
+  const core::LoadOptions lo = format->ToLoadOptions(static_cast<int>(options.threads));
   absl::StatusOr<std::unique_ptr<core::XlstmModel>> model =
       core::XlstmModel::Load(model_dir, out.backend.get(), lo);
   if (!model.ok()) return Annotate(model.status(), absl::StrCat("model ", model_dir.string()));

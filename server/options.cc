@@ -5,6 +5,7 @@
 #include <limits>
 #include <utility>
 
+#include "core/model/weight_format.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -41,9 +42,15 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "tokenizer");
   Str(f, &o->backend, "backend", "NAME", "auto", "compute backend: auto, cpu, cuda, cuda:N");
   o->weight_dtype = "auto";
-  f->Choice("weight-dtype", &o->weight_dtype, {"auto", "f32", "bf16"},
-            "weight storage dtype; auto = f32 for an all-F32 checkpoint, else bf16 (as xlstm "
-            "generate)");
+  f->Choice("weight-dtype", &o->weight_dtype, core::WeightDTypeChoices(),
+            "storage of the projection matrices: f32, bf16, or quantized at load (int8: a scale "
+            "per row; q4: 4-bit, a scale per 32 weights; docs/runtime.md has their quality); auto "
+            "= f32 for an all-F32 checkpoint, bf16 otherwise, or as a quantized checkpoint "
+            "stores them (as xlstm generate)");
+  o->lm_head_dtype = "auto";
+  f->Choice("lm-head-dtype", &o->lm_head_dtype, core::WeightDTypeChoices(),
+            "storage of the LM head; auto = as --weight-dtype (for a quantized checkpoint: as "
+            "stored)");
   Num(f, &o->threads, "threads", 0, 0, 1024, "backend worker threads; 0 = one per core");
 
   Str(f, &o->listen, "listen", "HOST:PORT", "0.0.0.0:50051",

@@ -23,7 +23,8 @@ struct ServerOptions {
   std::string model_dir;
   std::string tokenizer_file;  // "" = the model dir's tokenizer.json, else bytes
   std::string backend;         // auto | cpu | cuda
-  std::string weight_dtype;    // f32 | bf16
+  std::string weight_dtype;    // auto | f32 | bf16 | int8 | q4 (core/model/weight_format.h)
+  std::string lm_head_dtype;   // auto | f32 | bf16 | int8 | q4
   int64_t threads = 0;         // backend worker threads; 0 = one per core
 
   // Transport.

@@ -156,7 +156,8 @@ void Server::Serve(LoadedModel model) {
   info.num_blocks = absl::StrCat(m.config().num_blocks);
   info.num_heads = absl::StrCat(m.config().num_heads);
   info.vocab_size = absl::StrCat(m.config().vocab_size);
-  info.weight_dtype = kernels::DTypeName(m.backend().WeightDType());
+  info.weight_dtype = kernels::DTypeName(m.matrix_dtype());
+  info.lm_head_dtype = kernels::DTypeName(m.lm_head_dtype());
   info.backend = m.backend().Name();
   impl_->metrics.SetModelInfo(info, static_cast<int64_t>(m.state_bytes_per_session()));
   impl_->state.SetEngine(impl_->model->engine.get(), impl_->model->model_name);

@@ -18,11 +18,12 @@ ModelCost ComputeModelCost(const core::XlstmModel& model) {
   ModelCost cost;
   cost.matrix_params = blocks * per_block + vocab * e;
   cost.lm_head_params = vocab * e;
-  const double dsize = static_cast<double>(kernels::DTypeSize(model.backend().WeightDType()));
-  const double embedding_bytes = vocab * e * dsize;
+  // The matrices as stored (quantized ones included), less the embedding table, which a step
+  // reads one row per token of.
+  const double embedding_bytes = static_cast<double>(model.embedding_bytes());
   cost.weight_read_bytes =
       std::max(0.0, static_cast<double>(model.weight_bytes()) - embedding_bytes);
-  cost.embedding_row_bytes = e * dsize;
+  cost.embedding_row_bytes = embedding_bytes / vocab;
   cost.state_bytes = static_cast<double>(model.state_bytes_per_session());
   // Step: C = f C + i k v^T (3 flops/element), h = C^T q (2), n update and q.n (~5 per dqk).
   cost.step_cell_flops = blocks * nh * (5 * dqk * dv + 5 * dqk);

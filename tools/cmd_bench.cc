@@ -31,7 +31,7 @@ struct BenchArgs {
   std::vector<int64_t> batches = {1, 8, 32, 64};
   std::vector<int64_t> prompt_lens = {512, 2048};
   int64_t threads = 0;
-  std::string weight_dtype = "auto";
+  WeightFlags weights;
   double seconds = 2.0;
   int64_t dram_mib = 2048;
   int64_t decode_prompt_len = 16;
@@ -178,7 +178,7 @@ Limits MeasureLimits(const BenchArgs& a, int threads, const std::string& kernel_
 
 absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
   // Load first so a bad directory fails fast; the limits are still printed first.
-  XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weight_dtype, threads));
+  XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weights, threads));
   const Limits limits = MeasureLimits(a, threads, m.backend->Isa());
   core::XlstmModel& model = *m.model;
   const ModelCost cost = ComputeModelCost(model);
@@ -187,8 +187,13 @@ absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
   info["backend"] = m.backend->Name();
   info["isa"] = m.backend->Isa();
   info["threads"] = m.backend->Threads();
-  info["weight_dtype"] = kernels::DTypeName(m.backend->WeightDType());
+  info["weight_dtype"] = kernels::DTypeName(model.matrix_dtype());
+  info["lm_head_dtype"] = kernels::DTypeName(model.lm_head_dtype());
+  info["embedding_dtype"] = kernels::DTypeName(m.backend->WeightDType());
   info["weight_bytes"] = model.weight_bytes();
+  // What one decode step streams: every matrix but the embedding, as stored (quantized codes
+  // and scales for int8/q4), which is what the decode lines' GB/s and roofline count.
+  info["weight_read_bytes_per_step"] = cost.weight_read_bytes;
   info["state_bytes_per_session"] = model.state_bytes_per_session();
   info["machine_balance_flop_per_byte"] = Round4(limits.peak_gflops / limits.dram_gbps);
   PrintLine(info);
@@ -209,7 +214,7 @@ int RunBench(int argc, char** argv) {
   flags.IntList("batch", &a.batches, 1, 4096, "decode batch sizes");
   flags.IntList("prompt-len", &a.prompt_lens, 1, 1 << 20, "prefill lengths");
   flags.Int("threads", &a.threads, 0, 1024, "threads for limits and backend (0 = one per core)");
-  flags.Choice("weight-dtype", &a.weight_dtype, {"auto", "f32", "bf16"}, kWeightDTypeHelp);
+  a.weights.Declare(flags);
   flags.Double("seconds", &a.seconds, 0.01, 3600, "minimum timed seconds per measurement");
   flags.Int("dram-mib", &a.dram_mib, 16, 1 << 20, "DRAM probe buffer (must dwarf the L3)");
   flags.Int("decode-prompt-len", &a.decode_prompt_len, 1, 1 << 20,

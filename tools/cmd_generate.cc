@@ -42,7 +42,8 @@ absl::Status Generate(core::XlstmModel& model, const std::vector<int32_t>& promp
 }  // namespace
 
 int RunGenerate(int argc, char** argv) {
-  std::string model_dir, weight_dtype = "auto";
+  std::string model_dir;
+  WeightFlags weights;
   std::vector<int64_t> tokens;
   int64_t max_tokens = 0, threads = 0, chunk_size = 64;
   FlagSet flags("generate",
@@ -51,11 +52,11 @@ int RunGenerate(int argc, char** argv) {
   flags.String("model", &model_dir, "model directory (config.json + safetensors)", true);
   flags.IntList("tokens", &tokens, 0, INT32_MAX, "prompt token ids, comma-separated", true);
   flags.Int("max-tokens", &max_tokens, 1, 1 << 24, "number of tokens to generate", true);
-  flags.Choice("weight-dtype", &weight_dtype, {"auto", "f32", "bf16"}, kWeightDTypeHelp);
+  weights.Declare(flags);
   flags.Int("threads", &threads, 0, 1024, "backend threads (0 = one per core)");
   flags.Int("chunk-size", &chunk_size, 1, 1 << 20, "prefill chunk size");
   if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
-  absl::StatusOr<ToolModel> m = LoadToolModel(model_dir, weight_dtype, static_cast<int>(threads));
+  absl::StatusOr<ToolModel> m = LoadToolModel(model_dir, weights, static_cast<int>(threads));
   if (!m.ok()) return ReportRuntimeError("generate", m.status());
   if (std::string err = CheckTokens(tokens, m->model->vocab_size()); !err.empty()) {
     flags.PrintError(err);

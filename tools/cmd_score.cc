@@ -21,7 +21,7 @@ struct ScoreArgs {
   int64_t split_at = 0;
   std::string mode = "prefill";
   int64_t chunk_size = 64;
-  std::string weight_dtype = "auto";
+  WeightFlags weights;
   int64_t threads = 0;
   std::string out;
 };
@@ -96,7 +96,7 @@ int RunScore(int argc, char** argv) {
             "prefill tokens[:K] then tokens[K:] on the same state (0 = no split)");
   flags.Choice("mode", &a.mode, {"prefill", "step"}, "execution path");
   flags.Int("chunk-size", &a.chunk_size, 1, 1 << 20, "prefill chunk size");
-  flags.Choice("weight-dtype", &a.weight_dtype, {"auto", "f32", "bf16"}, kWeightDTypeHelp);
+  a.weights.Declare(flags);
   flags.Int("threads", &a.threads, 0, 1024, "backend threads (0 = one per core)");
   flags.String("out", &a.out, "output .safetensors file", true);
   if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
@@ -110,7 +110,7 @@ int RunScore(int argc, char** argv) {
     return kExitUsage;
   }
   absl::StatusOr<ToolModel> m =
-      LoadToolModel(a.model_dir, a.weight_dtype, static_cast<int>(a.threads));
+      LoadToolModel(a.model_dir, a.weights, static_cast<int>(a.threads));
   if (!m.ok()) return ReportRuntimeError("score", m.status());
   if (std::string err = CheckTokens(a.tokens, m->model->vocab_size()); !err.empty()) {
     flags.PrintError(err);

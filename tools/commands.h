@@ -38,6 +38,8 @@ int RunBench(int argc, char** argv);
 int RunBenchState(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
 int RunDetokenize(int argc, char** argv);
+int RunQuality(int argc, char** argv);
+int RunQuantize(int argc, char** argv);
 // gRPC clients of a running xlstmd (cmd_chat.cc, cmd_loadgen.cc).
 int RunChat(int argc, char** argv);
 int RunLoadgen(int argc, char** argv);

@@ -20,6 +20,8 @@ constexpr Subcommand kSubcommands[] = {
     {"bench", "measure hardware limits, decode and prefill throughput (JSON lines)", RunBench},
     {"bench-state", "measure state restore/spill per tier vs memcpy and file I/O (JSON)",
      RunBenchState},
+    {"quantize", "write an int8 or q4 copy of a checkpoint (served as stored)", RunQuantize},
+    {"quality", "compare quantized weights' logits and perplexity with the float model", RunQuality},
     {"tokenize", "encode text (or JSON lines) to token ids", RunTokenize},
     {"detokenize", "decode token ids to text", RunDetokenize},
     {"chat", "interactive streaming chat with a running xlstmd", RunChat},

@@ -8,25 +8,31 @@
 #include "core/base/status_macros.h"
 #include "kernels/backend_registry.h"
 #include "core/model/checkpoint.h"
+#include "core/model/weight_format.h"
 #include "tools/commands.h"
 
 namespace xlstmd::tools {
-absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const std::string& weight_dtype,
+void WeightFlags::Declare(base::FlagSet& flags) {
+  flags.Choice("weight-dtype", &weight_dtype, core::WeightDTypeChoices(),
+               "storage of the projection matrices: f32, bf16, or quantized at load (int8, q4); "
+               "auto = f32 for an all-F32 checkpoint, bf16 otherwise, or as a quantized "
+               "checkpoint stores them (as xlstmd)");
+  flags.Choice("lm-head-dtype", &lm_head_dtype, core::WeightDTypeChoices(),
+               "storage of the LM head; auto = as --weight-dtype");
+}
+
+absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlags& weights,
                                         int threads) {
+  XLSTMD_ASSIGN_OR_RETURN(
+      const core::WeightFormat format,
+      core::ResolveWeightFormat(dir, weights.weight_dtype, weights.lm_head_dtype));
   kernels::BackendOptions options;
   options.threads = threads;
-  if (weight_dtype == "f32") {
-    options.weight_dtype = kernels::DType::kF32;
-  } else if (weight_dtype == "bf16") {
-    options.weight_dtype = kernels::DType::kBF16;
-  } else {
-    XLSTMD_ASSIGN_OR_RETURN(options.weight_dtype, core::NativeStorageDType(dir));
-  }
+  options.weight_dtype = format.float_dtype;
   ToolModel m;
   XLSTMD_ASSIGN_OR_RETURN(m.backend, kernels::CreateBackend("cpu", options));
-  core::LoadOptions load;
-  load.conversion_threads = threads;
-  XLSTMD_ASSIGN_OR_RETURN(m.model, core::XlstmModel::Load(dir, m.backend.get(), load));
+  XLSTMD_ASSIGN_OR_RETURN(m.model,
+                          core::XlstmModel::Load(dir, m.backend.get(), format.ToLoadOptions(threads)));
   return m;
 }
 

@@ -10,13 +10,18 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/base/flags.h"
 #include "core/model/xlstm_model.h"
 #include "kernels/backend.h"
 
 namespace xlstmd::tools {
 
-inline constexpr const char* kWeightDTypeHelp =
-    "weight storage dtype; auto = bf16 when config.json says torch_dtype bfloat16, else f32";
+// --weight-dtype and --lm-head-dtype, as xlstmd takes them (core/model/weight_format.h).
+struct WeightFlags {
+  std::string weight_dtype = "auto";
+  std::string lm_head_dtype = "auto";
+  void Declare(base::FlagSet& flags);  // adds both flags
+};
 
 // Owns the backend and the model; the model is declared last so it is destroyed first.
 struct ToolModel {
@@ -24,8 +29,8 @@ struct ToolModel {
   std::unique_ptr<core::XlstmModel> model;
 };
 
-// `weight_dtype` is "auto", "f32" or "bf16"; `threads` <= 0 means one per core.
-absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const std::string& weight_dtype,
+// `threads` <= 0 means one per core.
+absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlags& weights,
                                         int threads);
 
 // "" when every token is in [0, vocab), else an error message naming the flag.

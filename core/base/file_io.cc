@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -48,6 +49,21 @@ absl::Status WriteAll(int fd, const void* data, size_t n, const std::filesystem:
 absl::Status PwriteAll(int fd, const void* data, size_t n, uint64_t offset,
                        const std::filesystem::path& path) {
   return WriteLoop(fd, data, n, static_cast<int64_t>(offset), path);
+}
+
+absl::Status WriteTextFile(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out.good()) return absl::InternalError(absl::StrCat(tmp.string(), ": write failed"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat(path.string(), ": rename: ", ec.message()));
+  return absl::OkStatus();
 }
 
 }  // namespace xlstmd::base

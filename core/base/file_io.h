@@ -18,6 +18,9 @@ absl::Status IoError(const std::filesystem::path& path, absl::string_view op, in
 
 // Writes all `n` bytes of `data` to `fd` at its file position (write(2)) or, for PwriteAll, at
 // `offset` (pwrite(2)), retrying short writes and EINTR. Errors are IoError(path, "write").
+// Replaces `path` with `text` atomically (a temporary file beside it, then rename).
+absl::Status WriteTextFile(const std::filesystem::path& path, const std::string& text);
+
 absl::Status WriteAll(int fd, const void* data, size_t n, const std::filesystem::path& path);
 absl::Status PwriteAll(int fd, const void* data, size_t n, uint64_t offset,
                        const std::filesystem::path& path);

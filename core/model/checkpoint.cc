@@ -13,6 +13,8 @@
 #include "absl/strings/string_view.h"
 #include "core/base/json_file.h"
 #include "core/base/status_macros.h"
+#include "kernels/backend.h"
+#include "kernels/quant.h"
 #include "nlohmann/json.hpp"
 
 namespace xlstmd::core {
@@ -161,10 +163,27 @@ std::vector<std::string> Checkpoint::Names() const {
   return names;
 }
 
+size_t TensorSlice::bytes() const {
+  if (tensor == nullptr) return 0;
+  if (quant != kernels::DType::kF32) {
+    return static_cast<size_t>(rows) * kernels::QuantCodeBytesPerRow(quant, cols);
+  }
+  return static_cast<size_t>(rows * cols) * TensorDTypeSize(tensor->dtype);
+}
+
 const void* TensorSlice::data() const {
   if (tensor == nullptr) return nullptr;
-  const size_t offset = static_cast<size_t>(row_begin * cols) * TensorDTypeSize(tensor->dtype);
+  const size_t offset =
+      quant != kernels::DType::kF32
+          ? static_cast<size_t>(row_begin) * kernels::QuantCodeBytesPerRow(quant, cols)
+          : static_cast<size_t>(row_begin * cols) * TensorDTypeSize(tensor->dtype);
   return static_cast<const char*>(tensor->data) + offset;
+}
+
+const void* TensorSlice::scale_data() const {
+  if (scale == nullptr) return nullptr;
+  return static_cast<const char*>(scale->data) +
+         static_cast<size_t>(row_begin) * kernels::QuantScaleBytesPerRow(quant, cols);
 }
 
 namespace {
@@ -187,11 +206,15 @@ class Resolver {
       return absl::NotFoundError(
           absl::StrCat("tensor \"", name, "\" not found in checkpoint ", ckpt_.dir().string()));
     }
+    if (cols != kVector && (t->dtype == TensorDType::kI8 || t->dtype == TensorDType::kU8)) {
+      return Quantized(*t, rows, cols);
+    }
     if (t->dtype != TensorDType::kF32 && t->dtype != TensorDType::kBF16 &&
         t->dtype != TensorDType::kF16) {
       return absl::InvalidArgumentError(
           absl::StrCat("unsupported dtype ", TensorDTypeName(t->dtype), " for tensor ", name,
-                       " in ", t->file, " (expected F32, BF16 or F16)"));
+                       " in ", t->file, " (expected F32, BF16 or F16",
+                       cols != kVector ? ", or I8/U8 codes with a _scale tensor" : "", ")"));
     }
     const std::vector<int64_t> want =
         cols == kVector ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, cols};
@@ -206,6 +229,45 @@ class Resolver {
     s.row_begin = 0;
     s.rows = rows;
     s.cols = cols == kVector ? 1 : cols;
+    return s;
+  }
+
+  // A matrix `xlstm quantize` stored: codes in `t` (I8 [rows, cols] for int8, U8 [rows,
+  // Q4RowBytes(cols)] for q4) and scales in `<name>_scale` (F32 [rows] / F16 [rows, groups]).
+  absl::StatusOr<TensorSlice> Quantized(const TensorView& t, int64_t rows, int64_t cols) {
+    const bool q4 = t.dtype == TensorDType::kU8;
+    const kernels::DType quant = q4 ? kernels::DType::kQ4 : kernels::DType::kI8;
+    const std::vector<int64_t> want{rows, q4 ? kernels::Q4RowBytes(cols) : cols};
+    if (t.shape != want) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("quantized (", kernels::DTypeName(quant), ") tensor ", t.name, " in ",
+                       t.file, " has shape ", ShapeString(t.shape), ", expected ",
+                       ShapeString(want)));
+    }
+    const std::string scale_name = t.name + "_scale";
+    const TensorView* sc = ckpt_.Find(scale_name);
+    const TensorDType scale_dtype = q4 ? TensorDType::kF16 : TensorDType::kF32;
+    const std::vector<int64_t> scale_shape =
+        q4 ? std::vector<int64_t>{rows, kernels::Q4Groups(cols)} : std::vector<int64_t>{rows};
+    if (sc == nullptr) {
+      return absl::NotFoundError(absl::StrCat("tensor \"", scale_name, "\" (the scales of the ",
+                                              "quantized ", t.name, ") not found in checkpoint ",
+                                              ckpt_.dir().string()));
+    }
+    if (sc->dtype != scale_dtype || sc->shape != scale_shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", scale_name, " in ", sc->file, " is ", TensorDTypeName(sc->dtype), " ",
+          ShapeString(sc->shape), ", expected ", TensorDTypeName(scale_dtype), " ",
+          ShapeString(scale_shape)));
+    }
+    used_.insert(t.name);
+    used_.insert(scale_name);
+    TensorSlice s;
+    s.tensor = &t;
+    s.rows = rows;
+    s.cols = cols;
+    s.quant = quant;
+    s.scale = sc;
     return s;
   }
 
@@ -409,12 +471,25 @@ absl::StatusOr<kernels::DType> NativeStorageDType(const std::filesystem::path& d
   if (!ckpt.ok()) return ckpt.status();
   for (const auto& file : (*ckpt)->files()) {
     for (const TensorView& t : file->tensors()) {
-      if (t.shape.size() == 2 && t.dtype != TensorDType::kF32 && t.dtype != TensorDType::kF64) {
+      if (t.shape.size() == 2 && t.dtype != TensorDType::kF32 && t.dtype != TensorDType::kF64 &&
+          t.dtype != TensorDType::kI8 && t.dtype != TensorDType::kU8) {
         return kernels::DType::kBF16;
       }
     }
   }
   return kernels::DType::kF32;
+}
+
+absl::StatusOr<std::optional<kernels::DType>> CheckpointQuantization(
+    const std::filesystem::path& dir) {
+  XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  for (const std::string& name : ckpt->Names()) {
+    const TensorView* t = ckpt->Find(name);
+    if (t->shape.size() != 2 || ckpt->Find(name + "_scale") == nullptr) continue;
+    if (t->dtype == TensorDType::kI8) return kernels::DType::kI8;
+    if (t->dtype == TensorDType::kU8) return kernels::DType::kQ4;
+  }
+  return std::nullopt;
 }
 
 }  // namespace xlstmd::core

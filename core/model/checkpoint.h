@@ -8,7 +8,8 @@
 // (spec 3.3: `backbone.embeddings.weight` or `embedding.weight`; `q/k/v` or
 // `query/key/value`; weight_mode "single" or "fused"), shape-checked against the config.
 // Missing, extra (unknown) or mis-shaped tensors and unsupported dtypes (anything but F32,
-// BF16, F16) are errors naming the file and tensor.
+// BF16, F16; and for matrices the quantized pair `NAME` I8/U8 + `NAME_scale` that
+// `xlstm quantize` writes) are errors naming the file and tensor.
 //
 // Error codes: Open gives NOT_FOUND for a missing dir, a dir without weights or a shard the
 // index names but that does not exist; INVALID_ARGUMENT for everything malformed. Resolve gives
@@ -25,6 +26,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,8 +58,14 @@ struct TensorSlice {
   const TensorView* tensor = nullptr;  // nullptr: absent (optional tensors only)
   int64_t row_begin = 0;
   int64_t rows = 0;
-  int64_t cols = 0;  // 1 for vectors
-  const void* data() const;  // start of the slice
+  int64_t cols = 0;  // 1 for vectors; the logical column count for quantized matrices
+  // A matrix stored quantized by `xlstm quantize`: kI8 or kQ4 (codes in `tensor`, canonical
+  // layout of kernels/quant.h) with its scales in `scale`; kF32 for every float tensor.
+  kernels::DType quant = kernels::DType::kF32;
+  const TensorView* scale = nullptr;
+  const void* data() const;        // start of the slice (its codes when quantized)
+  const void* scale_data() const;  // quantized only: the slice's first row of scales
+  size_t bytes() const;            // of data() (codes only when quantized)
 };
 
 struct XlstmBlockTensors {
@@ -90,7 +98,13 @@ absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
 // full-precision checkpoint keeps its precision; bf16 otherwise (BF16/F16 checkpoints such
 // as xLSTM-7B, where f32 storage would double memory and bandwidth for no gain). The
 // daemon and the tool share this rule so their outputs agree by default.
+// Quantized matrices (I8/U8 codes) do not count: they keep their own format.
 absl::StatusOr<kernels::DType> NativeStorageDType(const std::filesystem::path& dir);
+
+// The quantized format of a checkpoint written by `xlstm quantize` (kI8 or kQ4, from its
+// first quantized matrix), or nullopt when every matrix is stored as a float.
+absl::StatusOr<std::optional<kernels::DType>> CheckpointQuantization(
+    const std::filesystem::path& dir);
 
 }  // namespace xlstmd::core
 

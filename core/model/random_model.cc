@@ -258,21 +258,6 @@ absl::Status OpenShard(ShardFile* s) {
   return absl::OkStatus();
 }
 
-absl::Status WriteTextFile(const std::filesystem::path& path, const std::string& text) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out.good()) return absl::InternalError(absl::StrCat(tmp.string(), ": write failed"));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat(path.string(), ": rename: ", ec.message()));
-  return absl::OkStatus();
-}
-
 std::string ConfigJson(const RandomModelSpec& spec) {
   const bool bf16 = spec.dtype == kernels::DType::kBF16;
   OrderedJson j;
@@ -343,7 +328,7 @@ absl::Status WriteIndex(const std::filesystem::path& dir, const std::vector<Tens
   OrderedJson map = OrderedJson::object();
   for (const TensorPlan& p : plans) map[p.name] = ShardName(p.shard, shards);
   j["weight_map"] = std::move(map);
-  return WriteTextFile(dir / "model.safetensors.index.json", j.dump(2) + "\n");
+  return base::WriteTextFile(dir / "model.safetensors.index.json", j.dump(2) + "\n");
 }
 
 absl::Status PrepareDir(const RandomModelSpec& spec, const std::filesystem::path& dir) {
@@ -427,7 +412,7 @@ absl::Status WriteRandomModel(const RandomModelSpec& spec, const std::filesystem
   }
   XLSTMD_RETURN_IF_ERROR(status);
   if (num_shards > 1) XLSTMD_RETURN_IF_ERROR(WriteIndex(out_dir, plans, num_shards, total_bytes));
-  return WriteTextFile(out_dir / "config.json", ConfigJson(spec));
+  return base::WriteTextFile(out_dir / "config.json", ConfigJson(spec));
 }
 
 }  // namespace xlstmd::core

@@ -11,31 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/base/status_macros.h"
+#include "kernels/quant.h"
 
 namespace xlstmd::core {
 namespace {
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal: normalise
-    int e = -1;
-    do {
-      ++e;
-      mant <<= 1;
-    } while ((mant & 0x400u) == 0);
-    bits = sign | (static_cast<uint32_t>(112 - e) << 23) | ((mant & 0x3ffu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 kernels::DType ToKernelDType(TensorDType t) {
   switch (t) {
@@ -49,13 +28,17 @@ kernels::DType ToKernelDType(TensorDType t) {
 }
 
 uint64_t HashSlice(const TensorSlice& s) {
-  const size_t bytes = static_cast<size_t>(s.rows * s.cols) * TensorDTypeSize(s.tensor->dtype);
-  return XXH3_64bits(s.data(), bytes);
+  const uint64_t h = XXH3_64bits(s.data(), s.bytes());
+  if (s.quant == kernels::DType::kF32) return h;
+  const size_t scale_bytes =
+      static_cast<size_t>(s.rows) * kernels::QuantScaleBytesPerRow(s.quant, s.cols);
+  return XXH3_64bits_withSeed(s.scale_data(), scale_bytes, h);
 }
 
 std::string SliceKey(const TensorSlice& s) {
   return absl::StrCat(s.tensor->name, "[", s.row_begin, "+", s.rows, "x", s.cols, "]:",
-                      TensorDTypeName(s.tensor->dtype));
+                      s.quant == kernels::DType::kF32 ? TensorDTypeName(s.tensor->dtype)
+                                                      : kernels::DTypeName(s.quant));
 }
 
 }  // namespace
@@ -72,7 +55,7 @@ void ConvertToF32(const void* src, TensorDType dtype, int64_t n, float* dst) {
     }
     case TensorDType::kF16: {
       const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(s[i]);
+      for (int64_t i = 0; i < n; ++i) dst[i] = kernels::HalfToFloat(s[i]);
       break;
     }
     default:
@@ -85,8 +68,40 @@ WeightUploader::WeightUploader(kernels::Backend* backend, int threads)
       threads_(threads > 0 ? threads
                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {}
 
-void WeightUploader::AddMatrix(std::vector<TensorSlice> parts, kernels::WeightMatrixPtr* out) {
-  matrices_.push_back({std::move(parts), out});
+void WeightUploader::AddMatrix(std::vector<TensorSlice> parts, kernels::WeightMatrixPtr* out,
+                               kernels::DType storage) {
+  matrices_.push_back({std::move(parts), out, storage});
+}
+
+absl::StatusOr<kernels::WeightMatrix*> WeightUploader::UploadQuantizedParts(const MatrixJob& job) {
+  const TensorSlice& first = job.parts.front();
+  int64_t rows = 0;
+  for (const TensorSlice& p : job.parts) {
+    if (p.quant != first.quant) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the parts of one matrix are stored in different formats (", p.tensor->name, " is ",
+          p.quant == kernels::DType::kF32 ? TensorDTypeName(p.tensor->dtype)
+                                          : kernels::DTypeName(p.quant),
+          ", ", first.tensor->name, " is ", kernels::DTypeName(first.quant), ")"));
+    }
+    rows += p.rows;
+  }
+  const kernels::QuantizedMatrixView single{first.quant, first.rows, first.cols, first.data(),
+                                            first.scale_data()};
+  if (job.parts.size() == 1) return backend_->UploadQuantized(single);
+  const size_t code_row = kernels::QuantCodeBytesPerRow(first.quant, first.cols);
+  const size_t scale_row = kernels::QuantScaleBytesPerRow(first.quant, first.cols);
+  std::vector<uint8_t> codes(static_cast<size_t>(rows) * code_row);
+  std::vector<uint8_t> scales(static_cast<size_t>(rows) * scale_row);
+  size_t at = 0;
+  for (const TensorSlice& p : job.parts) {
+    std::memcpy(codes.data() + at * code_row, p.data(), static_cast<size_t>(p.rows) * code_row);
+    std::memcpy(scales.data() + at * scale_row, p.scale_data(),
+                static_cast<size_t>(p.rows) * scale_row);
+    at += static_cast<size_t>(p.rows);
+  }
+  return backend_->UploadQuantized(
+      kernels::QuantizedMatrixView{first.quant, rows, first.cols, codes.data(), scales.data()});
 }
 
 void WeightUploader::AddVector(std::vector<TensorSlice> parts, int64_t total, float** out) {
@@ -102,19 +117,24 @@ absl::Status WeightUploader::RunMatrix(const MatrixJob& job) {
     same_dtype = same_dtype && p.tensor->dtype == first.tensor->dtype;
   }
   const int64_t cols = first.cols;
+  bool any_quantized = false;
+  for (const TensorSlice& p : job.parts) any_quantized |= p.quant != kernels::DType::kF32;
   absl::StatusOr<kernels::WeightMatrix*> m;
-  if (job.parts.size() == 1) {
-    m = backend_->UploadMatrix(first.data(), ToKernelDType(first.tensor->dtype), rows, cols);
+  if (any_quantized) {
+    m = UploadQuantizedParts(job);
+  } else if (job.parts.size() == 1) {
+    m = backend_->UploadMatrixAs(first.data(), ToKernelDType(first.tensor->dtype), rows, cols,
+                                 job.storage);
   } else if (same_dtype) {
     const size_t esz = TensorDTypeSize(first.tensor->dtype);
     std::vector<uint8_t> host(static_cast<size_t>(rows * cols) * esz);
     size_t off = 0;
     for (const TensorSlice& p : job.parts) {
-      const size_t n = static_cast<size_t>(p.rows * p.cols) * esz;
-      std::memcpy(host.data() + off, p.data(), n);
-      off += n;
+      std::memcpy(host.data() + off, p.data(), p.bytes());
+      off += p.bytes();
     }
-    m = backend_->UploadMatrix(host.data(), ToKernelDType(first.tensor->dtype), rows, cols);
+    m = backend_->UploadMatrixAs(host.data(), ToKernelDType(first.tensor->dtype), rows, cols,
+                                 job.storage);
   } else {
     std::vector<float> host(static_cast<size_t>(rows * cols));
     int64_t off = 0;
@@ -122,7 +142,7 @@ absl::Status WeightUploader::RunMatrix(const MatrixJob& job) {
       ConvertToF32(p.data(), p.tensor->dtype, p.rows * p.cols, host.data() + off);
       off += p.rows * p.cols;
     }
-    m = backend_->UploadMatrix(host.data(), kernels::DType::kF32, rows, cols);
+    m = backend_->UploadMatrixAs(host.data(), kernels::DType::kF32, rows, cols, job.storage);
   }
   if (!m.ok()) {
     return absl::Status(m.status().code(), absl::StrCat("uploading ", first.tensor->name,

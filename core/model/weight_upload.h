@@ -24,8 +24,11 @@ class WeightUploader {
  public:
   WeightUploader(kernels::Backend* backend, int threads);
 
-  // All parts must be present and have the same number of columns.
-  void AddMatrix(std::vector<TensorSlice> parts, kernels::WeightMatrixPtr* out);
+  // All parts must be present and have the same number of columns. The matrix is stored as
+  // `storage` (a float dtype, or kI8/kQ4 to quantize it), unless its parts are stored
+  // quantized already, in which case they are uploaded as they are (all parts in one format).
+  void AddMatrix(std::vector<TensorSlice> parts, kernels::WeightMatrixPtr* out,
+                 kernels::DType storage);
   // Concatenation of `parts` as float32, `total` floats; an absent part (tensor == nullptr)
   // contributes `rows` zeros.
   void AddVector(std::vector<TensorSlice> parts, int64_t total, float** out);
@@ -42,6 +45,7 @@ class WeightUploader {
   struct MatrixJob {
     std::vector<TensorSlice> parts;
     kernels::WeightMatrixPtr* out;
+    kernels::DType storage;
   };
   struct VectorJob {
     std::vector<TensorSlice> parts;
@@ -49,6 +53,7 @@ class WeightUploader {
     float** out;
   };
   absl::Status RunMatrix(const MatrixJob& job);
+  absl::StatusOr<kernels::WeightMatrix*> UploadQuantizedParts(const MatrixJob& job);
 
   kernels::Backend* backend_;
   int threads_;

@@ -48,14 +48,16 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
   model->layout_ = StateLayout::ForMlstmStack(c.num_blocks, c.num_heads, c.dqk(), c.dv());
 
   WeightUploader up(backend, options.conversion_threads);
+  const kernels::DType matrices = options.matrix_dtype.value_or(backend->WeightDType());
+  const kernels::DType head = options.lm_head_dtype.value_or(matrices);
   for (int64_t b = 0; b < c.num_blocks; ++b) {
     auto bw = std::make_unique<BlockWeights>();
     const XlstmBlockTensors& t = tensors.blocks[b];
     BlockWeights* w = bw.get();
-    up.AddMatrix({t.q, t.k, t.v, t.ogate, t.igate_w, t.fgate_w}, &w->w_in);
-    up.AddMatrix({t.out_proj}, &w->w_out);
-    up.AddMatrix({t.ffn_gate, t.ffn_up}, &w->w_ffn_up);
-    up.AddMatrix({t.ffn_down}, &w->w_ffn_down);
+    up.AddMatrix({t.q, t.k, t.v, t.ogate, t.igate_w, t.fgate_w}, &w->w_in, matrices);
+    up.AddMatrix({t.out_proj}, &w->w_out, matrices);
+    up.AddMatrix({t.ffn_gate, t.ffn_up}, &w->w_ffn_up, matrices);
+    up.AddMatrix({t.ffn_down}, &w->w_ffn_down, matrices);
     up.AddVector({t.norm_mlstm_w}, c.embedding_dim, &w->norm_mlstm_w);
     up.AddVector({t.igate_b, t.fgate_b}, 2 * c.num_heads, &w->gate_bias);
     up.AddVector({t.mh_norm_w}, c.v_dim(), &w->mh_norm_w);
@@ -75,8 +77,13 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
     }
     model->blocks_.push_back(std::move(bw));
   }
-  up.AddMatrix({tensors.embedding}, &model->embedding_);
-  up.AddMatrix({tensors.lm_head}, &model->lm_head_);
+  if (tensors.embedding.quant != kernels::DType::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", dir.string(), ": the embedding table ",
+                     tensors.embedding.tensor->name, " is quantized; it must be stored as a float"));
+  }
+  up.AddMatrix({tensors.embedding}, &model->embedding_, backend->WeightDType());
+  up.AddMatrix({tensors.lm_head}, &model->lm_head_, head);
   if (c.add_out_norm) {
     up.AddVector({tensors.out_norm_w}, c.embedding_dim, &model->out_norm_w_);
     if (c.use_bias) up.AddVector({tensors.out_norm_b}, c.embedding_dim, &model->out_norm_b_);
@@ -87,6 +94,14 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
   model->weights_digest_ = up.Digest(c);
   return model;
 }
+
+size_t XlstmModel::embedding_bytes() const { return backend_->MatrixBytes(embedding_.get()); }
+
+kernels::DType XlstmModel::matrix_dtype() const {
+  return blocks_.empty() ? backend_->WeightDType() : backend_->MatrixDType(blocks_[0]->w_in.get());
+}
+
+kernels::DType XlstmModel::lm_head_dtype() const { return backend_->MatrixDType(lm_head_.get()); }
 
 absl::Status XlstmModel::AllocateSlots(int32_t num_slots) {
   if (num_slots < 0) return absl::InvalidArgumentError("num_slots must be >= 0");

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,13 @@ namespace xlstmd::core {
 
 struct LoadOptions {
   int conversion_threads = 0;  // <= 0: hardware concurrency
+  // Storage of the projection matrices (mLSTM and FFN): unset = the backend's WeightDType();
+  // kI8 / kQ4 quantize them at load (kernels/quant.h). Matrices a checkpoint stores already
+  // quantized (`xlstm quantize`) are uploaded as stored whatever this says.
+  std::optional<kernels::DType> matrix_dtype;
+  // Storage of the LM head: unset = as matrix_dtype. The embedding is never quantized (it is
+  // gathered row by row, not streamed) and neither are the norms.
+  std::optional<kernels::DType> lm_head_dtype;
 };
 
 enum class LogitsMode { kNone, kLast, kAll };
@@ -59,6 +67,12 @@ class XlstmModel {
   kernels::Backend& backend() { return *backend_; }
   int64_t vocab_size() const { return config_.vocab_size; }
   size_t weight_bytes() const { return weight_bytes_; }
+  // Of which the embedding table (read a row per token, not streamed per step).
+  size_t embedding_bytes() const;
+  // Storage formats as served: the projections' (the first block's input projection) and
+  // the LM head's.
+  kernels::DType matrix_dtype() const;
+  kernels::DType lm_head_dtype() const;
   size_t state_bytes_per_session() const { return layout_.bytes_per_slot(); }
   // Hex digest over the weight bytes as stored on disk plus the config; stable across loads.
   const std::string& weights_digest() const { return weights_digest_; }

@@ -8,11 +8,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_quant.h"
 #include "kernels/cpu/mlstm_cpu.h"
 
 namespace xlstmd::kernels::cpu {
@@ -37,30 +39,6 @@ uint16_t F32ToBf16(float f) {
   return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
-// IEEE binary16 -> f32; every f16 value (subnormals, inf, NaN payloads) is exact in f32.
-float F16ToF32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  uint32_t mant = h & 0x3FFu;
-  uint32_t bits;
-  if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {
-    // Subnormal: mant * 2^-24. Shift the leading one up to the implicit-bit position.
-    int e = -14;
-    while ((mant & 0x400u) == 0) {
-      mant <<= 1;
-      --e;
-    }
-    bits = sign | (static_cast<uint32_t>(e + 127) << 23) | ((mant & 0x3FFu) << 13);
-  }
-  return std::bit_cast<float>(bits);
-}
-
 float Bf16ToF32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
 // Converts one row of `cols` elements into the storage dtype.
@@ -75,7 +53,7 @@ void ConvertRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols,
     if (src_dtype == DType::kBF16) {
       for (int64_t c = 0; c < cols; ++c) d[c] = Bf16ToF32(s16[c]);
     } else {
-      for (int64_t c = 0; c < cols; ++c) d[c] = F16ToF32(s16[c]);
+      for (int64_t c = 0; c < cols; ++c) d[c] = HalfToFloat(s16[c]);
     }
     return;
   }
@@ -84,7 +62,7 @@ void ConvertRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols,
     const float* s = static_cast<const float*>(src);
     for (int64_t c = 0; c < cols; ++c) d[c] = F32ToBf16(s[c]);
   } else {
-    for (int64_t c = 0; c < cols; ++c) d[c] = F32ToBf16(F16ToF32(s16[c]));
+    for (int64_t c = 0; c < cols; ++c) d[c] = F32ToBf16(HalfToFloat(s16[c]));
   }
 }
 
@@ -197,8 +175,9 @@ void CpuBackend::Memset0(void* dst, size_t bytes) {
   if (bytes > 0) std::memset(dst, 0, bytes);
 }
 
-absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrix(const void* src, DType src_dtype,
-                                                       int64_t rows, int64_t cols) {
+absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrixAs(const void* src, DType src_dtype,
+                                                         int64_t rows, int64_t cols,
+                                                         DType storage) {
   if (rows < 0 || cols < 0 || !ValidDType(src_dtype)) {
     return absl::InvalidArgumentError(absl::StrCat("UploadMatrix: bad shape [", rows, ", ", cols,
                                                     "] or source dtype"));
@@ -206,7 +185,12 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrix(const void* src, DType sr
   if (src == nullptr && rows > 0 && cols > 0) {
     return absl::InvalidArgumentError("UploadMatrix: null source");
   }
-  const size_t esize = DTypeSize(weight_dtype_);
+  if (IsQuantized(storage)) return QuantizeAndUpload(src, src_dtype, rows, cols, storage);
+  if (storage != DType::kF32 && storage != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("UploadMatrix: cannot store weights as ",
+                                                   DTypeName(storage)));
+  }
+  const size_t esize = DTypeSize(storage);
   // Rows padded to 64 bytes: aligned vector loads, and the zero tail is harmless to read.
   const int64_t ld = static_cast<int64_t>(RoundUp(static_cast<size_t>(cols), kAlign / esize));
   size_t bytes = 0;
@@ -219,13 +203,13 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrix(const void* src, DType sr
   const size_t src_row_bytes = static_cast<size_t>(cols) * DTypeSize(src_dtype);
   for (int64_t r = 0; r < rows; ++r) {
     ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes, src_dtype,
-               weight_dtype_, cols, static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
+               storage, cols, static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
   }
-  auto* w = new WeightMatrix{weight_dtype_, rows, cols, ld, *data, nullptr, bytes};
+  auto* w = new WeightMatrix{storage, rows, cols, ld, *data, nullptr, bytes};
   if (isa_ == cpu::Isa::kScalar) return w;
   // AVX-512 and AVX2 keep only the packed copy (gemm.h; Embed reads it too): the row-major one
   // was staging and is dropped, so weight memory is not doubled.
-  const size_t packed_bytes = PackedGemmBytes(weight_dtype_, rows, cols);
+  const size_t packed_bytes = PackedGemmBytes(storage, rows, cols);
   absl::StatusOr<void*> packed = Alloc(packed_bytes);
   if (!packed.ok()) {
     FreeMatrix(w);
@@ -237,6 +221,38 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrix(const void* src, DType sr
   w->packed = *packed;
   w->bytes = packed_bytes;
   return w;
+}
+
+absl::StatusOr<WeightMatrix*> CpuBackend::QuantizeAndUpload(const void* src, DType src_dtype,
+                                                            int64_t rows, int64_t cols,
+                                                            DType storage) {
+  // Row by row through f32 into the canonical layout, then packed (gemm_quant.h).
+  const size_t code_row = QuantCodeBytesPerRow(storage, cols);
+  const size_t scale_row = QuantScaleBytesPerRow(storage, cols);
+  std::vector<uint8_t> codes(static_cast<size_t>(rows) * code_row);
+  std::vector<uint8_t> scales(static_cast<size_t>(rows) * scale_row);
+  std::vector<float> row(static_cast<size_t>(cols));
+  const size_t src_row_bytes = static_cast<size_t>(cols) * DTypeSize(src_dtype);
+  for (int64_t r = 0; r < rows; ++r) {
+    ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes, src_dtype,
+               DType::kF32, cols, row.data());
+    absl::Status s = QuantizeRow(storage, row.data(), cols, codes.data() + r * code_row,
+                                 scales.data() + r * scale_row);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("row ", r, ": ", s.message()));
+  }
+  return UploadQuantized(QuantizedMatrixView{storage, rows, cols, codes.data(), scales.data()});
+}
+
+absl::StatusOr<WeightMatrix*> CpuBackend::UploadQuantized(const QuantizedMatrixView& m) {
+  absl::Status valid = ValidateQuantized(m);
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("UploadQuantized: ", valid.message()));
+  }
+  const size_t bytes = QuantPackedBytes(m.dtype, m.rows, m.cols);
+  absl::StatusOr<void*> packed = Alloc(bytes);
+  if (!packed.ok()) return packed.status();
+  PackQuantized(m, *packed);
+  return new WeightMatrix{m.dtype, m.rows, m.cols, m.cols, nullptr, *packed, bytes};
 }
 
 void CpuBackend::FreeMatrix(WeightMatrix* w) {

@@ -2,9 +2,9 @@
 //
 // "Device" memory is ordinary host memory: Alloc returns zeroed, 64-byte aligned blocks (large
 // ones are 2 MiB aligned and advised for transparent huge pages), and the Copy* methods are
-// memcpy. Weight matrices are stored as f32 or bf16 (BackendOptions::weight_dtype) with each
-// row padded to a 64-byte multiple so that vector loads never split a cache line; the padding
-// is zero. Ops run synchronously on the pool, split by output column (GEMM) or row (row-wise
+// memcpy. Weight matrices are stored as f32 or bf16 (BackendOptions::weight_dtype, or per
+// matrix) with each row padded to a 64-byte multiple so that vector loads never split a cache
+// line (the padding is zero), or quantized (int8, q4) in the layout of gemm_quant.h. Ops run synchronously on the pool, split by output column (GEMM) or row (row-wise
 // ops). As for every Backend, only one thread may call ops/Alloc/Free; UploadMatrix and
 // FreeMatrix may be called concurrently.
 #ifndef XLSTMD_KERNELS_CPU_CPU_BACKEND_H_
@@ -45,8 +45,10 @@ class CpuBackend final : public Backend {
   void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
   void Memset0(void* dst, size_t bytes) override;
 
-  absl::StatusOr<WeightMatrix*> UploadMatrix(const void* src, DType src_dtype, int64_t rows,
-                                             int64_t cols) override;
+  absl::StatusOr<WeightMatrix*> UploadMatrixAs(const void* src, DType src_dtype, int64_t rows,
+                                               int64_t cols, DType storage) override;
+  absl::StatusOr<WeightMatrix*> UploadQuantized(const QuantizedMatrixView& m) override;
+  DType MatrixDType(const WeightMatrix* w) const override { return w->dtype; }
   void FreeMatrix(WeightMatrix* w) override;
   int64_t MatrixRows(const WeightMatrix* w) const override { return w->rows; }
   int64_t MatrixCols(const WeightMatrix* w) const override { return w->cols; }
@@ -64,6 +66,8 @@ class CpuBackend final : public Backend {
 
  private:
   CpuBackend(int threads, DType weight_dtype, cpu::Isa isa);
+  absl::StatusOr<WeightMatrix*> QuantizeAndUpload(const void* src, DType src_dtype, int64_t rows,
+                                                  int64_t cols, DType storage);
   // memcpy, split across the pool for large copies (the caller-thread rule of backend.h
   // makes the pool free to use here).
   void ParallelCopy(void* dst, const void* src, size_t bytes);

@@ -37,6 +37,7 @@
 // down; measured +10-15% on batch-64 decode). Only when N is too narrow to feed the
 // threads are rows split instead. None of this changes any element's arithmetic.
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_quant.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -170,6 +171,11 @@ void RunPacked(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, f
 }
 
 void RunRange(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end) {
+  if (IsQuantized(p.w->dtype)) {
+    const int64_t floats = QuantScratchFloats(p.w->cols);
+    GemmQuant(isa, p, n_begin, n_end, ThreadScratch(floats), floats, nullptr, 0);
+    return;
+  }
   if (isa != Isa::kScalar && p.w->packed != nullptr) {
     const int64_t floats = PackedScratchFloats(isa, p.w->cols);
     RunPacked(isa, p, n_begin, n_end, ThreadScratch(floats), floats, nullptr, 0);
@@ -195,8 +201,10 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
   if (m <= 0 || n <= 0) return;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) *
                        static_cast<double>(std::max<int64_t>(k, 1));
-  const double w_bytes = static_cast<double>(n) * static_cast<double>(k) *
-                         static_cast<double>(p.w->dtype == DType::kBF16 ? 2 : 4);
+  const double w_bytes =
+      p.w->bytes > 0 ? static_cast<double>(p.w->bytes)
+                     : static_cast<double>(n) * static_cast<double>(k) *
+                           static_cast<double>(p.w->dtype == DType::kF32 ? 4 : 2);
   const double est_ns = std::max(flops / kFlopsPerNs, w_bytes / kWeightBytesPerNs);
   const int64_t want = std::clamp<int64_t>(static_cast<int64_t>(est_ns / kMinNsPerThread), 1,
                                            pool.Threads());
@@ -204,7 +212,9 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     RunRange(isa, p, 0, n);
     return;
   }
-  const bool packed = isa != Isa::kScalar && p.w->packed != nullptr;
+  // Quantized weights exist only in their packed layout, on every ISA (gemm_quant.h).
+  const bool quant = IsQuantized(p.w->dtype);
+  const bool packed = quant || (isa != Isa::kScalar && p.w->packed != nullptr);
   const int64_t grain = packed ? kPackedGrain : kGrain;
   const int64_t units = (n + grain - 1) / grain;
   if (units < want && m >= 8 * want) {
@@ -223,12 +233,16 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     // Blocked packed path: W pairs are claimed dynamically (see RunBlocked), ~8 claims per
     // thread per M block, so a thread slowed by another tenant on this shared host does not
     // leave the other idle at the end of every op. Each thread packs the x block itself.
-    const int64_t floats = PackedScratchFloats(isa, k);
+    const int64_t floats = quant ? QuantScratchFloats(k) : PackedScratchFloats(isa, k);
     std::vector<int64_t> next_pair(static_cast<size_t>(m / 6 + 2), 0);  // >= M blocks
     const int64_t grab = std::max<int64_t>(1, units / (8 * want));
     pool.RunOnAll([&](int t) {
       if (t >= want) return;
-      RunPacked(isa, p, 0, n, ThreadScratch(floats), floats, next_pair.data(), grab);
+      if (quant) {
+        GemmQuant(isa, p, 0, n, ThreadScratch(floats), floats, next_pair.data(), grab);
+      } else {
+        RunPacked(isa, p, 0, n, ThreadScratch(floats), floats, next_pair.data(), grab);
+      }
     });
     return;
   }

@@ -113,12 +113,12 @@ TEST(ServerMetricsTest, BuildAndModelInfo) {
   ServerMetrics m;
   EXPECT_THAT(m.Render(nullptr), HasSubstr("xlstmd_build_info{version=\""));
   EXPECT_THAT(m.Render(nullptr), Not(HasSubstr("xlstmd_model_info")));  // not loaded yet
-  ModelInfoLabels info{"default", "xlstm", "256", "4", "4", "257", "bf16", "cpu"};
+  ModelInfoLabels info{"default", "xlstm", "256", "4", "4", "257", "bf16", "cpu", "bf16"};
   m.SetModelInfo(info, 133376);
   const std::string text = m.Render(nullptr);
   EXPECT_THAT(text, HasSubstr("xlstmd_model_info{model=\"default\",family=\"xlstm\","
                               "embedding_dim=\"256\",num_blocks=\"4\",num_heads=\"4\","
-                              "vocab_size=\"257\",weight_dtype=\"bf16\",backend=\"cpu\"} 1\n"));
+                              "vocab_size=\"257\",weight_dtype=\"bf16\",backend=\"cpu\",lm_head_dtype=\"bf16\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("xlstmd_state_bytes_per_session 133376\n"));
 }
 

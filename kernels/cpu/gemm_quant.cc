@@ -1,0 +1,155 @@
+// Packing of quantized weights, the portable scalar kernel (the reference the ISA kernels are
+// tested bit-identical against), and dispatch to the ISA kernels.
+#include "kernels/cpu/gemm_quant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace xlstmd::kernels::cpu {
+
+// ISA entry points (gemm_quant_avx512.cc / gemm_quant_avx2.cc), called only after dispatch.
+void GemmQuantAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+                     int64_t scratch_floats, int64_t* next_pair, int64_t grab);
+void GemmQuantAvx2(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+                   int64_t scratch_floats, int64_t* next_pair, int64_t grab);
+int64_t GemmQuantAvx512MinScratchFloats(int64_t k);
+int64_t GemmQuantAvx2MinScratchFloats(int64_t k);
+
+namespace {
+
+constexpr int64_t kGroup = kQ4Group;
+constexpr int64_t kQ4CodeBytes = kQuantPairRows * kGroup / 2;  // 512: a group's codes
+constexpr int64_t kXBlockFloats = 256 << 10;                   // as kQXFloats in the driver
+
+int64_t I8CodeOffset(int64_t k, int64_t j) { return k * kQuantPairRows + j; }
+
+// Code of row j of a pair at k, as an integer.
+int PackedCode(DType dtype, const char* pair, int64_t k, int64_t j) {
+  if (dtype == DType::kI8) return static_cast<int8_t>(pair[I8CodeOffset(k, j)]);
+  const auto byte = static_cast<uint8_t>(
+      pair[(k / kGroup) * kQ4PairGroupBytes + (k % kGroup) * 16 + (j % 16)]);
+  const int nib = j < 16 ? byte & 0xF : byte >> 4;
+  return nib >= 8 ? nib - 16 : nib;
+}
+
+float PackedScale(DType dtype, const char* pair, int64_t cols, int64_t g, int64_t j) {
+  if (dtype == DType::kI8) {
+    float s;
+    std::memcpy(&s, pair + cols * kQuantPairRows + 4 * j, sizeof(s));
+    return s;
+  }
+  uint16_t h;
+  std::memcpy(&h, pair + g * kQ4PairGroupBytes + kQ4CodeBytes + 2 * j, sizeof(h));
+  return HalfToFloat(h);
+}
+
+// The arithmetic of gemm_quant.h spelled out one element at a time.
+void GemmQuantScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
+  const DType dtype = p.w->dtype;
+  const int64_t k = p.w->cols, pair_bytes = QuantPairBytes(dtype, k);
+  const int64_t groups = dtype == DType::kQ4 ? Q4Groups(k) : 1;
+  const char* w = static_cast<const char*>(p.w->packed);
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const char* pair = w + (n / kQuantPairRows) * pair_bytes;
+    const int64_t j = n % kQuantPairRows;
+    for (int64_t m = 0; m < p.m; ++m) {
+      const float* x = p.x + m * p.ldx;
+      float acc = 0.0f;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t k0 = dtype == DType::kQ4 ? g * kGroup : 0;
+        const int64_t k1 = dtype == DType::kQ4 ? std::min(k, k0 + kGroup) : k;
+        float s = 0.0f;
+        for (int64_t kk = k0; kk < k1; ++kk) {
+          s = std::fma(x[kk], static_cast<float>(PackedCode(dtype, pair, kk, j)), s);
+        }
+        acc = std::fma(s, PackedScale(dtype, pair, k, g, j), acc);
+      }
+      float& y = p.y[m * p.ldy + n];
+      y = p.accumulate ? y + acc : acc;
+    }
+  }
+}
+
+}  // namespace
+
+int64_t QuantPairBytes(DType dtype, int64_t cols) {
+  if (dtype == DType::kQ4) return Q4Groups(cols) * kQ4PairGroupBytes;
+  return (cols * kQuantPairRows + 4 * kQuantPairRows + 63) / 64 * 64;
+}
+
+size_t QuantPackedBytes(DType dtype, int64_t rows, int64_t cols) {
+  const int64_t pairs = (rows + kQuantPairRows - 1) / kQuantPairRows;
+  return static_cast<size_t>(pairs) * static_cast<size_t>(QuantPairBytes(dtype, cols));
+}
+
+void PackQuantized(const QuantizedMatrixView& src, void* dst) {
+  const DType dtype = src.dtype;
+  const int64_t cols = src.cols, pair_bytes = QuantPairBytes(dtype, cols);
+  std::memset(dst, 0, QuantPackedBytes(dtype, src.rows, cols));
+  for (int64_t r = 0; r < src.rows; ++r) {
+    char* pair = static_cast<char*>(dst) + (r / kQuantPairRows) * pair_bytes;
+    const int64_t j = r % kQuantPairRows;
+    if (dtype == DType::kI8) {
+      const auto* codes = static_cast<const int8_t*>(src.codes) + r * cols;
+      for (int64_t k = 0; k < cols; ++k) pair[I8CodeOffset(k, j)] = static_cast<char>(codes[k]);
+      std::memcpy(pair + cols * kQuantPairRows + 4 * j, static_cast<const float*>(src.scales) + r,
+                  sizeof(float));
+      continue;
+    }
+    for (int64_t k = 0; k < cols; ++k) {
+      const auto nib = static_cast<uint8_t>(QuantCodeAt(src, r, k) & 0xF);
+      auto& byte = reinterpret_cast<uint8_t&>(
+          pair[(k / kGroup) * kQ4PairGroupBytes + (k % kGroup) * 16 + (j % 16)]);
+      byte = static_cast<uint8_t>(byte | (j < 16 ? nib : nib << 4));
+    }
+    const auto* scales = static_cast<const uint16_t*>(src.scales) + r * Q4Groups(cols);
+    for (int64_t g = 0; g < Q4Groups(cols); ++g) {
+      std::memcpy(pair + g * kQ4PairGroupBytes + kQ4CodeBytes + 2 * j, scales + g, 2);
+    }
+  }
+}
+
+int64_t QuantScratchFloats(int64_t k) {
+  return std::max({kXBlockFloats + 8192, GemmQuantAvx512MinScratchFloats(k),
+                   GemmQuantAvx2MinScratchFloats(k)});
+}
+
+void GemmQuant(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+               int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
+  if (p.w->cols == 0) {
+    // No groups: acc stays +0 (only one thread may own a column range; claiming is moot).
+    if (next_pair != nullptr && __atomic_fetch_add(next_pair, 1, __ATOMIC_RELAXED) != 0) return;
+    for (int64_t m = 0; m < p.m; ++m) {
+      for (int64_t n = n_begin; n < n_end; ++n) {
+        float& y = p.y[m * p.ldy + n];
+        y = p.accumulate ? y + 0.0f : 0.0f;
+      }
+    }
+    return;
+  }
+  switch (isa) {
+    case Isa::kAvx512:
+      GemmQuantAvx512(p, n_begin, n_end, scratch, scratch_floats, next_pair, grab);
+      return;
+    case Isa::kAvx2:
+      GemmQuantAvx2(p, n_begin, n_end, scratch, scratch_floats, next_pair, grab);
+      return;
+    case Isa::kScalar:
+      if (next_pair != nullptr) {
+        // Claimed pairs, as the ISA kernels do (each thread of the call gets here).
+        const int64_t p_begin = n_begin / kQuantPairRows;
+        const int64_t p_end = (n_end + kQuantPairRows - 1) / kQuantPairRows;
+        for (;;) {
+          const int64_t b = p_begin + __atomic_fetch_add(next_pair, grab, __ATOMIC_RELAXED);
+          if (b >= p_end) return;
+          GemmQuantScalar(p, b * kQuantPairRows,
+                          std::min(n_end, (std::min(p_end, b + grab)) * kQuantPairRows));
+        }
+      }
+      GemmQuantScalar(p, n_begin, n_end);
+      return;
+  }
+}
+
+}  // namespace xlstmd::kernels::cpu

@@ -1,0 +1,52 @@
+// The CPU backend's quantized weight layout and GEMM (kernels/quant.h has the formats).
+//
+// Arithmetic, the same on every ISA (scalar, AVX2, AVX-512), so results are bit-identical
+// across ISAs as well as batch invariant: for output element (m, n),
+//   acc = +0
+//   for each group g of k (kQ4: 32 consecutive k; kI8: all of k, one group):
+//     s = +0;  for k in g in order: s = fma(x[m, k], float(q[n, k]), s)
+//     acc = fma(s, scale[n, g], acc)
+//   y = acc, or y + acc when accumulating.
+// Folding the scale in once per group (not per element) keeps decode, which is bound by
+// weight bytes, from becoming bound by the conversion work instead.
+//
+// Packed layout (every CPU ISA reads this one; there is no row-major copy), 32 output rows
+// per "pair" as in the float layout (gemm.h), rows past the matrix zero:
+//   kI8: per pair, [k][32] int8 codes (byte j: row j), then 32 f32 scales; each pair padded
+//        to a multiple of 64 bytes.
+//   kQ4: per pair, per group of 32 k: [32][16] bytes of codes (byte j of a k row: row j in
+//        the low nibble, row 16 + j in the high nibble, 4-bit two's complement), then 32 f16
+//        scales: 576 bytes per (pair, group). Codes past k in the last group are 0.
+#ifndef XLSTMD_KERNELS_CPU_GEMM_QUANT_H_
+#define XLSTMD_KERNELS_CPU_GEMM_QUANT_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/op_params.h"
+#include "kernels/quant.h"
+
+namespace xlstmd::kernels::cpu {
+
+inline constexpr int64_t kQuantPairRows = 32;
+inline constexpr int64_t kQ4PairGroupBytes = 32 * 16 + 32 * 2;  // codes + f16 scales
+
+// Bytes of one pair, and of the whole packed matrix.
+int64_t QuantPairBytes(DType dtype, int64_t cols);
+size_t QuantPackedBytes(DType dtype, int64_t rows, int64_t cols);
+// Fills `dst` (QuantPackedBytes bytes) from a validated canonical matrix.
+void PackQuantized(const QuantizedMatrixView& src, void* dst);
+
+// y = x W^T (+ y) for a quantized W (p.w->packed in the layout above), columns [n_begin,
+// n_end) (n_begin a multiple of 32). `scratch` (64-byte aligned, QuantScratchFloats(k)
+// floats or more) is private to the calling thread. With `next_pair` (M >= 4 only: one zeroed
+// counter per M block shared by the threads of the call) pairs are claimed `grab` at a time.
+int64_t QuantScratchFloats(int64_t k);
+void GemmQuant(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+               int64_t scratch_floats, int64_t* next_pair, int64_t grab);
+
+}  // namespace xlstmd::kernels::cpu
+
+#endif  // XLSTMD_KERNELS_CPU_GEMM_QUANT_H_

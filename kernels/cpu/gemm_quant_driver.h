@@ -1,0 +1,392 @@
+// The ISA-independent half of the quantized GEMM (gemm_quant.h has the layout and the
+// arithmetic every path must follow). gemm_quant_avx512.cc and gemm_quant_avx2.cc supply a
+// policy Q with
+//   Q::S                         simd.h Avx2Vec / Avx512Vec
+//   Q::kStrip                    x rows per register tile on the blocked path
+//   Q::StreamPairs(mr)           pairs per register tile on the streamed path
+//   Q::UnpackI8(row, v[kV])      float(q) of one k row of a pair (32 columns, kV vectors)
+//   Q::UnpackQ4(row, v[kV])
+//   Q::ScalesI8(p, v[kV]) / Q::ScalesQ4(p, v[kV])   a pair's 32 scales of one group as f32
+// where vector i of a row holds columns [i * kLanes, (i + 1) * kLanes) of the pair.
+//
+// Streamed path (M <= 3, decode): codes are read once from memory and converted in
+// registers; per group the chains s run in registers and are folded into a small L1
+// accumulator array (one load, FMA and store per 32 k steps).
+// Blocked path (M >= 4): per pair and 128-step K block, the codes are converted once into an
+// f32 sub-panel of exact integers (and the block's scales into a scale panel) that every x
+// strip then reuses; a strip's tile is 2 vectors wide, with its group sums parked between K
+// blocks (int8, whose one group spans all of k) and its folded accumulators parked between
+// groups.
+//
+// Included only by ISA files after simd.h (internal linkage throughout; see simd.h). Nothing
+// here calls an inline function of a shared header: its out-of-line copy could be taken from
+// this ISA's object file.
+#ifndef XLSTMD_KERNELS_CPU_GEMM_QUANT_DRIVER_H_
+#define XLSTMD_KERNELS_CPU_GEMM_QUANT_DRIVER_H_
+
+#include "kernels/cpu/simd.h"
+
+namespace xlstmd::kernels::cpu {
+namespace {
+
+constexpr int kQCols = 32;               // output columns per pair
+constexpr int64_t kQGroup = 32;          // q4 group along k
+constexpr int64_t kQ4GroupBytes = 576;   // q4 codes (32 k x 16 bytes) + 32 f16 scales
+constexpr int64_t kQKc = 128;            // k steps per blocked sub-panel (a multiple of kQGroup)
+constexpr int64_t kQXFloats = 256 << 10; // x floats per M block (~1 MiB)
+constexpr int kQPrefetchBytes = 1024;    // streamed path: prefetch distance in a pair's codes
+
+enum class QFmt { kI8, kQ4 };
+
+inline int64_t QGroups(QFmt f, int64_t k) { return f == QFmt::kQ4 ? (k + kQGroup - 1) / kQGroup : 1; }
+inline int64_t QPairBytes(QFmt f, int64_t k) {
+  return f == QFmt::kQ4 ? QGroups(f, k) * kQ4GroupBytes : (k * kQCols + 4 * kQCols + 63) / 64 * 64;
+}
+// The codes of k row kk of a pair.
+template <QFmt F>
+inline const char* QRow(const char* pair, int64_t kk) {
+  if constexpr (F == QFmt::kQ4) return pair + (kk / kQGroup) * kQ4GroupBytes + (kk % kQGroup) * 16;
+  return pair + kk * kQCols;
+}
+// The scales of group g of a pair (k = cols of the matrix).
+template <QFmt F>
+inline const char* QScales(const char* pair, int64_t k, int64_t g) {
+  if constexpr (F == QFmt::kQ4) return pair + g * kQ4GroupBytes + 512;
+  return pair + k * kQCols;
+}
+
+template <typename Q, QFmt F>
+inline void Unpack(const char* row, typename Q::S::V* v) {
+  if constexpr (F == QFmt::kQ4) {
+    Q::UnpackQ4(reinterpret_cast<const uint8_t*>(row), v);
+  } else {
+    Q::UnpackI8(reinterpret_cast<const int8_t*>(row), v);
+  }
+}
+template <typename Q, QFmt F>
+inline void Scales(const char* p, typename Q::S::V* v) {
+  if constexpr (F == QFmt::kQ4) {
+    Q::ScalesQ4(reinterpret_cast<const uint16_t*>(p), v);
+  } else {
+    Q::ScalesI8(reinterpret_cast<const float*>(p), v);
+  }
+}
+
+// Writes (or adds) one vector of a tile to y at global column `col` (y points at it); the
+// lanes at or past n_hi are left alone. Column ranges start on a pair boundary, so only the
+// upper end can cut a vector.
+template <typename S>
+inline void StoreCols(float* y, typename S::V v, int64_t col, int64_t n_hi, bool accumulate) {
+  if (col + S::kLanes <= n_hi) {
+    if (accumulate) v = S::Add(S::Load(y), v);
+    S::Store(y, v);
+  } else if (col < n_hi) {
+    const typename S::Tail t = S::MakeTail(static_cast<int>(n_hi - col));
+    if (accumulate) v = S::Add(S::Load(y, t), v);
+    S::Store(y, v, t);
+  }
+}
+
+struct QStreamArgs {
+  const float* x;     // MR rows, stride ldx
+  int64_t ldx;
+  const char* w;      // first pair of the tile
+  int64_t pair_bytes;
+  int64_t k;
+  float* y;           // row 0, column col0
+  int64_t ldy;
+  int64_t col0;
+  int64_t n_hi;
+  bool accumulate;
+};
+using QStreamFn = void (*)(const QStreamArgs&);
+
+template <typename Q, QFmt F, int MR, int NP>
+void QStreamTile(const QStreamArgs& a) {
+  using S = typename Q::S;
+  using V = typename S::V;
+  constexpr int kV = kQCols / S::kLanes;
+  alignas(64) float acc[MR][NP * kQCols];
+  for (int r = 0; r < MR; ++r) {
+    for (int i = 0; i < NP * kQCols; ++i) acc[r][i] = 0.0f;
+  }
+  const int64_t groups = QGroups(F, a.k);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t k0 = F == QFmt::kQ4 ? g * kQGroup : 0;
+    const int64_t k1 = F == QFmt::kQ4 ? Min(a.k, k0 + kQGroup) : a.k;
+    V s[MR][NP * kV];
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 16
+      for (int i = 0; i < NP * kV; ++i) s[r][i] = S::Zero();
+    }
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      V xb[MR];
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) xb[r] = S::Broadcast(a.x + r * a.ldx + kk);
+#pragma GCC unroll 4
+      for (int j = 0; j < NP; ++j) {
+        const char* row = QRow<F>(a.w + j * a.pair_bytes, kk);
+        _mm_prefetch(row + kQPrefetchBytes, _MM_HINT_T0);
+        V wv[kV];
+        Unpack<Q, F>(row, wv);
+#pragma GCC unroll 4
+        for (int i = 0; i < kV; ++i) {
+#pragma GCC unroll 4
+          for (int r = 0; r < MR; ++r) s[r][j * kV + i] = S::Fma(xb[r], wv[i], s[r][j * kV + i]);
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < NP; ++j) {
+      V sc[kV];
+      Scales<Q, F>(QScales<F>(a.w + j * a.pair_bytes, a.k, g), sc);
+#pragma GCC unroll 4
+      for (int i = 0; i < kV; ++i) {
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) {
+          float* ap = &acc[r][j * kQCols + i * S::kLanes];
+          S::Store(ap, S::Fma(s[r][j * kV + i], sc[i], S::Load(ap)));
+        }
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int i = 0; i < NP * kQCols; i += S::kLanes) {
+      StoreCols<S>(a.y + r * a.ldy + i, S::Load(&acc[r][i]), a.col0 + i, a.n_hi, a.accumulate);
+    }
+  }
+}
+
+template <typename Q, QFmt F, int MR = 1, int NP = 1>
+QStreamFn PickStreamTile(int mr, int np) {
+  if (mr == MR && np == NP) return &QStreamTile<Q, F, MR, NP>;
+  if constexpr (NP < 4) {
+    if (mr == MR) return PickStreamTile<Q, F, MR, NP + 1>(mr, np);
+  }
+  if constexpr (MR < 3) return PickStreamTile<Q, F, MR + 1, 1>(mr, np);
+  return nullptr;
+}
+
+template <typename Q, QFmt F>
+void QRunStreamed(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
+  const int64_t k = p.w->cols, pair_bytes = QPairBytes(F, k);
+  const char* w = static_cast<const char*>(p.w->packed);
+  const int mr = static_cast<int>(p.m);
+  const int64_t step = Q::StreamPairs(mr);
+  const int64_t p_end = (n_end + kQCols - 1) / kQCols;
+  QStreamArgs a{p.x, p.ldx, nullptr, pair_bytes, k, nullptr, p.ldy, 0, n_end, p.accumulate};
+  for (int64_t pi = n_begin / kQCols; pi < p_end; pi += step) {
+    const int np = static_cast<int>(Min(step, p_end - pi));
+    a.w = w + pi * pair_bytes;
+    a.col0 = pi * kQCols;
+    a.y = p.y + a.col0;
+    PickStreamTile<Q, F>(mr, np)(a);
+  }
+}
+
+// --- Blocked path -----------------------------------------------------------------------------
+
+struct QPanelArgs {
+  const float* x;       // strip slice [kc][MR]
+  const float* w;       // sub-panel at the tile's first column, row stride kQCols
+  const float* sc;      // scale panel at the tile's first column, one row of kQCols per group
+  int64_t kc;
+  int64_t k0;           // global k of the sub-panel's row 0 (a multiple of kQKc)
+  float* part_s;        // [MR][kQCols] parked group sums (int8: between K blocks)
+  float* part_acc;      // [MR][kQCols] parked folded accumulators (q4: between groups)
+  bool last;            // the last K block: finish into y
+  float* y;             // strip row 0 at the tile's first column
+  int64_t ldy;
+  int64_t col;          // global column of the tile's first column
+  int64_t n_hi;
+  bool accumulate;
+};
+using QPanelFn = void (*)(const QPanelArgs&);
+
+// One x strip times one 2-vector-wide tile of a sub-panel.
+template <typename Q, QFmt F, int MR>
+void QPanelTile(const QPanelArgs& a) {
+  using S = typename Q::S;
+  using V = typename S::V;
+  constexpr int L = S::kLanes;
+  V s[MR][2];
+  const bool resume = F == QFmt::kI8 && a.k0 > 0;
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    s[r][0] = resume ? S::Load(a.part_s + r * kQCols) : S::Zero();
+    s[r][1] = resume ? S::Load(a.part_s + r * kQCols + L) : S::Zero();
+  }
+  const float* xp = a.x;
+  const float* wp = a.w;
+  for (int64_t kk = 0;;) {
+    const int64_t seg_end = F == QFmt::kQ4 ? Min(a.kc, kk + kQGroup) : a.kc;
+    for (; kk < seg_end; ++kk) {
+      const V w0 = S::Load(wp);
+      const V w1 = S::Load(wp + L);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const V xb = S::Broadcast(xp + r);
+        s[r][0] = S::Fma(xb, w0, s[r][0]);
+        s[r][1] = S::Fma(xb, w1, s[r][1]);
+      }
+      xp += MR;
+      wp += kQCols;
+    }
+    // A q4 group ends with its 32 steps or with k; the int8 group only with k.
+    if (F == QFmt::kI8 && !a.last) {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        S::Store(a.part_s + r * kQCols, s[r][0]);
+        S::Store(a.part_s + r * kQCols + L, s[r][1]);
+      }
+      return;
+    }
+    const int64_t g_in_block = F == QFmt::kQ4 ? (kk - 1) / kQGroup : 0;
+    const bool first_group = F == QFmt::kI8 || a.k0 + (kk - 1) < kQGroup;
+    const bool finish = a.last && kk >= a.kc;
+    const V sc0 = S::Load(a.sc + g_in_block * kQCols);
+    const V sc1 = S::Load(a.sc + g_in_block * kQCols + L);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      float* ap = a.part_acc + r * kQCols;
+      const V acc0 = S::Fma(s[r][0], sc0, first_group ? S::Zero() : S::Load(ap));
+      const V acc1 = S::Fma(s[r][1], sc1, first_group ? S::Zero() : S::Load(ap + L));
+      if (finish) {
+        StoreCols<S>(a.y + r * a.ldy, acc0, a.col, a.n_hi, a.accumulate);
+        StoreCols<S>(a.y + r * a.ldy + L, acc1, a.col + L, a.n_hi, a.accumulate);
+      } else {
+        S::Store(ap, acc0);
+        S::Store(ap + L, acc1);
+      }
+      s[r][0] = S::Zero();
+      s[r][1] = S::Zero();
+    }
+    if (finish || kk >= a.kc) return;
+  }
+}
+
+template <typename Q, QFmt F, int MR = 1>
+QPanelFn PickPanelTile(int mr) {
+  if (mr == MR) return &QPanelTile<Q, F, MR>;
+  if constexpr (MR < Q::kStrip) return PickPanelTile<Q, F, MR + 1>(mr);
+  return nullptr;
+}
+
+// Converts pair rows [k0, k0 + kc) into the f32 sub-panel, and the scales of the groups they
+// hold into the scale panel (int8: the pair's one scale row).
+template <typename Q, QFmt F>
+void QPanel(const char* pair, int64_t k, int64_t k0, int64_t kc, float* panel, float* spanel) {
+  using S = typename Q::S;
+  constexpr int kV = kQCols / S::kLanes;
+  typename S::V v[kV];
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    Unpack<Q, F>(QRow<F>(pair, k0 + kk), v);
+    for (int i = 0; i < kV; ++i) S::Store(panel + kk * kQCols + i * S::kLanes, v[i]);
+  }
+  const int64_t g0 = F == QFmt::kQ4 ? k0 / kQGroup : 0;
+  const int64_t ng = F == QFmt::kQ4 ? (kc + kQGroup - 1) / kQGroup : 1;
+  for (int64_t g = 0; g < ng; ++g) {
+    Scales<Q, F>(QScales<F>(pair, k, g0 + g), v);
+    for (int i = 0; i < kV; ++i) S::Store(spanel + g * kQCols + i * S::kLanes, v[i]);
+  }
+}
+
+// The least scratch the blocked path works with for reduction length k.
+template <typename Q>
+int64_t QMinScratchFloats(int64_t k) {
+  return kQKc * kQCols + (kQKc / kQGroup) * kQCols + Q::kStrip * (Max(k, 1) + 4 * kQCols) + 64;
+}
+
+template <typename Q, QFmt F>
+void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+                 int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
+  const int64_t k = p.w->cols, pair_bytes = QPairBytes(F, k);
+  const char* w = static_cast<const char*>(p.w->packed);
+  const int64_t p_begin = n_begin / kQCols, p_end = (n_end + kQCols - 1) / kQCols;
+  float* panel = scratch;
+  float* spanel = panel + kQKc * kQCols;
+  float* xblock = spanel + (kQKc / kQGroup) * kQCols;
+  // Past the x block: the parked tiles (at most 2 x (mc + kStrip) rows of kQCols) and slack.
+  const int64_t avail = scratch_floats - (xblock - scratch) - 2 * kQCols * Q::kStrip - 64;
+  // Rows per M block: as many as fit (each costs k floats of x and its share of the parked
+  // tiles), evened out so the last block is not a sliver.
+  int64_t mc = Max(Min(avail, kQXFloats) / (Max(k, 1) + 2 * kQCols), Q::kStrip);
+  const int64_t blocks = (p.m + mc - 1) / mc;
+  mc = (p.m + blocks - 1) / blocks;
+  float* parked_s = xblock + (mc * Max(k, 1) + 15) / 16 * 16;
+  const int64_t max_strips = (mc + Q::kStrip - 1) / Q::kStrip;
+  float* parked_acc = parked_s + max_strips * Q::kStrip * kQCols;
+  constexpr int kTileCols = 2 * Q::S::kLanes;
+  for (int64_t mb = 0; mb < p.m; mb += mc) {
+    const int64_t rows = Min(p.m, mb + mc) - mb;
+    const int64_t ns = (rows + Q::kStrip - 1) / Q::kStrip;
+    for (int64_t i = 0; i < ns; ++i) {
+      const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
+      const int64_t mr = r1 - r0;
+      float* dst = xblock + r0 * k;
+      for (int64_t r = 0; r < mr; ++r) {
+        const float* src = p.x + (mb + r0 + r) * p.ldx;
+        for (int64_t kk = 0; kk < k; ++kk) dst[kk * mr + r] = src[kk];
+      }
+    }
+    int64_t* counter = next_pair != nullptr ? next_pair + mb / mc : nullptr;
+    for (;;) {
+      int64_t g_begin = p_begin, g_end = p_end;
+      if (counter != nullptr) {
+        g_begin = p_begin + __atomic_fetch_add(counter, grab, __ATOMIC_RELAXED);
+        if (g_begin >= p_end) break;
+        g_end = Min(p_end, g_begin + grab);
+      }
+      for (int64_t pi = g_begin; pi < g_end; ++pi) {
+        const char* pair = w + pi * pair_bytes;
+        for (int64_t k0 = 0; k0 < k; k0 += kQKc) {
+          const int64_t kc = Min(kQKc, k - k0);
+          QPanel<Q, F>(pair, k, k0, kc, panel, spanel);
+          for (int64_t i = 0; i < ns; ++i) {
+            const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
+            const int mr = static_cast<int>(r1 - r0);
+            for (int c = 0; c < kQCols; c += kTileCols) {
+              QPanelArgs a{};
+              a.x = xblock + r0 * k + k0 * mr;
+              a.w = panel + c;
+              a.sc = spanel + c;
+              a.kc = kc;
+              a.k0 = k0;
+              a.part_s = parked_s + i * Q::kStrip * kQCols + c;
+              a.part_acc = parked_acc + i * Q::kStrip * kQCols + c;
+              a.last = k0 + kc >= k;
+              a.y = p.y + (mb + r0) * p.ldy + pi * kQCols + c;
+              a.ldy = p.ldy;
+              a.col = pi * kQCols + c;
+              a.n_hi = n_end;
+              a.accumulate = p.accumulate;
+              PickPanelTile<Q, F>(mr)(a);
+            }
+          }
+        }
+      }
+      if (counter == nullptr) break;
+    }
+  }
+}
+
+// The whole quantized GEMM for policy Q on y[:, n_begin:n_end) (k >= 1; gemm_quant.cc
+// handles k == 0).
+template <typename Q>
+void QRun(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+          int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
+  const bool q4 = p.w->dtype == DType::kQ4;
+  if (p.m <= 3) {
+    (q4 ? &QRunStreamed<Q, QFmt::kQ4> : &QRunStreamed<Q, QFmt::kI8>)(p, n_begin, n_end);
+  } else {
+    (q4 ? &QRunBlocked<Q, QFmt::kQ4> : &QRunBlocked<Q, QFmt::kI8>)(p, n_begin, n_end, scratch,
+                                                                   scratch_floats, next_pair,
+                                                                   grab);
+  }
+}
+
+}  // namespace
+}  // namespace xlstmd::kernels::cpu
+
+#endif  // XLSTMD_KERNELS_CPU_GEMM_QUANT_DRIVER_H_
