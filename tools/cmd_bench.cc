@@ -10,7 +10,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "core/model/weight_format.h"
 #include "core/base/status_macros.h"
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
@@ -36,6 +39,8 @@ struct BenchArgs {
   int64_t dram_mib = 2048;
   int64_t decode_prompt_len = 16;
   int64_t chunk_size = 64;
+  std::vector<std::string> compare_dtypes;  // --compare-weight-dtypes
+  int64_t rounds = 3;
 };
 
 struct Limits {
@@ -92,8 +97,8 @@ Json ResultLine(const char* phase, int64_t batch, int64_t prompt_len, double tok
   return j;
 }
 
-absl::Status BenchDecode(core::XlstmModel& model, const BenchArgs& a, const ModelCost& cost,
-                         const Limits& limits, int64_t batch) {
+absl::StatusOr<Json> BenchDecode(core::XlstmModel& model, const BenchArgs& a,
+                                 const ModelCost& cost, const Limits& limits, int64_t batch) {
   XLSTMD_RETURN_IF_ERROR(model.AllocateSlots(static_cast<int32_t>(batch)));
   std::vector<std::vector<int32_t>> prompts;
   std::vector<core::PrefillSequence> seqs;
@@ -120,13 +125,13 @@ absl::Status BenchDecode(core::XlstmModel& model, const BenchArgs& a, const Mode
     elapsed = SecondsSince(start);
   }
   const double step_s = elapsed / static_cast<double>(steps);
-  PrintLine(ResultLine("decode", batch, 0, static_cast<double>(batch), step_s,
-                       DecodeStepWork(cost, batch), limits));
-  return absl::OkStatus();
+  return ResultLine("decode", batch, 0, static_cast<double>(batch), step_s,
+                    DecodeStepWork(cost, batch), limits);
 }
 
-absl::Status BenchPrefill(core::XlstmModel& model, const BenchArgs& a, const ModelCost& cost,
-                          const Limits& limits, int64_t prompt_len) {
+absl::StatusOr<Json> BenchPrefill(core::XlstmModel& model, const BenchArgs& a,
+                                  const ModelCost& cost, const Limits& limits,
+                                  int64_t prompt_len) {
   XLSTMD_RETURN_IF_ERROR(model.AllocateSlots(1));
   const std::vector<int32_t> prompt = RandomTokens(prompt_len, model.vocab_size(), 5);
   const core::PrefillSequence seq{prompt, 0};
@@ -150,10 +155,9 @@ absl::Status BenchPrefill(core::XlstmModel& model, const BenchArgs& a, const Mod
       elapsed = SecondsSince(start);
     }
   }
-  PrintLine(ResultLine("prefill", 1, prompt_len, static_cast<double>(prompt_len),
-                       elapsed / static_cast<double>(runs),
-                       PrefillWork(cost, prompt_len, a.chunk_size), limits));
-  return absl::OkStatus();
+  return ResultLine("prefill", 1, prompt_len, static_cast<double>(prompt_len),
+                    elapsed / static_cast<double>(runs),
+                    PrefillWork(cost, prompt_len, a.chunk_size), limits);
 }
 
 Limits MeasureLimits(const BenchArgs& a, int threads, const std::string& kernel_isa) {
@@ -176,12 +180,9 @@ Limits MeasureLimits(const BenchArgs& a, int threads, const std::string& kernel_
   return l;
 }
 
-absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
-  // Load first so a bad directory fails fast; the limits are still printed first.
-  XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weights, threads));
-  const Limits limits = MeasureLimits(a, threads, m.backend->Isa());
-  core::XlstmModel& model = *m.model;
-  const ModelCost cost = ComputeModelCost(model);
+Json ModelInfoLine(const BenchArgs& a, const ToolModel& m, const ModelCost& cost,
+                   const Limits& limits) {
+  const core::XlstmModel& model = *m.model;
   Json info;
   info["model"] = a.model_dir;
   info["backend"] = m.backend->Name();
@@ -196,9 +197,88 @@ absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
   info["weight_read_bytes_per_step"] = cost.weight_read_bytes;
   info["state_bytes_per_session"] = model.state_bytes_per_session();
   info["machine_balance_flop_per_byte"] = Round4(limits.peak_gflops / limits.dram_gbps);
-  PrintLine(info);
-  for (int64_t b : a.batches) XLSTMD_RETURN_IF_ERROR(BenchDecode(model, a, cost, limits, b));
-  for (int64_t p : a.prompt_lens) XLSTMD_RETURN_IF_ERROR(BenchPrefill(model, a, cost, limits, p));
+  return info;
+}
+
+absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
+  // Load first so a bad directory fails fast; the limits are still printed first.
+  XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weights, threads));
+  const Limits limits = MeasureLimits(a, threads, m.backend->Isa());
+  core::XlstmModel& model = *m.model;
+  const ModelCost cost = ComputeModelCost(model);
+  PrintLine(ModelInfoLine(a, m, cost, limits));
+  for (int64_t b : a.batches) {
+    XLSTMD_ASSIGN_OR_RETURN(const Json line, BenchDecode(model, a, cost, limits, b));
+    PrintLine(line);
+  }
+  for (int64_t p : a.prompt_lens) {
+    XLSTMD_ASSIGN_OR_RETURN(const Json line, BenchPrefill(model, a, cost, limits, p));
+    PrintLine(line);
+  }
+  return absl::OkStatus();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// --compare-weight-dtypes: the same checkpoint under several weight formats in one run. The
+// formats take turns (round after round) on every measurement, so a noisy neighbour on a
+// shared host slows them alike, and each summary line gives every format's median and its
+// ratio to the first format's.
+absl::Status RunBenchCompare(const BenchArgs& a, int threads) {
+  std::vector<ToolModel> models;
+  std::vector<ModelCost> costs;
+  for (const std::string& dtype : a.compare_dtypes) {
+    WeightFlags w = a.weights;
+    w.weight_dtype = dtype;
+    w.lm_head_dtype = a.weights.lm_head_dtype;
+    XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, w, threads));
+    costs.push_back(ComputeModelCost(*m.model));
+    models.push_back(std::move(m));
+  }
+  const Limits limits = MeasureLimits(a, threads, models[0].backend->Isa());
+  for (size_t i = 0; i < models.size(); ++i) {
+    PrintLine(ModelInfoLine(a, models[i], costs[i], limits));
+  }
+  auto compare = [&](const char* phase, int64_t size, auto&& run) -> absl::Status {
+    std::vector<std::vector<double>> tps(models.size()), frac(models.size());
+    for (int64_t r = 0; r < a.rounds; ++r) {
+      for (size_t i = 0; i < models.size(); ++i) {
+        XLSTMD_ASSIGN_OR_RETURN(Json line, run(i));
+        line["weight_dtype"] = kernels::DTypeName(models[i].model->matrix_dtype());
+        line["round"] = r;
+        PrintLine(line);
+        tps[i].push_back(line["tokens_per_s"].get<double>());
+        frac[i].push_back(line["roofline_fraction"].get<double>());
+      }
+    }
+    Json sum;
+    sum["summary"] = phase;
+    sum[std::string(phase) == "decode" ? "batch" : "prompt_len"] = size;
+    sum["rounds"] = a.rounds;
+    const double base = Median(tps[0]);
+    for (size_t i = 0; i < models.size(); ++i) {
+      const std::string name = kernels::DTypeName(models[i].model->matrix_dtype());
+      sum["median_tokens_per_s"][name] = Round4(Median(tps[i]));
+      sum["median_roofline_fraction"][name] = Round4(Median(frac[i]));
+      sum["ratio_vs_" + a.compare_dtypes[0]][name] = Round4(base > 0 ? Median(tps[i]) / base : 0);
+    }
+    PrintLine(sum);
+    return absl::OkStatus();
+  };
+  for (int64_t b : a.batches) {
+    XLSTMD_RETURN_IF_ERROR(compare("decode", b, [&](size_t i) {
+      return BenchDecode(*models[i].model, a, costs[i], limits, b);
+    }));
+  }
+  for (int64_t p : a.prompt_lens) {
+    XLSTMD_RETURN_IF_ERROR(compare("prefill", p, [&](size_t i) {
+      return BenchPrefill(*models[i].model, a, costs[i], limits, p);
+    }));
+  }
   return absl::OkStatus();
 }
 
@@ -220,10 +300,27 @@ int RunBench(int argc, char** argv) {
   flags.Int("decode-prompt-len", &a.decode_prompt_len, 1, 1 << 20,
             "prompt prefilled into each decode session");
   flags.Int("chunk-size", &a.chunk_size, 1, 1 << 20, "prefill chunk size");
+  std::string compare;
+  flags.String("compare-weight-dtypes", &compare,
+               "comma-separated weight formats (e.g. bf16,int8,q4) measured in turns in one "
+               "run, with summary lines of medians and ratios to the first; overrides "
+               "--weight-dtype");
+  flags.Int("rounds", &a.rounds, 1, 1000, "turns per measurement with --compare-weight-dtypes");
   if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
+  for (absl::string_view d : absl::StrSplit(compare, ',', absl::SkipEmpty())) {
+    const std::string dtype(d);
+    const auto& choices = core::WeightDTypeChoices();
+    if (std::find(choices.begin(), choices.end(), dtype) == choices.end()) {
+      flags.PrintError(absl::StrCat("--compare-weight-dtypes: unknown format \"", dtype, "\""));
+      return kExitUsage;
+    }
+    a.compare_dtypes.push_back(dtype);
+  }
   int threads = static_cast<int>(a.threads);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (absl::Status s = RunBenchPhases(a, threads); !s.ok()) return ReportRuntimeError("bench", s);
+  const absl::Status s =
+      a.compare_dtypes.empty() ? RunBenchPhases(a, threads) : RunBenchCompare(a, threads);
+  if (!s.ok()) return ReportRuntimeError("bench", s);
   return kExitOk;
 }
 

@@ -73,13 +73,16 @@ constexpr int64_t kPackedGrain = 32;  // one W pair of the packed layout
 constexpr int64_t kPackedPair = 32;
 // Packed path: floats of x held packed per M block (~1 MiB, half of L2).
 constexpr int64_t kPackedXFloats = 256 << 10;
-// Thread split. Waking a pool worker and joining it costs ~55-60 us per call on these VMs
-// (measured: M=1, N=512, K=1024 bf16 takes 17 us on one thread, 71 us on two), so a call
-// only goes parallel when its estimated single-thread time exceeds twice that per thread.
+// Thread split. Waking a sleeping pool worker costs ~50 us on these VMs, but within a forward
+// pass the workers are still spinning from the previous op (thread_pool.cc), and then a split
+// costs a few microseconds: measured on the AVX-512 EPYC, M=1 K=1024 bf16 at N=512 takes
+// 10 us on one thread and 6 us on two, at N=1024 25 us and 12 us. So a call goes parallel
+// once its estimated single-thread time exceeds 10 us per thread (it was 75 us, which left
+// the half-size matrices of int8/q4 weights on one thread: decode ran at ~0.6x the speed).
 // The estimate is the larger of compute time and weight-streaming time, at conservative rates.
 constexpr double kFlopsPerNs = 100.0;       // ~2/3 of one core's FMA peak
 constexpr double kWeightBytesPerNs = 25.0;  // bf16/f32 W from L3; DRAM is slower still
-constexpr double kMinNsPerThread = 75e3;
+constexpr double kMinNsPerThread = 10e3;
 
 // --- Scalar kernel ----------------------------------------------------------------------------
 // Eight lanes per output (lane l sums k = l, l+8, ...), then the tree
@@ -229,13 +232,16 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     });
     return;
   }
-  if (packed && m >= 4) {
-    // Blocked packed path: W pairs are claimed dynamically (see RunBlocked), ~8 claims per
-    // thread per M block, so a thread slowed by another tenant on this shared host does not
-    // leave the other idle at the end of every op. Each thread packs the x block itself.
+  if (packed && (m >= 4 || quant)) {
+    // Blocked packed path (and every quantized call): W pairs are claimed dynamically (see
+    // RunBlocked), ~8 claims per thread per M block, so a thread slowed by another tenant on
+    // this shared host does not leave the other idle at the end of every op. Each thread
+    // packs the x block itself. (Streamed quantized tiles take up to 4 pairs: claims are
+    // whole tiles.)
     const int64_t floats = quant ? QuantScratchFloats(k) : PackedScratchFloats(isa, k);
     std::vector<int64_t> next_pair(static_cast<size_t>(m / 6 + 2), 0);  // >= M blocks
-    const int64_t grab = std::max<int64_t>(1, units / (8 * want));
+    int64_t grab = std::max<int64_t>(1, units / (8 * want));
+    if (quant && m <= 3) grab = (grab + 3) / 4 * 4;
     pool.RunOnAll([&](int t) {
       if (t >= want) return;
       if (quant) {

@@ -19,40 +19,49 @@ int64_t GemmQuantAvx2MinScratchFloats(int64_t k);
 namespace {
 
 constexpr int64_t kGroup = kQ4Group;
-constexpr int64_t kQ4CodeBytes = kQuantPairRows * kGroup / 2;  // 512: a group's codes
-constexpr int64_t kXBlockFloats = 256 << 10;                   // as kQXFloats in the driver
+constexpr int64_t kQuad = 4;  // pairs per quad
+constexpr int64_t kQ4QuadGroupBytes = kQuad * (kGroup * 16 + kQuantPairRows * 2);  // 2304
+constexpr int64_t kXBlockFloats = 256 << 10;  // as kQXFloats in the driver
 
-int64_t I8CodeOffset(int64_t k, int64_t j) { return k * kQuantPairRows + j; }
+// Byte offsets inside a quad (gemm_quant.h), for pair pq of the quad, row j of the pair.
+int64_t CodeOffset(DType dtype, int64_t pq, int64_t j, int64_t k) {
+  if (dtype == DType::kI8) return k * kQuad * kQuantPairRows + pq * kQuantPairRows + j;
+  return (k / kGroup) * kQ4QuadGroupBytes + (k % kGroup) * kQuad * 16 + pq * 16 + j % 16;
+}
+int64_t ScaleOffset(DType dtype, int64_t pq, int64_t j, int64_t cols, int64_t g) {
+  if (dtype == DType::kI8) return cols * kQuad * kQuantPairRows + (pq * kQuantPairRows + j) * 4;
+  return g * kQ4QuadGroupBytes + kGroup * kQuad * 16 + (pq * kQuantPairRows + j) * 2;
+}
 
-// Code of row j of a pair at k, as an integer.
-int PackedCode(DType dtype, const char* pair, int64_t k, int64_t j) {
-  if (dtype == DType::kI8) return static_cast<int8_t>(pair[I8CodeOffset(k, j)]);
-  const auto byte = static_cast<uint8_t>(
-      pair[(k / kGroup) * kQ4PairGroupBytes + (k % kGroup) * 16 + (j % 16)]);
+// Code of output row n at k, as an integer.
+int PackedCode(DType dtype, const char* quad, int64_t pq, int64_t j, int64_t k) {
+  const auto byte = static_cast<uint8_t>(quad[CodeOffset(dtype, pq, j, k)]);
+  if (dtype == DType::kI8) return static_cast<int8_t>(byte);
   const int nib = j < 16 ? byte & 0xF : byte >> 4;
   return nib >= 8 ? nib - 16 : nib;
 }
 
-float PackedScale(DType dtype, const char* pair, int64_t cols, int64_t g, int64_t j) {
+float PackedScale(DType dtype, const char* quad, int64_t pq, int64_t j, int64_t cols, int64_t g) {
+  const char* p = quad + ScaleOffset(dtype, pq, j, cols, g);
   if (dtype == DType::kI8) {
     float s;
-    std::memcpy(&s, pair + cols * kQuantPairRows + 4 * j, sizeof(s));
+    std::memcpy(&s, p, sizeof(s));
     return s;
   }
   uint16_t h;
-  std::memcpy(&h, pair + g * kQ4PairGroupBytes + kQ4CodeBytes + 2 * j, sizeof(h));
+  std::memcpy(&h, p, sizeof(h));
   return HalfToFloat(h);
 }
 
 // The arithmetic of gemm_quant.h spelled out one element at a time.
 void GemmQuantScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
   const DType dtype = p.w->dtype;
-  const int64_t k = p.w->cols, pair_bytes = QuantPairBytes(dtype, k);
+  const int64_t k = p.w->cols, quad_bytes = QuantQuadBytes(dtype, k);
   const int64_t groups = dtype == DType::kQ4 ? Q4Groups(k) : 1;
   const char* w = static_cast<const char*>(p.w->packed);
   for (int64_t n = n_begin; n < n_end; ++n) {
-    const char* pair = w + (n / kQuantPairRows) * pair_bytes;
-    const int64_t j = n % kQuantPairRows;
+    const int64_t pair = n / kQuantPairRows, j = n % kQuantPairRows, pq = pair % kQuad;
+    const char* quad = w + (pair / kQuad) * quad_bytes;
     for (int64_t m = 0; m < p.m; ++m) {
       const float* x = p.x + m * p.ldx;
       float acc = 0.0f;
@@ -61,9 +70,9 @@ void GemmQuantScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
         const int64_t k1 = dtype == DType::kQ4 ? std::min(k, k0 + kGroup) : k;
         float s = 0.0f;
         for (int64_t kk = k0; kk < k1; ++kk) {
-          s = std::fma(x[kk], static_cast<float>(PackedCode(dtype, pair, kk, j)), s);
+          s = std::fma(x[kk], static_cast<float>(PackedCode(dtype, quad, pq, j, kk)), s);
         }
-        acc = std::fma(s, PackedScale(dtype, pair, k, g, j), acc);
+        acc = std::fma(s, PackedScale(dtype, quad, pq, j, k, g), acc);
       }
       float& y = p.y[m * p.ldy + n];
       y = p.accumulate ? y + acc : acc;
@@ -73,39 +82,40 @@ void GemmQuantScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
 
 }  // namespace
 
-int64_t QuantPairBytes(DType dtype, int64_t cols) {
-  if (dtype == DType::kQ4) return Q4Groups(cols) * kQ4PairGroupBytes;
-  return (cols * kQuantPairRows + 4 * kQuantPairRows + 63) / 64 * 64;
+int64_t QuantQuadBytes(DType dtype, int64_t cols) {
+  if (dtype == DType::kQ4) return Q4Groups(cols) * kQ4QuadGroupBytes;
+  return cols * kQuad * kQuantPairRows + kQuad * kQuantPairRows * 4;
 }
 
 size_t QuantPackedBytes(DType dtype, int64_t rows, int64_t cols) {
-  const int64_t pairs = (rows + kQuantPairRows - 1) / kQuantPairRows;
-  return static_cast<size_t>(pairs) * static_cast<size_t>(QuantPairBytes(dtype, cols));
+  const int64_t quads = (rows + kQuad * kQuantPairRows - 1) / (kQuad * kQuantPairRows);
+  return static_cast<size_t>(quads) * static_cast<size_t>(QuantQuadBytes(dtype, cols));
 }
 
 void PackQuantized(const QuantizedMatrixView& src, void* dst) {
   const DType dtype = src.dtype;
-  const int64_t cols = src.cols, pair_bytes = QuantPairBytes(dtype, cols);
+  const int64_t cols = src.cols, quad_bytes = QuantQuadBytes(dtype, cols);
   std::memset(dst, 0, QuantPackedBytes(dtype, src.rows, cols));
   for (int64_t r = 0; r < src.rows; ++r) {
-    char* pair = static_cast<char*>(dst) + (r / kQuantPairRows) * pair_bytes;
-    const int64_t j = r % kQuantPairRows;
+    const int64_t pair = r / kQuantPairRows, j = r % kQuantPairRows, pq = pair % kQuad;
+    char* quad = static_cast<char*>(dst) + (pair / kQuad) * quad_bytes;
     if (dtype == DType::kI8) {
       const auto* codes = static_cast<const int8_t*>(src.codes) + r * cols;
-      for (int64_t k = 0; k < cols; ++k) pair[I8CodeOffset(k, j)] = static_cast<char>(codes[k]);
-      std::memcpy(pair + cols * kQuantPairRows + 4 * j, static_cast<const float*>(src.scales) + r,
-                  sizeof(float));
+      for (int64_t k = 0; k < cols; ++k) {
+        quad[CodeOffset(dtype, pq, j, k)] = static_cast<char>(codes[k]);
+      }
+      std::memcpy(quad + ScaleOffset(dtype, pq, j, cols, 0),
+                  static_cast<const float*>(src.scales) + r, sizeof(float));
       continue;
     }
     for (int64_t k = 0; k < cols; ++k) {
       const auto nib = static_cast<uint8_t>(QuantCodeAt(src, r, k) & 0xF);
-      auto& byte = reinterpret_cast<uint8_t&>(
-          pair[(k / kGroup) * kQ4PairGroupBytes + (k % kGroup) * 16 + (j % 16)]);
+      auto& byte = reinterpret_cast<uint8_t&>(quad[CodeOffset(dtype, pq, j, k)]);
       byte = static_cast<uint8_t>(byte | (j < 16 ? nib : nib << 4));
     }
     const auto* scales = static_cast<const uint16_t*>(src.scales) + r * Q4Groups(cols);
     for (int64_t g = 0; g < Q4Groups(cols); ++g) {
-      std::memcpy(pair + g * kQ4PairGroupBytes + kQ4CodeBytes + 2 * j, scales + g, 2);
+      std::memcpy(quad + ScaleOffset(dtype, pq, j, cols, g), scales + g, 2);
     }
   }
 }

@@ -10,13 +10,17 @@
 // Folding the scale in once per group (not per element) keeps decode, which is bound by
 // weight bytes, from becoming bound by the conversion work instead.
 //
-// Packed layout (every CPU ISA reads this one; there is no row-major copy), 32 output rows
-// per "pair" as in the float layout (gemm.h), rows past the matrix zero:
-//   kI8: per pair, [k][32] int8 codes (byte j: row j), then 32 f32 scales; each pair padded
-//        to a multiple of 64 bytes.
-//   kQ4: per pair, per group of 32 k: [32][16] bytes of codes (byte j of a k row: row j in
-//        the low nibble, row 16 + j in the high nibble, 4-bit two's complement), then 32 f16
-//        scales: 576 bytes per (pair, group). Codes past k in the last group are 0.
+// Packed layout (every CPU ISA reads this one; there is no row-major copy). Output rows come
+// in "pairs" of 32 as in the float layout (gemm.h), and four pairs (128 rows) form a "quad"
+// whose codes are interleaved per k, so that a decode tile of four pairs reads one sequential
+// stream, a 64-byte line per k for q4 (measured: four separate pair streams left ~25% of
+// the DRAM bandwidth unused on the 1024-row matrices of a decode step). Rows past the
+// matrix are zero.
+//   kI8: per quad, [k][4 pairs][32] int8 codes (byte j of a pair: row j), then [4 pairs][32]
+//        f32 scales.
+//   kQ4: per quad, per group of 32 k: [32 k][4 pairs][16] bytes of codes (byte j of a pair:
+//        row j in the low nibble, row 16 + j in the high nibble, 4-bit two's complement), then
+//        [4 pairs][32] f16 scales: 2304 bytes per (quad, group). Codes past k are 0.
 #ifndef XLSTMD_KERNELS_CPU_GEMM_QUANT_H_
 #define XLSTMD_KERNELS_CPU_GEMM_QUANT_H_
 
@@ -31,18 +35,18 @@
 namespace xlstmd::kernels::cpu {
 
 inline constexpr int64_t kQuantPairRows = 32;
-inline constexpr int64_t kQ4PairGroupBytes = 32 * 16 + 32 * 2;  // codes + f16 scales
 
-// Bytes of one pair, and of the whole packed matrix.
-int64_t QuantPairBytes(DType dtype, int64_t cols);
+// Bytes of one quad, and of the whole packed matrix.
+int64_t QuantQuadBytes(DType dtype, int64_t cols);
 size_t QuantPackedBytes(DType dtype, int64_t rows, int64_t cols);
 // Fills `dst` (QuantPackedBytes bytes) from a validated canonical matrix.
 void PackQuantized(const QuantizedMatrixView& src, void* dst);
 
 // y = x W^T (+ y) for a quantized W (p.w->packed in the layout above), columns [n_begin,
 // n_end) (n_begin a multiple of 32). `scratch` (64-byte aligned, QuantScratchFloats(k)
-// floats or more) is private to the calling thread. With `next_pair` (M >= 4 only: one zeroed
-// counter per M block shared by the threads of the call) pairs are claimed `grab` at a time.
+// floats or more) is private to the calling thread. With `next_pair` (one zeroed counter per
+// M block shared by the threads of the call; one for M <= 3) pairs are claimed `grab` at a
+// time.
 int64_t QuantScratchFloats(int64_t k);
 void GemmQuant(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                int64_t scratch_floats, int64_t* next_pair, int64_t grab);
