@@ -170,9 +170,8 @@ absl::Status RunQualityChecked(const QualityArgs& a) {
 
 int RunQuality(int argc, char** argv) {
   QualityArgs a;
-  a.weights.weight_dtype = "q4";
   FlagSet flags("quality",
-                "Compares the model served with --weight-dtype (default q4) against the float\n"
+                "Compares the model served with --weight-dtype (e.g. q4) against the float\n"
                 "reference over the same tokens: max and mean |logit difference|, greedy\n"
                 "agreement of the next token, and perplexity of both. Prints one JSON line.");
   flags.String("model", &a.model_dir, "model directory (config.json + safetensors)", true);

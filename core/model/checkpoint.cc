@@ -469,10 +469,21 @@ absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
 absl::StatusOr<kernels::DType> NativeStorageDType(const std::filesystem::path& dir) {
   absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(dir);
   if (!ckpt.ok()) return ckpt.status();
+  // A quantized matrix's codes (I8/U8) and its F16 scales say nothing of the float precision.
+  auto quantized_part = [&](const TensorView& t) {
+    if (t.dtype == TensorDType::kI8 || t.dtype == TensorDType::kU8) return true;
+    const std::string suffix = "_scale";
+    if (t.name.size() <= suffix.size() ||
+        t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      return false;
+    }
+    const TensorView* codes = (*ckpt)->Find(t.name.substr(0, t.name.size() - suffix.size()));
+    return codes != nullptr && (codes->dtype == TensorDType::kI8 || codes->dtype == TensorDType::kU8);
+  };
   for (const auto& file : (*ckpt)->files()) {
     for (const TensorView& t : file->tensors()) {
       if (t.shape.size() == 2 && t.dtype != TensorDType::kF32 && t.dtype != TensorDType::kF64 &&
-          t.dtype != TensorDType::kI8 && t.dtype != TensorDType::kU8) {
+          !quantized_part(t)) {
         return kernels::DType::kBF16;
       }
     }

@@ -236,12 +236,11 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     // Blocked packed path (and every quantized call): W pairs are claimed dynamically (see
     // RunBlocked), ~8 claims per thread per M block, so a thread slowed by another tenant on
     // this shared host does not leave the other idle at the end of every op. Each thread
-    // packs the x block itself. (Streamed quantized tiles take up to 4 pairs: claims are
-    // whole tiles.)
+    // packs the x block itself. (Quantized claims are whole quads of four pairs.)
     const int64_t floats = quant ? QuantScratchFloats(k) : PackedScratchFloats(isa, k);
     std::vector<int64_t> next_pair(static_cast<size_t>(m / 6 + 2), 0);  // >= M blocks
     int64_t grab = std::max<int64_t>(1, units / (8 * want));
-    if (quant && m <= 3) grab = (grab + 3) / 4 * 4;
+    if (quant) grab = (grab + 3) / 4 * 4;  // whole quads (gemm_quant.h)
     pool.RunOnAll([&](int t) {
       if (t >= want) return;
       if (quant) {

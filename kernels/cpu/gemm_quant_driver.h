@@ -230,8 +230,9 @@ struct QPanelArgs {
   const float* sc;      // scale panel at the tile's first column, one row of kQCols per group
   int64_t kc;
   int64_t k0;           // global k of the sub-panel's row 0 (a multiple of kQKc)
-  float* part_s;        // [MR][kQCols] parked group sums (int8: between K blocks)
-  float* part_acc;      // [MR][kQCols] parked folded accumulators (q4: between groups)
+  float* part_s;        // [MR] rows of parked group sums (int8: between K blocks)
+  float* part_acc;      // [MR] rows of parked folded accumulators (q4: between groups)
+  int64_t park_stride;  // floats between the parked rows
   bool last;            // the last K block: finish into y
   float* y;             // strip row 0 at the tile's first column
   int64_t ldy;
@@ -251,8 +252,8 @@ void QPanelTile(const QPanelArgs& a) {
   const bool resume = F == QFmt::kI8 && a.k0 > 0;
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
-    s[r][0] = resume ? S::Load(a.part_s + r * kQCols) : S::Zero();
-    s[r][1] = resume ? S::Load(a.part_s + r * kQCols + L) : S::Zero();
+    s[r][0] = resume ? S::Load(a.part_s + r * a.park_stride) : S::Zero();
+    s[r][1] = resume ? S::Load(a.part_s + r * a.park_stride + L) : S::Zero();
   }
   const float* xp = a.x;
   const float* wp = a.w;
@@ -274,8 +275,8 @@ void QPanelTile(const QPanelArgs& a) {
     if (F == QFmt::kI8 && !a.last) {
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
-        S::Store(a.part_s + r * kQCols, s[r][0]);
-        S::Store(a.part_s + r * kQCols + L, s[r][1]);
+        S::Store(a.part_s + r * a.park_stride, s[r][0]);
+        S::Store(a.part_s + r * a.park_stride + L, s[r][1]);
       }
       return;
     }
@@ -286,7 +287,7 @@ void QPanelTile(const QPanelArgs& a) {
     const V sc1 = S::Load(a.sc + g_in_block * kQCols + L);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      float* ap = a.part_acc + r * kQCols;
+      float* ap = a.part_acc + r * a.park_stride;
       const V acc0 = S::Fma(s[r][0], sc0, first_group ? S::Zero() : S::Load(ap));
       const V acc1 = S::Fma(s[r][1], sc1, first_group ? S::Zero() : S::Load(ap + L));
       if (finish) {
@@ -311,14 +312,20 @@ QPanelFn PickPanelTile(int mr) {
 }
 
 // Converts pair rows [k0, k0 + kc) into the f32 sub-panel, and the scales of the groups they
-// hold into the scale panel (int8: the pair's one scale row).
+// hold into the scale panel (int8: the pair's one scale row). Meanwhile it pulls lines
+// [pf, pf_end) into L2, one per k row: the caller hands each of a quad's pairs a quarter of
+// the next K block, so the stream is fetched ahead without a burst of prefetches.
 template <typename Q, QFmt F>
 void QPanel(const char* quad, int64_t pq, int64_t k, int64_t k0, int64_t kc, float* panel,
-            float* spanel) {
+            float* spanel, const char* pf, const char* pf_end) {
   using S = typename Q::S;
   constexpr int kV = kQCols / S::kLanes;
   typename S::V v[kV];
   for (int64_t kk = 0; kk < kc; ++kk) {
+    if (pf < pf_end) {
+      _mm_prefetch(pf, _MM_HINT_T1);
+      pf += 64;
+    }
     Unpack<Q, F>(QRow<F>(quad, pq, k0 + kk), v);
     for (int i = 0; i < kV; ++i) S::Store(panel + kk * kQCols + i * S::kLanes, v[i]);
   }
@@ -330,12 +337,25 @@ void QPanel(const char* quad, int64_t pq, int64_t k, int64_t k0, int64_t kc, flo
   }
 }
 
+// Bytes of a quad from the start of K block k0 to the start of the next one (the codes and,
+// for q4, the scales of its groups; int8's scales sit after all of k).
+template <QFmt F>
+inline int64_t QBlockOffset(int64_t k0) {
+  if constexpr (F == QFmt::kQ4) return (k0 / kQGroup) * kQ4QuadGroupBytes;
+  return k0 * kQKStride<F>;
+}
+
 // The least scratch the blocked path works with for reduction length k.
 template <typename Q>
 int64_t QMinScratchFloats(int64_t k) {
-  return kQKc * kQCols + (kQKc / kQGroup) * kQCols + Q::kStrip * (Max(k, 1) + 4 * kQCols) + 64;
+  return kQKc * kQCols + (kQKc / kQGroup) * kQCols +
+         Q::kStrip * (Max(k, 1) + 4 * kQuadPairs * kQCols) + 64;
 }
 
+// Per claimed quad and K block, each of its pairs is converted and run over every strip
+// before the next K block: the block's lines (which hold all four pairs) are used while they
+// are in cache, and the next block is prefetched meanwhile. Each pair keeps its own parked
+// tiles across K blocks.
 template <typename Q, QFmt F>
 void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                  int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
@@ -345,16 +365,17 @@ void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* s
   float* panel = scratch;
   float* spanel = panel + kQKc * kQCols;
   float* xblock = spanel + (kQKc / kQGroup) * kQCols;
-  // Past the x block: the parked tiles (at most 2 x (mc + kStrip) rows of kQCols) and slack.
-  const int64_t avail = scratch_floats - (xblock - scratch) - 2 * kQCols * Q::kStrip - 64;
+  constexpr int64_t kParkRow = kQuadPairs * kQCols;  // a strip row's parked floats
+  // Past the x block: the parked tiles (at most 2 x (mc + kStrip) rows of kParkRow) and slack.
+  const int64_t avail = scratch_floats - (xblock - scratch) - 2 * kParkRow * Q::kStrip - 64;
   // Rows per M block: as many as fit (each costs k floats of x and its share of the parked
   // tiles), evened out so the last block is not a sliver.
-  int64_t mc = Max(Min(avail, kQXFloats) / (Max(k, 1) + 2 * kQCols), Q::kStrip);
+  int64_t mc = Max(Min(avail, kQXFloats) / (Max(k, 1) + 2 * kParkRow), Q::kStrip);
   const int64_t blocks = (p.m + mc - 1) / mc;
   mc = (p.m + blocks - 1) / blocks;
   float* parked_s = xblock + (mc * Max(k, 1) + 15) / 16 * 16;
   const int64_t max_strips = (mc + Q::kStrip - 1) / Q::kStrip;
-  float* parked_acc = parked_s + max_strips * Q::kStrip * kQCols;
+  float* parked_acc = parked_s + max_strips * Q::kStrip * kParkRow;
   constexpr int kTileCols = 2 * Q::S::kLanes;
   for (int64_t mb = 0; mb < p.m; mb += mc) {
     const int64_t rows = Min(p.m, mb + mc) - mb;
@@ -376,33 +397,47 @@ void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* s
         if (g_begin >= p_end) break;
         g_end = Min(p_end, g_begin + grab);
       }
-      for (int64_t pi = g_begin; pi < g_end; ++pi) {
-        const char* quad = w + (pi / kQuadPairs) * quad_bytes;
+      for (int64_t q_first = g_begin; q_first < g_end;) {
+        const int64_t q_last = Min(g_end, (q_first / kQuadPairs + 1) * kQuadPairs);
+        const char* quad = w + (q_first / kQuadPairs) * quad_bytes;
         for (int64_t k0 = 0; k0 < k; k0 += kQKc) {
           const int64_t kc = Min(kQKc, k - k0);
-          QPanel<Q, F>(quad, pi % kQuadPairs, k, k0, kc, panel, spanel);
-          for (int64_t i = 0; i < ns; ++i) {
-            const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
-            const int mr = static_cast<int>(r1 - r0);
-            for (int c = 0; c < kQCols; c += kTileCols) {
-              QPanelArgs a{};
-              a.x = xblock + r0 * k + k0 * mr;
-              a.w = panel + c;
-              a.sc = spanel + c;
-              a.kc = kc;
-              a.k0 = k0;
-              a.part_s = parked_s + i * Q::kStrip * kQCols + c;
-              a.part_acc = parked_acc + i * Q::kStrip * kQCols + c;
-              a.last = k0 + kc >= k;
-              a.y = p.y + (mb + r0) * p.ldy + pi * kQCols + c;
-              a.ldy = p.ldy;
-              a.col = pi * kQCols + c;
-              a.n_hi = n_end;
-              a.accumulate = p.accumulate;
-              PickPanelTile<Q, F>(mr)(a);
+          // The next block of this quad, or (after its last) the start of the next quad,
+          // which is where this thread usually goes on.
+          const char* next = quad + QBlockOffset<F>(k0 + kc);
+          const int64_t lines = (QBlockOffset<F>(kQKc) + 63) / 64;
+          for (int64_t pi = q_first; pi < q_last; ++pi) {
+            const int64_t pq = pi % kQuadPairs;
+            const char* pf = next + (pq * lines / kQuadPairs) * 64;
+            const char* pf_end = next + ((pq + 1) * lines / kQuadPairs) * 64;
+            QPanel<Q, F>(quad, pq, k, k0, kc, panel, spanel, pf, pf_end);
+            for (int64_t i = 0; i < ns; ++i) {
+              const int64_t r0 = i * rows / ns, r1 = (i + 1) * rows / ns;
+              const int mr = static_cast<int>(r1 - r0);
+              float* park_s = parked_s + i * Q::kStrip * kParkRow + pq * kQCols;
+              float* park_acc = parked_acc + i * Q::kStrip * kParkRow + pq * kQCols;
+              for (int c = 0; c < kQCols; c += kTileCols) {
+                QPanelArgs a{};
+                a.x = xblock + r0 * k + k0 * mr;
+                a.w = panel + c;
+                a.sc = spanel + c;
+                a.kc = kc;
+                a.k0 = k0;
+                a.part_s = park_s + c;
+                a.part_acc = park_acc + c;
+                a.park_stride = kParkRow;
+                a.last = k0 + kc >= k;
+                a.y = p.y + (mb + r0) * p.ldy + pi * kQCols + c;
+                a.ldy = p.ldy;
+                a.col = pi * kQCols + c;
+                a.n_hi = n_end;
+                a.accumulate = p.accumulate;
+                PickPanelTile<Q, F>(mr)(a);
+              }
             }
           }
         }
+        q_first = q_last;
       }
       if (counter == nullptr) break;
     }

@@ -481,9 +481,9 @@ class Daemon:
         """The daemon's weight dtype (ModelInfo.weight_dtype), for the reference."""
         if getattr(self, "_weight_dtype", None) is None:
             self._weight_dtype = self.client().model_info().weight_dtype
-            if self._weight_dtype not in ("f32", "bf16"):
+            if self._weight_dtype not in ("f32", "bf16", "int8", "q4"):
                 raise DaemonError(f"ModelInfo.weight_dtype is {self._weight_dtype!r}, "
-                                  "not f32 or bf16")
+                                  "not f32, bf16, int8 or q4")
         return self._weight_dtype
 
     def reference(self, tokens, max_tokens):

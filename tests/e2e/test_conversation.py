@@ -217,5 +217,42 @@ class ConversationBf16Test(ConversationTest):
         self.assertEqual(self.daemon.weight_dtype(), "bf16")
 
 
+class ConversationQ4Test(harness.E2ETestCase):
+    """4-bit weights quantized at load: the daemon must serve exactly what `xlstm generate
+    --weight-dtype q4` computes, turn after turn (quantized kernels are batch invariant and
+    bit-identical across ISAs, so resume == replay holds as for float weights), and name the
+    format in ModelInfo and its startup line."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = harness.Daemon(["--weight-dtype", "q4", "--prefill-piece", "16"],
+                                    name="xlstmd(conversation q4)").start()
+        cls.client = cls.daemon.client()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop()
+
+    def test_three_turns_resume_equals_replay(self):
+        c = self.client
+        s = c.create_session()
+        history = []
+        for i, inp in enumerate([GOLDEN_PROMPT, [5, 6, 7], [(37 * j + 11) % 300 for j in range(40)]]):
+            t = c.turn(s.session_id, tokens=inp, sampling=sampling(max_tokens=8))
+            full = history + t.input_ids
+            self.assertEqual(t.ids, self.daemon.reference(full, 8),
+                             f"turn {i + 1}: ids differ from `xlstm generate --weight-dtype q4`")
+            history = full + t.ids
+            self.assertEqual(t.finished.session_version, i + 1)
+        # Quantization changes the model: the first turn is not the float golden continuation.
+        self.assertNotEqual(history[len(GOLDEN_PROMPT):len(GOLDEN_PROMPT) + 8], GOLDEN_GREEDY[:8])
+
+    def test_weight_dtype_reported(self):
+        self.assertEqual(self.daemon.weight_dtype(), "q4")
+        log = self.daemon.log()
+        self.assertIn("weight_dtype=q4", log)
+        self.assertIn("lm_head_dtype=q4", log)
+
+
 if __name__ == "__main__":
     harness.main()

@@ -54,6 +54,7 @@ TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(o.listen, "0.0.0.0:50051");
   EXPECT_EQ(o.threads, 0);
   EXPECT_EQ(o.weight_dtype, "auto");
+  EXPECT_EQ(o.lm_head_dtype, "auto");
   EXPECT_EQ(o.backend, "auto");
   EXPECT_EQ(o.slots, 64);
   EXPECT_EQ(o.max_batch, 64);
@@ -104,6 +105,8 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
                                "3",
                                "--weight-dtype",
                                "f32",
+                               "--lm-head-dtype",
+                               "bf16",
                                "--backend",
                                "cpu",
                                "--slots",
@@ -150,6 +153,7 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
   EXPECT_EQ(o.listen, "127.0.0.1:0");
   EXPECT_EQ(o.threads, 3);
   EXPECT_EQ(o.weight_dtype, "f32");
+  EXPECT_EQ(o.lm_head_dtype, "bf16");
   EXPECT_EQ(o.backend, "cpu");
   EXPECT_EQ(o.api_keys_file, "/keys");
   EXPECT_EQ(o.grace_period_s, 2);
@@ -238,13 +242,15 @@ TEST(ServerOptionsTest, DurabilityWithoutAStateDirIsAClearError) {
 TEST(ServerOptionsTest, EnvironmentTwinsApplyWhenNoFlagIsGiven) {
   const ParseResult r = Parse({}, {{"XLSTMD_SLOTS", "12"},
                                    {"XLSTMD_MODEL", "/env/model"},
-                                   {"XLSTMD_WEIGHT_DTYPE", "f32"},
+                                   {"XLSTMD_WEIGHT_DTYPE", "q4"},
+                                   {"XLSTMD_LM_HEAD_DTYPE", "int8"},
                                    {"XLSTMD_MAX_PROMPT_TOKENS", "77"},
                                    {"XLSTMD_GRACE_PERIOD_S", "0"}});
   ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
   EXPECT_EQ(r.options.slots, 12);
   EXPECT_EQ(r.options.model_dir, "/env/model");
-  EXPECT_EQ(r.options.weight_dtype, "f32");
+  EXPECT_EQ(r.options.weight_dtype, "q4");
+  EXPECT_EQ(r.options.lm_head_dtype, "int8");
   EXPECT_EQ(r.options.max_prompt_tokens, 77);
   EXPECT_EQ(r.options.grace_period_s, 0);
 }
@@ -329,6 +335,7 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "listen",
                            "threads",
                            "weight-dtype",
+                           "lm-head-dtype",
                            "slots",
                            "max-batch",
                            "prefill-budget",
