@@ -312,9 +312,10 @@ QPanelFn PickPanelTile(int mr) {
 }
 
 // Converts pair rows [k0, k0 + kc) into the f32 sub-panel, and the scales of the groups they
-// hold into the scale panel (int8: the pair's one scale row). Meanwhile it pulls lines
-// [pf, pf_end) into L1 (measured: into L2 left int8 batch-8 decode ~10% slower), one per k row: the caller hands each of a quad's pairs a quarter of
-// the next K block, so the stream is fetched ahead without a burst of prefetches.
+// hold into the scale panel (int8: the pair's one scale row). Meanwhile it prefetches lines
+// [pf, pf_end), one per k row: the caller hands each of a quad's pairs a quarter of the next
+// K block, so the stream is fetched ahead without a burst of prefetches. (Into L1: into L2
+// left int8 batch-8 decode ~10% slower.)
 template <typename Q, QFmt F>
 void QPanel(const char* quad, int64_t pq, int64_t k, int64_t k0, int64_t kc, float* panel,
             float* spanel, const char* pf, const char* pf_end) {
