@@ -8,6 +8,7 @@
 // 2. Quality, pinned loosely (docs/runtime.md has the measured figures): the share of
 //    positions whose greedy next token matches the f32 model, and the mean |logit difference|.
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <unistd.h>
 
@@ -190,6 +191,71 @@ TEST_P(QuantizedModelTest, QualityAgainstF32IsPinnedLoosely) {
     EXPECT_LE(mean_abs, 2.5);
   }
   EXPECT_GT(mean_abs, 0.0) << "quantization changed nothing: was the model really quantized?";
+}
+
+// A checkpoint in which `quantized` names are replaced by int8 codes (all zero) plus unit
+// scales, written to `dst`.
+void WriteWithInt8(const fs::path& src, const std::vector<std::string>& quantized,
+                   const fs::path& dst, std::vector<std::vector<char>>* keep) {
+  auto ckpt = core::Checkpoint::Open(src);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  std::vector<core::TensorToWrite> out;
+  for (const std::string& name : (*ckpt)->Names()) {
+    const core::TensorView* t = (*ckpt)->Find(name);
+    if (std::find(quantized.begin(), quantized.end(), name) == quantized.end()) {
+      out.push_back({name, t->dtype, t->shape, t->data});
+      continue;
+    }
+    keep->emplace_back(static_cast<size_t>(t->shape[0] * t->shape[1]), 0);
+    out.push_back({name, core::TensorDType::kI8, t->shape, keep->back().data()});
+    std::vector<char>& sc = keep->emplace_back(static_cast<size_t>(t->shape[0]) * 4, 0);
+    for (int64_t r = 0; r < t->shape[0]; ++r) {
+      const float one = 1.0f;
+      std::memcpy(sc.data() + r * 4, &one, 4);
+    }
+    out.push_back({name + "_scale", core::TensorDType::kF32, {t->shape[0]}, sc.data()});
+  }
+  fs::create_directories(dst);
+  fs::copy_file(src / "config.json", dst / "config.json", fs::copy_options::overwrite_existing);
+  ASSERT_TRUE(core::WriteSafetensors(dst / "model.safetensors", out).ok());
+}
+
+TEST(QuantizedCheckpointTest, QuantizedEmbeddingAndMixedPartsAreRefused) {
+  if (const std::string why = testing::IsaSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  const fs::path src = testing::GoldenDir(kModel);
+  const fs::path tmp = fs::path(::testing::TempDir()) / absl::StrCat("xlstmd_qckpt_", getpid());
+  std::vector<std::vector<char>> keep;
+  kernels::BackendOptions opts;
+  opts.threads = 1;
+  opts.weight_dtype = DType::kF32;
+  auto be = kernels::CreateBackend("cpu", opts);
+  ASSERT_TRUE(be.ok());
+
+  WriteWithInt8(src, {"backbone.embeddings.weight"}, tmp / "emb", &keep);
+  auto m = XlstmModel::Load(tmp / "emb", be->get());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("embedding"), std::string::npos) << m.status();
+
+  // One part of the fused input projection quantized, the others float.
+  WriteWithInt8(src, {"backbone.blocks.0.mlstm_layer.q.weight"}, tmp / "mixed", &keep);
+  m = XlstmModel::Load(tmp / "mixed", be->get());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("different formats"), std::string::npos) << m.status();
+
+  // Every part of it quantized loads, and reports its format.
+  WriteWithInt8(src,
+                {"backbone.blocks.0.mlstm_layer.q.weight", "backbone.blocks.0.mlstm_layer.k.weight",
+                 "backbone.blocks.0.mlstm_layer.v.weight",
+                 "backbone.blocks.0.mlstm_layer.ogate_preact.weight",
+                 "backbone.blocks.0.mlstm_layer.igate_preact.weight",
+                 "backbone.blocks.0.mlstm_layer.fgate_preact.weight"},
+                tmp / "block0", &keep);
+  m = XlstmModel::Load(tmp / "block0", be->get());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->matrix_dtype(), DType::kI8);
+  EXPECT_EQ((*m)->lm_head_dtype(), DType::kF32);
+  m->reset();
+  fs::remove_all(tmp);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantizedModelTest, ::testing::Values(DType::kI8, DType::kQ4),
