@@ -32,6 +32,12 @@ bool Overlaps(const std::vector<std::pair<size_t, size_t>>& ranges, size_t begin
   return it != ranges.end() && it->first < end;
 }
 
+absl::Status IdTooLarge(int64_t id, int64_t limit, size_t file_bytes) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("token id ", id, " is too large for a tokenizer file of ", file_bytes,
+                   " bytes (ids must be below ", limit, ")"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromFile(
@@ -52,6 +58,16 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(std::string
   if (!normalizer.ok()) return prefixed(normalizer.status());
   absl::StatusOr<PreTokenizer> pre = PreTokenizer::Create(std::move(spec->pre_tokenizer));
   if (!pre.ok()) return prefixed(pre.status());
+  // The id tables are indexed by id, so a hostile id (2^31 - 1 in a 1 KB file) would allocate
+  // gigabytes before anything else could fail. A tokenizer.json spells every id out, so ids
+  // cannot densely exceed its size; small test files keep a floor of 2^16.
+  const int64_t id_limit = std::max<int64_t>(static_cast<int64_t>(json_text.size()), 1 << 16);
+  for (const auto& [token, id] : spec->model.vocab) {
+    if (id >= id_limit) return prefixed(IdTooLarge(id, id_limit, json_text.size()));
+  }
+  for (const AddedToken& t : spec->added_tokens) {
+    if (t.id >= id_limit) return prefixed(IdTooLarge(t.id, id_limit, json_text.size()));
+  }
   absl::StatusOr<BpeModel> model = BpeModel::Create(spec->model);
   if (!model.ok()) return prefixed(model.status());
   Parts parts{std::move(*normalizer), std::move(*pre), std::move(*model),

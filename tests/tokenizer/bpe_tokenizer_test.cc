@@ -213,6 +213,27 @@ TEST(BpeTokenizerTest, UnsupportedComponentsAreNamed) {
               StatusIs(absl::StatusCode::kNotFound));
 }
 
+// Ids index the tokenizer's tables, so an id the file cannot densely define is refused before
+// anything is allocated (it used to allocate gigabytes, or abort, for 2^31 - 1).
+TEST(BpeTokenizerTest, IdsBeyondTheFileSizeAreRefused) {
+  for (int64_t id : {int64_t{2147483647}, int64_t{1} << 23, int64_t{1} << 16}) {
+    SyntheticTokenizer t = HelloTokenizer();
+    t.added_tokens = {AddedTokenJson(static_cast<int>(id), "<big>", true)};
+    EXPECT_THAT(BpeTokenizer::FromJson(t.Json().dump(), "big.json"),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         ::testing::AllOf(HasSubstr("big.json"),
+                                          HasSubstr("token id " + std::to_string(id)))));
+    nlohmann::json j = HelloTokenizer().Json();
+    j["model"]["vocab"]["zzz"] = id;
+    EXPECT_THAT(BpeTokenizer::FromJson(j.dump(), "big.json"),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too large")));
+  }
+  SyntheticTokenizer ok = HelloTokenizer();
+  ok.added_tokens = {AddedTokenJson((1 << 16) - 1, "<top>", true)};
+  auto tok = MustLoad(ok);
+  EXPECT_EQ(tok->vocab_size(), 1 << 16);
+}
+
 TEST(BpeTokenizerTest, Gpt2StyleFileWithSplitSequence) {
   // Llama-3 style: Split(regex) then ByteLevel without its own regex.
   SyntheticTokenizer t = HelloTokenizer();
