@@ -1,5 +1,6 @@
 #include "core/state/snapshot.h"
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -56,6 +57,11 @@ absl::StatusOr<EncodePlan> PlanEncode(const SnapshotMeta& meta, const StateFinge
     return absl::InvalidArgumentError(
         absl::StrCat(meta.recent_requests.size(),
                      " recent request ids, over the snapshot limit of ", kSnapshotMaxRequestIds));
+  }
+  if (meta.version > kSnapshotMaxCount || meta.token_count > kSnapshotMaxCount) {
+    return absl::InvalidArgumentError(absl::StrCat("version ", meta.version, " or token count ",
+                                                   meta.token_count, " over the snapshot limit of ",
+                                                   kSnapshotMaxCount));
   }
   EncodePlan plan;
   XLSTMD_ASSIGN_OR_RETURN(plan.li, DescribeLayout(layout));
@@ -285,7 +291,9 @@ absl::Status ReadFixedHeader(ByteReader& r, FixedHeader* h, SnapshotMeta* meta) 
         Bound{"layout length", h->layout_len, kSnapshotMaxFingerprintTextBytes},
         Bound{"session id length", h->sid_len, kSnapshotMaxSessionIdBytes},
         Bound{"owner length", h->owner_len, kSnapshotMaxOwnerBytes},
-        Bound{"request id count", h->request_count, kSnapshotMaxRequestIds}}) {
+        Bound{"request id count", h->request_count, kSnapshotMaxRequestIds},
+        Bound{"version", meta->version, kSnapshotMaxCount},
+        Bound{"token_count", meta->token_count, kSnapshotMaxCount}}) {
     if (c.value > c.max) {
       return BadHeader(absl::StrCat(c.what, " ", c.value, " exceeds the limit of ", c.max));
     }
@@ -440,6 +448,17 @@ absl::Status CheckSections(std::string_view b, const ParsedHead& head, const Lay
       return Corrupt("checksum",
                      absl::StrCat("snapshot ", SectionName(s), " checksum mismatch (stored ",
                                   Hex64(head.hashes[i]), ", computed ", Hex64(computed), ")"));
+    }
+    // A crafted snapshot can carry a valid checksum over NaN or inf, which would poison every
+    // later step of the session; the engine itself never stores one.
+    const char* values = dst != nullptr ? dst + s.offset_bytes : src;
+    for (uint64_t j = 0; j < s.bytes / sizeof(float); ++j) {
+      float v;
+      std::memcpy(&v, values + j * sizeof(float), sizeof(float));
+      if (!std::isfinite(v)) {
+        return Corrupt("non_finite", absl::StrCat("snapshot ", SectionName(s), " holds a ",
+                                                  "non-finite value at float ", j));
+      }
     }
   }
   return absl::OkStatus();

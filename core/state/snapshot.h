@@ -52,6 +52,9 @@ inline constexpr size_t kSnapshotMaxOwnerBytes = 1024;
 inline constexpr size_t kSnapshotMaxFingerprintTextBytes = 1024;  // each of digest and layout
 inline constexpr size_t kSnapshotMaxRequestIds = 1024;            // = the engine's memory
 inline constexpr size_t kSnapshotMaxRequestIdBytes = 256;
+// Version and token count: far beyond any real session, and far enough below 2^64 that the
+// commits of any session read back can never wrap them.
+inline constexpr uint64_t kSnapshotMaxCount = uint64_t{1} << 62;
 
 // One committed request id (idempotency key) and the session version it produced.
 struct CommittedRequest {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -98,6 +99,8 @@ TEST_F(SnapshotTest, RoundTripIsBitExactOverRandomLayouts) {
 }
 
 TEST_F(SnapshotTest, MetadataAtItsBoundsRoundTrips) {
+  meta_.version = kSnapshotMaxCount;
+  meta_.token_count = kSnapshotMaxCount;
   meta_.session_id = std::string(kSnapshotMaxSessionIdBytes, 's');
   meta_.owner = std::string(kSnapshotMaxOwnerBytes, 'o');
   meta_.recent_requests.clear();
@@ -136,6 +139,14 @@ TEST_F(SnapshotTest, EncodeRejectsBadArguments) {
   std::vector<float> dst(state_.size() + 1);
   EXPECT_THAT(DecodeSnapshotInto(Encode(), fp_, layout_, absl::MakeSpan(dst)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("destination")));
+  m = meta_;
+  m.version = kSnapshotMaxCount + 1;
+  EXPECT_THAT(EncodeSnapshot(m, fp_, layout_, state_),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("version")));
+  m = meta_;
+  m.token_count = ~uint64_t{0};
+  EXPECT_THAT(EncodeSnapshot(m, fp_, layout_, state_),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("token count")));
 }
 
 // ---- corruption classes: DATA_LOSS, a message naming the problem, and its reason label ----
@@ -143,6 +154,36 @@ TEST_F(SnapshotTest, EncodeRejectsBadArguments) {
 void ExpectCorrupt(const absl::Status& s, const std::string& reason, const std::string& text) {
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kDataLoss, HasSubstr(text)));
   EXPECT_EQ(SnapshotErrorReason(s), reason) << s;
+}
+
+// A session version or token count of 2^64 - 1 (the next commit would wrap to 0) is refused
+// even with a valid checksum.
+TEST_F(SnapshotTest, CountsOverTheLimitAreBadHeaders) {
+  for (size_t at : {off::kSessionVersion, off::kTokenCount}) {
+    std::string b = Encode();
+    PutLe(b, at, ~uint64_t{0}, 8);
+    Reseal(b);
+    ExpectCorrupt(Decode(b), "bad_header", at == off::kSessionVersion ? "version" : "token_count");
+    PutLe(b, at, kSnapshotMaxCount + 1, 8);
+    Reseal(b);
+    ExpectCorrupt(Decode(b), "bad_header", "exceeds the limit");
+  }
+}
+
+// NaN or inf in the state, under a valid checksum (a crafted import), is DATA_LOSS naming the
+// section, on both decode paths.
+TEST_F(SnapshotTest, NonFiniteStateValuesAreRefused) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> state = state_;
+    state[state.size() / 2] = bad;
+    absl::StatusOr<std::string> bytes = EncodeSnapshot(meta_, fp_, layout_, state);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    ExpectCorrupt(Decode(*bytes), "non_finite", "non-finite value");
+    std::vector<float> dst(state.size());
+    ExpectCorrupt(DecodeSnapshotInto(*bytes, fp_, layout_, absl::MakeSpan(dst)).status(),
+                  "non_finite", "section");
+  }
 }
 
 TEST_F(SnapshotTest, BadMagic) {

@@ -80,11 +80,14 @@ inline core::StateLayout Layout(int64_t blocks, int64_t heads, int64_t dqk, int6
 
 // Random bit patterns, NaNs and infinities included: a restore must be bit-exact, not just
 // numerically close.
+// Random bit patterns, every finite float kind included (subnormals, -0, extremes): a decode
+// refuses NaN and inf, so an exponent of all ones is moved one step down.
 inline std::vector<float> RandomState(const core::StateLayout& layout, uint64_t seed) {
   std::vector<float> state(static_cast<size_t>(layout.floats_per_slot()));
   std::mt19937_64 rng(seed);
   for (float& f : state) {
-    const uint32_t bits = static_cast<uint32_t>(rng());
+    uint32_t bits = static_cast<uint32_t>(rng());
+    if ((bits & 0x7F800000u) == 0x7F800000u) bits &= ~0x00800000u;
     std::memcpy(&f, &bits, sizeof(f));
   }
   return state;
