@@ -1,5 +1,6 @@
 // `xlstmd`: the daemon. Startup order (RELIABILITY.md): parse options, start listening
-// (health NOT_SERVING), load the model, serve; on SIGTERM/SIGINT drain and exit 0.
+// (health NOT_SERVING), load the model, serve; on SIGTERM/SIGINT drain and exit 0 (3 when the
+// drain's flush to --state-dir did not write every session).
 // Exit codes: 0 after a clean stop (or --help), 2 when options, the API keys file, the
 // model or the listen address are unusable (one error line on stderr).
 #include <signal.h>
@@ -27,6 +28,8 @@ namespace {
 
 constexpr int kExitOk = 0;
 constexpr int kExitStartup = 2;
+// The drain's flush to --state-dir did not write every session (docs/server.md).
+constexpr int kExitFlushIncomplete = 3;
 
 // One line, whatever the status message holds.
 std::string OneLine(const absl::Status& s) {
@@ -109,29 +112,33 @@ int Main(int argc, char** argv) {
   if (!report.turns_finished) {
     spdlog::warn("grace period over: running turns were cancelled and rolled back");
   }
+  int exit_code = kExitOk;
   if (report.flush_ran && !options.state_dir.empty()) {
     const double ms = absl::ToDoubleMilliseconds(report.flush_time);
-    if (report.flushed && report.snapshot_write_failures == 0) {
+    if (report.flush_complete()) {
       spdlog::info("flushed to {}: {} snapshot(s) written in {:.1f} ms", options.state_dir,
                    report.snapshots_written, ms);
     } else {
-      // Exit 0 all the same: what is on disk is still consistent (whole snapshots only), a
-      // restart resumes those sessions at their last durable version.
+      // What is on disk is still consistent (whole snapshots only): a restart resumes those
+      // sessions at their last durable version. The exit code tells a supervisor that turns
+      // acknowledged under --durability async/none may be lost.
       spdlog::error(
-          "flush to {} incomplete after {:.1f} ms ({} written, {} failed{}): sessions not "
-          "written resume at their last durable version",
-          options.state_dir, ms, report.snapshots_written, report.snapshot_write_failures,
+          "flush to {} incomplete after {:.1f} ms: {} session(s) not written ({} written, {} "
+          "failed, {} still in flight{}); they resume at their last durable version",
+          options.state_dir, ms, report.sessions_not_written(), report.snapshots_written,
+          report.snapshot_write_failures, report.writes_in_flight,
           report.flushed ? ""
-                         : fmt::format(", --flush-timeout-s {} passed", options.flush_timeout_s));
+                         : fmt::format(" when --flush-timeout-s {} passed", options.flush_timeout_s));
+      exit_code = kExitFlushIncomplete;
     }
   }
   // A model loaded but never served (a signal during loading) still runs an engine that reports
   // to the server's metrics: it must go first.
   model = absl::CancelledError("shut down");
   server->reset();
-  spdlog::info("xlstmd stopped");
+  spdlog::info("xlstmd stopped{}", exit_code == kExitOk ? "" : " (exit 3: flush incomplete)");
   TearDownLogging();
-  return kExitOk;
+  return exit_code;
 }
 
 }  // namespace

@@ -205,6 +205,7 @@ Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool
     const core::EngineStats after = engine->stats();
     report.snapshots_written = after.snapshot_writes - before.snapshot_writes;
     report.snapshot_write_failures = after.snapshot_write_failures - before.snapshot_write_failures;
+    if (!report.flushed) report.writes_in_flight = engine->DiskWritesInFlight();
   }
   return report;
 }

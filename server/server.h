@@ -66,7 +66,16 @@ class Server {
     bool flushed = true;            // false: the flush to the disk tier timed out
     int64_t snapshots_written = 0;  // by the flush (0 without a disk tier)
     int64_t snapshot_write_failures = 0;
+    int64_t writes_in_flight = 0;   // still unwritten when the flush timed out
     absl::Duration flush_time;
+
+    // Every committed state is on the disk tier (or there is none to flush).
+    bool flush_complete() const {
+      return !flush_ran || (flushed && snapshot_write_failures == 0 && writes_in_flight == 0);
+    }
+    // Sessions the flush did not get written: their last durable version is what a restart
+    // resumes.
+    int64_t sessions_not_written() const { return snapshot_write_failures + writes_in_flight; }
   };
 
   // Graceful stop: health NOT_SERVING, new turns and sessions UNAVAILABLE, running and

@@ -204,6 +204,9 @@ class Engine {
   // Writes every committed state not yet on disk to the disk tier (drain: a restart loses
   // nothing). Returns when done or after `timeout_ms` (false). OK-true without a disk tier.
   bool FlushToDisk(int64_t timeout_ms);
+  // Disk-tier writes started and not finished: after a FlushToDisk that timed out, the
+  // sessions it did not get written.
+  int64_t DiskWritesInFlight() const;
 
   const XlstmModel& model() const;
   const Tokenizer& tokenizer() const;

@@ -103,6 +103,7 @@ bool Engine::WaitIdle(int64_t timeout_ms) {
 }
 void Engine::CancelAll(absl::Status reason) { impl_->scheduler().CancelAll(std::move(reason)); }
 bool Engine::FlushToDisk(int64_t timeout_ms) { return impl_->FlushToDisk(timeout_ms); }
+int64_t Engine::DiskWritesInFlight() const { return impl_->DiskWritesInFlight(); }
 const XlstmModel& Engine::model() const { return impl_->model(); }
 const Tokenizer& Engine::tokenizer() const { return impl_->tokenizer(); }
 const ChatTemplate& Engine::chat_template() const { return impl_->chat_template(); }

@@ -37,6 +37,7 @@ class Engine::Impl {
   }
   EngineStats stats() const;
   bool FlushToDisk(int64_t timeout_ms);
+  int64_t DiskWritesInFlight() const { return tiers_->WritesInFlight(); }
 
   // ---- engine_sessions.cc: session commands on the engine thread ----
   void ForkSession(std::string owner, std::string id, InfoDone done);

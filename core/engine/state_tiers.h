@@ -219,6 +219,8 @@ class StateTiers final : public TierOps {
   void StartFlush();
   // Any thread: waits until no snapshot write is in flight, or `deadline` (false).
   bool WaitWritesDone(absl::Time deadline);
+  // Disk writes started and not yet finished (a flush that timed out leaves these unwritten).
+  int64_t WritesInFlight();
 
   // Any thread.
   TierStats Stats() const;

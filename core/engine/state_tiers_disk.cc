@@ -342,6 +342,11 @@ void StateTiers::StartFlush() {
   }
 }
 
+int64_t StateTiers::WritesInFlight() {
+  absl::MutexLock lock(&writes_mu_);
+  return writes_in_flight_;
+}
+
 bool StateTiers::WaitWritesDone(absl::Time deadline) {
   absl::MutexLock lock(&writes_mu_);
   auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(writes_mu_) { return writes_in_flight_ == 0; };

@@ -250,6 +250,27 @@ TEST_F(SnapshotRpcTest, CallsCancelledAtAnyMomentLeaveTheServerWorking) {
   ASSERT_TRUE(again.ok()) << again.status();
 }
 
+// A flush that cannot write (the state directory vanished) reports every session it did not
+// get written, and the drain says it is incomplete (xlstmd then exits 3).
+TEST_F(SnapshotRpcTest, DrainReportsSessionsItCouldNotWrite) {
+  ServerOptions o = TestOptions();
+  o.state_dir = TempDir();
+  ASSERT_FALSE(o.state_dir.empty());
+  o.durability = "none";
+  Start(o);
+  const std::string a = NewSession();
+  Turn(a, {155, 60, 131}, 3);
+  NewSession();
+  std::filesystem::remove_all(o.state_dir);
+  const Server::DrainReport report = server_->Drain(absl::Seconds(5), [] { return false; });
+  EXPECT_TRUE(report.flush_ran);
+  EXPECT_FALSE(report.flush_complete());
+  EXPECT_GE(report.snapshot_write_failures, 2);
+  EXPECT_EQ(report.sessions_not_written(),
+            report.snapshot_write_failures + report.writes_in_flight);
+  EXPECT_EQ(report.snapshots_written, 0);
+}
+
 TEST_F(SnapshotRpcTest, DrainFlushesCommittedStatesSoARestartLosesNothing) {
   ServerOptions o = TestOptions();
   o.state_dir = TempDir();
@@ -262,6 +283,8 @@ TEST_F(SnapshotRpcTest, DrainFlushesCommittedStatesSoARestartLosesNothing) {
   const Server::DrainReport report = server_->Drain(absl::Seconds(5), [] { return false; });
   EXPECT_TRUE(report.turns_finished);
   EXPECT_TRUE(report.flushed);
+  EXPECT_TRUE(report.flush_complete());
+  EXPECT_EQ(report.sessions_not_written(), 0);
   EXPECT_EQ(report.snapshot_write_failures, 0);
   EXPECT_GE(report.snapshots_written, 2);
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(o.state_dir) / (a + ".xss")));
