@@ -22,12 +22,22 @@ void Engine::Impl::RewindSession(std::string owner, std::string id, uint64_t ver
   tiers_->Refresh(owner, id, [this, owner, id, version,
                               done = std::move(done)](absl::Status s) mutable {
     if (!s.ok()) return done(s);
+    // Claimed in the same critical section as the idle check: a turn claiming the session on
+    // a gRPC thread in between would otherwise run on top of the rewound state. The claim is
+    // handed on to AckWhenStored (which keeps a session busy until its store is acknowledged
+    // and then releases it), so there is no moment a turn could claim it mid-rewind.
     absl::StatusOr<SessionMeta> meta =
-        index_->CheckIdle(owner, id, "has a turn running", /*mark_busy=*/false);
+        index_->CheckIdle(owner, id, "has a turn running", /*mark_busy=*/true);
     if (!meta.ok()) return done(meta.status());
-    if (version == meta->info.version) return done(meta->info);  // already there
+    if (version == meta->info.version) {  // already there
+      index_->Release(id);
+      return done(meta->info);
+    }
     absl::StatusOr<SessionInfo> info = tiers_->Rewind(id, version);
-    if (!info.ok()) return done(info.status());
+    if (!info.ok()) {
+      index_->Release(id);
+      return done(info.status());
+    }
     // Versions go backwards here, which a version check cannot express: overwrite.
     tiers_->AckWhenStored(id, *info, /*new_session=*/false, ExpectedVersion::Any(),
                           std::move(done));
@@ -78,9 +88,11 @@ void Engine::Impl::ImportSession(std::string owner, std::string snapshot, InfoDo
 void Engine::Impl::DeleteSession(std::string owner, std::string id, StatusDone done) {
   tiers_->Refresh(owner, id, [this, owner, id, done = std::move(done)](absl::Status s) mutable {
     if (!s.ok()) return done(s);
-    // With Redis the session stays busy while Redis forgets it.
+    // Claimed in the same critical section as the idle check (a turn claiming it in between
+    // on a gRPC thread would otherwise run on an erased session); with Redis it stays
+    // claimed while Redis forgets it. Erase takes the claim away with the session.
     absl::StatusOr<SessionMeta> meta = index_->CheckIdle(
-        owner, id, "has a turn running; cancel it first", /*mark_busy=*/tiers_->has_redis());
+        owner, id, "has a turn running; cancel it first", /*mark_busy=*/true);
     if (!meta.ok()) return done(meta.status());
     if (!tiers_->has_redis()) return tiers_->Erase(id, std::move(done));
     // Redis first: once it is gone there, no server can adopt it back; if that fails, the
