@@ -21,3 +21,25 @@ mkdir -p "$WORK"
 "$BUILD/bin/xlstm" tokenize --tokenizer "$TOK" --jsonl "$WORK/corpus.jsonl" --bench
 "$BUILD/bin/xlstm" tokenize --tokenizer "$TOK" --jsonl "$WORK/corpus.jsonl" --bench --no-cache
 node "$HERE/js/hf_encode.cjs" "$NPM_PREFIX" "$TOK" "$WORK/corpus.jsonl" --bench
+
+# Pathological inputs (one unit repeated) must encode in time linear in their length: each
+# unit at 256 KiB and at 1 MiB, and the ratio of the two times (4 = linear). This is where the
+# linearity check lives; tests check the round trip on the same inputs, not their timing.
+python3 - "$BUILD/bin/xlstm" "$TOK" "$WORK" <<'PY'
+import json, subprocess, sys
+xlstm, tok, work = sys.argv[1:4]
+units = ["a", " ", "\n", "\t", "7", "!", "\u00e9", "\u65e5", "\U0001F600", "ab", " a", "<|",
+         "e\u0301"]
+def seconds(text):
+    path = f"{work}/pathological.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps(text) + "\n")
+    out = subprocess.run([xlstm, "tokenize", "--tokenizer", tok, "--jsonl", path, "--bench"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["seconds"]
+for u in units:
+    small = seconds(u * (262144 // len(u.encode())))
+    large = seconds(u * (1048576 // len(u.encode())))
+    print(json.dumps({"pathological_unit": u, "seconds_256k": small, "seconds_1m": large,
+                      "ratio": round(large / small, 2) if small > 0 else None}))
+PY

@@ -1,7 +1,6 @@
 // GPT-NeoX-20B (xLSTM-7B's tokenizer) loaded from ../shared: known encodings, special and
 // added tokens, NFC, errors, round trips and pathological inputs.
 #include <algorithm>
-#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -139,43 +138,26 @@ TEST(NeoxTokenizerTest, ConcurrentEncodersAgreeWithSequential) {
   EXPECT_THAT(mismatches, ::testing::Each(0));
 }
 
-// Encode time for `unit` repeated to 256 KiB and to 1 MiB: the larger must not cost more
-// than ~8x the smaller (4x is linear), and must stay well under a second or two.
-void ExpectLinearish(const std::string& unit) {
+// `unit` repeated to 1 MiB encodes and round-trips (NFC-normalized). Whether its encode time
+// stays linear in the length is measured by tests/tokenizer/bench.sh, not asserted here:
+// timing belongs in benchmarks (a quadratic regression shows there as a ratio far above 4).
+void ExpectRoundTrip(const std::string& unit) {
   absl::StatusOr<Normalizer> nfc = Normalizer::Create({NormalizationForm::kNfc});
   ASSERT_TRUE(nfc.ok());
-  auto time_for = [&](size_t bytes) {
-    std::string text;
-    while (text.size() < bytes) text += unit;
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<std::vector<int32_t>> ids = Neox().Encode(text);
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    EXPECT_TRUE(ids.ok()) << ids.status();
-    std::string scratch;
-    const std::string expected(*nfc->Normalize(text, &scratch));
-    // EXPECT_TRUE, not EXPECT_EQ: a failure must not print a megabyte.
-    if (ids.ok()) {
-      EXPECT_TRUE(*Neox().Decode(*ids) == expected) << "round trip, unit " << unit;
-    }
-    return s;
-  };
-  const double small = time_for(256 << 10);
-  const double large = time_for(1 << 20);
-  EXPECT_LT(large, 10.0) << "unit " << ::testing::PrintToString(unit);
-  // Either the growth is near-linear, or the large run is fast in absolute terms (>= 2 MB/s:
-  // quadratic work on 1 MiB would take far longer). The second clause is needed because the
-  // small run can be several times faster per byte than the large one when its per-word data
-  // fits L2 (seen on an AMD EPYC: " a" x 128K at ~39 MB/s warm, x 512K at ~8 MB/s).
-  EXPECT_TRUE(large < 8.0 * small + 0.05 || large < 0.5)
-      << "unit " << ::testing::PrintToString(unit) << ": " << small << " s, then " << large
-      << " s";
+  std::string text;
+  while (text.size() < (1 << 20)) text += unit;
+  absl::StatusOr<std::vector<int32_t>> ids = Neox().Encode(text);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  std::string scratch;
+  const std::string expected(*nfc->Normalize(text, &scratch));
+  // EXPECT_TRUE, not EXPECT_EQ: a failure must not print a megabyte.
+  EXPECT_TRUE(*Neox().Decode(*ids) == expected) << "round trip, unit " << unit;
 }
 
-TEST(NeoxTokenizerTest, PathologicalInputsStayLinear) {
+TEST(NeoxTokenizerTest, PathologicalInputsRoundTrip) {
   for (const char* unit : {"a", " ", "\n", "\t", "7", "!", "\xC3\xA9", "\xE6\x97\xA5",
                            "\xF0\x9F\x98\x80", "ab", " a", "<|", "e\xCC\x81"}) {
-    ExpectLinearish(unit);
+    ExpectRoundTrip(unit);
   }
 }
 
