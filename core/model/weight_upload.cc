@@ -16,6 +16,16 @@
 namespace xlstmd::core {
 namespace {
 
+// Round to nearest even; NaN stays NaN.
+float RoundToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return f;
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 kernels::DType ToKernelDType(TensorDType t) {
   switch (t) {
     case TensorDType::kBF16:
@@ -188,6 +198,12 @@ absl::Status WeightUploader::Run() {
         part_hashes_.emplace_back(SliceKey(p), HashSlice(p));
       }
       off += p.rows * p.cols;
+    }
+    // A model stored as bf16 is the bf16 model: its vectors (norm weights, biases) are
+    // rounded as its matrices are, so an f32 checkpoint served as bf16 computes exactly what
+    // the checkpoint converted to bf16 does (as torch's .to(bfloat16)); the values stay f32.
+    if (backend_->WeightDType() == kernels::DType::kBF16) {
+      for (float& v : host) v = RoundToBf16(v);
     }
     XLSTMD_ASSIGN_OR_RETURN(void* dev, backend_->Alloc(host.size() * sizeof(float)));
     backend_->CopyToDevice(dev, host.data(), host.size() * sizeof(float));

@@ -2,7 +2,8 @@
 //
 // Matrices made of several row slices (e.g. q | k | v | o | i | f) are concatenated on the
 // host first; a single slice is handed to the backend straight from the memory mapping.
-// Vectors (norm weights, biases) become float32 backend buffers. While converting, every
+// Vectors (norm weights, biases) become float32 backend buffers (rounded to bf16 values when
+// the backend stores weights as bf16). While converting, every
 // slice's bytes are hashed (XXH3-64) so the model gets a weights digest for free.
 //
 // Use from one thread: Add* everything, then Run() once. Outputs are written only by Run().

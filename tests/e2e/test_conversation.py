@@ -93,16 +93,19 @@ class ConversationTest(harness.E2ETestCase):
         """With the byte tokenizer, ids < 256 are bytes: streamed text equals their UTF-8."""
         c = self.client
         s = c.create_session()
-        # Input ids are ASCII; whatever comes out, if its bytes are valid UTF-8 the concatenated
-        # delta text must be exactly that text (ids >= 256 contribute no text).
-        t = c.turn(s.session_id, tokens=list(b"Hello, world. "), sampling=sampling(max_tokens=24))
+        # A prompt whose greedy continuation (f32 and bf16 alike) is valid UTF-8: text bytes
+        # "+ose" with specials (ids >= 256, no text) among them, so the check below always runs.
+        # The concatenated delta text must be exactly those bytes.
+        t = c.turn(s.session_id, tokens=list(b"Hi ok "), sampling=sampling(max_tokens=8))
         raw = bytes(i for i in t.ids if i < 256)
         try:
             expected = raw.decode("utf-8")
         except UnicodeDecodeError:
             expected = None
-        if expected is not None:
-            self.assertEqual(t.text, expected, f"delta text for ids {t.ids}")
+        self.assertIsNotNone(expected, f"test precondition: greedy ids {t.ids} are valid UTF-8")
+        self.assertGreaterEqual(len(raw), 4, f"test precondition: text bytes in {t.ids}")
+        self.assertTrue(any(i >= 256 for i in t.ids), "test precondition: a special among ids")
+        self.assertEqual(t.text, expected, f"delta text for ids {t.ids}")
         for d in t.deltas:
             self.assertTrue(d.token_ids or d.text, "a delta with neither ids nor text")
 

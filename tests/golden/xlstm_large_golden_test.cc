@@ -220,7 +220,11 @@ TEST_P(GoldenTest, BatchOfFourEqualsAlone) {
 INSTANTIATE_TEST_SUITE_P(
     Family, GoldenTest,
     ::testing::Values(Case{"xlstm-large-a1", "xlstm-large-a1", DType::kF32},
-                      Case{"xlstm-large-a1-bf16", "xlstm-large-a1-bf16", DType::kBF16}),
+                      Case{"xlstm-large-a1-bf16", "xlstm-large-a1-bf16", DType::kBF16},
+                      // The f32 checkpoint stored as bf16 at load: every weight rounded to
+                      // nearest even, which makes it the bf16 twin, so the twin's goldens
+                      // apply with their own tolerances.
+                      Case{"xlstm-large-a1-bf16", "xlstm-large-a1", DType::kBF16}),
     CaseName);
 
 }  // namespace
