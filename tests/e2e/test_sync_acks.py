@@ -4,10 +4,11 @@
 Sync durability exists so that a crash never undoes what a client was told had happened.
 Turns are covered by test_crash.py; these are the other session operations:
 
-- CreateSession (with or without a system prompt): a client that got a session id back will
-  use it after a crash; if the session was never written, its next turn is NOT_FOUND and a
-  prefilled system prompt is gone. The kill comes a full second after the reply, so this is
-  not a race with a write in flight.
+- CreateSession (with or without a system prompt), ForkSession, ImportSession and
+  RewindSession: a client that got a session back will use it after a crash; if it was never
+  written, its next turn is NOT_FOUND (or continues from the wrong version) and a prefilled
+  system prompt is gone. Each operation gets a daemon of its own, SIGKILLed the moment its
+  reply arrives, so an acknowledgement sent before the write finished would show.
 - DeleteSession: a session deleted before the crash must not come back after it (its data
   may have been deleted for a reason). The kill comes right after the reply while other
   sessions' turns keep the snapshot writer busy, which is when a removal that is only queued
@@ -36,30 +37,73 @@ class SyncAcksTest(harness.E2ETestCase):
         d.send_signal(signal.SIGKILL)
         d.wait_exit(20)
 
-    def test_created_sessions_survive_sigkill(self):
+    def check_survives(self, what, extra_args, setup, act, check):
+        """Runs `setup(client)` (durable before the operation), then `act(client, prepared)`
+        and SIGKILLs the daemon the moment the reply arrives; after a restart on the same
+        state dir, `check(client, prepared, reply)` must hold."""
         sd = self.state_dir()
-        args = ["--state-dir", sd, "--durability", "sync"]
-        d = self.start_daemon(args, name="xlstmd(sync creates)")
+        args = ["--state-dir", sd, "--durability", "sync"] + extra_args
+        d = self.start_daemon(args, name=f"xlstmd(sync {what})")
         c = d.client()
-        plain = c.create_session()
-        prompted = c.create_session(system_prompt="You answer in one word.")
-        time.sleep(1.0)
+        prepared = setup(c)
+        reply = act(c, prepared)
+        d.send_signal(signal.SIGKILL)  # at once: no time for a write still in flight
         files = sorted(os.listdir(sd))
-        self.kill(d)
+        d.wait_exit(20)
+        d2 = self.start_daemon(args, name=f"xlstmd(sync {what}, restarted)")
+        try:
+            check(d2, d2.client(), prepared, reply)
+        except AssertionError as e:
+            raise AssertionError(f"{what}: acknowledged under --durability sync, lost by a "
+                                 f"SIGKILL right after the reply ({e}); state dir before the "
+                                 f"kill: {files}") from None
 
-        d2 = self.start_daemon(args, name="xlstmd(sync creates, restarted)")
-        c2 = d2.client()
-        listed = c2.all_sessions()
-        missing = [what for what, s in (("created without a system prompt", plain),
-                                        ("created with a system prompt", prompted))
-                   if s.session_id not in listed]
-        self.assertEqual(missing, [], f"acknowledged sessions lost by a SIGKILL under "
-                                      f"--durability sync; state dir before the kill: {files}")
-        got = c2.get_session(prompted.session_id)
-        self.assertEqual((got.version, got.token_count), (0, prompted.token_count),
-                         "the system-prompt session's prefilled prompt")
-        conv = Conversation(d2, plain.session_id)
-        conv.turn(c2, [155, 60, 131], max_tokens=6, context="first turn after the restart")
+    def test_acknowledged_creates_survive_an_immediate_sigkill(self):
+        def check_plain(d2, c2, _, s):
+            self.assertIn(s.session_id, c2.all_sessions())
+            Conversation(d2, s.session_id).turn(c2, [155, 60, 131], max_tokens=6,
+                                                context="first turn after the restart")
+        self.check_survives("create", [], lambda c: None,
+                            lambda c, _: c.create_session(), check_plain)
+
+        def check_prompted(d2, c2, _, s):
+            got = c2.get_session(s.session_id)
+            self.assertEqual((got.version, got.token_count), (0, s.token_count),
+                             "the prefilled system prompt")
+        self.check_survives("create with a system prompt", [], lambda c: None,
+                            lambda c, _: c.create_session(system_prompt="You answer in one word."),
+                            check_prompted)
+
+    def test_acknowledged_fork_import_and_rewind_survive_an_immediate_sigkill(self):
+        def with_two_turns(c):
+            s = c.create_session().session_id
+            c.turn(s, tokens=[155, 60, 131], sampling=sampling(max_tokens=3))
+            c.turn(s, tokens=[5, 6], sampling=sampling(max_tokens=3))
+            return s
+
+        def same_as_reply(d2, c2, src, s):
+            got = c2.get_session(s.session_id)
+            self.assertEqual((got.version, got.token_count), (s.version, s.token_count))
+
+        self.check_survives("fork", [], with_two_turns,
+                            lambda c, src: c.fork_session(src), same_as_reply)
+
+        def export_then_delete(c):
+            src = with_two_turns(c)
+            snapshot = c.export_session(src)
+            c.delete_session(src)
+            return snapshot
+        self.check_survives("import", [], export_then_delete,
+                            lambda c, snapshot: c.import_session(snapshot), same_as_reply)
+
+        def rewound(d2, c2, src, s):
+            self.assertEqual(s.version, 1)
+            same_as_reply(d2, c2, src, s)
+            # The next turn continues version 1, not the version the rewind undid.
+            t = c2.turn(src, tokens=[7], sampling=sampling(max_tokens=2))
+            self.assertEqual(t.finished.session_version, 2)
+        self.check_survives("rewind", ["--keep-turn-checkpoints", "2"], with_two_turns,
+                            lambda c, src: c.rewind_session(src, 1), rewound)
 
     def test_deleted_session_stays_deleted_after_sigkill(self):
         sd = self.state_dir()
