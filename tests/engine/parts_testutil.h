@@ -86,29 +86,60 @@ class FakeModel : public ModelRunner {
   absl::Status Prefill(absl::Span<const PrefillSequence> seqs, const PrefillOptions& options,
                        std::vector<float>* logits) override {
     logits->assign(seqs.size() * vocab_, 0.0f);
+    Call call;
+    call.prefill = true;
     for (size_t i = 0; i < seqs.size(); ++i) {
       slots_->at(seqs[i].slot)[0] += static_cast<float>(seqs[i].tokens.size());
       (*logits)[i * vocab_ + (seqs[i].tokens.back() + 1) % vocab_] = 1.0f;
+      call.slots.push_back(seqs[i].slot);
+      call.tokens.push_back(static_cast<int32_t>(seqs[i].tokens.size()));
+      call.first_ids.push_back(seqs[i].tokens.front());
     }
     ++prefills;
+    Log(std::move(call));
     return absl::OkStatus();
   }
   absl::Status Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
                     std::vector<float>* logits) override {
     logits->assign(tokens.size() * vocab_, 0.0f);
+    Call call;
+    call.prefill = false;
     for (size_t i = 0; i < tokens.size(); ++i) {
       slots_->at(slots[i])[0] += 1.0f;
       (*logits)[i * vocab_ + (tokens[i] + 1) % vocab_] = 1.0f;
+      call.slots.push_back(slots[i]);
+      call.tokens.push_back(1);
+      call.first_ids.push_back(tokens[i]);
     }
     ++steps;
+    Log(std::move(call));
     return absl::OkStatus();
   }
   int prefills = 0;
   int steps = 0;
 
+  // Every forward call, in order: a prefill (per sequence: slot, token count, first id) or a
+  // decode step (per row: slot, 1, the token fed).
+  struct Call {
+    bool prefill = false;
+    std::vector<int32_t> slots;
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> first_ids;
+  };
+  std::vector<Call> calls() {
+    absl::MutexLock lock(&log_mu_);
+    return calls_;
+  }
+
  private:
+  void Log(Call call) {
+    absl::MutexLock lock(&log_mu_);
+    calls_.push_back(std::move(call));
+  }
   FakeSlots* slots_;
   int32_t vocab_;
+  absl::Mutex log_mu_;
+  std::vector<Call> calls_ ABSL_GUARDED_BY(log_mu_);
 };
 
 // The tiers as the scheduler sees them, over FakeSlots: committed states stay resident in

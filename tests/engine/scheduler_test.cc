@@ -3,7 +3,9 @@
 // written-first), continuation, rollback and the turn time limit, without sleeping.
 #include "core/engine/scheduler.h"
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "core/tokenizer/byte_tokenizer.h"
@@ -184,6 +186,71 @@ TEST(SchedulerTest, CancelRollsBackAndKeepsTheCommittedState) {
   EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(r.index.Get("", id)->version, 1u);
   EXPECT_EQ(r.fake.at(r.tiers.committed.at(id))[0], committed);
+}
+
+// A long prompt is prefilled in pieces of at most prefill_piece tokens, and a turn that is
+// decoding keeps getting a step between them: a long prompt delays others' decoding by at
+// most one piece per step.
+TEST(SchedulerTest, ALongPromptDelaysOthersDecodingByAtMostOnePiece) {
+  Scheduler::Options o;
+  o.prefill_piece = 16;
+  o.prefill_token_budget = 16;
+  Rig r(o);
+  const std::string a = r.index.Create("")->session_id;
+  const std::string b = r.index.Create("")->session_id;
+  // A decodes for as long as the test needs, read by a thread of its own so its stream never
+  // fills (a full stream would pause it, legitimately).
+  auto decoding = r.Start(a, {1}, 1 << 30, /*buffer=*/64);
+  absl::Status sa;
+  std::thread reader([&] { r.Drain(*decoding, &sa); });
+  while (r.model.steps < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto prompt = r.Start(b, std::vector<int32_t>(200, 7), 2, /*buffer=*/64);
+  absl::Status sb;
+  r.Drain(*prompt, &sb);
+  decoding->Cancel(absl::CancelledError("the test is done"));
+  reader.join();
+  ASSERT_TRUE(sb.ok()) << sb;
+  EXPECT_EQ(sa.code(), absl::StatusCode::kCancelled) << sa;
+  // From B's first piece to its last, count the prefill tokens between two decode steps.
+  const std::vector<FakeModel::Call> calls = r.model.calls();
+  int pieces = 0, since_step = 0, worst = 0;
+  for (const FakeModel::Call& c : calls) {
+    if (pieces == 200 / 16 + 1) break;  // B's prompt is in
+    if (!c.prefill) {
+      since_step = 0;
+      continue;
+    }
+    for (size_t i = 0; i < c.tokens.size(); ++i) {
+      if (c.first_ids[i] != 7) continue;
+      ++pieces;
+      EXPECT_LE(c.tokens[i], 16) << "a piece larger than prefill_piece";
+      since_step += c.tokens[i];
+    }
+    worst = std::max(worst, since_step);
+  }
+  EXPECT_EQ(pieces, 200 / 16 + 1);
+  EXPECT_LE(worst, 16) << "prefill tokens between two decode steps";
+}
+
+// With room for one running turn, queued turns are admitted in the order they were enqueued.
+TEST(SchedulerTest, QueuedTurnsAreAdmittedFirstInFirstOut) {
+  Scheduler::Options o;
+  o.max_batch = 1;
+  Rig r(o, /*slots=*/4);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(r.index.Create("")->session_id);
+  std::vector<std::shared_ptr<TurnStream>> streams;
+  for (int i = 0; i < 4; ++i) streams.push_back(r.Start(ids[i], {100 + i}, 3));
+  for (auto& s : streams) {
+    absl::Status st;
+    r.Drain(*s, &st);
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  std::vector<int32_t> order;
+  for (const FakeModel::Call& c : r.model.calls()) {
+    if (c.prefill) order.insert(order.end(), c.first_ids.begin(), c.first_ids.end());
+  }
+  EXPECT_EQ(order, (std::vector<int32_t>{100, 101, 102, 103}));
 }
 
 }  // namespace
