@@ -87,6 +87,9 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "0 = no limit");
   Num(f, &o->stream_buffer, "stream-buffer", 64, 1, 1 << 20,
       "events buffered per turn for a slow reader before the turn pauses");
+  Num(f, &o->stalled_stream_s, "stalled-stream-s", 30, 0, int64_t{1} << 30,
+      "a turn whose client has not read its reply for this long (its stream buffer full) is "
+      "rolled back with RESOURCE_EXHAUSTED and releases its slot; 0 = never");
 
   Str(f, &o->state_dir, "state-dir", "DIR", "",
       "disk tier: directory of session snapshots (created if missing), indexed at start so "
@@ -149,6 +152,7 @@ core::EngineOptions ServerOptions::ToEngineOptions() const {
   e.max_sessions = static_cast<int32_t>(max_sessions);
   e.idle_ttl_ms = idle_ttl_s * 1000;
   e.max_turn_ms = max_turn_s * 1000;
+  e.stalled_stream_ms = stalled_stream_s * 1000;
   e.stream_buffer_events = static_cast<int32_t>(stream_buffer);
   e.sampling.max_tokens = static_cast<int32_t>(max_new_tokens);
   e.sampling.default_max_tokens = static_cast<int32_t>(default_max_tokens);

@@ -47,6 +47,7 @@ struct ServerOptions {
   int64_t max_sessions = 0;
   int64_t idle_ttl_s = 0;
   int64_t max_turn_s = 0;
+  int64_t stalled_stream_s = 0;
   int64_t stream_buffer = 0;
 
   // State tiers (core::EngineOptions' state_dir, durability, budgets; docs/server.md).

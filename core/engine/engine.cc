@@ -57,6 +57,7 @@ absl::Status Engine::Impl::Start() {
                                  .prefill_chunk_size = options_.prefill_chunk_size,
                                  .queue_depth = options_.queue_depth,
                                  .max_turn_ms = options_.max_turn_ms,
+                                 .stalled_stream_ms = options_.stalled_stream_ms,
                                  .idle_ttl_ms = options_.idle_ttl_ms,
                                  .sampling = options_.sampling,
                                  .observer = options_.observer};

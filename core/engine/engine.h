@@ -53,6 +53,10 @@ struct EngineOptions {
   // A turn running longer (queue time included) is rolled back with DEADLINE_EXCEEDED, so a
   // client that stops reading without cancelling cannot hold a slot forever. 0 = no limit.
   int64_t max_turn_ms = 600000;
+  // A decoding turn whose client has not read for this long (its stream buffer full) is
+  // rolled back with RESOURCE_EXHAUSTED and releases its slot, so unread streams cannot hold
+  // every slot. 0 = never.
+  int64_t stalled_stream_ms = 30000;
   int32_t max_request_id_bytes = 128;
   SamplingLimits sampling;
 

@@ -20,6 +20,9 @@ absl::Status CheckOptions(const EngineOptions& options, const XlstmModel& model,
   }
   if (options.idle_ttl_ms < 0) return absl::InvalidArgumentError("idle_ttl_ms must be >= 0");
   if (options.max_turn_ms < 0) return absl::InvalidArgumentError("max_turn_ms must be >= 0");
+  if (options.stalled_stream_ms < 0) {
+    return absl::InvalidArgumentError("stalled_stream_ms must be >= 0");
+  }
   if (options.io_threads < 1) return absl::InvalidArgumentError("io_threads must be >= 1");
   if (options.keep_turn_checkpoints < 0) {
     return absl::InvalidArgumentError("keep_turn_checkpoints must be >= 0");

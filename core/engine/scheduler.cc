@@ -301,10 +301,13 @@ void Scheduler::BeginRunning(Turn& t) {
   t.stream->Push(std::move(started));
 }
 
-// Rolls back turns whose client cancelled and turns past the server's time limit.
+// Rolls back turns whose client cancelled, turns past the server's time limit, and turns
+// whose client has not read for stalled_stream_ms (they would hold a slot, and the state in
+// it, for nothing; four of them used to take every slot of a small server).
 void Scheduler::DropStopped() {
   const auto now = clock_->Now();
   const auto limit = std::chrono::milliseconds(options_.max_turn_ms);
+  const auto stall_limit = std::chrono::milliseconds(options_.stalled_stream_ms);
   for (size_t i = 0; i < active_.size();) {
     Turn& t = *active_[i];
     // A turn being persisted has finished: it commits whatever the client does now.
@@ -314,6 +317,11 @@ void Scheduler::DropStopped() {
     } else if (stoppable && options_.max_turn_ms > 0 && now - t.enqueued > limit) {
       RollBack(t, absl::DeadlineExceededError(absl::StrCat(
                       "the turn ran past the server's limit of ", options_.max_turn_ms, " ms")));
+    } else if (stoppable && options_.stalled_stream_ms > 0 && t.stalled_since.has_value() &&
+               now - *t.stalled_since > stall_limit) {
+      RollBack(t, absl::ResourceExhaustedError(absl::StrCat(
+                      "the client did not read the reply for ", options_.stalled_stream_ms,
+                      " ms; the turn was rolled back to free its slot")));
     } else {
       ++i;
       continue;
@@ -368,7 +376,11 @@ bool Scheduler::DecodeStep() {
   for (auto& t : active_) {
     if (t->phase != Turn::Phase::kDecode) continue;
     // A full stream pauses only its own turn; the final feed emits no delta, so it runs.
-    if (!t->final_pending && !t->stream->HasRoom()) continue;
+    if (!t->final_pending && !t->stream->HasRoom()) {
+      if (!t->stalled_since.has_value()) t->stalled_since = clock_->Now();
+      continue;
+    }
+    t->stalled_since.reset();
     if (static_cast<int32_t>(turns.size()) >= options_.max_batch) break;
     turns.push_back(t.get());
     tokens.push_back(t->pending_token);

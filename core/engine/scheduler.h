@@ -79,6 +79,9 @@ class Scheduler {
     int32_t prefill_chunk_size = 64;
     int32_t queue_depth = 256;
     int64_t max_turn_ms = 600000;  // 0 = no limit
+    // A decoding turn whose stream stays full this long (its client stopped reading) is
+    // rolled back with RESOURCE_EXHAUSTED and gives its slot up. 0 = never.
+    int64_t stalled_stream_ms = 30000;
     int64_t idle_ttl_ms = 0;       // 0 = sessions never expire
     SamplingLimits sampling;
     EngineObserver* observer = nullptr;

@@ -46,6 +46,8 @@ struct Turn {
   bool create_only = false;
   std::function<void(absl::StatusOr<SessionInfo>)> create_done;
   SteadyClock::time_point enqueued;
+  // Set while the turn's stream is full (its client is not reading), cleared when it steps.
+  std::optional<SteadyClock::time_point> stalled_since;
 
   // ---- scheduler thread ----
   uint64_t seq = 0;  // names the turn to I/O completions, which may outlive it

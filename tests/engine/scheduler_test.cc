@@ -253,5 +253,31 @@ TEST(SchedulerTest, QueuedTurnsAreAdmittedFirstInFirstOut) {
   EXPECT_EQ(order, (std::vector<int32_t>{100, 101, 102, 103}));
 }
 
+// A turn whose client stopped reading (its stream full) is rolled back once the stall lasts
+// stalled_stream_ms, and the turn waiting behind it runs: unread streams cannot hold slots.
+TEST(SchedulerTest, AStalledStreamReleasesItsSlotAfterTheLimit) {
+  Scheduler::Options o;
+  o.max_batch = 1;
+  o.stalled_stream_ms = 1000;
+  Rig r(o, /*slots=*/2);
+  const std::string a = r.index.Create("")->session_id;
+  const std::string b = r.index.Create("")->session_id;
+  auto stalled = r.Start(a, {1}, 50, /*buffer=*/1);  // nobody reads it
+  auto waiting = r.Start(b, {5}, 3);
+  // The stall is noticed on the scheduler thread; move the clock until it has rolled back.
+  for (int i = 0; i < 200 && !stalled->Done(); ++i) {
+    r.clock.Advance(std::chrono::milliseconds(600));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  absl::Status sa, sb;
+  r.Drain(*stalled, &sa);
+  EXPECT_EQ(sa.code(), absl::StatusCode::kResourceExhausted) << sa;
+  EXPECT_EQ(r.index.Get("", a)->version, 0u);
+  EXPECT_FALSE(r.index.Get("", a)->turn_running);
+  EXPECT_EQ(r.Drain(*waiting, &sb), (std::vector<int32_t>{6, 7, 8}));
+  EXPECT_TRUE(sb.ok()) << sb;
+  EXPECT_EQ(r.index.Get("", b)->version, 1u);
+}
+
 }  // namespace
 }  // namespace xlstmd::core

@@ -131,6 +131,8 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
                                "60",
                                "--max-turn-s",
                                "5",
+                               "--stalled-stream-s",
+                               "12",
                                "--grace-period-s",
                                "2",
                                "--api-keys",
@@ -175,6 +177,7 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
   EXPECT_EQ(e.max_sessions, 7);
   EXPECT_EQ(e.idle_ttl_ms, 60000);
   EXPECT_EQ(e.max_turn_ms, 5000);
+  EXPECT_EQ(e.stalled_stream_ms, 12000);
   EXPECT_EQ(e.stream_buffer_events, 2);
 }
 
@@ -343,6 +346,7 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "queue-depth",
                            "max-prompt-tokens",
                            "max-new-tokens",
+                           "stalled-stream-s",
                            "default-max-tokens",
                            "max-sessions",
                            "idle-ttl-s",
