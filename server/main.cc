@@ -4,9 +4,12 @@
 // Exit codes: 0 after a clean stop (or --help), 2 when options, the API keys file, the
 // model or the listen address are unusable (one error line on stderr).
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -43,6 +46,21 @@ int StartupFailure(const std::string& what, const absl::Status& s) {
 
 const char* SignalName(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
 
+// Every gRPC connection, HTTP client and snapshot write takes a descriptor. The soft limit is
+// often 1024 (or lower) under a much higher hard limit: idle connections then exhausted it
+// and durable writes failed with "Too many open files". Raise it to the hard limit.
+void RaiseOpenFileLimit() {
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  const rlim_t before = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    spdlog::warn("could not raise the open-file limit from {}: {}", before, std::strerror(errno));
+    return;
+  }
+  spdlog::info("open-file limit raised from {} to the hard limit {}", before, lim.rlim_cur);
+}
+
 int Main(int argc, char** argv) {
   // Before anything can start a thread.
   ShutdownSignals signals;
@@ -57,6 +75,7 @@ int Main(int argc, char** argv) {
       break;
   }
   SetUpLogging(options.log_level, ParseLogFormat(options.log_format));
+  RaiseOpenFileLimit();
 
   Authenticator auth;
   if (!options.api_keys_file.empty()) {

@@ -164,5 +164,27 @@ class ShutdownTest(harness.E2ETestCase):
             self.assertLess(time.monotonic() - t0, 10)
 
 
+    def test_open_file_soft_limit_is_raised_to_the_hard_limit(self):
+        """Connections and snapshot writes need descriptors: started under a low soft limit,
+        the daemon raises it to the hard limit and says so."""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        low = min(256, hard)
+        if low >= hard:
+            self.skipTest(f"the hard open-file limit ({hard}) leaves nothing to raise")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+        try:
+            d = self.start_daemon([], name="xlstmd(rlimit)")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with open(f"/proc/{d.proc.pid}/limits") as f:
+            line = next(l for l in f if l.startswith("Max open files"))
+        got_soft, got_hard = line.split()[3:5]
+        self.assertEqual(got_soft, got_hard, line)
+        self.assertIn(f"open-file limit raised from {low}", d.log())
+        d.send_signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(10), 0)
+
+
 if __name__ == "__main__":
     harness.main()
