@@ -57,6 +57,18 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "gRPC listen address HOST:PORT; port 0 picks a free port");
   Num(f, &o->max_message_bytes, "max-message-bytes", 4 << 20, 1024, kI32Max,
       "largest gRPC request accepted, in bytes (larger ones get RESOURCE_EXHAUSTED)");
+  Num(f, &o->max_streams_per_connection, "max-streams-per-connection", 100, 1, kI32Max,
+      "calls one gRPC connection may hold open, advertised to clients as HTTP/2 "
+      "MAX_CONCURRENT_STREAMS");
+  Num(f, &o->grpc_memory_mb, "grpc-memory-mb", 1024, 16, 1 << 20,
+      "memory gRPC may use for connections and buffers (its resource quota); past it, new "
+      "calls are refused rather than the process growing");
+  Num(f, &o->max_connection_idle_s, "max-connection-idle-s", 600, 0, int64_t{1} << 30,
+      "close a connection with no calls for this long (a GOAWAY; clients reconnect); 0 = "
+      "never");
+  Num(f, &o->max_connection_age_s, "max-connection-age-s", 0, 0, int64_t{1} << 30,
+      "close connections older than this (after a 30 s grace for their calls), so clients "
+      "spread over new replicas; 0 = never");
   Str(f, &o->api_keys_file, "api-keys", "FILE", "",
       "API keys file, one '<tenant> <key>' per line (docs/server.md); unset = no "
       "authentication, one anonymous tenant");

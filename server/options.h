@@ -30,6 +30,10 @@ struct ServerOptions {
   // Transport.
   std::string listen;  // HOST:PORT; port 0 picks a free port
   int64_t max_message_bytes = 0;
+  int64_t max_streams_per_connection = 0;
+  int64_t grpc_memory_mb = 0;
+  int64_t max_connection_idle_s = 0;
+  int64_t max_connection_age_s = 0;
   std::string api_keys_file;  // "" = no authentication, one anonymous tenant
   // HTTP listener for /metrics, /healthz, /readyz: HOST:PORT, port 0 picks a free port;
   // "" = off (the default, so several daemons on one host never collide on a fixed port).

@@ -70,6 +70,10 @@ TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(o.grace_period_s, 30);
   EXPECT_EQ(o.api_keys_file, "");
   EXPECT_EQ(o.max_message_bytes, 4 << 20);
+  EXPECT_EQ(o.max_streams_per_connection, 100);
+  EXPECT_EQ(o.grpc_memory_mb, 1024);
+  EXPECT_EQ(o.max_connection_idle_s, 600);
+  EXPECT_EQ(o.max_connection_age_s, 0);
   EXPECT_EQ(o.stream_buffer, 64);
   EXPECT_EQ(o.log_level, "info");
   EXPECT_EQ(o.log_format, "text");
@@ -137,6 +141,14 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
                                "2",
                                "--api-keys",
                                "/keys",
+                               "--max-streams-per-connection",
+                               "7",
+                               "--grpc-memory-mb",
+                               "64",
+                               "--max-connection-idle-s",
+                               "30",
+                               "--max-connection-age-s",
+                               "3600",
                                "--max-message-bytes",
                                "65536",
                                "--stream-buffer",
@@ -160,6 +172,10 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
   EXPECT_EQ(o.api_keys_file, "/keys");
   EXPECT_EQ(o.grace_period_s, 2);
   EXPECT_EQ(o.max_message_bytes, 65536);
+  EXPECT_EQ(o.max_streams_per_connection, 7);
+  EXPECT_EQ(o.grpc_memory_mb, 64);
+  EXPECT_EQ(o.max_connection_idle_s, 30);
+  EXPECT_EQ(o.max_connection_age_s, 3600);
   EXPECT_EQ(o.log_level, "debug");
   EXPECT_EQ(o.http_listen, "127.0.0.1:0");
   EXPECT_EQ(o.log_format, "json");
@@ -353,6 +369,10 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "grace-period-s",
                            "api-keys",
                            "max-message-bytes",
+                           "max-streams-per-connection",
+                           "grpc-memory-mb",
+                           "max-connection-idle-s",
+                           "max-connection-age-s",
                            "stream-buffer",
                            "state-dir",
                            "durability",
