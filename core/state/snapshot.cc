@@ -1,6 +1,5 @@
 #include "core/state/snapshot.h"
 
-#include <cmath>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -449,17 +448,7 @@ absl::Status CheckSections(std::string_view b, const ParsedHead& head, const Lay
                      absl::StrCat("snapshot ", SectionName(s), " checksum mismatch (stored ",
                                   Hex64(head.hashes[i]), ", computed ", Hex64(computed), ")"));
     }
-    // A crafted snapshot can carry a valid checksum over NaN or inf, which would poison every
-    // later step of the session; the engine itself never stores one.
-    const char* values = dst != nullptr ? dst + s.offset_bytes : src;
-    for (uint64_t j = 0; j < s.bytes / sizeof(float); ++j) {
-      float v;
-      std::memcpy(&v, values + j * sizeof(float), sizeof(float));
-      if (!std::isfinite(v)) {
-        return Corrupt("non_finite", absl::StrCat("snapshot ", SectionName(s), " holds a ",
-                                                  "non-finite value at float ", j));
-      }
-    }
+    XLSTMD_RETURN_IF_ERROR(CheckFinite(s, dst != nullptr ? dst + s.offset_bytes : src));
   }
   return absl::OkStatus();
 }

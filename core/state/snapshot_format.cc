@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -155,6 +156,18 @@ uint64_t CopyAndHash(char* dst, const char* src, size_t n) {
     XXH3_64bits_update(&st, dst + off, len);
   }
   return XXH3_64bits_digest(&st);
+}
+
+absl::Status CheckFinite(const Section& s, const char* values) {
+  for (uint64_t j = 0; j < s.bytes / sizeof(float); ++j) {
+    float v;
+    std::memcpy(&v, values + j * sizeof(float), sizeof(float));
+    if (!std::isfinite(v)) {
+      return Corrupt("non_finite", absl::StrCat("snapshot ", SectionName(s),
+                                                " holds a non-finite value at float ", j));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace xlstmd::core::snapshot_format

@@ -176,6 +176,10 @@ uint64_t HashOfSectionHashes(const std::vector<uint64_t>& hashes);
 uint64_t Hash64(const char* p, size_t n);  // XXH3-64
 // Copies n bytes and returns XXH3-64 of them, reading the source from memory only once.
 uint64_t CopyAndHash(char* dst, const char* src, size_t n);
+// DATA_LOSS (reason non_finite) when section `s`, whose floats start at `values`, holds NaN or
+// inf: a crafted snapshot can carry a valid checksum over them, and they would poison every
+// later step of the session (the engine itself never stores one).
+absl::Status CheckFinite(const Section& s, const char* values);
 
 }  // namespace xlstmd::core::snapshot_format
 

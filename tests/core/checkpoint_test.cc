@@ -14,153 +14,25 @@
 #include "core/model/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/quant.h"
 #include "nlohmann/json.hpp"
+#include "tests/core/checkpoint_fixture.h"
 #include "tests/core/model_files_testutil.h"
 #include "tests/testing/status_matchers.h"
 
 namespace xlstmd::core {
 namespace {
 
+using checkpoint_testing::AllSliceBytes;
+using checkpoint_testing::Bytes;
+using checkpoint_testing::CheckpointTest;
+using checkpoint_testing::kGoldenDir;
+using checkpoint_testing::kGoldenBf16;
+using checkpoint_testing::kGoldenF32;
+using checkpoint_testing::kQ0;
 using ::xlstmd::testing::MessageHas;
-using ::xlstmd::testing::ScopedTempDir;
 using ::xlstmd::testing::StatusIs;
 using ::xlstmd::testing::WriteFile;
 using Json = nlohmann::json;
-
-const std::filesystem::path kGoldenDir = XLSTMD_SHARED_DIR "/golden";
-const std::filesystem::path kGoldenF32 = kGoldenDir / "xlstm-large-a1";
-const std::filesystem::path kGoldenBf16 = kGoldenDir / "xlstm-large-a1-bf16";
-constexpr const char* kQ0 = "backbone.blocks.0.mlstm_layer.q.weight";
-
-std::string Bytes(const TensorSlice& s) {
-  if (s.tensor == nullptr) return "<absent>";
-  const size_t n = static_cast<size_t>(s.rows * s.cols) * TensorDTypeSize(s.tensor->dtype);
-  return std::string(static_cast<const char*>(s.data()), n);
-}
-
-// Every slice of `t` as (label, bytes), in a fixed order, so two resolutions of the same
-// weights stored differently can be compared field by field.
-std::vector<std::pair<std::string, std::string>> AllSliceBytes(const XlstmTensors& t) {
-  using B = XlstmBlockTensors;
-  static constexpr std::pair<const char*, TensorSlice B::*> kFields[] = {
-      {"norm_mlstm_w", &B::norm_mlstm_w},
-      {"norm_mlstm_b", &B::norm_mlstm_b},
-      {"q", &B::q},
-      {"k", &B::k},
-      {"v", &B::v},
-      {"ogate", &B::ogate},
-      {"igate_w", &B::igate_w},
-      {"fgate_w", &B::fgate_w},
-      {"igate_b", &B::igate_b},
-      {"fgate_b", &B::fgate_b},
-      {"q_b", &B::q_b},
-      {"k_b", &B::k_b},
-      {"v_b", &B::v_b},
-      {"ogate_b", &B::ogate_b},
-      {"mh_norm_w", &B::mh_norm_w},
-      {"mh_norm_b", &B::mh_norm_b},
-      {"out_proj", &B::out_proj},
-      {"out_proj_b", &B::out_proj_b},
-      {"norm_ffn_w", &B::norm_ffn_w},
-      {"norm_ffn_b", &B::norm_ffn_b},
-      {"ffn_gate", &B::ffn_gate},
-      {"ffn_up", &B::ffn_up},
-      {"ffn_gate_b", &B::ffn_gate_b},
-      {"ffn_up_b", &B::ffn_up_b},
-      {"ffn_down", &B::ffn_down},
-      {"ffn_down_b", &B::ffn_down_b},
-  };
-  std::vector<std::pair<std::string, std::string>> out = {{"embedding", Bytes(t.embedding)},
-                                                          {"out_norm_w", Bytes(t.out_norm_w)},
-                                                          {"out_norm_b", Bytes(t.out_norm_b)},
-                                                          {"lm_head", Bytes(t.lm_head)}};
-  for (size_t b = 0; b < t.blocks.size(); ++b) {
-    for (const auto& [label, field] : kFields) {
-      out.emplace_back(std::to_string(b) + "." + label, Bytes(t.blocks[b].*field));
-    }
-  }
-  return out;
-}
-
-class CheckpointTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> f =
-        SafetensorsFile::Open(kGoldenF32 / "model.safetensors");
-    ASSERT_TRUE(f.ok()) << f.status();
-    golden_ = *std::move(f);
-    absl::StatusOr<ModelConfig> c = LoadModelConfig(kGoldenF32);
-    ASSERT_TRUE(c.ok()) << c.status();
-    config_ = *c;
-    for (const TensorView& t : golden_->tensors()) {
-      tensors_.push_back({t.name, t.dtype, t.shape, t.data});
-    }
-  }
-
-  // The golden checkpoint resolved directly, as (label, bytes).
-  std::vector<std::pair<std::string, std::string>> GoldenSlices() {
-    absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(kGoldenF32);
-    EXPECT_TRUE(ckpt.ok()) << ckpt.status();
-    absl::StatusOr<XlstmTensors> t = ResolveXlstmTensors(**ckpt, config_);
-    EXPECT_TRUE(t.ok()) << t.status();
-    return AllSliceBytes(*t);
-  }
-
-  std::vector<TensorToWrite>::iterator FindTensor(const std::string& name) {
-    for (auto it = tensors_.begin(); it != tensors_.end(); ++it) {
-      if (it->name == name) return it;
-    }
-    ADD_FAILURE() << "no golden tensor " << name;
-    return tensors_.end();
-  }
-  void Rename(const std::string& from, const std::string& to) { FindTensor(from)->name = to; }
-  void Drop(const std::string& name) { tensors_.erase(FindTensor(name)); }
-  // Adds an F32 tensor of zeros (storage owned by the fixture).
-  void AddZeros(const std::string& name, std::vector<int64_t> shape, size_t bytes) {
-    storage_.push_back(std::string(bytes, '\0'));
-    tensors_.push_back({name, TensorDType::kF32, std::move(shape), storage_.back().data()});
-  }
-
-  // Writes tensors_ as a single-file checkpoint in a fresh dir and resolves it.
-  absl::StatusOr<XlstmTensors> WriteAndResolve(const ModelConfig& config) {
-    absl::Status w = WriteSafetensors(dir_.path() / "model.safetensors", tensors_);
-    if (!w.ok()) return w;
-    absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(dir_.path());
-    if (!ckpt.ok()) return ckpt.status();
-    ckpt_ = *std::move(ckpt);
-    return ResolveXlstmTensors(*ckpt_, config);
-  }
-
-  // Writes tensors_ [0, split) and [split, end) as two shards plus an index.
-  void WriteTwoShards(size_t split, const Json& extra_weight_map = Json::object()) {
-    const std::vector<TensorToWrite> a(tensors_.begin(), tensors_.begin() + split);
-    const std::vector<TensorToWrite> b(tensors_.begin() + split, tensors_.end());
-    const char* kA = "model-00001-of-00002.safetensors";
-    const char* kB = "model-00002-of-00002.safetensors";
-    ASSERT_TRUE(WriteSafetensors(dir_.path() / kA, a).ok());
-    ASSERT_TRUE(WriteSafetensors(dir_.path() / kB, b).ok());
-    Json index = {{"metadata", {{"total_size", 2022976}}}, {"weight_map", Json::object()}};
-    for (const TensorToWrite& t : a) index["weight_map"][t.name] = kA;
-    for (const TensorToWrite& t : b) index["weight_map"][t.name] = kB;
-    for (auto it = extra_weight_map.begin(); it != extra_weight_map.end(); ++it) {
-      index["weight_map"][it.key()] = *it;
-    }
-    WriteIndex(index);
-  }
-  void WriteIndex(const Json& index) {
-    WriteFile(dir_.path() / "model.safetensors.index.json", index.dump(2));
-  }
-
-  absl::Status OpenStatus() { return Checkpoint::Open(dir_.path()).status(); }
-
-  std::unique_ptr<SafetensorsFile> golden_;
-  ModelConfig config_;
-  std::vector<TensorToWrite> tensors_;
-  std::deque<std::string> storage_;  // deque: element addresses stay valid on growth
-  ScopedTempDir dir_;
-  std::unique_ptr<Checkpoint> ckpt_;
-};
 
 TEST_F(CheckpointTest, ResolvesGoldenF32) {
   absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(kGoldenF32);
@@ -508,106 +380,6 @@ TEST_F(CheckpointTest, MalformedIndex) {
   WriteFile(dir_.path() / "model.safetensors.index.json", "{\"weight_map\": ");
   EXPECT_THAT(OpenStatus(),
               StatusIs(absl::StatusCode::kInvalidArgument, MessageHas("not valid JSON")));
-}
-
-// Quantized matrices (`xlstm quantize`): codes in NAME (I8 [rows, cols] or U8 [rows,
-// Q4RowBytes(cols)]) with scales in NAME_scale; fused ones split into row slices whose codes
-// and scales start at the slice's rows.
-TEST_F(CheckpointTest, QuantizedMatricesResolve) {
-  const std::string down = "backbone.blocks.0.ffn.proj_down.weight";
-  const std::vector<int64_t> shape = FindTensor(down)->shape;  // [E, F]
-  const int64_t rows = shape[0], cols = shape[1];
-  Drop(down);
-  storage_.push_back(std::string(static_cast<size_t>(rows * kernels::Q4RowBytes(cols)), '\x11'));
-  tensors_.push_back({down, TensorDType::kU8, {rows, kernels::Q4RowBytes(cols)},
-                      storage_.back().data()});
-  storage_.push_back(std::string(static_cast<size_t>(rows * kernels::Q4Groups(cols) * 2), '\0'));
-  tensors_.push_back({down + "_scale", TensorDType::kF16, {rows, kernels::Q4Groups(cols)},
-                      storage_.back().data()});
-  absl::StatusOr<XlstmTensors> t = WriteAndResolve(config_);
-  ASSERT_TRUE(t.ok()) << t.status();
-  const TensorSlice& d = t->blocks[0].ffn_down;
-  EXPECT_EQ(d.quant, kernels::DType::kQ4);
-  EXPECT_EQ(d.cols, cols);
-  EXPECT_EQ(d.bytes(), static_cast<size_t>(rows * kernels::Q4RowBytes(cols)));
-  ASSERT_NE(d.scale, nullptr);
-  EXPECT_EQ(d.scale->name, down + "_scale");
-  EXPECT_EQ(t->blocks[0].ffn_up.quant, kernels::DType::kF32);
-}
-
-TEST_F(CheckpointTest, FusedQuantizedMatrixSplitsCodesAndScalesByRow) {
-  ModelConfig fused = config_;
-  fused.weight_mode = "fused";
-  const int64_t e = config_.embedding_dim, nh = config_.num_heads;
-  for (int b = 0; b < 2; ++b) {
-    const std::string ml = "backbone.blocks." + std::to_string(b) + ".mlstm_layer.";
-    // ifgate as int8 codes + f32 scales; qkvo and the FFN up/gate fused as floats.
-    Drop(ml + "igate_preact.weight");
-    Drop(ml + "fgate_preact.weight");
-    std::string codes(static_cast<size_t>(2 * nh * e), '\0');
-    for (int64_t r = 0; r < 2 * nh; ++r) codes[static_cast<size_t>(r * e)] = static_cast<char>(r);
-    storage_.push_back(codes);
-    tensors_.push_back({ml + "ifgate_preact.weight", TensorDType::kI8, {2 * nh, e},
-                        storage_.back().data()});
-    std::vector<float> scales(static_cast<size_t>(2 * nh));
-    for (int64_t r = 0; r < 2 * nh; ++r) scales[static_cast<size_t>(r)] = 0.5f * static_cast<float>(r);
-    storage_.push_back(std::string(reinterpret_cast<const char*>(scales.data()), scales.size() * 4));
-    tensors_.push_back({ml + "ifgate_preact.weight_scale", TensorDType::kF32, {2 * nh},
-                        storage_.back().data()});
-    auto concat = [&](const std::vector<std::string>& names, const std::string& to) {
-      std::string out;
-      int64_t n = 0;
-      std::vector<int64_t> shp;
-      for (const std::string& name : names) {
-        const TensorView* t = golden_->Find(name);
-        out.append(static_cast<const char*>(t->data), t->bytes);
-        n += t->shape[0];
-        shp = t->shape;
-        Drop(name);
-      }
-      shp[0] = n;
-      storage_.push_back(out);
-      tensors_.push_back({to, TensorDType::kF32, shp, storage_.back().data()});
-    };
-    concat({ml + "q.weight", ml + "k.weight", ml + "v.weight", ml + "ogate_preact.weight"},
-           ml + "qkv_opreact.weight");
-    concat({ml + "igate_preact.bias", ml + "fgate_preact.bias"}, ml + "ifgate_preact.bias");
-    const std::string ffn = "backbone.blocks." + std::to_string(b) + ".ffn.";
-    concat({ffn + "proj_up_gate.weight", ffn + "proj_up.weight"}, ffn + "proj_up_gate_z.weight");
-  }
-  absl::StatusOr<XlstmTensors> t = WriteAndResolve(fused);
-  ASSERT_TRUE(t.ok()) << t.status();
-  const XlstmBlockTensors& b1 = t->blocks[1];
-  EXPECT_EQ(b1.fgate_w.quant, kernels::DType::kI8);
-  EXPECT_EQ(b1.fgate_w.row_begin, nh);
-  EXPECT_EQ(static_cast<const char*>(b1.fgate_w.data())[0], static_cast<char>(nh));
-  EXPECT_EQ(*static_cast<const float*>(b1.fgate_w.scale_data()), 0.5f * static_cast<float>(nh));
-  EXPECT_EQ(*static_cast<const float*>(b1.igate_w.scale_data()), 0.0f);
-}
-
-TEST_F(CheckpointTest, QuantizedMatrixErrorsNameTheTensor) {
-  const std::string down = "backbone.blocks.0.ffn.proj_down.weight";
-  const int64_t rows = FindTensor(down)->shape[0], cols = FindTensor(down)->shape[1];
-  Drop(down);
-  storage_.push_back(std::string(static_cast<size_t>(rows * cols), '\0'));
-  tensors_.push_back({down, TensorDType::kI8, {rows, cols}, storage_.back().data()});
-  EXPECT_THAT(WriteAndResolve(config_).status(),
-              StatusIs(absl::StatusCode::kNotFound, MessageHas(down + "_scale")));
-  storage_.push_back(std::string(static_cast<size_t>(rows * 2), '\0'));
-  tensors_.push_back({down + "_scale", TensorDType::kF16, {rows}, storage_.back().data()});
-  EXPECT_THAT(WriteAndResolve(config_).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, MessageHas(down + "_scale", "F32")));
-  FindTensor(down + "_scale")->dtype = TensorDType::kF32;
-  FindTensor(down + "_scale")->shape = {rows / 2};  // same bytes, wrong shape
-  EXPECT_THAT(WriteAndResolve(config_).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, MessageHas(down + "_scale")));
-  FindTensor(down + "_scale")->shape = {rows};
-  storage_.push_back(std::string(static_cast<size_t>(rows * 4), '\0'));
-  FindTensor(down + "_scale")->data = storage_.back().data();
-  FindTensor(down)->shape = {rows, cols / 2};  // codes of the wrong width
-  FindTensor(down)->dtype = TensorDType::kI8;
-  EXPECT_THAT(WriteAndResolve(config_).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, MessageHas("quantized (int8)", down)));
 }
 
 }  // namespace
