@@ -1,13 +1,21 @@
 #include "server/server.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
@@ -26,6 +34,10 @@ namespace {
 constexpr const char* kHealthNames[] = {"", "xlstmd.v1.ChatService"};
 // After CancelAll, how long to wait for the engine to roll the cancelled turns back.
 constexpr int64_t kRollbackWaitMs = 5000;
+// /readyz fails when the engine thread has not come round its loop for this long (it does
+// at least once a second when idle; one long prefill piece of a 7B model on a CPU can take
+// several seconds).
+constexpr int64_t kEngineStallMs = 60000;
 
 std::chrono::system_clock::time_point After(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
@@ -49,8 +61,36 @@ class Server::Impl {
   // "" when ready to take traffic (/readyz).
   std::string NotReadyReason() const {
     if (state.draining()) return "draining";
-    if (state.engine() == nullptr) return "model loading";
-    return "";
+    const core::Engine* engine = state.engine();
+    if (engine == nullptr) return "model loading";
+    const int64_t silent_ms = engine->stats().ms_since_engine_loop;
+    if (silent_ms > kEngineStallMs) {
+      return absl::StrCat("engine stalled: its thread has not come round for ", silent_ms,
+                          " ms");
+    }
+    return StateDirProblem();
+  }
+
+  // Whether a file can be created in --state-dir right now (at most one probe a second):
+  // durable commits need it, and a missing directory, a full or read-only disk, or no
+  // descriptors left all show here.
+  std::string StateDirProblem() const {
+    if (state_dir.empty()) return "";
+    absl::MutexLock lock(&probe_mu);
+    const absl::Time now = absl::Now();
+    if (now - last_probe < absl::Seconds(1)) return probe_result;
+    last_probe = now;
+    const std::string path = (std::filesystem::path(state_dir) / ".readyz-probe").string();
+    const int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      probe_result = absl::StrCat("state dir ", state_dir, " cannot be written: ",
+                                  std::strerror(errno));
+    } else {
+      ::close(fd);
+      ::unlink(path.c_str());
+      probe_result.clear();
+    }
+    return probe_result;
   }
 
   // First: everything below reports into it, the engine (in `model`) included.
@@ -67,9 +107,15 @@ class Server::Impl {
   // Last: it reads the engine, so it stops before anything above goes.
   std::unique_ptr<HttpServer> http;
   std::string http_address;
+  std::string state_dir;  // --state-dir, probed by StateDirProblem
+  mutable absl::Mutex probe_mu;
+  mutable absl::Time last_probe ABSL_GUARDED_BY(probe_mu) = absl::InfinitePast();
+  mutable std::string probe_result ABSL_GUARDED_BY(probe_mu);
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::string Server::NotReadyReason() const { return impl_->NotReadyReason(); }
 
 Server::~Server() {
   Shutdown();
@@ -84,6 +130,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!hp.ok()) return hp.status();
 
   auto impl = std::make_unique<Impl>(std::move(auth), options);
+  impl->state_dir = options.state_dir;
   // Both are process-wide switches read by the builder; setting them again is harmless.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

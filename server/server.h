@@ -45,6 +45,9 @@ class Server {
   // The bound address, HOST:PORT with port 0 resolved to the port picked.
   const std::string& listen_address() const;
   int port() const;
+  // "" when ready for traffic, else why not (what /readyz answers): loading, draining, an
+  // engine thread stalled for a minute, or a --state-dir where no file can be created.
+  std::string NotReadyReason() const;
   // The bound HTTP address (port 0 resolved), or "" without --http-listen.
   const std::string& http_address() const;
 

@@ -309,6 +309,7 @@ EngineStats Engine::Impl::stats() const {
   s.sessions = index_->size();
   s.resident_sessions = pool_->resident_count();
   s.steps = scheduler_->steps();
+  s.ms_since_engine_loop = scheduler_->SinceLastLoop().count();
   s.generated_tokens = scheduler_->generated_tokens();
   const TierStats t = tiers_->Stats();
   s.host_sessions = t.host_sessions;

@@ -194,8 +194,22 @@ void Scheduler::Shutdown(std::vector<std::unique_ptr<Turn>>& admitted,
   UpdateRunning();
 }
 
+std::chrono::milliseconds Scheduler::SinceLastLoop() const {
+  const int64_t last = last_loop_ns_.load(std::memory_order_relaxed);
+  if (last == 0) return std::chrono::milliseconds(0);  // not started
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          clock_->Now().time_since_epoch())
+                          .count();
+  return std::chrono::milliseconds((now - last) / 1000000);
+}
+
 void Scheduler::Loop() {
   while (true) {
+    // 0 means "not started"; a fake clock may well stand at its epoch.
+    last_loop_ns_.store(std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                 clock_->Now().time_since_epoch())
+                                                 .count()),
+                        std::memory_order_relaxed);
     std::vector<std::function<void()>> posted;
     std::vector<std::unique_ptr<Turn>> admitted, dropped;
     std::optional<absl::Status> cancel_all;

@@ -122,6 +122,9 @@ class Scheduler {
   int32_t queued() const;
   int32_t running() const;
   int64_t steps() const { return steps_.load(std::memory_order_relaxed); }
+  // Time since the engine thread last went round its loop (it does at least once a second
+  // when idle): a large value means a model call or a posted task is stuck.
+  std::chrono::milliseconds SinceLastLoop() const;
   int64_t generated_tokens() const { return generated_tokens_.load(std::memory_order_relaxed); }
   const std::shared_ptr<Signal>& signal() const { return signal_; }
 
@@ -174,6 +177,7 @@ class Scheduler {
   int32_t running_ ABSL_GUARDED_BY(mu_) = 0;
   int32_t reserved_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> last_loop_ns_{0};  // clock_ time, nanoseconds since its epoch
   std::atomic<int64_t> generated_tokens_{0};
 
   // Scheduler thread only.

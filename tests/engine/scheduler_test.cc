@@ -7,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "core/tokenizer/byte_tokenizer.h"
 #include "tests/engine/parts_testutil.h"
@@ -277,6 +278,26 @@ TEST(SchedulerTest, AStalledStreamReleasesItsSlotAfterTheLimit) {
   EXPECT_EQ(r.Drain(*waiting, &sb), (std::vector<int32_t>{6, 7, 8}));
   EXPECT_TRUE(sb.ok()) << sb;
   EXPECT_EQ(r.index.Get("", b)->version, 1u);
+}
+
+// The engine thread's heartbeat (what /readyz reads): it stays fresh while the loop turns and
+// grows while a task blocks the thread.
+TEST(SchedulerTest, SinceLastLoopGrowsWhileTheEngineThreadIsBlocked) {
+  Rig r;
+  absl::Notification entered, release;
+  r.scheduler->Post([&] {
+    entered.Notify();
+    release.WaitForNotification();
+  });
+  entered.WaitForNotification();
+  r.clock.Advance(std::chrono::seconds(90));
+  EXPECT_GE(r.scheduler->SinceLastLoop(), std::chrono::seconds(89));
+  release.Notify();
+  // Once free, the loop comes round again (within its one-second idle wait).
+  for (int i = 0; i < 300 && r.scheduler->SinceLastLoop() >= std::chrono::seconds(89); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_LT(r.scheduler->SinceLastLoop(), std::chrono::seconds(89));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -269,6 +270,24 @@ TEST_F(SnapshotRpcTest, DrainReportsSessionsItCouldNotWrite) {
   EXPECT_EQ(report.sessions_not_written(),
             report.snapshot_write_failures + report.writes_in_flight);
   EXPECT_EQ(report.snapshots_written, 0);
+}
+
+// /readyz tells the truth about --state-dir: while no file can be created there (here: the
+// directory is gone) the server is not ready, and it is again once it can (issue 16, req 4).
+TEST_F(SnapshotRpcTest, ReadinessFailsWhileTheStateDirCannotBeWritten) {
+  ServerOptions o = TestOptions();
+  o.state_dir = TempDir();
+  ASSERT_FALSE(o.state_dir.empty());
+  Start(o);
+  EXPECT_EQ(server_->NotReadyReason(), "");
+  std::filesystem::remove_all(o.state_dir);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // one probe a second
+  EXPECT_THAT(server_->NotReadyReason(),
+              ::testing::AllOf(::testing::HasSubstr("cannot be written"),
+                               ::testing::HasSubstr(o.state_dir)));
+  std::filesystem::create_directories(o.state_dir);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ(server_->NotReadyReason(), "");
 }
 
 TEST_F(SnapshotRpcTest, DrainFlushesCommittedStatesSoARestartLosesNothing) {
