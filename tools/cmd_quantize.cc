@@ -92,8 +92,18 @@ absl::Status RunJobs(std::vector<Job>& jobs, int threads) {
   return first;
 }
 
-core::TensorDType StoredType(kernels::DType d) {
-  return d == kernels::DType::kQ4 ? core::TensorDType::kU8 : core::TensorDType::kI8;
+// NAME: the codes (I8 [rows, cols], or U8 [rows, Q4RowBytes(cols)] for q4); NAME_scale: the
+// scales (F32 [rows], or F16 [rows, groups] for q4).
+void AppendQuantized(const std::string& name, const Job& j, int64_t rows, int64_t cols,
+                     std::vector<core::TensorToWrite>* out) {
+  const bool q4 = j.dtype == kernels::DType::kQ4;
+  out->push_back({name, q4 ? core::TensorDType::kU8 : core::TensorDType::kI8,
+                  {rows, static_cast<int64_t>(kernels::QuantCodeBytesPerRow(j.dtype, cols))},
+                  j.codes.data()});
+  out->push_back({name + "_scale", q4 ? core::TensorDType::kF16 : core::TensorDType::kF32,
+                  q4 ? std::vector<int64_t>{rows, kernels::Q4Groups(cols)}
+                     : std::vector<int64_t>{rows},
+                  j.scales.data()});
 }
 
 absl::Status Quantize(const QuantizeArgs& a) {
@@ -148,29 +158,11 @@ absl::Status Quantize(const QuantizeArgs& a) {
       out.push_back({name, t->dtype, t->shape, t->data});
       continue;
     }
-    const Job& j = *it->second;
-    const int64_t rows = t->shape[0], cols = t->shape[1];
-    const std::string& stored = name;
-    out.push_back({stored, StoredType(j.dtype),
-                   {rows, static_cast<int64_t>(kernels::QuantCodeBytesPerRow(j.dtype, cols))},
-                   j.codes.data()});
-    out.push_back({stored + "_scale",
-                   j.dtype == kernels::DType::kQ4 ? core::TensorDType::kF16 : core::TensorDType::kF32,
-                   j.dtype == kernels::DType::kQ4 ? std::vector<int64_t>{rows, kernels::Q4Groups(cols)}
-                                                  : std::vector<int64_t>{rows},
-                   j.scales.data()});
+    AppendQuantized(name, *it->second, t->shape[0], t->shape[1], &out);
   }
   if (tied_head && kernels::IsQuantized(head)) {
-    const Job& j = *by_tensor.at(tensors.lm_head.tensor);
-    const int64_t rows = tensors.lm_head.rows, cols = tensors.lm_head.cols;
-    out.push_back({"lm_head.weight", StoredType(head),
-                   {rows, static_cast<int64_t>(kernels::QuantCodeBytesPerRow(head, cols))},
-                   j.codes.data()});
-    out.push_back({"lm_head.weight_scale",
-                   head == kernels::DType::kQ4 ? core::TensorDType::kF16 : core::TensorDType::kF32,
-                   head == kernels::DType::kQ4 ? std::vector<int64_t>{rows, kernels::Q4Groups(cols)}
-                                               : std::vector<int64_t>{rows},
-                   j.scales.data()});
+    AppendQuantized("lm_head.weight", *by_tensor.at(tensors.lm_head.tensor),
+                    tensors.lm_head.rows, tensors.lm_head.cols, &out);
   }
 
   fs::create_directories(a.out, ec);
