@@ -102,6 +102,22 @@ inline void StoreCols(float* y, typename S::V v, int64_t col, int64_t n_hi, bool
   }
 }
 
+// The next run of pairs to compute: all of [p_begin, p_end) without a counter (the caller
+// stops after that one run), else the next `grab` pairs claimed from it; false when none are
+// left.
+inline bool NextPairs(int64_t* counter, int64_t grab, int64_t p_begin, int64_t p_end,
+                      int64_t* begin, int64_t* end) {
+  if (counter == nullptr) {
+    *begin = p_begin;
+    *end = p_end;
+    return true;
+  }
+  *begin = p_begin + __atomic_fetch_add(counter, grab, __ATOMIC_RELAXED);
+  if (*begin >= p_end) return false;
+  *end = Min(p_end, *begin + grab);
+  return true;
+}
+
 struct QStreamArgs {
   const float* x;     // MR rows, stride ldx
   int64_t ldx;
@@ -201,12 +217,8 @@ void QRunStreamed(const MatMulParams& p, int64_t n_begin, int64_t n_end, int64_t
   const int64_t p_begin = n_begin / kQCols, p_end = (n_end + kQCols - 1) / kQCols;
   QStreamArgs a{p.x, p.ldx, nullptr, 0, k, nullptr, p.ldy, 0, n_end, p.accumulate};
   for (;;) {
-    int64_t g_begin = p_begin, g_end = p_end;
-    if (next_pair != nullptr) {
-      g_begin = p_begin + __atomic_fetch_add(next_pair, grab, __ATOMIC_RELAXED);
-      if (g_begin >= p_end) return;
-      g_end = Min(p_end, g_begin + grab);
-    }
+    int64_t g_begin, g_end;
+    if (!NextPairs(next_pair, grab, p_begin, p_end, &g_begin, &g_end)) return;
     // Tiles never straddle a quad: a tile's pairs share its stream.
     for (int64_t pi = g_begin; pi < g_end;) {
       const int64_t pq = pi % kQuadPairs;
@@ -392,12 +404,8 @@ void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* s
     }
     int64_t* counter = next_pair != nullptr ? next_pair + mb / mc : nullptr;
     for (;;) {
-      int64_t g_begin = p_begin, g_end = p_end;
-      if (counter != nullptr) {
-        g_begin = p_begin + __atomic_fetch_add(counter, grab, __ATOMIC_RELAXED);
-        if (g_begin >= p_end) break;
-        g_end = Min(p_end, g_begin + grab);
-      }
+      int64_t g_begin, g_end;
+      if (!NextPairs(counter, grab, p_begin, p_end, &g_begin, &g_end)) break;
       for (int64_t q_first = g_begin; q_first < g_end;) {
         const int64_t q_last = Min(g_end, (q_first / kQuadPairs + 1) * kQuadPairs);
         const char* quad = w + (q_first / kQuadPairs) * quad_bytes;
