@@ -199,17 +199,15 @@ TEST(SchedulerTest, ALongPromptDelaysOthersDecodingByAtMostOnePiece) {
   Rig r(o);
   const std::string a = r.index.Create("")->session_id;
   const std::string b = r.index.Create("")->session_id;
-  // A decodes for as long as the test needs, read by a thread of its own so its stream never
-  // fills (a full stream would pause it, legitimately).
-  auto decoding = r.Start(a, {1}, 1 << 30, /*buffer=*/64);
-  absl::Status sa;
-  std::thread reader([&] { r.Drain(*decoding, &sa); });
+  // A decodes for as long as the test needs, into a buffer it cannot fill meanwhile (a full
+  // stream would pause it, legitimately, and then there is nothing to interleave).
+  auto decoding = r.Start(a, {1}, 1 << 30, /*buffer=*/1 << 22);
   while (r.model.steps < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   auto prompt = r.Start(b, std::vector<int32_t>(200, 7), 2, /*buffer=*/64);
-  absl::Status sb;
+  absl::Status sa, sb;
   r.Drain(*prompt, &sb);
   decoding->Cancel(absl::CancelledError("the test is done"));
-  reader.join();
+  r.Drain(*decoding, &sa);
   ASSERT_TRUE(sb.ok()) << sb;
   EXPECT_EQ(sa.code(), absl::StatusCode::kCancelled) << sa;
   // From B's first piece to its last, count the prefill tokens between two decode steps.
