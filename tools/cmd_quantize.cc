@@ -115,14 +115,12 @@ absl::Status Quantize(const QuantizeArgs& a) {
   if (a.lm_head_dtype != "auto") {
     XLSTMD_ASSIGN_OR_RETURN(head, core::ParseWeightDType(a.lm_head_dtype));
   }
-  XLSTMD_ASSIGN_OR_RETURN(const std::optional<kernels::DType> already,
-                          core::CheckpointQuantization(a.in));
-  if (already.has_value()) {
+  XLSTMD_ASSIGN_OR_RETURN(const core::ModelConfig config, core::LoadModelConfig(a.in));
+  XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<core::Checkpoint> ckpt, core::Checkpoint::Open(a.in));
+  if (const std::optional<kernels::DType> already = core::CheckpointQuantization(*ckpt)) {
     return absl::InvalidArgumentError(absl::StrCat(a.in, " is quantized already (",
                                                    kernels::DTypeName(*already), ")"));
   }
-  XLSTMD_ASSIGN_OR_RETURN(const core::ModelConfig config, core::LoadModelConfig(a.in));
-  XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<core::Checkpoint> ckpt, core::Checkpoint::Open(a.in));
   XLSTMD_ASSIGN_OR_RETURN(const core::XlstmTensors tensors,
                           core::ResolveXlstmTensors(*ckpt, config));
   std::error_code ec;

@@ -466,39 +466,33 @@ absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
   return out;
 }
 
-absl::StatusOr<kernels::DType> NativeStorageDType(const std::filesystem::path& dir) {
-  absl::StatusOr<std::unique_ptr<Checkpoint>> ckpt = Checkpoint::Open(dir);
-  if (!ckpt.ok()) return ckpt.status();
-  // A quantized matrix's codes (I8/U8) and its F16 scales say nothing of the float precision.
-  auto quantized_part = [&](const TensorView& t) {
-    if (t.dtype == TensorDType::kI8 || t.dtype == TensorDType::kU8) return true;
-    const std::string suffix = "_scale";
-    if (t.name.size() <= suffix.size() ||
-        t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) != 0) {
-      return false;
+std::optional<kernels::DType> StoredQuantization(const Checkpoint& ckpt, const std::string& name) {
+  const TensorView* t = ckpt.Find(name);
+  if (t == nullptr || t->shape.size() != 2 || ckpt.Find(name + "_scale") == nullptr) {
+    return std::nullopt;
+  }
+  if (t->dtype == TensorDType::kI8) return kernels::DType::kI8;
+  if (t->dtype == TensorDType::kU8) return kernels::DType::kQ4;
+  return std::nullopt;
+}
+
+kernels::DType NativeStorageDType(const Checkpoint& ckpt) {
+  constexpr std::string_view kScale = "_scale";
+  for (const std::string& name : ckpt.Names()) {
+    const TensorView* t = ckpt.Find(name);
+    if (t->shape.size() != 2 || t->dtype == TensorDType::kF32 || t->dtype == TensorDType::kF64) {
+      continue;
     }
-    const TensorView* codes = (*ckpt)->Find(t.name.substr(0, t.name.size() - suffix.size()));
-    return codes != nullptr && (codes->dtype == TensorDType::kI8 || codes->dtype == TensorDType::kU8);
-  };
-  for (const auto& file : (*ckpt)->files()) {
-    for (const TensorView& t : file->tensors()) {
-      if (t.shape.size() == 2 && t.dtype != TensorDType::kF32 && t.dtype != TensorDType::kF64 &&
-          !quantized_part(t)) {
-        return kernels::DType::kBF16;
-      }
-    }
+    const bool scales = name.size() > kScale.size() && name.ends_with(kScale) &&
+                        StoredQuantization(ckpt, name.substr(0, name.size() - kScale.size()));
+    if (!scales && !StoredQuantization(ckpt, name)) return kernels::DType::kBF16;
   }
   return kernels::DType::kF32;
 }
 
-absl::StatusOr<std::optional<kernels::DType>> CheckpointQuantization(
-    const std::filesystem::path& dir) {
-  XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
-  for (const std::string& name : ckpt->Names()) {
-    const TensorView* t = ckpt->Find(name);
-    if (t->shape.size() != 2 || ckpt->Find(name + "_scale") == nullptr) continue;
-    if (t->dtype == TensorDType::kI8) return kernels::DType::kI8;
-    if (t->dtype == TensorDType::kU8) return kernels::DType::kQ4;
+std::optional<kernels::DType> CheckpointQuantization(const Checkpoint& ckpt) {
+  for (const std::string& name : ckpt.Names()) {
+    if (std::optional<kernels::DType> q = StoredQuantization(ckpt, name)) return q;
   }
   return std::nullopt;
 }

@@ -98,13 +98,16 @@ absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
 // full-precision checkpoint keeps its precision; bf16 otherwise (BF16/F16 checkpoints such
 // as xLSTM-7B, where f32 storage would double memory and bandwidth for no gain). The
 // daemon and the tool share this rule so their outputs agree by default.
-// Quantized matrices (I8/U8 codes) do not count: they keep their own format.
-absl::StatusOr<kernels::DType> NativeStorageDType(const std::filesystem::path& dir);
+// Quantized matrices (their codes and scales) do not count: they keep their own format.
+kernels::DType NativeStorageDType(const Checkpoint& ckpt);
 
-// The quantized format of a checkpoint written by `xlstm quantize` (kI8 or kQ4, from its
-// first quantized matrix), or nullopt when every matrix is stored as a float.
-absl::StatusOr<std::optional<kernels::DType>> CheckpointQuantization(
-    const std::filesystem::path& dir);
+// The format of a matrix `xlstm quantize` stored as `name`: 2-D I8 (kI8) or U8 (kQ4) codes
+// with a `name_scale` tensor beside them; nullopt for anything else.
+std::optional<kernels::DType> StoredQuantization(const Checkpoint& ckpt, const std::string& name);
+
+// The quantized format of a checkpoint written by `xlstm quantize` (from its first quantized
+// matrix), or nullopt when every matrix is stored as a float.
+std::optional<kernels::DType> CheckpointQuantization(const Checkpoint& ckpt);
 
 }  // namespace xlstmd::core
 

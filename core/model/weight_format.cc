@@ -11,16 +11,6 @@
 namespace xlstmd::core {
 namespace {
 
-// Whether `xlstm quantize` stored the LM head quantized (it may keep it float).
-absl::StatusOr<std::optional<kernels::DType>> StoredHeadFormat(const std::filesystem::path& dir) {
-  XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
-  const TensorView* head = ckpt->Find("lm_head.weight");
-  if (head == nullptr || ckpt->Find("lm_head.weight_scale") == nullptr) return std::nullopt;
-  if (head->dtype == TensorDType::kI8) return kernels::DType::kI8;
-  if (head->dtype == TensorDType::kU8) return kernels::DType::kQ4;
-  return std::nullopt;
-}
-
 absl::Status Contradicts(const std::string& flag, const std::string& value,
                          const std::filesystem::path& dir, const std::string& stored) {
   return absl::InvalidArgumentError(absl::StrCat(
@@ -55,9 +45,9 @@ absl::StatusOr<kernels::DType> ParseWeightDType(const std::string& name) {
 absl::StatusOr<WeightFormat> ResolveWeightFormat(const std::filesystem::path& dir,
                                                  const std::string& weight_dtype,
                                                  const std::string& lm_head_dtype) {
-  XLSTMD_ASSIGN_OR_RETURN(const kernels::DType native, NativeStorageDType(dir));
-  XLSTMD_ASSIGN_OR_RETURN(const std::optional<kernels::DType> stored,
-                          CheckpointQuantization(dir));
+  XLSTMD_ASSIGN_OR_RETURN(const std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  const kernels::DType native = NativeStorageDType(*ckpt);
+  const std::optional<kernels::DType> stored = CheckpointQuantization(*ckpt);
   WeightFormat f;
   f.prequantized = stored.has_value();
   if (weight_dtype == "auto") {
@@ -71,19 +61,19 @@ absl::StatusOr<WeightFormat> ResolveWeightFormat(const std::filesystem::path& di
     f.float_dtype = kernels::IsQuantized(want) ? native : want;
     f.matrix_dtype = want;
   }
-  std::optional<kernels::DType> stored_head;
-  if (stored.has_value()) {
-    XLSTMD_ASSIGN_OR_RETURN(stored_head, StoredHeadFormat(dir));
-  }
+  // xlstm quantize may have kept the head float: then the head is served in the float dtype.
+  const kernels::DType stored_head =
+      stored.has_value() ? StoredQuantization(*ckpt, "lm_head.weight").value_or(f.float_dtype)
+                         : f.matrix_dtype;
   if (lm_head_dtype == "auto") {
-    // A quantized checkpoint's float head stays float (quantize chose to keep it).
-    f.lm_head_dtype = stored.has_value() ? stored_head.value_or(f.float_dtype) : f.matrix_dtype;
+    f.lm_head_dtype = stored_head;
   } else {
     XLSTMD_ASSIGN_OR_RETURN(f.lm_head_dtype, ParseWeightDType(lm_head_dtype));
-    if (stored.has_value() && kernels::IsQuantized(f.lm_head_dtype) != stored_head.has_value()) {
+    if (stored.has_value() &&
+        kernels::IsQuantized(f.lm_head_dtype) != kernels::IsQuantized(stored_head)) {
       return Contradicts("--lm-head-dtype", lm_head_dtype, dir,
-                         stored_head.has_value() ? kernels::DTypeName(*stored_head)
-                                                 : "a float LM head");
+                         kernels::IsQuantized(stored_head) ? kernels::DTypeName(stored_head)
+                                                           : "a float LM head");
     }
   }
   return f;
