@@ -62,6 +62,11 @@ float QuantScaleAt(const QuantizedMatrixView& m, int64_t row, int64_t col);
 // IEEE binary16 <-> f32 (round to nearest even; NaN stays NaN, overflow becomes inf).
 float HalfToFloat(uint16_t h);
 uint16_t FloatToHalf(float f);
+// bfloat16 <-> f32: bf16 is the high half of the f32 (exact one way); to bf16 rounds to
+// nearest even, and a NaN stays NaN (quiet bit set, sign and high payload kept) instead of
+// rounding into infinity.
+float Bf16ToFloat(uint16_t b);
+uint16_t FloatToBf16(float f);
 
 }  // namespace xlstmd::kernels
 

@@ -2,7 +2,8 @@
 // (health NOT_SERVING), load the model, serve; on SIGTERM/SIGINT drain and exit 0 (3 when the
 // drain's flush to --state-dir did not write every session).
 // Exit codes: 0 after a clean stop (or --help), 2 when options, the API keys file, the
-// model or the listen address are unusable (one error line on stderr).
+// model or the listen address are unusable (one error line on stderr), 3 when the drain's
+// flush did not write every session.
 #include <signal.h>
 #include <sys/resource.h>
 

@@ -16,16 +16,6 @@
 namespace xlstmd::core {
 namespace {
 
-// Round to nearest even; NaN stays NaN.
-float RoundToBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return f;
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 kernels::DType ToKernelDType(TensorDType t) {
   switch (t) {
     case TensorDType::kBF16:
@@ -57,10 +47,7 @@ void ConvertToF32(const void* src, TensorDType dtype, int64_t n, float* dst) {
   switch (dtype) {
     case TensorDType::kBF16: {
       const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) {
-        const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
-        std::memcpy(dst + i, &bits, 4);
-      }
+      for (int64_t i = 0; i < n; ++i) dst[i] = kernels::Bf16ToFloat(s[i]);
       break;
     }
     case TensorDType::kF16: {
@@ -203,7 +190,7 @@ absl::Status WeightUploader::Run() {
     // rounded as its matrices are, so an f32 checkpoint served as bf16 computes exactly what
     // the checkpoint converted to bf16 does (as torch's .to(bfloat16)); the values stay f32.
     if (backend_->WeightDType() == kernels::DType::kBF16) {
-      for (float& v : host) v = RoundToBf16(v);
+      for (float& v : host) v = kernels::Bf16ToFloat(kernels::FloatToBf16(v));
     }
     XLSTMD_ASSIGN_OR_RETURN(void* dev, backend_->Alloc(host.size() * sizeof(float)));
     backend_->CopyToDevice(dev, host.data(), host.size() * sizeof(float));

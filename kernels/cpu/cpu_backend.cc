@@ -31,16 +31,6 @@ constexpr size_t kParallelCopyBytes = size_t{1} << 20;
 
 size_t RoundUp(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-// f32 -> bf16, round to nearest even. NaNs stay NaN (quiet bit set, sign and high payload
-// kept) instead of rounding into infinity.
-uint16_t F32ToBf16(float f) {
-  const uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-float Bf16ToF32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
-
 // Converts one row of `cols` elements into the storage dtype.
 void ConvertRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols, void* dst) {
   if (src_dtype == dst_dtype) {
@@ -51,7 +41,7 @@ void ConvertRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols,
   if (dst_dtype == DType::kF32) {
     float* d = static_cast<float*>(dst);
     if (src_dtype == DType::kBF16) {
-      for (int64_t c = 0; c < cols; ++c) d[c] = Bf16ToF32(s16[c]);
+      for (int64_t c = 0; c < cols; ++c) d[c] = Bf16ToFloat(s16[c]);
     } else {
       for (int64_t c = 0; c < cols; ++c) d[c] = HalfToFloat(s16[c]);
     }
@@ -60,9 +50,9 @@ void ConvertRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols,
   uint16_t* d = static_cast<uint16_t*>(dst);  // dst_dtype == kBF16
   if (src_dtype == DType::kF32) {
     const float* s = static_cast<const float*>(src);
-    for (int64_t c = 0; c < cols; ++c) d[c] = F32ToBf16(s[c]);
+    for (int64_t c = 0; c < cols; ++c) d[c] = FloatToBf16(s[c]);
   } else {
-    for (int64_t c = 0; c < cols; ++c) d[c] = F32ToBf16(HalfToFloat(s16[c]));
+    for (int64_t c = 0; c < cols; ++c) d[c] = FloatToBf16(HalfToFloat(s16[c]));
   }
 }
 
