@@ -63,19 +63,6 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Deterministic pseudo-random token ids in [0, vocab).
-std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
-  std::vector<int32_t> out(static_cast<size_t>(n));
-  uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (int32_t& t : out) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    t = static_cast<int32_t>(x % static_cast<uint64_t>(vocab));
-  }
-  return out;
-}
-
 Json ResultLine(const char* phase, int64_t batch, int64_t prompt_len, double tokens, double seconds,
                 const Work& work, const Limits& limits) {
   const Roofline r = Judge(work, limits.dram_gbps, limits.peak_gflops);

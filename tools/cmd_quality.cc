@@ -52,23 +52,10 @@ double Nll(const float* row, int64_t vocab, int32_t next) {
   return std::log(sum) + mx - row[next];
 }
 
-int32_t Argmax(const float* row, int64_t vocab) {
-  return static_cast<int32_t>(std::max_element(row, row + vocab) - row);
-}
-
 absl::StatusOr<std::vector<int32_t>> ReadTokens(const QualityArgs& a, int64_t vocab) {
   const int64_t need = a.positions + 1;
   std::vector<int32_t> tokens;
-  if (a.text_file.empty()) {
-    uint64_t x = static_cast<uint64_t>(a.seed) * 0x9e3779b97f4a7c15ULL + 1;
-    for (int64_t i = 0; i < need; ++i) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      tokens.push_back(static_cast<int32_t>(x % static_cast<uint64_t>(vocab)));
-    }
-    return tokens;
-  }
+  if (a.text_file.empty()) return RandomTokens(need, vocab, static_cast<uint64_t>(a.seed));
   XLSTMD_ASSIGN_OR_RETURN(const std::string text, core::ReadSmallFile(a.text_file, 256u << 20));
   XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<core::Tokenizer> tok,
                           core::LoadModelTokenizer(a.model_dir));
@@ -114,7 +101,7 @@ absl::Status Compare(core::XlstmModel& ref, core::XlstmModel& test,
         t->sum_sq_ref += static_cast<double>(a[v]) * a[v];
       }
       t->values += vocab;
-      t->agree += Argmax(a, vocab) == Argmax(b, vocab);
+      t->agree += ArgMax(a, vocab) == ArgMax(b, vocab);
       const int32_t next = tokens[static_cast<size_t>(begin + i + 1)];
       t->nll_ref += Nll(a, vocab, next);
       t->nll += Nll(b, vocab, next);

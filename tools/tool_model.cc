@@ -64,4 +64,16 @@ int32_t ArgMax(const float* row, int64_t n) {
   return static_cast<int32_t>(best);
 }
 
+std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (int32_t& t : out) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    t = static_cast<int32_t>(x % static_cast<uint64_t>(vocab));
+  }
+  return out;
+}
+
 }  // namespace xlstmd::tools

@@ -43,6 +43,9 @@ int ReportRuntimeError(const std::string& command, const absl::Status& status);
 // Index of the largest value; ties go to the lowest index.
 int32_t ArgMax(const float* row, int64_t n);
 
+// Deterministic pseudo-random token ids in [0, vocab) (xorshift64 from `seed`).
+std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed);
+
 }  // namespace xlstmd::tools
 
 #endif  // XLSTMD_TOOLS_TOOL_MODEL_H_
