@@ -4,17 +4,21 @@
 // one POD params struct each (op_params.h). Backends know nothing of sessions: recurrent state
 // is addressed by slot index into an arena the caller allocated with `Alloc`.
 //
-// Ordering: ops, copies and Memset0 take effect in the order they are issued, so each may use
-// what an earlier one wrote without waiting. The call that issues them may return before they
-// have run: `Synchronize()` returns once all issued work has finished. Until then the host
-// memory handed to that work (CopyToHost destinations, CopyToDevice sources, the host arrays in
-// op params such as ids and slots) must stay valid and untouched, and the results are not yet
-// visible on the host. The CPU backend runs everything synchronously, so Synchronize is a
-// no-op there; device backends (CUDA) queue work asynchronously and rely on this contract.
+// Ordering: every op, copy and Memset0 of one backend instance goes into one ordered queue
+// (one non-blocking stream on CUDA), so each may use what an earlier one wrote without
+// waiting. The call that issues them may return before they have run: `Synchronize()` returns
+// once all issued work has finished, with an error if any of it failed. Until then the host
+// memory handed to that work (pinned CopyToHost destinations, CopyToDevice sources) must stay
+// valid and untouched. A copy to or from pageable host memory (anything not from AllocHost)
+// completes before it returns. The CPU backend runs everything synchronously; the CUDA backend
+// queues it, and the model waits only at the end of a forward pass.
+//
+// Index arrays (token ids, state slots, row ranges) are read by ops from backend memory: the
+// model copies them to the device once per forward pass, not once per op.
 //
 // Threading: one thread (the model's owner, i.e. the scheduler) calls ops; a Backend is not
-// safe for concurrent op calls. `Alloc`/`Free`/`Upload*` follow the same rule. The backend may
-// use its own worker threads internally.
+// safe for concurrent op calls. `Alloc`/`Free`/`AllocHost`/`FreeHost` follow the same rule.
+// The backend may use its own worker threads internally.
 #ifndef XLSTMD_KERNELS_BACKEND_H_
 #define XLSTMD_KERNELS_BACKEND_H_
 
@@ -22,6 +26,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+
+#include "absl/status/status.h"
 
 #include "absl/status/statusor.h"
 #include "kernels/op_params.h"
@@ -38,6 +45,7 @@ struct BackendOptions {
   // Default storage of weight matrices (kF32 or kBF16); UploadMatrixAs picks another per
   // matrix (e.g. quantized projections next to a bf16 embedding).
   DType weight_dtype = DType::kBF16;
+  int device = 0;  // device index (CUDA); ignored by the CPU backend
 };
 
 class Backend {
@@ -51,9 +59,19 @@ class Backend {
   virtual int Threads() const = 0;
   virtual DType WeightDType() const = 0;
 
-  // Device memory. Alloc returns zeroed memory aligned to 64 bytes.
+  // True when backend memory is ordinary host memory (the CPU backend): the host may then
+  // read results in place instead of copying them out.
+  virtual bool HostVisible() const = 0;
+
+  // Backend memory. Alloc returns zeroed memory aligned to 64 bytes. Prefer the owning
+  // Allocate() (DeviceBuffer below).
   virtual absl::StatusOr<void*> Alloc(size_t bytes) = 0;
   virtual void Free(void* p) = 0;
+  // Host memory the device can copy to and from asynchronously (pinned on CUDA), aligned to
+  // 64 bytes, zeroed. Prefer AllocateHost()
+  // (HostBuffer below).
+  virtual absl::StatusOr<void*> AllocHost(size_t bytes) = 0;
+  virtual void FreeHost(void* p) = 0;
   virtual void CopyToDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyToHost(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;
@@ -90,14 +108,70 @@ class Backend {
   virtual void HeadNormGate(const HeadNormGateParams& p) = 0;
   virtual void MlstmStep(const MlstmStepParams& p) = 0;
   virtual void MlstmChunkwise(const MlstmChunkParams& p) = 0;
+  virtual void GatherRows(const GatherRowsParams& p) = 0;
 
-  // Returns once all work issued so far has finished (see "Ordering" above); a no-op on the
-  // CPU backend, whose calls finish before they return.
-  virtual void Synchronize() = 0;
+  // Returns once all work issued so far has finished (see "Ordering" above). An error means
+  // the device is unusable (a sticky CUDA error): INTERNAL, and every later call fails too.
+  // Always OK on the CPU backend, whose calls finish before they return.
+  virtual absl::Status Synchronize() = 0;
 
  protected:
   Backend() = default;
 };
+
+// Owner of one block of backend memory (DeviceBuffer, from Alloc) or of pinned host memory
+// (HostBuffer, from AllocHost); move-only, frees through its backend.
+template <void (Backend::*kFree)(void*)>
+class BackendBlock {
+ public:
+  BackendBlock() = default;
+  BackendBlock(Backend* backend, void* p, size_t bytes) : backend_(backend), p_(p), bytes_(bytes) {}
+  BackendBlock(BackendBlock&& o) noexcept { *this = std::move(o); }
+  BackendBlock& operator=(BackendBlock&& o) noexcept {
+    if (this != &o) {
+      reset();
+      backend_ = std::exchange(o.backend_, nullptr);
+      p_ = std::exchange(o.p_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  BackendBlock(const BackendBlock&) = delete;
+  BackendBlock& operator=(const BackendBlock&) = delete;
+  ~BackendBlock() { reset(); }
+
+  void reset() {
+    if (p_ != nullptr) (backend_->*kFree)(p_);
+    p_ = nullptr;
+    bytes_ = 0;
+  }
+  void* get() const { return p_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return bytes_; }
+  explicit operator bool() const { return p_ != nullptr; }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+using DeviceBuffer = BackendBlock<&Backend::Free>;
+using HostBuffer = BackendBlock<&Backend::FreeHost>;
+
+inline absl::StatusOr<DeviceBuffer> Allocate(Backend& backend, size_t bytes) {
+  absl::StatusOr<void*> p = backend.Alloc(bytes);
+  if (!p.ok()) return p.status();
+  return DeviceBuffer(&backend, *p, bytes);
+}
+
+inline absl::StatusOr<HostBuffer> AllocateHost(Backend& backend, size_t bytes) {
+  absl::StatusOr<void*> p = backend.AllocHost(bytes);
+  if (!p.ok()) return p.status();
+  return HostBuffer(&backend, *p, bytes);
+}
 
 // RAII owner of a weight matrix.
 struct WeightMatrixDeleter {

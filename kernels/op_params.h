@@ -1,9 +1,9 @@
 // POD parameter structs for every Backend op, shared by the CPU and CUDA implementations.
 //
 // Each struct carries raw pointers into backend memory (host memory for the CPU backend,
-// device memory for CUDA), sizes and row strides in elements, and, for recurrent ops, the
-// state-slot indices of the sessions in the batch. Shapes are written as
-// `// [rows, cols]`. Activations and states are always float32; weights are in the backend's
+// device memory for CUDA; index arrays too), sizes and row strides in elements, and, for
+// recurrent ops, the state-slot indices of the sessions in the batch. Shapes are written as
+// `// [rows, cols]`. The params do not own anything. Activations and states are always float32; weights are in the backend's
 // storage dtype behind a `WeightMatrix` handle. Ops do not validate their params: the caller
 // (core/model's XlstmModel, whose shapes come from the checked model config and whose token ids
 // and state slots are checked by ValidateTokens / ValidateSlots before every forward call) must
@@ -23,19 +23,15 @@ enum class DType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2, kI8 = 3, kQ4 = 4 };
 inline bool IsQuantized(DType t) { return t == DType::kI8 || t == DType::kQ4; }
 
 // Backend-owned, immutable weight matrix W [rows, cols] (row-major as in the checkpoint:
-// rows = output features, cols = input features), made by Backend::UploadMatrix. `data` is
-// backend memory; `packed` is an optional backend-private copy in a faster layout. A backend
-// may keep only `packed` (`data` == nullptr; the AVX-512 and AVX2 CPU backends do, see
-// kernels/cpu/gemm.h, and every CPU backend does for quantized matrices, see
-// kernels/cpu/gemm_quant.h). Only the backend that made it may read or free it.
-struct WeightMatrix {
-  DType dtype;     // storage dtype of `data`
-  int64_t rows;
-  int64_t cols;
-  int64_t ld;      // row stride of `data` in elements (>= cols)
-  void* data;      // row-major [rows, ld], or nullptr when only `packed` is kept
-  void* packed;    // backend-private, may be nullptr
-  size_t bytes;    // bytes owned (data + packed)
+// rows = output features, cols = input features), made by Backend::UploadMatrix. Opaque:
+// each backend derives its own representation (layout, packing, quantization) and only the
+// backend that made a matrix may read or free it; everyone else holds the handle.
+class WeightMatrix {
+ public:
+  virtual ~WeightMatrix() = default;
+
+ protected:
+  WeightMatrix() = default;
 };
 
 // y[m, n] = (accumulate ? y[m, n] : 0) + sum_k x[m, k] * W[n, k]   (PyTorch x @ W^T)
@@ -64,10 +60,11 @@ struct RmsNormParams {
   float eps;
 };
 
-// y[r, :] = float32(table[ids[r], :]); ids must be in [0, table rows).
+// y[r, :] = float32(table[ids[r], :]); ids must be in [0, table rows), or -1 for a padding
+// row (y[r, :] = 0).
 struct EmbedParams {
   const WeightMatrix* table;  // [vocab, dim], f32 or bf16 (never quantized)
-  const int32_t* ids;         // [rows] (host memory on every backend)
+  const int32_t* ids;         // [rows] (backend memory)
   float* y;                   // [rows, dim], stride ldy
   int64_t rows;
   int64_t ldy;
@@ -131,7 +128,9 @@ struct MlstmDims {
   float q_scale; // family A: 1/sqrt(dqk) applied to q
 };
 
-// One recurrent step for a batch of sessions; row r uses state slot slots[r].
+// One recurrent step for a batch of sessions; row r uses state slot slots[r]. A slot of -1
+// marks a padding row (a fixed-size batch bucket): its state is neither read nor written and
+// its h row is 0.
 struct MlstmStepParams {
   const float* q;  // [batch, heads*dqk], stride ldq
   const float* k;  // [batch, heads*dqk], stride ldk
@@ -139,7 +138,7 @@ struct MlstmStepParams {
   const float* i;  // [batch, heads] input gate, stride ldi
   const float* f;  // [batch, heads] forget gate, stride ldf
   float* h;        // [batch, heads*dv] output, stride ldh
-  const int32_t* slots;  // [batch] (host memory)
+  const int32_t* slots;  // [batch] (backend memory)
   int64_t batch;
   int64_t ldq, ldk, ldv, ldi, ldf, ldh;
   MlstmDims dims;
@@ -156,14 +155,29 @@ struct MlstmChunkParams {
   const float* i;
   const float* f;
   float* h;
-  const int32_t* slots;      // [num_seqs] (host memory)
-  const int64_t* row_begin;  // [num_seqs] (host memory)
-  const int64_t* length;     // [num_seqs] (host memory)
+  const int32_t* slots;      // [num_seqs] (backend memory)
+  const int64_t* row_begin;  // [num_seqs] (backend memory)
+  const int64_t* length;     // [num_seqs] (backend memory)
+  // The same row ranges in host memory, for launch planning (grids, scratch windows).
+  const int64_t* host_row_begin;
+  const int64_t* host_length;
   int64_t num_seqs;
   int64_t chunk_size;
   int64_t ldq, ldk, ldv, ldi, ldf, ldh;
   MlstmDims dims;
   MlstmStateRef state;
+};
+
+// y[r, :] = x[rows[r], :] for r in [0, n): picks the residual rows whose logits are wanted.
+// y must not overlap the rows it reads.
+struct GatherRowsParams {
+  const float* x;       // [*, cols], stride ldx
+  const int32_t* rows;  // [n] (backend memory)
+  float* y;             // [n, cols], stride ldy
+  int64_t n;
+  int64_t cols;
+  int64_t ldx;
+  int64_t ldy;
 };
 
 }  // namespace xlstmd::kernels

@@ -63,7 +63,9 @@ class Server::Impl {
     if (state.draining()) return "draining";
     const core::Engine* engine = state.engine();
     if (engine == nullptr) return "model loading";
-    const int64_t silent_ms = engine->stats().ms_since_engine_loop;
+    const core::EngineStats stats = engine->stats();
+    if (stats.device_failed) return "the compute device failed (see the log)";
+    const int64_t silent_ms = stats.ms_since_engine_loop;
     if (silent_ms > kEngineStallMs) {
       return absl::StrCat("engine stalled: its thread has not come round for ", silent_ms,
                           " ms");

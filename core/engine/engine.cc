@@ -25,6 +25,11 @@ Engine::Impl::~Impl() {
 
 absl::Status Engine::Impl::Start() {
   XLSTMD_RETURN_IF_ERROR(model_->AllocateSlots(options_.resident_slots));
+  // The forward buffers are sized once, for the largest call the scheduler makes: a decode
+  // step of max_batch rows, or prompt pieces within the token budget (at least one piece).
+  const int64_t forward_rows = std::max<int64_t>(
+      options_.max_batch, std::max(options_.prefill_token_budget, options_.prefill_piece));
+  XLSTMD_RETURN_IF_ERROR(model_->Reserve(forward_rows, options_.max_batch));
   state_bytes_ = model_->state_layout().bytes_per_slot();
   snapshot_bytes_ = MaxSnapshotBytes(model_->state_layout());
   SessionIndex::Limits limits;
@@ -310,6 +315,7 @@ EngineStats Engine::Impl::stats() const {
   s.resident_sessions = pool_->resident_count();
   s.steps = scheduler_->steps();
   s.ms_since_engine_loop = scheduler_->SinceLastLoop().count();
+  s.device_failed = scheduler_->DeviceFailed();
   s.generated_tokens = scheduler_->generated_tokens();
   const TierStats t = tiers_->Stats();
   s.host_sessions = t.host_sessions;

@@ -127,6 +127,7 @@ struct EngineStats {
   int64_t restores_from_redis = 0;   // states read back from Redis (spill or another daemon)
   int64_t steps = 0;
   int64_t ms_since_engine_loop = 0;  // see Scheduler::SinceLastLoop
+  bool device_failed = false;        // the backend failed; no turn runs again
   int64_t generated_tokens = 0;
   // Redis tier (docs/redis-tier.md): the sessions this daemon knows to be stored there (what
   // other daemons stored is not counted); /metrics reports tier="redis" only when enabled.

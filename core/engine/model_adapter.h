@@ -23,13 +23,13 @@ class ModelAdapter final : public SlotStore, public ModelRunner {
   void Reset(int32_t slot) override { model_->ResetSlot(slot); }
 
   int32_t vocab_size() const override { return static_cast<int32_t>(model_->vocab_size()); }
-  absl::Status Prefill(absl::Span<const PrefillSequence> seqs, const PrefillOptions& options,
-                       std::vector<float>* logits) override {
-    return model_->Prefill(seqs, options, logits);
+  absl::StatusOr<LogitsView> Prefill(absl::Span<const PrefillSequence> seqs,
+                                     const PrefillOptions& options) override {
+    return model_->Prefill(seqs, options);
   }
-  absl::Status Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
-                    std::vector<float>* logits) override {
-    return model_->Step(tokens, slots, logits);
+  absl::StatusOr<LogitsView> Step(absl::Span<const int32_t> tokens,
+                                  absl::Span<const int32_t> slots) override {
+    return model_->Step(tokens, slots);
   }
 
  private:

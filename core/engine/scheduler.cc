@@ -66,6 +66,7 @@ absl::Status Scheduler::CheckAdmits(bool reserved) const {
 
 absl::Status Scheduler::AdmitsLocked(bool reserved) const {
   if ((draining_ && !reserved) || stopping_) return ServerUnavailable();
+  if (!device_error_.ok()) return device_error_;
   if (static_cast<int32_t>(queue_.size()) >= options_.queue_depth) {
     return QueueFull(options_.queue_depth);
   }
@@ -362,11 +363,11 @@ bool Scheduler::PrefillPieces() {
   PrefillOptions popts;
   popts.chunk_size = options_.prefill_chunk_size;
   popts.logits = LogitsMode::kLast;
-  if (absl::Status s = model_->Prefill(seqs, popts, &logits_); !s.ok()) {
-    FailTurns(turns, absl::InternalError(absl::StrCat("model error: ", s.message())));
+  absl::StatusOr<LogitsView> logits = model_->Prefill(seqs, popts);
+  if (!logits.ok()) {
+    ModelFailed(turns, logits.status());
     return true;
   }
-  const size_t vocab = static_cast<size_t>(model_->vocab_size());
   std::vector<Turn*> created;
   for (size_t i = 0; i < turns.size(); ++i) {
     Turn& t = *turns[i];
@@ -378,7 +379,7 @@ bool Scheduler::PrefillPieces() {
       continue;
     }
     t.phase = Turn::Phase::kDecode;
-    SampleAndEmit(t, absl::MakeConstSpan(logits_).subspan(i * vocab, vocab));
+    SampleAndEmit(t, logits->row(static_cast<int64_t>(i)));
   }
   for (Turn* t : created) CommitCreate(*t);
   return true;
@@ -402,8 +403,9 @@ bool Scheduler::DecodeStep() {
   }
   if (turns.empty()) return false;
   const auto step_start = clock_->Now();  // metrics hook
-  if (absl::Status s = model_->Step(tokens, slots, &logits_); !s.ok()) {
-    FailTurns(turns, absl::InternalError(absl::StrCat("model error: ", s.message())));
+  absl::StatusOr<LogitsView> logits = model_->Step(tokens, slots);
+  if (!logits.ok()) {
+    ModelFailed(turns, logits.status());
     return true;
   }
   if (options_.observer != nullptr) {  // metrics hook
@@ -411,14 +413,13 @@ bool Scheduler::DecodeStep() {
                                     MsBetween(step_start, clock_->Now()) / 1000);
   }
   steps_.fetch_add(1, std::memory_order_relaxed);
-  const size_t vocab = static_cast<size_t>(model_->vocab_size());
   std::vector<Turn*> done;
   for (size_t i = 0; i < turns.size(); ++i) {
     Turn& t = *turns[i];
     if (t.final_pending) {
       done.push_back(&t);
     } else {
-      SampleAndEmit(t, absl::MakeConstSpan(logits_).subspan(i * vocab, vocab));
+      SampleAndEmit(t, logits->row(static_cast<int64_t>(i)));
     }
   }
   for (Turn* t : done) Finalize(*t);

@@ -49,10 +49,11 @@ class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
   virtual int32_t vocab_size() const = 0;
-  virtual absl::Status Prefill(absl::Span<const PrefillSequence> seqs,
-                               const PrefillOptions& options, std::vector<float>* logits) = 0;
-  virtual absl::Status Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
-                            std::vector<float>* logits) = 0;
+  // Logits views stay valid until the next call (XlstmModel::Prefill / Step).
+  virtual absl::StatusOr<LogitsView> Prefill(absl::Span<const PrefillSequence> seqs,
+                                             const PrefillOptions& options) = 0;
+  virtual absl::StatusOr<LogitsView> Step(absl::Span<const int32_t> tokens,
+                                          absl::Span<const int32_t> slots) = 0;
 };
 
 // Wakes the scheduler thread. Shared with stream callbacks so that a transport that outlives
@@ -125,6 +126,8 @@ class Scheduler {
   // Time since the engine thread last went round its loop (it does at least once a second
   // when idle): a large value means a model call or a posted task is stuck.
   std::chrono::milliseconds SinceLastLoop() const;
+  // Set once a forward call failed on the device itself (ModelFailed): no turn runs again.
+  bool DeviceFailed() const { return device_failed_.load(std::memory_order_relaxed); }
   int64_t generated_tokens() const { return generated_tokens_.load(std::memory_order_relaxed); }
   const std::shared_ptr<Signal>& signal() const { return signal_; }
 
@@ -151,6 +154,7 @@ class Scheduler {
   // scheduler_commit.cc: ends of turns.
   void RollBack(Turn& t, absl::Status reason);
   void FailTurns(const std::vector<Turn*>& turns, const absl::Status& reason);
+  void ModelFailed(const std::vector<Turn*>& turns, const absl::Status& status);
   void RemoveActive(Turn* t);
   void Finalize(Turn& t);
   void OnShared(uint64_t seq, absl::StatusOr<RedisManifest> written);
@@ -174,6 +178,8 @@ class Scheduler {
   std::optional<absl::Status> cancel_all_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status device_error_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> device_failed_{false};
   int32_t running_ ABSL_GUARDED_BY(mu_) = 0;
   int32_t reserved_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> steps_{0};
@@ -182,7 +188,6 @@ class Scheduler {
 
   // Scheduler thread only.
   std::vector<std::unique_ptr<Turn>> active_;
-  std::vector<float> logits_;
   uint64_t turn_seq_ = 0;
   SteadyClock::time_point last_sweep_;
 };

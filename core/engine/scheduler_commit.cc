@@ -31,6 +31,27 @@ void Scheduler::FailTurns(const std::vector<Turn*>& turns, const absl::Status& r
   });
 }
 
+// A forward call failed. INTERNAL comes from the backend itself (a sticky device error): the
+// device's state is unknown, so every running and queued turn rolls back to its committed
+// state, no new turn is admitted and /readyz fails. Anything else failed only these turns.
+void Scheduler::ModelFailed(const std::vector<Turn*>& turns, const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kInternal) {
+    FailTurns(turns, absl::InternalError(absl::StrCat("model error: ", status.message())));
+    return;
+  }
+  spdlog::critical("the compute backend failed: {}; this replica stops serving new turns",
+                   std::string(status.message()));
+  const absl::Status reason = absl::UnavailableError(
+      absl::StrCat("the compute device failed (", status.message(), "); retry on another replica"));
+  {
+    absl::MutexLock lock(&mu_);
+    device_error_ = reason;
+  }
+  device_failed_.store(true, std::memory_order_relaxed);
+  std::vector<std::unique_ptr<Turn>> none;
+  Shutdown(none, reason);
+}
+
 void Scheduler::RemoveActive(Turn* t) {
   std::erase_if(active_, [t](const std::unique_ptr<Turn>& a) { return a.get() == t; });
 }

@@ -192,10 +192,11 @@ absl::Status WeightUploader::Run() {
     if (backend_->WeightDType() == kernels::DType::kBF16) {
       for (float& v : host) v = kernels::Bf16ToFloat(kernels::FloatToBf16(v));
     }
-    XLSTMD_ASSIGN_OR_RETURN(void* dev, backend_->Alloc(host.size() * sizeof(float)));
-    backend_->CopyToDevice(dev, host.data(), host.size() * sizeof(float));
-    vectors_.push_back(dev);
-    *job.out = static_cast<float*>(dev);
+    XLSTMD_ASSIGN_OR_RETURN(kernels::DeviceBuffer dev,
+                            kernels::Allocate(*backend_, host.size() * sizeof(float)));
+    backend_->CopyToDevice(dev.get(), host.data(), host.size() * sizeof(float));
+    *job.out = dev.as<float>();
+    vectors_.push_back(std::move(dev));
   }
   return absl::OkStatus();
 }

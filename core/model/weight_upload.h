@@ -36,8 +36,8 @@ class WeightUploader {
 
   absl::Status Run();
   size_t matrix_bytes() const { return matrix_bytes_; }
-  // Backend buffers made for vectors; the caller frees them.
-  std::vector<void*> TakeVectors() { return std::move(vectors_); }
+  // Backend buffers made for vectors (their owners).
+  std::vector<kernels::DeviceBuffer> TakeVectors() { return std::move(vectors_); }
   // 32 hex chars: XXH3-128 of a canonical string of the config's dims and, per slice, its
   // tensor name, row range, shape, dtype and the XXH3-64 of its bytes (hashed by Run()).
   std::string Digest(const ModelConfig& config) const;
@@ -60,7 +60,7 @@ class WeightUploader {
   int threads_;
   std::vector<MatrixJob> matrices_;
   std::vector<VectorJob> vector_jobs_;
-  std::vector<void*> vectors_;
+  std::vector<kernels::DeviceBuffer> vectors_;
   std::vector<std::pair<std::string, uint64_t>> part_hashes_;  // filled by Run()
   size_t matrix_bytes_ = 0;
 };

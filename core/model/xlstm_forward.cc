@@ -1,4 +1,12 @@
 // XlstmModel's forward pass (xlstm-spec.md 3.2): Prefill, Step and the shared block loop.
+//
+// A forward call runs as one or more windows of at most `capacity` token rows (the workspace
+// reserved at start-up is never outgrown while serving). Each window copies its index arrays
+// (token ids, slots, row ranges, logit rows) to the backend once, runs every block over its
+// rows, and appends the logits of the rows that want them to the logits buffer. Sequences are
+// packed into windows in order and a sequence split across windows is split at a multiple of
+// the chunk size, so the chunks, and hence the results, are those of one unwindowed call, and
+// the rows that get logits come out in call order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,25 +21,26 @@ namespace xlstmd::core {
 namespace kn = ::xlstmd::kernels;
 using kernels::Backend;
 
-// The block loop over `rows` token rows whose embeddings are in ws_->x. In step mode row r
+// The block loop over the window's rows, whose embeddings are in ws_->x. In step mode row r
 // is one session continuing from slot slots[r]; otherwise sequence s owns rows
 // [row_begin[s], row_begin[s] + length[s]) and continues from slots[s].
-void XlstmModel::RunBlocks(int64_t rows, const std::vector<int32_t>& slots,
-                           const std::vector<int64_t>& row_begin,
-                           const std::vector<int64_t>& length, int64_t chunk_size, bool step) {
+void XlstmModel::RunBlocks(const Window& win, const IndexArrays& dev, const IndexArrays& host,
+                           int64_t chunk_size, bool step) {
   const ModelConfig& c = config_;
   Workspace& w = *ws_;
   Backend& be = *backend_;
+  const int64_t rows = win.rows();
   const int64_t E = c.embedding_dim, NH = c.num_heads, QK = c.qk_dim(), VD = c.v_dim();
   const int64_t F = c.ffn_dim(), P = 2 * QK + 2 * VD + 2 * NH;
   // Column offsets inside the fused projection output.
   const int64_t oq = 0, ok = QK, ov = 2 * QK, oo = 2 * QK + VD, oi = 2 * QK + 2 * VD, of = oi + NH;
   const kn::MlstmDims dims{NH, c.dqk(), c.dv(), c.eps, 1.0f / std::sqrt(static_cast<float>(c.dqk()))};
+  float* arena = arena_.as<float>();
 
   for (size_t b = 0; b < blocks_.size(); ++b) {
     const BlockWeights& bw = *blocks_[b];
     const MlstmBlockStateOffsets& so = layout_.block(static_cast<int64_t>(b));
-    const kn::MlstmStateRef state{arena_, layout_.floats_per_slot(), so.c_offset, so.n_offset,
+    const kn::MlstmStateRef state{arena, layout_.floats_per_slot(), so.c_offset, so.n_offset,
                                   so.m_offset};
     be.RmsNorm({w.x, bw.norm_mlstm_w, bw.norm_mlstm_b, w.hn, rows, E, E, E, c.norm_eps});
     be.MatMul({w.hn, bw.w_in.get(), w.proj, rows, E, P, false});
@@ -40,12 +49,12 @@ void XlstmModel::RunBlocks(int64_t rows, const std::vector<int32_t>& slots,
     be.BiasSoftCap({w.proj + oi, bw.gate_bias, rows, 2 * NH, P, c.gate_soft_cap});
     if (step) {
       be.MlstmStep({w.proj + oq, w.proj + ok, w.proj + ov, w.proj + oi, w.proj + of, w.hcell,
-                    slots.data(), rows, P, P, P, P, P, VD, dims, state});
+                    dev.slots, rows, P, P, P, P, P, VD, dims, state});
     } else {
       be.MlstmChunkwise({w.proj + oq, w.proj + ok, w.proj + ov, w.proj + oi, w.proj + of,
-                         w.hcell, slots.data(), row_begin.data(), length.data(),
-                         static_cast<int64_t>(slots.size()), chunk_size, P, P, P, P, P, VD,
-                         dims, state});
+                         w.hcell, dev.slots, dev.row_begin, dev.length, host.row_begin,
+                         host.length, static_cast<int64_t>(win.slots.size()), chunk_size, P, P,
+                         P, P, P, VD, dims, state});
     }
     be.HeadNormGate({w.hcell, w.proj + oo, bw.mh_norm_w, bw.mh_norm_b, w.hgate, rows, NH,
                      c.dv(), VD, P, VD, c.norm_eps});
@@ -61,75 +70,153 @@ void XlstmModel::RunBlocks(int64_t rows, const std::vector<int32_t>& slots,
   }
 }
 
-// Final norm + lm_head + soft cap for the listed residual rows; result in host memory.
-absl::Status XlstmModel::ComputeLogits(const std::vector<int64_t>& rows,
-                                       std::vector<float>* logits) {
+// Final norm + lm_head + soft cap for the window's logit rows (all rows when `all_rows`,
+// else the residual rows listed in dev.gather), appended to the logits buffer. When the
+// buffer is full, its rows go to `spill` (the vector API) or the call fails.
+absl::Status XlstmModel::AppendLogits(const Window& win, const IndexArrays& dev, bool all_rows,
+                                      std::vector<float>* spill) {
   const ModelConfig& c = config_;
   Workspace& w = *ws_;
   Backend& be = *backend_;
-  const int64_t E = c.embedding_dim, V = c.vocab_size, R = static_cast<int64_t>(rows.size());
-  logits->resize(static_cast<size_t>(R * V));
-  if (R == 0) return absl::OkStatus();
-  // Gather the selected rows into hn (R <= rows in the workspace), then normalise in place.
-  for (int64_t r = 0; r < R; ++r) {
-    be.CopyDeviceToDevice(w.hn + r * E, w.x + rows[r] * E, E * sizeof(float));
-  }
-  if (c.add_out_norm) be.RmsNorm({w.hn, out_norm_w_, out_norm_b_, w.hn, R, E, E, E, c.norm_eps});
-  // Logits go through a bounded device buffer, kLogitRowsPerPass rows at a time.
-  constexpr int64_t kLogitRowsPerPass = 256;
-  const int64_t pass = std::min(R, kLogitRowsPerPass);
-  if (w.logits_rows < pass) {
-    if (w.logits != nullptr) be.Free(w.logits);
-    w.logits = nullptr;
-    w.logits_rows = 0;
-    XLSTMD_ASSIGN_OR_RETURN(void* p, be.Alloc(static_cast<size_t>(pass * V) * sizeof(float)));
-    w.logits = static_cast<float*>(p);
-    w.logits_rows = pass;
-  }
-  for (int64_t r0 = 0; r0 < R; r0 += pass) {
-    const int64_t n = std::min(pass, R - r0);
-    be.MatMul({w.hn + r0 * E, lm_head_.get(), w.logits, n, E, V, false});
-    be.BiasSoftCap({w.logits, nullptr, n, V, V, c.output_logit_soft_cap});
-    be.CopyToHost(logits->data() + r0 * V, w.logits, static_cast<size_t>(n * V) * sizeof(float));
+  const int64_t E = c.embedding_dim, V = c.vocab_size;
+  const int64_t k = all_rows ? win.rows() : static_cast<int64_t>(win.gather.size());
+  for (int64_t r0 = 0; r0 < k;) {
+    if (w.logits_done == w.logits_capacity) XLSTMD_RETURN_IF_ERROR(FlushLogits(spill));
+    const int64_t n = std::min(k - r0, w.logits_capacity - w.logits_done);
+    const float* src = w.x + r0 * E;
+    if (!all_rows) {
+      be.GatherRows({w.x, dev.gather + r0, w.hn, n, E, E, E});
+      src = w.hn;
+    }
+    if (c.add_out_norm) {
+      be.RmsNorm({src, out_norm_w_, out_norm_b_, w.hn, n, E, E, E, c.norm_eps});
+      src = w.hn;
+    }
+    float* out = w.logits.as<float>() + w.logits_done * V;
+    be.MatMul({src, lm_head_.get(), out, n, E, V, false});
+    be.BiasSoftCap({out, nullptr, n, V, V, c.output_logit_soft_cap});
+    w.logits_done += n;
+    r0 += n;
   }
   return absl::OkStatus();
 }
 
-absl::Status XlstmModel::Prefill(absl::Span<const PrefillSequence> seqs,
-                                 const PrefillOptions& options, std::vector<float>* logits) {
+absl::Status XlstmModel::FlushLogits(std::vector<float>* spill) {
+  Workspace& w = *ws_;
+  if (spill == nullptr) {
+    return absl::InternalError("logits buffer overflow (more logit rows than reserved)");
+  }
+  XLSTMD_ASSIGN_OR_RETURN(LogitsView view, FinishLogits());
+  spill->insert(spill->end(), view.data, view.data + view.rows * view.vocab);
+  w.logits_done = 0;
+  return absl::OkStatus();
+}
+
+// Waits for the forward pass and returns the logits rows made so far in host memory.
+absl::StatusOr<LogitsView> XlstmModel::FinishLogits() {
+  Workspace& w = *ws_;
+  const int64_t V = config_.vocab_size;
+  const float* data = w.logits.as<float>();
+  if (!backend_->HostVisible() && w.logits_done > 0) {
+    backend_->CopyToHost(w.host_logits.get(), w.logits.get(),
+                         static_cast<size_t>(w.logits_done * V) * sizeof(float));
+    data = w.host_logits.as<float>();
+  }
+  XLSTMD_RETURN_IF_ERROR(backend_->Synchronize());
+  return LogitsView{data, w.logits_done, V};
+}
+
+// Embeds and runs one window, then appends its logits.
+absl::Status XlstmModel::RunWindow(const Window& win, int64_t chunk_size, bool step,
+                                   LogitsMode mode, std::vector<float>* spill) {
+  Workspace& w = *ws_;
+  const int64_t C = w.capacity;
+  // The host mirror is reused by the next window: it must not change while this window's
+  // copy may still be reading it, hence the wait at the end of every window but the last
+  // (whose wait is FinishLogits').
+  IndexArrays host = IndexAt(w.host_index.as<char>(), C);
+  IndexArrays dev = IndexAt(w.dev_index.as<char>(), C);
+  std::memcpy(host.ids, win.ids.data(), win.ids.size() * sizeof(int32_t));
+  std::memcpy(host.slots, win.slots.data(), win.slots.size() * sizeof(int32_t));
+  std::memcpy(host.gather, win.gather.data(), win.gather.size() * sizeof(int32_t));
+  std::memcpy(host.row_begin, win.row_begin.data(), win.row_begin.size() * sizeof(int64_t));
+  std::memcpy(host.length, win.length.data(), win.length.size() * sizeof(int64_t));
+  backend_->CopyToDevice(w.dev_index.get(), w.host_index.get(), w.host_index.bytes());
+  backend_->Embed({embedding_.get(), dev.ids, w.x, win.rows(), config_.embedding_dim});
+  RunBlocks(win, dev, host, chunk_size, step);
+  if (mode != LogitsMode::kNone) {
+    XLSTMD_RETURN_IF_ERROR(AppendLogits(win, dev, mode == LogitsMode::kAll, spill));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LogitsView> XlstmModel::Prefill(absl::Span<const PrefillSequence> seqs,
+                                               const PrefillOptions& options) {
+  return PrefillImpl(seqs, options, nullptr);
+}
+
+absl::StatusOr<LogitsView> XlstmModel::PrefillImpl(absl::Span<const PrefillSequence> seqs,
+                                                   const PrefillOptions& options,
+                                                   std::vector<float>* spill) {
   if (options.chunk_size < 1) return absl::InvalidArgumentError("chunk_size must be >= 1");
-  std::vector<int32_t> slots, ids;
-  std::vector<int64_t> row_begin, length, logit_rows;
+  std::vector<int32_t> slots;
+  int64_t total = 0, logit_rows = 0;
   for (const PrefillSequence& s : seqs) {
     if (s.tokens.empty()) continue;
     XLSTMD_RETURN_IF_ERROR(ValidateTokens(s.tokens));
     slots.push_back(s.slot);
-    row_begin.push_back(static_cast<int64_t>(ids.size()));
-    length.push_back(static_cast<int64_t>(s.tokens.size()));
-    ids.insert(ids.end(), s.tokens.begin(), s.tokens.end());
-    if (options.logits == LogitsMode::kLast) logit_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
+    total += static_cast<int64_t>(s.tokens.size());
+    ++logit_rows;
   }
   XLSTMD_RETURN_IF_ERROR(ValidateSlots(slots));
-  if (options.logits == LogitsMode::kAll) {
-    for (int64_t r = 0; r < static_cast<int64_t>(ids.size()); ++r) logit_rows.push_back(r);
+  if (options.logits == LogitsMode::kAll) logit_rows = total;
+  if (options.logits == LogitsMode::kNone) logit_rows = 0;
+  XLSTMD_RETURN_IF_ERROR(PrepareForward(total, logit_rows, spill != nullptr));
+  const int64_t C = ws_->capacity, L = options.chunk_size;
+  Window win;
+  auto flush = [&]() -> absl::Status {
+    if (win.rows() == 0) return absl::OkStatus();
+    XLSTMD_RETURN_IF_ERROR(RunWindow(win, L, /*step=*/false, options.logits, spill));
+    win.Clear();
+    // Wait before the host mirror is rewritten (see RunWindow).
+    return backend_->Synchronize();
+  };
+  for (const PrefillSequence& s : seqs) {
+    const int64_t len = static_cast<int64_t>(s.tokens.size());
+    for (int64_t done = 0; done < len;) {
+      int64_t room = C - win.rows();
+      int64_t n = std::min(len - done, room);
+      // A piece that leaves tokens behind ends on a chunk boundary (same chunks as unsplit).
+      if (n < len - done && n >= L) n -= n % L;
+      if (n < len - done && n < L && win.rows() > 0) {
+        XLSTMD_RETURN_IF_ERROR(flush());
+        continue;
+      }
+      win.slots.push_back(s.slot);
+      win.row_begin.push_back(win.rows());
+      win.length.push_back(n);
+      win.ids.insert(win.ids.end(), s.tokens.begin() + done, s.tokens.begin() + done + n);
+      done += n;
+      if (done == len && options.logits == LogitsMode::kLast) {
+        win.gather.push_back(static_cast<int32_t>(win.rows() - 1));
+      }
+      if (win.rows() == C && done < len) XLSTMD_RETURN_IF_ERROR(flush());
+    }
   }
-  if (ids.empty()) {
-    if (logits != nullptr) logits->clear();
-    return absl::OkStatus();
+  if (win.rows() > 0) {
+    XLSTMD_RETURN_IF_ERROR(RunWindow(win, L, /*step=*/false, options.logits, spill));
   }
-  const int64_t rows = static_cast<int64_t>(ids.size());
-  XLSTMD_RETURN_IF_ERROR(EnsureWorkspace(rows));
-  backend_->Embed({embedding_.get(), ids.data(), ws_->x, rows, config_.embedding_dim});
-  RunBlocks(rows, slots, row_begin, length, options.chunk_size, /*step=*/false);
-  if (options.logits != LogitsMode::kNone && logits != nullptr) {
-    XLSTMD_RETURN_IF_ERROR(ComputeLogits(logit_rows, logits));
-  }
-  backend_->Synchronize();
-  return absl::OkStatus();
+  return FinishLogits();
 }
 
-absl::Status XlstmModel::Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
-                              std::vector<float>* logits) {
+absl::StatusOr<LogitsView> XlstmModel::Step(absl::Span<const int32_t> tokens,
+                                            absl::Span<const int32_t> slots) {
+  return StepImpl(tokens, slots, nullptr);
+}
+
+absl::StatusOr<LogitsView> XlstmModel::StepImpl(absl::Span<const int32_t> tokens,
+                                                absl::Span<const int32_t> slots,
+                                                std::vector<float>* spill) {
   if (tokens.size() != slots.size()) {
     return absl::InvalidArgumentError(absl::StrCat("Step got ", tokens.size(), " tokens but ",
                                                    slots.size(), " slots"));
@@ -137,20 +224,39 @@ absl::Status XlstmModel::Step(absl::Span<const int32_t> tokens, absl::Span<const
   XLSTMD_RETURN_IF_ERROR(ValidateTokens(tokens));
   XLSTMD_RETURN_IF_ERROR(ValidateSlots(slots));
   const int64_t rows = static_cast<int64_t>(tokens.size());
-  if (rows == 0) {
-    if (logits != nullptr) logits->clear();
-    return absl::OkStatus();
+  XLSTMD_RETURN_IF_ERROR(PrepareForward(rows, rows, spill != nullptr));
+  const int64_t C = ws_->capacity;
+  Window win;
+  for (int64_t r0 = 0; r0 < rows; r0 += C) {
+    if (r0 > 0) XLSTMD_RETURN_IF_ERROR(backend_->Synchronize());  // see RunWindow
+    const int64_t n = std::min(C, rows - r0);
+    win.Clear();
+    win.ids.assign(tokens.begin() + r0, tokens.begin() + r0 + n);
+    win.slots.assign(slots.begin() + r0, slots.begin() + r0 + n);
+    XLSTMD_RETURN_IF_ERROR(RunWindow(win, 1, /*step=*/true, LogitsMode::kAll, spill));
   }
-  XLSTMD_RETURN_IF_ERROR(EnsureWorkspace(rows));
-  std::vector<int32_t> slot_vec(slots.begin(), slots.end());
-  backend_->Embed({embedding_.get(), tokens.data(), ws_->x, rows, config_.embedding_dim});
-  RunBlocks(rows, slot_vec, {}, {}, 1, /*step=*/true);
-  if (logits != nullptr) {
-    std::vector<int64_t> all(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) all[r] = r;
-    XLSTMD_RETURN_IF_ERROR(ComputeLogits(all, logits));
-  }
-  backend_->Synchronize();
+  return FinishLogits();
+}
+
+absl::Status XlstmModel::Prefill(absl::Span<const PrefillSequence> seqs,
+                                 const PrefillOptions& options, std::vector<float>* logits) {
+  std::vector<float> sink;
+  std::vector<float>* out = logits != nullptr ? logits : &sink;
+  out->clear();
+  PrefillOptions o = options;
+  if (logits == nullptr) o.logits = LogitsMode::kNone;
+  XLSTMD_ASSIGN_OR_RETURN(LogitsView view, PrefillImpl(seqs, o, out));
+  out->insert(out->end(), view.data, view.data + view.rows * view.vocab);
+  return absl::OkStatus();
+}
+
+absl::Status XlstmModel::Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
+                              std::vector<float>* logits) {
+  std::vector<float> sink;
+  std::vector<float>* out = logits != nullptr ? logits : &sink;
+  out->clear();
+  XLSTMD_ASSIGN_OR_RETURN(LogitsView view, StepImpl(tokens, slots, out));
+  out->insert(out->end(), view.data, view.data + view.rows * view.vocab);
   return absl::OkStatus();
 }
 

@@ -27,15 +27,7 @@ int64_t InProjRows(const ModelConfig& c) {
 XlstmModel::XlstmModel(ModelConfig config, Backend* backend)
     : config_(std::move(config)), backend_(backend), ws_(std::make_unique<Workspace>()) {}
 
-XlstmModel::~XlstmModel() {
-  blocks_.clear();
-  embedding_.reset();
-  lm_head_.reset();
-  if (ws_->base != nullptr) backend_->Free(ws_->base);
-  if (ws_->logits != nullptr) backend_->Free(ws_->logits);
-  if (arena_ != nullptr) backend_->Free(arena_);
-  for (void* p : owned_) backend_->Free(p);
-}
+XlstmModel::~XlstmModel() = default;
 
 absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesystem::path& dir,
                                                              Backend* backend,
@@ -90,7 +82,7 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
   }
   XLSTMD_RETURN_IF_ERROR(up.Run());
   model->weight_bytes_ = up.matrix_bytes();
-  model->owned_ = up.TakeVectors();
+  model->vectors_ = up.TakeVectors();
   model->weights_digest_ = up.Digest(c);
   return model;
 }
@@ -105,40 +97,38 @@ kernels::DType XlstmModel::lm_head_dtype() const { return backend_->MatrixDType(
 
 absl::Status XlstmModel::AllocateSlots(int32_t num_slots) {
   if (num_slots < 0) return absl::InvalidArgumentError("num_slots must be >= 0");
-  if (arena_ != nullptr) backend_->Free(arena_);
-  arena_ = nullptr;
+  arena_.reset();
   num_slots_ = 0;
   if (num_slots == 0) return absl::OkStatus();
   const size_t bytes = static_cast<size_t>(num_slots) * layout_.bytes_per_slot();
-  XLSTMD_ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
-  arena_ = static_cast<float*>(p);
+  XLSTMD_ASSIGN_OR_RETURN(arena_, kernels::Allocate(*backend_, bytes));
   num_slots_ = num_slots;
   return absl::OkStatus();
 }
 
+float* XlstmModel::SlotPtr(int32_t slot) const {
+  return arena_.as<float>() + static_cast<int64_t>(slot) * layout_.floats_per_slot();
+}
+
 void XlstmModel::ResetSlot(int32_t slot) {
-  backend_->Memset0(arena_ + slot * layout_.floats_per_slot(), layout_.bytes_per_slot());
+  backend_->Memset0(SlotPtr(slot), layout_.bytes_per_slot());
 }
 
 void XlstmModel::ReadSlot(int32_t slot, float* host_dst) {
-  backend_->CopyToHost(host_dst, arena_ + slot * layout_.floats_per_slot(),
-                       layout_.bytes_per_slot());
+  backend_->CopyToHost(host_dst, SlotPtr(slot), layout_.bytes_per_slot());
 }
 
 void XlstmModel::WriteSlot(int32_t slot, const float* host_src) {
-  backend_->CopyToDevice(arena_ + slot * layout_.floats_per_slot(), host_src,
-                         layout_.bytes_per_slot());
+  backend_->CopyToDevice(SlotPtr(slot), host_src, layout_.bytes_per_slot());
 }
 
 void XlstmModel::CopySlot(int32_t src, int32_t dst) {
   if (src == dst) return;
-  backend_->CopyDeviceToDevice(arena_ + dst * layout_.floats_per_slot(),
-                               arena_ + src * layout_.floats_per_slot(),
-                               layout_.bytes_per_slot());
+  backend_->CopyDeviceToDevice(SlotPtr(dst), SlotPtr(src), layout_.bytes_per_slot());
 }
 
 absl::Status XlstmModel::ValidateSlots(absl::Span<const int32_t> slots) const {
-  if (arena_ == nullptr) return absl::FailedPreconditionError("no state slots allocated");
+  if (!arena_) return absl::FailedPreconditionError("no state slots allocated");
   absl::flat_hash_set<int32_t> seen;
   for (int32_t s : slots) {
     if (s < 0 || s >= num_slots_) {
@@ -162,28 +152,83 @@ absl::Status XlstmModel::ValidateTokens(absl::Span<const int32_t> tokens) const 
   return absl::OkStatus();
 }
 
-absl::Status XlstmModel::EnsureWorkspace(int64_t rows) {
+XlstmModel::IndexArrays XlstmModel::IndexAt(char* base, int64_t capacity) {
+  IndexArrays a;
+  a.row_begin = reinterpret_cast<int64_t*>(base);
+  a.length = a.row_begin + capacity;
+  a.ids = reinterpret_cast<int32_t*>(a.length + capacity);
+  a.slots = a.ids + capacity;
+  a.gather = a.slots + capacity;
+  return a;
+}
+
+absl::Status XlstmModel::Reserve(int64_t rows, int64_t logit_rows) {
+  if (rows < 1 || logit_rows < 1) {
+    return absl::InvalidArgumentError("Reserve: rows and logit rows must be >= 1");
+  }
+  XLSTMD_RETURN_IF_ERROR(AllocateBuffers(rows, logit_rows));
+  ws_->reserved = true;
+  return absl::OkStatus();
+}
+
+absl::Status XlstmModel::PrepareForward(int64_t rows, int64_t logit_rows, bool can_spill) {
   Workspace& w = *ws_;
-  if (rows <= w.capacity) return absl::OkStatus();
-  const int64_t cap = std::max<int64_t>(rows, 2 * w.capacity);
+  w.logits_done = 0;
+  if (w.reserved) {
+    if (logit_rows > w.logits_capacity && !can_spill) {
+      return absl::InvalidArgumentError(absl::StrCat("a forward call wants ", logit_rows,
+                                                     " logit rows; ", w.logits_capacity,
+                                                     " were reserved"));
+    }
+    return absl::OkStatus();
+  }
+  // Unreserved (tools, tests): grow to what the call needs, bounded so that very long calls
+  // still run in windows and copy their logits out in passes.
+  constexpr int64_t kMaxWindowRows = 4096, kMaxLogitRows = 256;
+  const int64_t want_rows = std::min(std::max<int64_t>(rows, 1), kMaxWindowRows);
+  const int64_t want_logits =
+      can_spill ? std::min(std::max<int64_t>(logit_rows, 1), kMaxLogitRows) : std::max<int64_t>(logit_rows, 1);
+  if (want_rows <= w.capacity && want_logits <= w.logits_capacity) return absl::OkStatus();
+  return AllocateBuffers(std::max(want_rows, w.capacity), std::max(want_logits, w.logits_capacity));
+}
+
+absl::Status XlstmModel::AllocateBuffers(int64_t rows, int64_t logit_rows) {
+  Workspace& w = *ws_;
   const ModelConfig& c = config_;
   const int64_t E = c.embedding_dim, V = c.v_dim(), F = c.ffn_dim(), P = InProjRows(c);
   auto pad = [](int64_t n) { return (n + 15) / 16 * 16; };
-  const int64_t sizes[] = {pad(cap * E), pad(cap * E), pad(cap * P), pad(cap * V),
-                           pad(cap * V), pad(cap * 2 * F), pad(cap * F)};
-  int64_t total = 0;
-  for (int64_t s : sizes) total += s;
-  if (w.base != nullptr) backend_->Free(w.base);
-  w.base = nullptr;
-  w.capacity = 0;
-  XLSTMD_ASSIGN_OR_RETURN(w.base, backend_->Alloc(static_cast<size_t>(total) * sizeof(float)));
-  float* p = static_cast<float*>(w.base);
-  float** slots[] = {&w.x, &w.hn, &w.proj, &w.hcell, &w.hgate, &w.ffn, &w.act};
-  for (int i = 0; i < 7; ++i) {
-    *slots[i] = p;
-    p += sizes[i];
+  if (rows != w.capacity) {
+    const int64_t sizes[] = {pad(rows * E), pad(rows * E), pad(rows * P), pad(rows * V),
+                             pad(rows * V), pad(rows * 2 * F), pad(rows * F)};
+    int64_t total = 0;
+    for (int64_t s : sizes) total += s;
+    w.base.reset();
+    w.capacity = 0;
+    XLSTMD_ASSIGN_OR_RETURN(w.base, kernels::Allocate(*backend_, static_cast<size_t>(total) * sizeof(float)));
+    float* p = w.base.as<float>();
+    float** slots[] = {&w.x, &w.hn, &w.proj, &w.hcell, &w.hgate, &w.ffn, &w.act};
+    for (int i = 0; i < 7; ++i) {
+      *slots[i] = p;
+      p += sizes[i];
+    }
+    const size_t index_bytes = static_cast<size_t>(rows) * (2 * sizeof(int64_t) + 3 * sizeof(int32_t));
+    w.host_index.reset();
+    w.dev_index.reset();
+    XLSTMD_ASSIGN_OR_RETURN(w.host_index, kernels::AllocateHost(*backend_, index_bytes));
+    XLSTMD_ASSIGN_OR_RETURN(w.dev_index, kernels::Allocate(*backend_, index_bytes));
+    w.capacity = rows;
   }
-  w.capacity = cap;
+  if (logit_rows != w.logits_capacity) {
+    const size_t bytes = static_cast<size_t>(logit_rows * c.vocab_size) * sizeof(float);
+    w.logits.reset();
+    w.host_logits.reset();
+    w.logits_capacity = 0;
+    XLSTMD_ASSIGN_OR_RETURN(w.logits, kernels::Allocate(*backend_, bytes));
+    if (!backend_->HostVisible()) {
+      XLSTMD_ASSIGN_OR_RETURN(w.host_logits, kernels::AllocateHost(*backend_, bytes));
+    }
+    w.logits_capacity = logit_rows;
+  }
   return absl::OkStatus();
 }
 

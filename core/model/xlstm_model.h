@@ -47,6 +47,17 @@ struct PrefillSequence {
   int32_t slot;
 };
 
+// Logits rows in host memory (pinned on device backends; the backend's own buffer on the
+// CPU backend), row-major [rows, vocab]. Valid until the next call on the model.
+struct LogitsView {
+  const float* data = nullptr;
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  absl::Span<const float> row(int64_t r) const {
+    return absl::MakeConstSpan(data + r * vocab, static_cast<size_t>(vocab));
+  }
+};
+
 struct PrefillOptions {
   int64_t chunk_size = 64;  // any value >= 1; need not divide the length
   LogitsMode logits = LogitsMode::kLast;
@@ -77,6 +88,13 @@ class XlstmModel {
   // Hex digest over the weight bytes as stored on disk plus the config; stable across loads.
   const std::string& weights_digest() const { return weights_digest_; }
 
+  // Sizes the activation workspace for `rows` token rows per forward window and the logits
+  // buffer for `logit_rows` rows, once (at start-up): afterwards forward calls never
+  // reallocate; a longer call runs in windows of `rows` rows, and a call wanting more logit
+  // rows than reserved fails (the view API) or is copied out in passes (the vector API).
+  // Without it the buffers grow on demand.
+  absl::Status Reserve(int64_t rows, int64_t logit_rows);
+
   // (Re)allocates the state arena with `num_slots` zeroed slots (previous contents lost).
   absl::Status AllocateSlots(int32_t num_slots);
   int32_t num_slots() const { return num_slots_; }
@@ -87,29 +105,49 @@ class XlstmModel {
 
   // Runs each sequence's tokens from its slot's current state (chunkwise-parallel mLSTM,
   // projections as one GEMM over all tokens) and leaves the final state in the slot.
-  // Logits (host memory, row-major [rows, vocab]): kLast -> one row per sequence (in the
-  // order given; empty sequences get no row), kAll -> one row per token. Slots must be
-  // distinct and allocated, token ids in [0, vocab).
+  // Logits: kLast -> one row per sequence (in the order given; empty sequences get no row),
+  // kAll -> one row per token. Slots must be distinct and allocated, token ids in [0, vocab).
+  // An error from the backend itself (INTERNAL) means the device is unusable.
+  absl::StatusOr<LogitsView> Prefill(absl::Span<const PrefillSequence> seqs,
+                                     const PrefillOptions& options);
+  // One recurrent step for a batch: row b feeds tokens[b] into slot slots[b]. Logits
+  // [batch, vocab].
+  absl::StatusOr<LogitsView> Step(absl::Span<const int32_t> tokens,
+                                  absl::Span<const int32_t> slots);
+
+  // The same with the logits copied into a vector (any number of rows; nullptr: none).
   absl::Status Prefill(absl::Span<const PrefillSequence> seqs, const PrefillOptions& options,
                        std::vector<float>* logits);
-
-  // One recurrent step for a batch: row b feeds tokens[b] into slot slots[b].
-  // Logits [batch, vocab] in host memory.
   absl::Status Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
                     std::vector<float>* logits);
 
  private:
   struct BlockWeights;
   struct Workspace;
+  struct Window;
+  struct IndexArrays;
   XlstmModel(ModelConfig config, kernels::Backend* backend);
+  float* SlotPtr(int32_t slot) const;
   absl::Status ValidateSlots(absl::Span<const int32_t> slots) const;
   absl::Status ValidateTokens(absl::Span<const int32_t> tokens) const;
-  // Runs the blocks over `rows` token rows already embedded in the workspace.
-  void RunBlocks(int64_t rows, const std::vector<int32_t>& slots,
-                 const std::vector<int64_t>& row_begin, const std::vector<int64_t>& length,
+  // Sizes the buffers for a call (growing them only when nothing was reserved) and empties
+  // the logits buffer.
+  absl::Status PrepareForward(int64_t rows, int64_t logit_rows, bool can_spill);
+  absl::Status AllocateBuffers(int64_t rows, int64_t logit_rows);
+  static IndexArrays IndexAt(char* base, int64_t capacity);
+  absl::StatusOr<LogitsView> PrefillImpl(absl::Span<const PrefillSequence> seqs,
+                                         const PrefillOptions& options,
+                                         std::vector<float>* spill);
+  absl::StatusOr<LogitsView> StepImpl(absl::Span<const int32_t> tokens,
+                                      absl::Span<const int32_t> slots, std::vector<float>* spill);
+  absl::Status RunWindow(const Window& win, int64_t chunk_size, bool step, LogitsMode mode,
+                         std::vector<float>* spill);
+  void RunBlocks(const Window& win, const IndexArrays& dev, const IndexArrays& host,
                  int64_t chunk_size, bool step);
-  absl::Status ComputeLogits(const std::vector<int64_t>& rows, std::vector<float>* logits);
-  absl::Status EnsureWorkspace(int64_t rows);
+  absl::Status AppendLogits(const Window& win, const IndexArrays& dev, bool all_rows,
+                            std::vector<float>* spill);
+  absl::Status FlushLogits(std::vector<float>* spill);
+  absl::StatusOr<LogitsView> FinishLogits();
 
   ModelConfig config_;
   kernels::Backend* backend_;
@@ -117,14 +155,14 @@ class XlstmModel {
   std::vector<std::unique_ptr<BlockWeights>> blocks_;
   kernels::WeightMatrixPtr embedding_;
   kernels::WeightMatrixPtr lm_head_;
-  float* out_norm_w_ = nullptr;  // backend memory
+  float* out_norm_w_ = nullptr;  // backend memory, owned by vectors_
   float* out_norm_b_ = nullptr;
   size_t weight_bytes_ = 0;
   std::string weights_digest_;
-  float* arena_ = nullptr;
+  kernels::DeviceBuffer arena_;
   int32_t num_slots_ = 0;
   std::unique_ptr<Workspace> ws_;
-  std::vector<void*> owned_;  // backend allocations freed in the destructor
+  std::vector<kernels::DeviceBuffer> vectors_;  // norm weights and biases
 };
 
 }  // namespace xlstmd::core

@@ -4,6 +4,7 @@
 #define XLSTMD_CORE_MODEL_XLSTM_MODEL_INTERNAL_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "core/model/xlstm_model.h"
 #include "kernels/backend.h"
@@ -33,10 +34,12 @@ struct XlstmModel::BlockWeights {
   float* ffn_down_b = nullptr;
 };
 
-// Activation buffers for up to `capacity` token rows, carved from one backend allocation.
+// Activation buffers for up to `capacity` token rows (one window), carved from one backend
+// allocation, plus the logits buffer and the index arrays of a window.
 struct XlstmModel::Workspace {
   int64_t capacity = 0;
-  void* base = nullptr;
+  bool reserved = false;     // Reserve() was called: never grow again
+  kernels::DeviceBuffer base;
   float* x = nullptr;      // [rows, E] residual stream
   float* hn = nullptr;     // [rows, E] normed input
   float* proj = nullptr;   // [rows, P] q | k | v | o | i | f
@@ -44,8 +47,35 @@ struct XlstmModel::Workspace {
   float* hgate = nullptr;  // [rows, v]
   float* ffn = nullptr;    // [rows, 2F]
   float* act = nullptr;    // [rows, F]
-  float* logits = nullptr; // [logits_rows, vocab], separate allocation
-  int64_t logits_rows = 0;
+  kernels::DeviceBuffer logits;     // [logits_capacity, vocab]
+  kernels::HostBuffer host_logits;  // its host copy (device backends only)
+  int64_t logits_capacity = 0;
+  int64_t logits_done = 0;          // rows of this call in `logits` so far
+  kernels::HostBuffer host_index;   // IndexAt(.., capacity) layout
+  kernels::DeviceBuffer dev_index;
+};
+
+// The index arrays of one window inside an index buffer (IndexAt).
+struct XlstmModel::IndexArrays {
+  int64_t* row_begin;  // [sequences]
+  int64_t* length;     // [sequences]
+  int32_t* ids;        // [rows]
+  int32_t* slots;      // [sequences] (= rows in a step)
+  int32_t* gather;     // [logit rows] window rows whose logits are wanted (kLast)
+};
+
+// One window of a forward call, on the host.
+struct XlstmModel::Window {
+  std::vector<int32_t> ids, slots, gather;
+  std::vector<int64_t> row_begin, length;
+  int64_t rows() const { return static_cast<int64_t>(ids.size()); }
+  void Clear() {
+    ids.clear();
+    slots.clear();
+    gather.clear();
+    row_begin.clear();
+    length.clear();
+  }
 };
 
 }  // namespace xlstmd::core

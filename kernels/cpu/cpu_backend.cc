@@ -137,6 +137,10 @@ void CpuBackend::Free(void* p) {
   std::free(p);
 }
 
+// "Pinned" host memory is device memory here: both are plain host memory.
+absl::StatusOr<void*> CpuBackend::AllocHost(size_t bytes) { return Alloc(bytes); }
+void CpuBackend::FreeHost(void* p) { Free(p); }
+
 void CpuBackend::ParallelCopy(void* dst, const void* src, size_t bytes) {
   if (bytes < kParallelCopyBytes || pool_.Threads() == 1) {
     if (bytes > 0) std::memcpy(dst, src, bytes);
@@ -195,7 +199,7 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrixAs(const void* src, DType 
     ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes, src_dtype,
                storage, cols, static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
   }
-  auto* w = new WeightMatrix{storage, rows, cols, ld, *data, nullptr, bytes};
+  auto* w = new CpuMatrix(storage, rows, cols, ld, *data, nullptr, bytes);
   if (isa_ == cpu::Isa::kScalar) return w;
   // AVX-512 and AVX2 keep only the packed copy (gemm.h; Embed reads it too): the row-major one
   // was staging and is dropped, so weight memory is not doubled.
@@ -242,11 +246,12 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadQuantized(const QuantizedMatrixV
   absl::StatusOr<void*> packed = Alloc(bytes);
   if (!packed.ok()) return packed.status();
   PackQuantized(m, *packed);
-  return new WeightMatrix{m.dtype, m.rows, m.cols, m.cols, nullptr, *packed, bytes};
+  return new CpuMatrix(m.dtype, m.rows, m.cols, m.cols, nullptr, *packed, bytes);
 }
 
-void CpuBackend::FreeMatrix(WeightMatrix* w) {
-  if (w == nullptr) return;
+void CpuBackend::FreeMatrix(WeightMatrix* m) {
+  if (m == nullptr) return;
+  auto* w = static_cast<CpuMatrix*>(m);
   Free(w->data);
   Free(w->packed);
   delete w;
@@ -260,5 +265,6 @@ void CpuBackend::SwiGlu(const SwiGluParams& p) { cpu::SwiGlu(pool_, p, isa_); }
 void CpuBackend::HeadNormGate(const HeadNormGateParams& p) { cpu::HeadNormGate(pool_, p, isa_); }
 void CpuBackend::MlstmStep(const MlstmStepParams& p) { cpu::MlstmStep(pool_, p, isa_); }
 void CpuBackend::MlstmChunkwise(const MlstmChunkParams& p) { cpu::MlstmChunkwise(pool_, p, isa_); }
+void CpuBackend::GatherRows(const GatherRowsParams& p) { cpu::GatherRows(pool_, p); }
 
 }  // namespace xlstmd::kernels::cpu

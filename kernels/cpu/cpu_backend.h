@@ -17,9 +17,11 @@
 #include <string>
 #include <unordered_map>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/cpu_matrix.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace xlstmd::kernels::cpu {
@@ -38,8 +40,11 @@ class CpuBackend final : public Backend {
   DType WeightDType() const override { return weight_dtype_; }
   cpu::Isa SelectedIsa() const { return isa_; }
 
+  bool HostVisible() const override { return true; }
   absl::StatusOr<void*> Alloc(size_t bytes) override;
   void Free(void* p) override;
+  absl::StatusOr<void*> AllocHost(size_t bytes) override;
+  void FreeHost(void* p) override;
   void CopyToDevice(void* dst, const void* src, size_t bytes) override;
   void CopyToHost(void* dst, const void* src, size_t bytes) override;
   void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
@@ -48,11 +53,11 @@ class CpuBackend final : public Backend {
   absl::StatusOr<WeightMatrix*> UploadMatrixAs(const void* src, DType src_dtype, int64_t rows,
                                                int64_t cols, DType storage) override;
   absl::StatusOr<WeightMatrix*> UploadQuantized(const QuantizedMatrixView& m) override;
-  DType MatrixDType(const WeightMatrix* w) const override { return w->dtype; }
+  DType MatrixDType(const WeightMatrix* w) const override { return CpuMat(w)->dtype; }
   void FreeMatrix(WeightMatrix* w) override;
-  int64_t MatrixRows(const WeightMatrix* w) const override { return w->rows; }
-  int64_t MatrixCols(const WeightMatrix* w) const override { return w->cols; }
-  size_t MatrixBytes(const WeightMatrix* w) const override { return w->bytes; }
+  int64_t MatrixRows(const WeightMatrix* w) const override { return CpuMat(w)->rows; }
+  int64_t MatrixCols(const WeightMatrix* w) const override { return CpuMat(w)->cols; }
+  size_t MatrixBytes(const WeightMatrix* w) const override { return CpuMat(w)->bytes; }
 
   void MatMul(const MatMulParams& p) override;
   void RmsNorm(const RmsNormParams& p) override;
@@ -62,7 +67,8 @@ class CpuBackend final : public Backend {
   void HeadNormGate(const HeadNormGateParams& p) override;
   void MlstmStep(const MlstmStepParams& p) override;
   void MlstmChunkwise(const MlstmChunkParams& p) override;
-  void Synchronize() override {}
+  void GatherRows(const GatherRowsParams& p) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
 
  private:
   CpuBackend(int threads, DType weight_dtype, cpu::Isa isa);

@@ -101,13 +101,15 @@ void RmsNorm(ThreadPool& pool, const RmsNormParams& p) {
 
 // Tables are stored as f32 or bf16 (the CPU backend's storage dtypes).
 void Embed(ThreadPool& pool, const EmbedParams& p) {
-  const WeightMatrix& t = *p.table;
+  const CpuMatrix& t = *CpuMat(p.table);
   const int64_t dim = t.cols;
   ForRows(pool, p.rows, dim, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* y = p.y + r * p.ldy;
       const int64_t row = p.ids[r];
-      if (t.data == nullptr) {  // packed-only (AVX-512 and AVX2 backends): strided gather
+      if (row < 0) {  // padding row
+        std::memset(y, 0, static_cast<size_t>(dim) * sizeof(float));
+      } else if (t.data == nullptr) {  // packed-only (AVX-512 and AVX2 backends): strided gather
         const int64_t i0 = PackedGemmIndex(t.dtype, row, 0, dim);
         const int64_t step = PackedGemmIndex(t.dtype, row, 1, dim) - i0;
         for (int64_t c = 0; c < dim; ++c) {
@@ -188,6 +190,15 @@ void HeadNormGate(ThreadPool& pool, const HeadNormGateParams& p, Isa isa) {
           y[c] = v * Sigmoid(o[c]);
         }
       }
+    }
+  });
+}
+
+void GatherRows(ThreadPool& pool, const GatherRowsParams& p) {
+  ForRows(pool, p.n, p.cols, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(p.y + r * p.ldy, p.x + static_cast<int64_t>(p.rows[r]) * p.ldx,
+                  static_cast<size_t>(p.cols) * sizeof(float));
     }
   });
 }

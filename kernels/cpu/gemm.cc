@@ -127,7 +127,7 @@ void ScalarTile(const float* x, const WT* w, int64_t ldw, int nr, int64_t k, flo
 
 template <typename WT>
 void GemmScalarTyped(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end) {
-  const int64_t k = p.w->cols, ldw = p.w->ld;
+  const int64_t k = CpuMat(p.w)->cols, ldw = CpuMat(p.w)->ld;
   for (int64_t n = n_begin; n < n_end; n += kScalarRows) {
     const int nr = static_cast<int>(std::min<int64_t>(kScalarRows, n_end - n));
     for (int64_t m = 0; m < p.m; ++m) {
@@ -137,10 +137,10 @@ void GemmScalarTyped(const MatMulParams& p, const WT* w, int64_t n_begin, int64_
 }
 
 void GemmScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
-  if (p.w->dtype == DType::kBF16) {
-    GemmScalarTyped(p, static_cast<const uint16_t*>(p.w->data), n_begin, n_end);
+  if (CpuMat(p.w)->dtype == DType::kBF16) {
+    GemmScalarTyped(p, static_cast<const uint16_t*>(CpuMat(p.w)->data), n_begin, n_end);
   } else {
-    GemmScalarTyped(p, static_cast<const float*>(p.w->data), n_begin, n_end);
+    GemmScalarTyped(p, static_cast<const float*>(CpuMat(p.w)->data), n_begin, n_end);
   }
 }
 
@@ -174,22 +174,22 @@ void RunPacked(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, f
 }
 
 void RunRange(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end) {
-  if (IsQuantized(p.w->dtype)) {
-    const int64_t floats = QuantScratchFloats(p.w->cols);
+  if (IsQuantized(CpuMat(p.w)->dtype)) {
+    const int64_t floats = QuantScratchFloats(CpuMat(p.w)->cols);
     GemmQuant(isa, p, n_begin, n_end, ThreadScratch(floats), floats, nullptr, 0);
     return;
   }
-  if (isa != Isa::kScalar && p.w->packed != nullptr) {
-    const int64_t floats = PackedScratchFloats(isa, p.w->cols);
+  if (isa != Isa::kScalar && CpuMat(p.w)->packed != nullptr) {
+    const int64_t floats = PackedScratchFloats(isa, CpuMat(p.w)->cols);
     RunPacked(isa, p, n_begin, n_end, ThreadScratch(floats), floats, nullptr, 0);
     return;
   }
   switch (isa) {
     case Isa::kAvx512:
-      GemmAvx512(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(p.w->cols)));
+      GemmAvx512(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(CpuMat(p.w)->cols)));
       return;
     case Isa::kAvx2:
-      GemmAvx2(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(p.w->cols)));
+      GemmAvx2(p, n_begin, n_end, ThreadScratch(UnpackedScratchFloats(CpuMat(p.w)->cols)));
       return;
     case Isa::kScalar:
       GemmScalar(p, n_begin, n_end);
@@ -200,14 +200,14 @@ void RunRange(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end) {
 }  // namespace
 
 void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
-  const int64_t m = p.m, n = p.w->rows, k = p.w->cols;
+  const int64_t m = p.m, n = CpuMat(p.w)->rows, k = CpuMat(p.w)->cols;
   if (m <= 0 || n <= 0) return;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) *
                        static_cast<double>(std::max<int64_t>(k, 1));
   const double w_bytes =
-      p.w->bytes > 0 ? static_cast<double>(p.w->bytes)
+      CpuMat(p.w)->bytes > 0 ? static_cast<double>(CpuMat(p.w)->bytes)
                      : static_cast<double>(n) * static_cast<double>(k) *
-                           static_cast<double>(p.w->dtype == DType::kF32 ? 4 : 2);
+                           static_cast<double>(CpuMat(p.w)->dtype == DType::kF32 ? 4 : 2);
   const double est_ns = std::max(flops / kFlopsPerNs, w_bytes / kWeightBytesPerNs);
   const int64_t want = std::clamp<int64_t>(static_cast<int64_t>(est_ns / kMinNsPerThread), 1,
                                            pool.Threads());
@@ -216,8 +216,8 @@ void Gemm(ThreadPool& pool, Isa isa, const MatMulParams& p) {
     return;
   }
   // Quantized weights exist only in their packed layout, on every ISA (gemm_quant.h).
-  const bool quant = IsQuantized(p.w->dtype);
-  const bool packed = quant || (isa != Isa::kScalar && p.w->packed != nullptr);
+  const bool quant = IsQuantized(CpuMat(p.w)->dtype);
+  const bool packed = quant || (isa != Isa::kScalar && CpuMat(p.w)->packed != nullptr);
   const int64_t grain = packed ? kPackedGrain : kGrain;
   const int64_t units = (n + grain - 1) / grain;
   if (units < want && m >= 8 * want) {
@@ -269,7 +269,7 @@ int64_t PackedGemmIndex(DType dtype, int64_t row, int64_t col, int64_t cols) {
   return (pair * cols + col) * kPackedPair + slot;
 }
 
-void PackGemmWeights(const WeightMatrix& w, void* dst) {
+void PackGemmWeights(const CpuMatrix& w, void* dst) {
   const int64_t pairs = (w.rows + kPackedPair - 1) / kPackedPair, k = w.cols;
   // Zero the padding rows of the last pair, then scatter every row (pair by pair, so the
   // writes of one pair stay within a cache-sized window).

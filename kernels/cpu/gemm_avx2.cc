@@ -82,7 +82,7 @@ void Run(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end) {
 
 void GemmAvx2(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch) {
   static_cast<void>(scratch);  // no f32 panel: conversion is cheap next to 2x4 tiles
-  WithWeightType(*p.w, p.w->data, [&](const auto* w) { Run(p, w, n_begin, n_end); });
+  WithWeightType(*CpuMat(p.w), CpuMat(p.w)->data, [&](const auto* w) { Run(p, w, n_begin, n_end); });
 }
 
 }  // namespace xlstmd::kernels::cpu

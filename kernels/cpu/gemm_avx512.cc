@@ -134,7 +134,7 @@ void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_e
                 float* scratch) {
   const bool panel = sizeof(WT) == 2 && p.m >= kPanelMinRows;
   const bool prefetch = p.m < kPanelMinRows;  // few rows: still bound by streaming W
-  const int64_t k = p.w->cols, kp = (k + kLanes - 1) / kLanes * kLanes;
+  const int64_t k = CpuMat(p.w)->cols, kp = (k + kLanes - 1) / kLanes * kLanes;
   RunBlockedGemmTiles(
       p, w, n_begin, n_end, kTileM, kTileN, kXBlockBytes,
       [&](GemmTileArgs& a, int nr) {
@@ -162,7 +162,7 @@ void Run(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end, flo
 }  // namespace
 
 void GemmAvx512(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch) {
-  WithWeightType(*p.w, p.w->data, [&](const auto* w) { Run(p, w, n_begin, n_end, scratch); });
+  WithWeightType(*CpuMat(p.w), CpuMat(p.w)->data, [&](const auto* w) { Run(p, w, n_begin, n_end, scratch); });
 }
 
 }  // namespace xlstmd::kernels::cpu

@@ -126,7 +126,7 @@ PanelFn PickPanel(int mr) {
 // Decode: up to 3 x rows against K::StreamPairs(mr) W pairs at a time, W read exactly once.
 template <typename K, typename WT>
 void RunStreamed(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end) {
-  const int64_t k = p.w->cols;
+  const int64_t k = CpuMat(p.w)->cols;
   const int64_t p_end = (n_end + kPairCols - 1) / kPairCols;
   MicroArgs a{p.x, p.ldx, nullptr, k, nullptr, p.ldy, 0, n_begin, n_end, p.accumulate};
   const int mr = static_cast<int>(p.m);
@@ -179,7 +179,7 @@ void RunStrips(PanelArgs a, const float* xblock, float* parked, int64_t k, int64
 template <typename K, typename WT>
 void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end,
                 float* scratch, int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  const int64_t k = p.w->cols;
+  const int64_t k = CpuMat(p.w)->cols;
   const int64_t p_end = (n_end + kPairCols - 1) / kPairCols;
   // Scratch: [panel][x block][parked tiles]. Rows per M block: as many as the rest holds (each
   // row costs k floats of x plus its share of a parked tile), evened out over the blocks so the
@@ -241,7 +241,7 @@ void RunBlocked(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_e
 template <typename K>
 void RunPacked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  WithWeightType(*p.w, p.w->packed, [&](const auto* w) {
+  WithWeightType(*CpuMat(p.w), CpuMat(p.w)->packed, [&](const auto* w) {
     if (p.m <= 3) {
       RunStreamed<K>(p, w, n_begin, n_end);
     } else {

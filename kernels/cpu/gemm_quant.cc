@@ -55,10 +55,10 @@ float PackedScale(DType dtype, const char* quad, int64_t pq, int64_t j, int64_t 
 
 // The arithmetic of gemm_quant.h spelled out one element at a time.
 void GemmQuantScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
-  const DType dtype = p.w->dtype;
-  const int64_t k = p.w->cols, quad_bytes = QuantQuadBytes(dtype, k);
+  const DType dtype = CpuMat(p.w)->dtype;
+  const int64_t k = CpuMat(p.w)->cols, quad_bytes = QuantQuadBytes(dtype, k);
   const int64_t groups = dtype == DType::kQ4 ? Q4Groups(k) : 1;
-  const char* w = static_cast<const char*>(p.w->packed);
+  const char* w = static_cast<const char*>(CpuMat(p.w)->packed);
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int64_t pair = n / kQuantPairRows, j = n % kQuantPairRows, pq = pair % kQuad;
     const char* quad = w + (pair / kQuad) * quad_bytes;
@@ -127,7 +127,7 @@ int64_t QuantScratchFloats(int64_t k) {
 
 void GemmQuant(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  if (p.w->cols == 0) {
+  if (CpuMat(p.w)->cols == 0) {
     // No groups: acc stays +0 (only one thread may own a column range; claiming is moot).
     if (next_pair != nullptr && __atomic_fetch_add(next_pair, 1, __ATOMIC_RELAXED) != 0) return;
     for (int64_t m = 0; m < p.m; ++m) {

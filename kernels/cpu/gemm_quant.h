@@ -29,6 +29,7 @@
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/cpu_matrix.h"
 #include "kernels/op_params.h"
 #include "kernels/quant.h"
 
@@ -42,7 +43,7 @@ size_t QuantPackedBytes(DType dtype, int64_t rows, int64_t cols);
 // Fills `dst` (QuantPackedBytes bytes) from a validated canonical matrix.
 void PackQuantized(const QuantizedMatrixView& src, void* dst);
 
-// y = x W^T (+ y) for a quantized W (p.w->packed in the layout above), columns [n_begin,
+// y = x W^T (+ y) for a quantized W (CpuMatrix::packed in the layout above), columns [n_begin,
 // n_end) (n_begin a multiple of 32). `scratch` (64-byte aligned, QuantScratchFloats(k)
 // floats or more) is private to the calling thread. With `next_pair` (one zeroed counter per
 // M block shared by the threads of the call; one for M <= 3) pairs are claimed `grab` at a

@@ -210,8 +210,8 @@ QStreamFn PickStreamTile(int mr, int np) {
 template <typename Q, QFmt F>
 void QRunStreamed(const MatMulParams& p, int64_t n_begin, int64_t n_end, int64_t* next_pair,
                   int64_t grab) {
-  const int64_t k = p.w->cols, quad_bytes = QQuadBytes(F, k);
-  const char* w = static_cast<const char*>(p.w->packed);
+  const int64_t k = CpuMat(p.w)->cols, quad_bytes = QQuadBytes(F, k);
+  const char* w = static_cast<const char*>(CpuMat(p.w)->packed);
   const int mr = static_cast<int>(p.m);
   const int64_t step = Q::StreamPairs(mr);
   const int64_t p_begin = n_begin / kQCols, p_end = (n_end + kQCols - 1) / kQCols;
@@ -372,8 +372,8 @@ int64_t QMinScratchFloats(int64_t k) {
 template <typename Q, QFmt F>
 void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
                  int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  const int64_t k = p.w->cols, quad_bytes = QQuadBytes(F, k);
-  const char* w = static_cast<const char*>(p.w->packed);
+  const int64_t k = CpuMat(p.w)->cols, quad_bytes = QQuadBytes(F, k);
+  const char* w = static_cast<const char*>(CpuMat(p.w)->packed);
   const int64_t p_begin = n_begin / kQCols, p_end = (n_end + kQCols - 1) / kQCols;
   float* panel = scratch;
   float* spanel = panel + kQKc * kQCols;
@@ -458,7 +458,7 @@ void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* s
 template <typename Q>
 void QRun(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
           int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
-  const bool q4 = p.w->dtype == DType::kQ4;
+  const bool q4 = CpuMat(p.w)->dtype == DType::kQ4;
   if (p.m <= 3) {
     (q4 ? &QRunStreamed<Q, QFmt::kQ4> : &QRunStreamed<Q, QFmt::kI8>)(p, n_begin, n_end,
                                                                      next_pair, grab);

@@ -213,6 +213,10 @@ void ChunkHead(Isa isa, const HeadIo& io, int64_t Lc, float* C, float* n, float*
 void StepPair(const MlstmStepParams& p, Isa isa, int64_t x) {
   const MlstmDims d = p.dims;
   const int64_t b = x / d.heads, j = x % d.heads;
+  if (p.slots[b] < 0) {  // padding row: no state, h = 0
+    std::memset(p.h + b * p.ldh + j * d.dv, 0, static_cast<size_t>(d.dv) * sizeof(float));
+    return;
+  }
   float* base = p.state.arena + p.slots[b] * p.state.slot_stride;
   StepHead(isa, p.q + b * p.ldq + j * d.dqk, p.k + b * p.ldk + j * d.dqk,
            p.v + b * p.ldv + j * d.dv, p.i[b * p.ldi + j], p.f[b * p.ldf + j],

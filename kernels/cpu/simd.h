@@ -29,6 +29,7 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/cpu_matrix.h"
 #include "kernels/op_params.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
@@ -45,7 +46,7 @@ inline int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
 // Calls run(w) with the weight data typed by its storage dtype: const uint16_t* for bf16,
 // const float* for f32 (the CPU backend stores no other weight dtype).
 template <typename Fn>
-inline void WithWeightType(const WeightMatrix& m, const void* data, Fn&& run) {
+inline void WithWeightType(const CpuMatrix& m, const void* data, Fn&& run) {
   if (m.dtype == DType::kBF16) {
     run(static_cast<const uint16_t*>(data));
   } else {
@@ -262,10 +263,10 @@ using GemmTileFn = void (*)(const GemmTileArgs&);
 template <typename WT, typename Pick>
 inline void RunStreamedGemmTiles(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end,
                                  int mr, int tile_n, Pick&& pick) {
-  GemmTileArgs a{p.x, p.ldx, nullptr, p.w->ld, p.w->cols, nullptr, p.ldy, p.accumulate};
+  GemmTileArgs a{p.x, p.ldx, nullptr, CpuMat(p.w)->ld, CpuMat(p.w)->cols, nullptr, p.ldy, p.accumulate};
   for (int64_t n = n_begin; n < n_end; n += tile_n) {
     const int nr = static_cast<int>(Min(tile_n, n_end - n));
-    a.w = w + n * p.w->ld;
+    a.w = w + n * CpuMat(p.w)->ld;
     a.y = p.y + n;
     pick(mr, nr)(a);
   }
@@ -279,7 +280,7 @@ template <typename WT, typename Prepare, typename Pick>
 inline void RunBlockedGemmTiles(const MatMulParams& p, const WT* w, int64_t n_begin, int64_t n_end,
                                 int tile_m, int tile_n, int64_t x_block_bytes, Prepare&& prepare,
                                 Pick&& pick) {
-  const int64_t k = p.w->cols, ldw = p.w->ld;
+  const int64_t k = CpuMat(p.w)->cols, ldw = CpuMat(p.w)->ld;
   int64_t mc = x_block_bytes / (4 * (k > 0 ? k : 1)) / tile_m * tile_m;
   mc = mc < tile_m ? tile_m : mc;
   for (int64_t mb = 0; mb < p.m; mb += mc) {

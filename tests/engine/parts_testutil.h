@@ -83,8 +83,10 @@ class FakeModel : public ModelRunner {
  public:
   FakeModel(FakeSlots* slots, int32_t vocab) : slots_(slots), vocab_(vocab) {}
   int32_t vocab_size() const override { return vocab_; }
-  absl::Status Prefill(absl::Span<const PrefillSequence> seqs, const PrefillOptions& options,
-                       std::vector<float>* logits) override {
+  absl::StatusOr<LogitsView> Prefill(absl::Span<const PrefillSequence> seqs,
+                                     const PrefillOptions& options) override {
+    if (!fail_with.ok()) return fail_with;
+    std::vector<float>* logits = &logits_;
     logits->assign(seqs.size() * vocab_, 0.0f);
     Call call;
     call.prefill = true;
@@ -97,10 +99,12 @@ class FakeModel : public ModelRunner {
     }
     ++prefills;
     Log(std::move(call));
-    return absl::OkStatus();
+    return LogitsView{logits_.data(), static_cast<int64_t>(seqs.size()), vocab_};
   }
-  absl::Status Step(absl::Span<const int32_t> tokens, absl::Span<const int32_t> slots,
-                    std::vector<float>* logits) override {
+  absl::StatusOr<LogitsView> Step(absl::Span<const int32_t> tokens,
+                                  absl::Span<const int32_t> slots) override {
+    if (!fail_with.ok()) return fail_with;
+    std::vector<float>* logits = &logits_;
     logits->assign(tokens.size() * vocab_, 0.0f);
     Call call;
     call.prefill = false;
@@ -113,10 +117,13 @@ class FakeModel : public ModelRunner {
     }
     ++steps;
     Log(std::move(call));
-    return absl::OkStatus();
+    return LogitsView{logits_.data(), static_cast<int64_t>(tokens.size()), vocab_};
   }
   int prefills = 0;
   int steps = 0;
+  // Returned by every forward call while not OK (set before the scheduler starts or from
+  // its thread).
+  absl::Status fail_with;
 
   // Every forward call, in order: a prefill (per sequence: slot, token count, first id) or a
   // decode step (per row: slot, 1, the token fed).
@@ -138,6 +145,7 @@ class FakeModel : public ModelRunner {
   }
   FakeSlots* slots_;
   int32_t vocab_;
+  std::vector<float> logits_;
   absl::Mutex log_mu_;
   std::vector<Call> calls_ ABSL_GUARDED_BY(log_mu_);
 };

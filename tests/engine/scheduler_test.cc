@@ -298,5 +298,33 @@ TEST(SchedulerTest, SinceLastLoopGrowsWhileTheEngineThreadIsBlocked) {
   EXPECT_LT(r.scheduler->SinceLastLoop(), std::chrono::seconds(89));
 }
 
+// INTERNAL from a forward call is the backend itself failing (a sticky device error): the turn
+// rolls back, nothing is admitted again and the failure is visible for /readyz. Any other
+// error fails only the turns of that call.
+TEST(SchedulerTest, ADeviceFailureStopsServingOtherErrorsFailOnlyTheirTurns) {
+  Rig r;
+  const std::string id = r.index.Create("")->session_id;
+  absl::Status status;
+  r.model.fail_with = absl::InvalidArgumentError("bad slot");
+  auto bad = r.Start(id, {1, 2}, 3);
+  r.Drain(*bad, &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+  EXPECT_FALSE(r.scheduler->DeviceFailed());
+  EXPECT_EQ(r.index.Get("", id)->version, 0u);
+  EXPECT_FALSE(r.index.Get("", id)->turn_running);
+
+  r.model.fail_with = absl::InternalError("cudaErrorIllegalAddress");
+  auto failed = r.Start(id, {1, 2}, 3);
+  r.Drain(*failed, &status);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_NE(status.message().find("cudaErrorIllegalAddress"), std::string::npos) << status;
+  EXPECT_TRUE(r.scheduler->DeviceFailed());
+  EXPECT_EQ(r.index.Get("", id)->version, 0u);
+  EXPECT_FALSE(r.index.Get("", id)->turn_running);
+  EXPECT_EQ(r.scheduler->CheckAdmits().code(), absl::StatusCode::kUnavailable);
+  auto turn = std::make_unique<Turn>();
+  EXPECT_EQ(r.scheduler->Enqueue(turn).code(), absl::StatusCode::kUnavailable);
+}
+
 }  // namespace
 }  // namespace xlstmd::core

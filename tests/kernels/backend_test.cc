@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_matrix.h"
 #include "kernels/cpu/gemm.h"
 #include "tests/testing/reference_ops.h"
 #include "tests/testing/status_matchers.h"
@@ -41,7 +42,8 @@ template <typename Word, typename Src>
 std::vector<Word> UploadRow(Backend& be, const std::vector<Src>& src, DType src_dtype) {
   auto m = be.UploadMatrix(src.data(), src_dtype, 1, static_cast<int64_t>(src.size()));
   EXPECT_THAT(m, IsOk());
-  WeightMatrixPtr w(*m, WeightMatrixDeleter{&be});
+  WeightMatrixPtr owner(*m, WeightMatrixDeleter{&be});
+  const cpu::CpuMatrix* w = cpu::CpuMat(owner.get());
   if (w->data == nullptr) {  // AVX-512 and AVX2 backends keep only the packed copy (gemm.h)
     const Word* d = static_cast<const Word*>(w->packed);
     std::vector<Word> out(src.size());
@@ -225,14 +227,15 @@ TEST(CpuBackendTest, RowsArePaddedWithZeros) {
     std::vector<float> src(rows * cols, 2.0f);
     auto m = be->UploadMatrix(src.data(), DType::kF32, rows, cols);
     ASSERT_THAT(m, IsOk());
-    WeightMatrixPtr w(*m, WeightMatrixDeleter{be.get()});
-    EXPECT_EQ(be->MatrixRows(w.get()), rows);
-    EXPECT_EQ(be->MatrixCols(w.get()), cols);
+    WeightMatrixPtr owner(*m, WeightMatrixDeleter{be.get()});
+    const cpu::CpuMatrix* w = cpu::CpuMat(owner.get());
+    EXPECT_EQ(be->MatrixRows(w), rows);
+    EXPECT_EQ(be->MatrixCols(w), cols);
     EXPECT_EQ(w->dtype, storage);
     EXPECT_GE(w->ld, cols);
     const size_t esize = DTypeSize(storage);
     EXPECT_EQ(w->ld * esize % 64, 0u);
-    EXPECT_GE(be->MatrixBytes(w.get()), rows * w->ld * esize);
+    EXPECT_GE(be->MatrixBytes(w), rows * w->ld * esize);
     const unsigned char* d = static_cast<const unsigned char*>(w->data);
     for (int64_t r = 0; r < rows; ++r) {
       for (size_t byte = cols * esize; byte < w->ld * esize; ++byte) {

@@ -15,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/cpu_matrix.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/thread_pool.h"
 #include "tests/testing/reference_ops.h"
@@ -177,7 +178,7 @@ TEST(ElementwiseTest, EmbedGathersAndConverts) {
   for (int32_t& id : ids) id = static_cast<int32_t>(rng() % vocab);
   for (DType dt : {DType::kF32, DType::kBF16}) {
     const void* data = dt == DType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
-    const WeightMatrix table{dt, vocab, dim, ld, const_cast<void*>(data), nullptr, 0};
+    const CpuMatrix table(dt, vocab, dim, ld, const_cast<void*>(data), nullptr, 0);
     std::vector<float> y(rows * (dim + 1), -7.0f);
     Embed(pool, {&table, ids.data(), y.data(), rows, dim + 1});
     for (int64_t r = 0; r < rows; ++r) {

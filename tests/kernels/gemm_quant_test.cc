@@ -40,7 +40,7 @@ struct QuantWeights {
   int64_t rows, cols;
   std::vector<uint8_t> codes, scales;
   std::vector<char> packed;
-  WeightMatrix w;
+  CpuMatrix w;
 
   QuantWeights(DType dt, int64_t r, int64_t c, std::mt19937& rng) : dtype(dt), rows(r), cols(c) {
     const std::vector<float> src = Gaussian(static_cast<size_t>(r * c), rng);
@@ -53,7 +53,7 @@ struct QuantWeights {
     }
     packed.resize(QuantPackedBytes(dt, r, c));
     PackQuantized(View(), packed.data());
-    w = WeightMatrix{dt, r, c, c, nullptr, packed.data(), packed.size()};
+    w = CpuMatrix(dt, r, c, c, nullptr, packed.data(), packed.size());
   }
   QuantizedMatrixView View() const {
     return {dtype, rows, cols, codes.data(), scales.data()};
@@ -302,7 +302,8 @@ TEST(GemmQuantTest, BackendUploadPathsAgreeAndApproximateFloat) {
     }
     auto wp = (*be)->UploadQuantized({dt, rows, cols, codes.data(), scales.data()});
     ASSERT_TRUE(wp.ok()) << wp.status();
-    EXPECT_EQ(std::memcmp((*wq)->packed, (*wp)->packed, QuantPackedBytes(dt, rows, cols)), 0);
+    EXPECT_EQ(std::memcmp(CpuMat(*wq)->packed, CpuMat(*wp)->packed, QuantPackedBytes(dt, rows, cols)),
+              0);
     std::vector<float> yq(rows);
     (*be)->MatMul(MatMulParams{x.data(), *wq, yq.data(), 1, cols, rows, false});
     double err = 0, norm = 0;

@@ -38,7 +38,7 @@ struct TestWeights {
   std::vector<uint16_t> bf16;
   std::vector<float> values;
   std::vector<char> packed;  // the packed copy (PackGemmWeights) AVX-512 and AVX2 read
-  WeightMatrix w;
+  CpuMatrix w;
 
   TestWeights(int64_t rows, int64_t cols, int64_t ld, DType dtype, std::mt19937& rng)
       : values(rows * ld + 1, 0.0f) {
@@ -49,7 +49,7 @@ struct TestWeights {
         values[r * ld + c] = c < cols ? dist(rng) : std::nanf("");
       }
     }
-    w = WeightMatrix{dtype, rows, cols, ld, nullptr, nullptr, 0};
+    w = CpuMatrix(dtype, rows, cols, ld, nullptr, nullptr, 0);
     if (dtype == DType::kBF16) {
       bf16.resize(values.size());
       for (size_t i = 0; i < values.size(); ++i) {

@@ -208,7 +208,8 @@ TEST_P(MlstmOpsTest, ChunkwiseMatchesStepping) {
     }
     const float* b = in_.data();
     MlstmChunkParams cp{b + oq(), b + ok(), b + ov(), b + oi(), b + of(), h_chunk.data(),
-                        slots, begin, lens, 3, chunk, ld_, ld_, ld_, ld_, ld_, ldh, KDims(),
+                        slots, begin, lens, begin, lens, 3, chunk, ld_, ld_, ld_, ld_, ld_, ldh,
+                        KDims(),
                         StateRef(a_chunk.data())};
     backend_->MlstmChunkwise(cp);
     double worst = 0;
