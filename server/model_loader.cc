@@ -77,7 +77,7 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
   bo.threads = static_cast<int>(options.threads);
   bo.weight_dtype = format->float_dtype;
   absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
-      kernels::CreateBackend(options.backend, bo);
+      kernels::CreateBackend(options.backend, bo, &out.backend_why);
   if (!backend.ok()) return Annotate(backend.status(), "backend");
   out.backend = *std::move(backend);
 

@@ -22,6 +22,7 @@ struct LoadedModel {
   std::unique_ptr<core::Engine> engine;
   std::filesystem::path model_dir;  // as resolved (see ResolveModelDir)
   std::string model_name;           // the directory's name, for ModelInfo.model
+  std::string backend_why;          // one token: why this backend (CreateBackend)
 };
 
 // The model directory to serve: --model when given (it must exist), else the bundled model

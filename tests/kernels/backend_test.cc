@@ -58,23 +58,41 @@ std::vector<Word> UploadRow(Backend& be, const std::vector<Src>& src, DType src_
 
 TEST(BackendRegistryTest, CpuAndAutoWork) {
   EXPECT_THAT(CompiledBackends(), ::testing::Contains("cpu"));
-  for (const char* name : {"cpu", "auto"}) {
-    auto be = CreateBackend(name, BackendOptions{});
-    ASSERT_THAT(be, IsOk()) << name;
-    EXPECT_EQ((*be)->Name(), "cpu");
-    EXPECT_GE((*be)->Threads(), 1);  // threads <= 0: one per core
-    EXPECT_EQ((*be)->WeightDType(), DType::kBF16);
+  std::string why;
+  auto cpu = CreateBackend("cpu", BackendOptions{}, &why);
+  ASSERT_THAT(cpu, IsOk());
+  EXPECT_EQ((*cpu)->Name(), "cpu");
+  EXPECT_EQ(why, "requested");
+  EXPECT_GE((*cpu)->Threads(), 1);  // threads <= 0: one per core
+  EXPECT_EQ((*cpu)->WeightDType(), DType::kBF16);
+  auto any = CreateBackend("auto", BackendOptions{}, &why);
+  ASSERT_THAT(any, IsOk());
+  // "auto" says why it chose, as one token for the startup line.
+  EXPECT_EQ(why.rfind("auto:", 0), 0u) << why;
+  EXPECT_EQ(why.find_first_of(" ="), std::string::npos) << why;
+  if ((*any)->Name() == "cpu") {
+    EXPECT_NE(why, "auto:cuda_device_usable");
+  } else {
+    EXPECT_EQ(why, "auto:cuda_device_usable");
   }
 }
 
-TEST(BackendRegistryTest, CudaIsUnavailable) {
-  EXPECT_THAT(CreateBackend("cuda", {}),
-              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("not implemented")));
+// Without a usable GPU (always so in CI), "cuda" fails with UNAVAILABLE saying why, whether
+// or not the build has the CUDA backend; "auto" then serves on the CPU.
+TEST(BackendRegistryTest, CudaWithoutADeviceIsUnavailable) {
+  auto be = CreateBackend("cuda", {});
+  if (be.ok()) GTEST_SKIP() << "a CUDA device is usable on this machine";
+  EXPECT_THAT(be, StatusIs(absl::StatusCode::kUnavailable,
+                           ::testing::AnyOf(HasSubstr("CUDA device"), HasSubstr("no CUDA backend"))));
   EXPECT_THAT(CreateBackend("cuda:1", {}), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(CreateBackend("cuda:9999", {}), StatusIs(absl::StatusCode::kUnavailable));
+  auto any = CreateBackend("auto", {});
+  ASSERT_THAT(any, IsOk());
+  EXPECT_EQ((*any)->Name(), "cpu");
 }
 
 TEST(BackendRegistryTest, UnknownNameListsValidOnes) {
-  for (const char* name : {"tpu", "", "CPU", "cuda:", "cuda:x"}) {
+  for (const char* name : {"tpu", "", "CPU", "cuda:", "cuda:x", "cuda:12345", "cuda:-1"}) {
     EXPECT_THAT(CreateBackend(name, {}),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("valid names: cpu")))
         << name;

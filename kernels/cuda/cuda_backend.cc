@@ -1,0 +1,353 @@
+// The CUDA backend: device memory, one non-blocking stream per instance, and the kernels of
+// cuda_ops.h. Every op is enqueued on the stream; the host waits only in Synchronize and in
+// copies to or from pageable memory. A CUDA error is sticky: the first one is kept, every
+// later Synchronize reports it as INTERNAL, and the engine stops serving (Scheduler).
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/launch_plan.h"
+#include "kernels/quant.h"
+
+namespace xlstmd::kernels::cuda {
+namespace {
+
+std::string ErrorText(cudaError_t e) {
+  return absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e));
+}
+
+struct CudaMatrix final : WeightMatrix {
+  DeviceWeights w{};
+  DType dtype = DType::kF32;
+  size_t bytes = 0;
+};
+
+const CudaMatrix* Mat(const WeightMatrix* w) { return static_cast<const CudaMatrix*>(w); }
+
+// Converts one row of host data to the storage dtype (f32 or bf16), zero-padded to `ld`.
+void ConvertRow(const void* src, DType src_dtype, DType storage, int64_t cols, int64_t ld,
+                void* dst) {
+  const auto* s16 = static_cast<const uint16_t*>(src);
+  const auto* s32 = static_cast<const float*>(src);
+  auto value = [&](int64_t c) {
+    switch (src_dtype) {
+      case DType::kBF16:
+        return Bf16ToFloat(s16[c]);
+      case DType::kF16:
+        return HalfToFloat(s16[c]);
+      default:
+        return s32[c];
+    }
+  };
+  if (storage == DType::kBF16) {
+    auto* d = static_cast<uint16_t*>(dst);
+    for (int64_t c = 0; c < cols; ++c) d[c] = src_dtype == DType::kBF16 ? s16[c] : FloatToBf16(value(c));
+    for (int64_t c = cols; c < ld; ++c) d[c] = 0;
+  } else {
+    auto* d = static_cast<float*>(dst);
+    for (int64_t c = 0; c < cols; ++c) d[c] = value(c);
+    for (int64_t c = cols; c < ld; ++c) d[c] = 0.0f;
+  }
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, DType weight_dtype, const cudaDeviceProp& prop, cudaStream_t stream)
+      : device_(device), weight_dtype_(weight_dtype), prop_(prop), stream_(stream) {}
+  ~CudaBackend() override {
+    Bind();
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string Name() const override { return absl::StrCat("cuda:", device_); }
+  std::string Isa() const override { return absl::StrCat("sm_", prop_.major, prop_.minor); }
+  int Threads() const override { return prop_.multiProcessorCount; }
+  DType WeightDType() const override { return weight_dtype_; }
+  bool HostVisible() const override { return false; }
+
+  absl::StatusOr<void*> Alloc(size_t bytes) override {
+    Bind();
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // an allocation failure is not sticky
+      return absl::ResourceExhaustedError(
+          absl::StrCat(Name(), ": cannot allocate ", bytes, " bytes: ", ErrorText(e)));
+    }
+    Check(cudaMemsetAsync(p, 0, bytes, stream_));
+    return p;
+  }
+  void Free(void* p) override {
+    if (p == nullptr) return;
+    Bind();
+    Check(cudaFree(p));  // waits for the device, so no queued op still uses p
+  }
+  absl::StatusOr<void*> AllocHost(size_t bytes) override {
+    Bind();
+    void* p = nullptr;
+    const cudaError_t e = cudaHostAlloc(&p, bytes == 0 ? 1 : bytes, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(
+          absl::StrCat(Name(), ": cannot pin ", bytes, " bytes of host memory: ", ErrorText(e)));
+    }
+    std::memset(p, 0, bytes);
+    std::lock_guard<std::mutex> lock(pinned_mu_);
+    pinned_[static_cast<char*>(p)] = bytes;
+    return p;
+  }
+  void FreeHost(void* p) override {
+    if (p == nullptr) return;
+    Bind();
+    // Copies from or to it may still be queued.
+    Check(cudaStreamSynchronize(stream_));
+    {
+      std::lock_guard<std::mutex> lock(pinned_mu_);
+      pinned_.erase(static_cast<char*>(p));
+    }
+    Check(cudaFreeHost(p));
+  }
+
+  void CopyToDevice(void* dst, const void* src, size_t bytes) override {
+    Copy(dst, src, bytes, cudaMemcpyHostToDevice, src);
+  }
+  void CopyToHost(void* dst, const void* src, size_t bytes) override {
+    Copy(dst, src, bytes, cudaMemcpyDeviceToHost, dst);
+  }
+  void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    Bind();
+    Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void Memset0(void* dst, size_t bytes) override {
+    if (bytes == 0) return;
+    Bind();
+    Check(cudaMemsetAsync(dst, 0, bytes, stream_));
+  }
+
+  absl::StatusOr<WeightMatrix*> UploadMatrixAs(const void* src, DType src_dtype, int64_t rows,
+                                               int64_t cols, DType storage) override {
+    if (rows < 0 || cols < 0 ||
+        (src_dtype != DType::kF32 && src_dtype != DType::kBF16 && src_dtype != DType::kF16)) {
+      return absl::InvalidArgumentError(absl::StrCat("UploadMatrix: bad shape [", rows, ", ",
+                                                     cols, "] or source dtype"));
+    }
+    if (src == nullptr && rows > 0 && cols > 0) {
+      return absl::InvalidArgumentError("UploadMatrix: null source");
+    }
+    if (storage != DType::kF32 && storage != DType::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Name(), ": weights stored as ", DTypeName(storage),
+          " are not supported by the CUDA backend (use f32 or bf16)"));
+    }
+    Bind();
+    const size_t esize = DTypeSize(storage);
+    const int64_t ld = PaddedWeightCols(cols, esize);
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(rows, 1)) * ld * esize;
+    auto m = std::make_unique<CudaMatrix>();
+    void* dev = nullptr;
+    cudaError_t e = cudaMalloc(&dev, bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(
+          absl::StrCat(Name(), ": cannot allocate ", bytes, " bytes of weights: ", ErrorText(e)));
+    }
+    // Converted a block of rows at a time through host memory; uploads run concurrently from
+    // the loader's threads, each with its own synchronous copies.
+    constexpr int64_t kRowsPerBlock = 256;
+    std::vector<char> staging(static_cast<size_t>(std::min<int64_t>(rows, kRowsPerBlock)) * ld *
+                              esize);
+    const size_t src_row = static_cast<size_t>(cols) * DTypeSize(src_dtype);
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowsPerBlock) {
+      const int64_t n = std::min(kRowsPerBlock, rows - r0);
+      for (int64_t r = 0; r < n; ++r) {
+        ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r0 + r) * src_row,
+                   src_dtype, storage, cols, ld, staging.data() + static_cast<size_t>(r * ld) * esize);
+      }
+      e = cudaMemcpy(static_cast<char*>(dev) + static_cast<size_t>(r0 * ld) * esize,
+                     staging.data(), static_cast<size_t>(n * ld) * esize, cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) {
+        cudaFree(dev);
+        return absl::InternalError(absl::StrCat(Name(), ": weight upload: ", ErrorText(e)));
+      }
+    }
+    m->w = DeviceWeights{dev, storage == DType::kBF16, rows, cols, ld};
+    m->dtype = storage;
+    m->bytes = bytes;
+    return m.release();
+  }
+  absl::StatusOr<WeightMatrix*> UploadQuantized(const QuantizedMatrixView& m) override {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Name(), ": quantized (", DTypeName(m.dtype),
+        ") weights are not supported by the CUDA backend; serve the float checkpoint"));
+  }
+  DType MatrixDType(const WeightMatrix* w) const override { return Mat(w)->dtype; }
+  void FreeMatrix(WeightMatrix* w) override {
+    if (w == nullptr) return;
+    Bind();
+    auto* m = static_cast<CudaMatrix*>(w);
+    Check(cudaFree(const_cast<void*>(m->w.data)));
+    delete m;
+  }
+  int64_t MatrixRows(const WeightMatrix* w) const override { return Mat(w)->w.rows; }
+  int64_t MatrixCols(const WeightMatrix* w) const override { return Mat(w)->w.cols; }
+  size_t MatrixBytes(const WeightMatrix* w) const override { return Mat(w)->bytes; }
+
+  void MatMul(const MatMulParams& p) override {
+    Bind();
+    Check(LaunchGemm(p.x, p.ldx, Mat(p.w)->w, p.y, p.ldy, p.m, p.accumulate, stream_));
+  }
+  void RmsNorm(const RmsNormParams& p) override {
+    Bind();
+    Check(LaunchRmsNorm(p, stream_));
+  }
+  void Embed(const EmbedParams& p) override {
+    Bind();
+    Check(LaunchEmbed(Mat(p.table)->w, p.ids, p.y, p.rows, p.ldy, stream_));
+  }
+  void BiasSoftCap(const BiasSoftCapParams& p) override {
+    Bind();
+    Check(LaunchBiasSoftCap(p, stream_));
+  }
+  void SwiGlu(const SwiGluParams& p) override {
+    Bind();
+    Check(LaunchSwiGlu(p, stream_));
+  }
+  void HeadNormGate(const HeadNormGateParams& p) override {
+    Bind();
+    Check(LaunchHeadNormGate(p, stream_));
+  }
+  void MlstmStep(const MlstmStepParams& p) override {
+    Bind();
+    const MlstmPlan plan = PlanMlstmStep(p.batch, p.dims.heads, p.dims.dqk, p.dims.dv);
+    Check(EnsureSharedMemory(plan.smem_bytes));
+    Check(LaunchMlstmStep(p, plan, stream_));
+  }
+  void MlstmChunkwise(const MlstmChunkParams& p) override {
+    Bind();
+    std::string why;
+    const MlstmPlan plan = PlanMlstmChunkwise(p.num_seqs, p.dims.heads, p.dims.dqk, p.dims.dv,
+                                              p.chunk_size, prop_.sharedMemPerBlockOptin, &why);
+    if (!why.empty()) return Fail(absl::StrCat("mLSTM prefill: ", why));
+    Check(EnsureSharedMemory(plan.smem_bytes));
+    Check(LaunchMlstmChunkwise(p, plan, stream_));
+  }
+  void GatherRows(const GatherRowsParams& p) override {
+    Bind();
+    Check(LaunchGatherRows(p, stream_));
+  }
+
+  absl::Status Synchronize() override {
+    Bind();
+    Check(cudaStreamSynchronize(stream_));
+    std::lock_guard<std::mutex> lock(error_mu_);
+    return error_;
+  }
+
+ private:
+  // The device is per host thread: the scheduler and the loader's threads each bind it.
+  void Bind() const {
+    thread_local int bound = -1;
+    if (bound != device_) {
+      cudaSetDevice(device_);
+      bound = device_;
+    }
+  }
+  void Check(cudaError_t e) {
+    if (e == cudaSuccess) return;
+    Fail(ErrorText(e));
+  }
+  void Fail(const std::string& what) {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    if (error_.ok()) error_ = absl::InternalError(absl::StrCat(Name(), ": ", what));
+  }
+  cudaError_t EnsureSharedMemory(size_t bytes) {
+    constexpr size_t kDefault = 48 * 1024;
+    if (bytes <= kDefault || bytes <= smem_allowed_) return cudaSuccess;
+    const cudaError_t e = AllowMlstmSharedMemory(bytes);
+    if (e == cudaSuccess) smem_allowed_ = bytes;
+    return e;
+  }
+  bool Pinned(const void* p) {
+    std::lock_guard<std::mutex> lock(pinned_mu_);
+    auto it = pinned_.upper_bound(static_cast<const char*>(p));
+    if (it == pinned_.begin()) return false;
+    --it;
+    return static_cast<const char*>(p) < it->first + it->second;
+  }
+  // Pinned host memory is copied asynchronously; pageable memory before returning (the
+  // caller may reuse it at once).
+  void Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const void* host) {
+    if (bytes == 0) return;
+    Bind();
+    Check(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
+    if (!Pinned(host)) Check(cudaStreamSynchronize(stream_));
+  }
+
+  const int device_;
+  const DType weight_dtype_;
+  const cudaDeviceProp prop_;
+  cudaStream_t stream_;
+  size_t smem_allowed_ = 0;
+  std::mutex pinned_mu_;
+  std::map<const char*, size_t> pinned_;  // AllocHost blocks by start
+  std::mutex error_mu_;
+  absl::Status error_;  // the first CUDA error; sticky
+};
+
+}  // namespace
+
+absl::StatusOr<int> UsableDeviceCount() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::UnavailableError(absl::StrCat("no usable CUDA device (", ErrorText(e), ")"));
+  }
+  if (count == 0) return absl::UnavailableError("no CUDA device");
+  return count;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions& options) {
+  if (options.weight_dtype != DType::kF32 && options.weight_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda backend: weight dtype ",
+                                                   DTypeName(options.weight_dtype),
+                                                   " is not supported (use f32 or bf16)"));
+  }
+  absl::StatusOr<int> count = UsableDeviceCount();
+  if (!count.ok()) return count.status();
+  if (options.device < 0 || options.device >= *count) {
+    return absl::UnavailableError(absl::StrCat("cuda:", options.device, " does not exist (",
+                                               *count, " CUDA device(s))"));
+  }
+  cudaError_t e = cudaSetDevice(options.device);
+  cudaDeviceProp prop{};
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, options.device);
+  cudaStream_t stream = nullptr;
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::UnavailableError(
+        absl::StrCat("cuda:", options.device, " is not usable: ", ErrorText(e)));
+  }
+  if (prop.major < 8) {
+    cudaStreamDestroy(stream);
+    return absl::UnavailableError(absl::StrCat("cuda:", options.device, " (", prop.name,
+                                               ") is sm_", prop.major, prop.minor,
+                                               "; the CUDA backend needs sm_80 or newer"));
+  }
+  return std::unique_ptr<Backend>(
+      new CudaBackend(options.device, options.weight_dtype, prop, stream));
+}
+
+}  // namespace xlstmd::kernels::cuda

@@ -1,0 +1,44 @@
+// Kernel launchers of the CUDA backend (the .cu files). Each enqueues its kernel on `stream`
+// and returns the launch error, if any. Shapes and strides follow op_params.h; weights are
+// bf16 (uint16_t) or f32 with rows padded to PaddedWeightCols (launch_plan.h). Only
+// kernels/cuda includes this header (it needs the CUDA runtime's types).
+#ifndef XLSTMD_KERNELS_CUDA_CUDA_OPS_H_
+#define XLSTMD_KERNELS_CUDA_CUDA_OPS_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cuda/launch_plan.h"
+#include "kernels/op_params.h"
+
+namespace xlstmd::kernels::cuda {
+
+// What the kernels need of a weight matrix (CudaMatrix keeps it).
+struct DeviceWeights {
+  const void* data;
+  bool bf16;       // else f32
+  int64_t rows;
+  int64_t cols;
+  int64_t ld;      // padded row stride, elements
+};
+
+cudaError_t LaunchGemm(const float* x, int64_t ldx, const DeviceWeights& w, float* y,
+                       int64_t ldy, int64_t m, bool accumulate, cudaStream_t stream);
+cudaError_t LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
+cudaError_t LaunchEmbed(const DeviceWeights& table, const int32_t* ids, float* y, int64_t rows,
+                        int64_t ldy, cudaStream_t stream);
+cudaError_t LaunchBiasSoftCap(const BiasSoftCapParams& p, cudaStream_t stream);
+cudaError_t LaunchSwiGlu(const SwiGluParams& p, cudaStream_t stream);
+cudaError_t LaunchHeadNormGate(const HeadNormGateParams& p, cudaStream_t stream);
+cudaError_t LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream);
+cudaError_t LaunchMlstmStep(const MlstmStepParams& p, const MlstmPlan& plan, cudaStream_t stream);
+cudaError_t LaunchMlstmChunkwise(const MlstmChunkParams& p, const MlstmPlan& plan,
+                                 cudaStream_t stream);
+// Lets the chunkwise kernel use up to `bytes` of dynamic shared memory per block.
+cudaError_t AllowMlstmSharedMemory(size_t bytes);
+
+}  // namespace xlstmd::kernels::cuda
+
+#endif  // XLSTMD_KERNELS_CUDA_CUDA_OPS_H_

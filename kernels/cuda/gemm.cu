@@ -1,0 +1,114 @@
+// The exact decode GEMM: weights streamed once per x tile, f32 FMA on f32 activations, so
+// bf16 weights stay exact and nothing is rounded below f32 (--cuda-math exact).
+//
+// One warp per output row; lane l chains the products of the 16-byte weight vectors at
+// k = vec * (l + 32 j) in order, then the lanes meet in a fixed butterfly. That order depends
+// on K alone (launch_plan.h), so a row's result never depends on M or on the other rows.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_ops.h"
+
+namespace xlstmd::kernels::cuda {
+namespace {
+
+// 8 bf16 weights: a bf16 is the high half of the f32 of the same value.
+__device__ inline void LoadWeights(const uint16_t* w, float out[8]) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(w));
+  const unsigned int words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __uint_as_float(words[i] << 16);
+    out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+  }
+}
+
+__device__ inline void LoadWeights(const float* w, float out[4]) {
+  const float4 f = __ldg(reinterpret_cast<const float4*>(w));
+  out[0] = f.x;
+  out[1] = f.y;
+  out[2] = f.z;
+  out[3] = f.w;
+}
+
+template <typename WT, int kVec, int kMTile>
+__global__ void __launch_bounds__(32 * kGemmWarps)
+    GemmStreamKernel(const float* __restrict__ x, int64_t ldx, const WT* __restrict__ w,
+                     int64_t ldw, float* __restrict__ y, int64_t ldy, int64_t m, int64_t n,
+                     int64_t k, bool accumulate) {
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kGemmWarps + warp;
+  if (row >= n) return;  // whole warps leave together
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kMTile;
+  float acc[kMTile];
+#pragma unroll
+  for (int i = 0; i < kMTile; ++i) acc[i] = 0.0f;
+  const WT* wr = w + row * ldw;
+  for (int64_t kb = static_cast<int64_t>(lane) * kVec; kb < k; kb += 32 * kVec) {
+    float wv[kVec];
+    LoadWeights(wr + kb, wv);  // rows are padded to whole vectors
+    const bool full = kb + kVec <= k;
+#pragma unroll
+    for (int i = 0; i < kMTile; ++i) {
+      if (m0 + i >= m) break;
+      const float* xr = x + (m0 + i) * ldx + kb;
+      float a = acc[i];
+      if (full) {
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) a = fmaf(wv[v], __ldg(xr + v), a);
+      } else {
+        for (int v = 0; kb + v < k; ++v) a = fmaf(wv[v], __ldg(xr + v), a);
+      }
+      acc[i] = a;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kMTile; ++i) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
+  }
+  if (lane != 0) return;
+#pragma unroll
+  for (int i = 0; i < kMTile; ++i) {
+    if (m0 + i >= m) break;
+    float* out = y + (m0 + i) * ldy + row;
+    *out = accumulate ? *out + acc[i] : acc[i];
+  }
+}
+
+template <typename WT, int kVec>
+cudaError_t Launch(const float* x, int64_t ldx, const DeviceWeights& w, float* y, int64_t ldy,
+                   int64_t m, bool accumulate, cudaStream_t stream) {
+  const DecodeGemmPlan plan = PlanDecodeGemm(m, w.rows, w.cols, sizeof(WT));
+  const dim3 grid(static_cast<unsigned>(plan.grid.x), static_cast<unsigned>(plan.grid.y));
+  const dim3 block(static_cast<unsigned>(plan.threads));
+  const WT* wd = static_cast<const WT*>(w.data);
+  switch (plan.m_tile) {
+    case 1:
+      GemmStreamKernel<WT, kVec, 1><<<grid, block, 0, stream>>>(x, ldx, wd, w.ld, y, ldy, m,
+                                                                 w.rows, w.cols, accumulate);
+      break;
+    case 8:
+      GemmStreamKernel<WT, kVec, 8><<<grid, block, 0, stream>>>(x, ldx, wd, w.ld, y, ldy, m,
+                                                                 w.rows, w.cols, accumulate);
+      break;
+    default:
+      GemmStreamKernel<WT, kVec, 32><<<grid, block, 0, stream>>>(x, ldx, wd, w.ld, y, ldy, m,
+                                                                  w.rows, w.cols, accumulate);
+      break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t LaunchGemm(const float* x, int64_t ldx, const DeviceWeights& w, float* y,
+                       int64_t ldy, int64_t m, bool accumulate, cudaStream_t stream) {
+  if (m <= 0 || w.rows <= 0) return cudaSuccess;
+  if (w.bf16) return Launch<uint16_t, 8>(x, ldx, w, y, ldy, m, accumulate, stream);
+  return Launch<float, 4>(x, ldx, w, y, ldy, m, accumulate, stream);
+}
+
+}  // namespace xlstmd::kernels::cuda

@@ -1,0 +1,94 @@
+// Launch planning for the CUDA backend, as plain C++ so that it is unit-tested on machines
+// without a GPU (tests/kernels/launch_plan_test.cc). Nothing here includes a CUDA header.
+//
+// The rules that make the GPU batch-invariant live here:
+//  - the decode GEMM's per-element reduction (which lane sums which k, then a fixed butterfly
+//    over the 32 lanes) depends only on K and the weight dtype, never on M or the grid;
+//  - row ops reduce with a block size that depends only on the row width;
+//  - the mLSTM kernels give each (sequence, head) pair one CTA whose thread count depends only
+//    on the head dims, and the chunk length only on the request and the head dims.
+#ifndef XLSTMD_KERNELS_CUDA_LAUNCH_PLAN_H_
+#define XLSTMD_KERNELS_CUDA_LAUNCH_PLAN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <deque>
+#include <vector>
+
+namespace xlstmd::kernels::cuda {
+
+struct Dim3 {
+  int64_t x = 1, y = 1, z = 1;
+};
+
+// The decode GEMM y[m, n] (+)= sum_k x[m, k] W[n, k]: one warp per output row n, kWarps warps
+// per CTA; lane l sums k in vectors of `vec` elements at k = vec * (l + 32 j), j = 0, 1, ...
+// (each vector's products chained in order), then the 32 lane sums meet in a butterfly.
+// `m_tile` x rows share each weight load (the CTA's y-index picks the tile).
+struct GemmReduction {
+  int64_t vec = 0;         // elements per lane load (16 bytes of weights)
+  int64_t lane_steps = 0;  // vectors each lane chains: ceil(K / (32 * vec))
+  bool operator==(const GemmReduction&) const = default;
+};
+struct DecodeGemmPlan {
+  Dim3 grid;
+  int64_t threads = 0;
+  int64_t m_tile = 0;  // 1, 8 or 32: a kernel instantiation
+  GemmReduction reduction;
+};
+constexpr int64_t kGemmWarps = 8;
+DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, size_t weight_elem_bytes);
+// Weight rows are stored padded to whole vectors (zeros), so lane loads never straddle rows.
+int64_t PaddedWeightCols(int64_t k, size_t weight_elem_bytes);
+
+// Row ops (norms, soft cap, SwiGLU, gather): one CTA per row (per row and head for the head
+// norm) with a thread count that depends only on the width.
+int64_t RowThreads(int64_t width);
+
+// mLSTM: one CTA per (row or sequence, head), threads over the dv columns of the state.
+struct MlstmPlan {
+  Dim3 grid;
+  int64_t threads = 0;
+  int64_t chunk = 0;          // chunkwise: rows per chunk (<= kMaxChunk)
+  size_t smem_bytes = 0;      // dynamic shared memory per CTA
+};
+constexpr int64_t kMaxChunk = 16;
+MlstmPlan PlanMlstmStep(int64_t batch, int64_t heads, int64_t dqk, int64_t dv);
+// Empty `why` when it fits; otherwise why not (the head dims need more shared memory than
+// `smem_limit`, the device's opt-in maximum per block).
+MlstmPlan PlanMlstmChunkwise(int64_t num_seqs, int64_t heads, int64_t dqk, int64_t dv,
+                             int64_t requested_chunk, size_t smem_limit, std::string* why);
+
+// CUDA graph buckets for decode steps: a step of `batch` rows replays the graph captured for
+// the smallest bucket >= batch, padded with slot -1 rows. 0 when batch exceeds the largest
+// bucket (the step then runs eagerly).
+int64_t DecodeBucket(int64_t batch);
+const std::vector<int64_t>& DecodeBuckets();
+
+// A ring of pinned staging memory for asynchronous state copies: Claim returns the offset of
+// `bytes` contiguous bytes (aligned to 256) or -1 when the free space cannot hold them yet;
+// Release frees the oldest claim (claims are released in order, as copies on one stream
+// complete in order).
+class PinnedRing {
+ public:
+  explicit PinnedRing(size_t capacity) : capacity_(capacity) {}
+  int64_t Claim(size_t bytes);
+  void ReleaseOldest();
+  size_t in_use() const { return used_; }
+  size_t capacity() const { return capacity_; }
+  size_t claims() const { return claims_.size(); }
+
+ private:
+  struct Span {
+    size_t offset, bytes;  // bytes includes padding skipped at the ring's end
+  };
+  size_t capacity_;
+  size_t head_ = 0;  // next free offset
+  size_t used_ = 0;
+  std::deque<Span> claims_;  // oldest first
+};
+
+}  // namespace xlstmd::kernels::cuda
+
+#endif  // XLSTMD_KERNELS_CUDA_LAUNCH_PLAN_H_

@@ -1,0 +1,136 @@
+// The golden models through the CUDA backend (logits within the golden tolerances, prefill
+// and step), batch invariance of whole forward passes, and a session's state started on the
+// CPU, continued on the GPU and back. Label `gpu`.
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/model/xlstm_model.h"
+#include "gtest/gtest.h"
+#include "kernels/backend_registry.h"
+#include "tests/gpu/gpu_testutil.h"
+#include "tests/testing/golden.h"
+
+namespace xlstmd::testing {
+namespace {
+
+using core::LogitsMode;
+using core::PrefillOptions;
+using core::PrefillSequence;
+using core::XlstmModel;
+using kernels::DType;
+
+constexpr char kModel[] = "xlstm-large-a1";
+
+class CudaModelTest : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    XLSTMD_GPU_OR_SKIP(gpu_, GetParam());
+    auto g = LoadGolden(kModel);
+    ASSERT_TRUE(g.ok()) << g.status();
+    golden_ = std::move(*g);
+    auto cpu = kernels::CreateBackend("cpu", {2, GetParam()});
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    cpu_ = std::move(*cpu);
+  }
+
+  std::unique_ptr<XlstmModel> Load(kernels::Backend* be, int32_t slots) {
+    auto m = XlstmModel::Load(GoldenDir(kModel), be);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return nullptr;
+    EXPECT_TRUE((*m)->AllocateSlots(slots).ok());
+    return std::move(*m);
+  }
+
+  std::unique_ptr<kernels::Backend> gpu_, cpu_;
+  GoldenModel golden_;
+};
+
+// f32 storage must meet the golden tolerances; bf16 storage is compared with the CPU serving
+// the same bf16 weights (the golden logits are those of the f32 model).
+TEST_P(CudaModelTest, GoldenLogitsThroughPrefillAndStep) {
+  auto gm = Load(gpu_.get(), 2);
+  auto cm = Load(cpu_.get(), 2);
+  ASSERT_NE(gm, nullptr);
+  for (const GoldenSequence& seq : golden_.sequences) {
+    const PrefillSequence s{seq.tokens, 0};
+    std::vector<float> gl, cl;
+    ASSERT_TRUE(gm->Prefill({&s, 1}, {16, LogitsMode::kAll}, &gl).ok());
+    ASSERT_TRUE(cm->Prefill({&s, 1}, {16, LogitsMode::kAll}, &cl).ok());
+    if (GetParam() == DType::kF32) {
+      const std::vector<float> want = golden_.F32(seq.name + "/logits_full");
+      EXPECT_EQ(WorstViolation(gl, want, golden_.logits_atol, golden_.logits_rtol), 0.0)
+          << seq.name << ": max |diff| " << MaxAbsDiff(gl, want);
+    }
+    EXPECT_LT(RelDiff(gl, cl), 1e-3) << seq.name;
+    // Token by token from a zero state: the same logits as the prefill, within tolerance.
+    gm->ResetSlot(1);
+    std::vector<float> steps, one;
+    const int32_t slot = 1;
+    for (int32_t t : seq.tokens) {
+      ASSERT_TRUE(gm->Step({&t, 1}, {&slot, 1}, &one).ok());
+      steps.insert(steps.end(), one.begin(), one.end());
+    }
+    EXPECT_LT(RelDiff(steps, gl), 1e-3) << seq.name;
+  }
+}
+
+// A session's logits are bit-identical alone or batched, in prefill and in decode.
+TEST_P(CudaModelTest, ForwardPassesAreBatchInvariant) {
+  const std::vector<int32_t>& a = golden_.sequences.front().tokens;
+  const std::vector<int32_t>& b = golden_.sequences.back().tokens;
+  auto alone = Load(gpu_.get(), 1);
+  auto batched = Load(gpu_.get(), 4);
+  const PrefillSequence sa{a, 0};
+  std::vector<float> la, lb;
+  ASSERT_TRUE(alone->Prefill({&sa, 1}, {}, &la).ok());
+  const PrefillSequence two[] = {{b, 3}, {a, 1}};
+  ASSERT_TRUE(batched->Prefill(two, {}, &lb).ok());
+  const int64_t V = alone->vocab_size();
+  ASSERT_EQ(lb.size(), static_cast<size_t>(2 * V));
+  EXPECT_EQ(std::memcmp(la.data(), lb.data() + V, V * sizeof(float)), 0);
+  const int32_t t = 5, s0 = 0;
+  ASSERT_TRUE(alone->Step({&t, 1}, {&s0, 1}, &la).ok());
+  const std::vector<int32_t> toks = {9, 5, 7}, slots = {3, 1, 2};
+  ASSERT_TRUE(batched->Step(toks, slots, &lb).ok());
+  EXPECT_EQ(std::memcmp(la.data(), lb.data() + V, V * sizeof(float)), 0);
+}
+
+// A state made on the CPU continues on the GPU and comes back: the logits stay within
+// tolerance of the CPU continuing alone.
+TEST_P(CudaModelTest, StateMovesBetweenCpuAndGpu) {
+  auto cm = Load(cpu_.get(), 1);
+  auto gm = Load(gpu_.get(), 1);
+  const std::vector<int32_t>& prompt = golden_.sequences.back().tokens;
+  const PrefillSequence s{prompt, 0};
+  std::vector<float> logits;
+  ASSERT_TRUE(cm->Prefill({&s, 1}, {}, &logits).ok());
+  std::vector<float> state(cm->state_layout().floats_per_slot());
+  cm->ReadSlot(0, state.data());
+  gm->WriteSlot(0, state.data());
+  const int32_t slot = 0;
+  std::vector<float> lc, lg;
+  for (int32_t t : {3, 1, 4, 1, 5}) {
+    ASSERT_TRUE(cm->Step({&t, 1}, {&slot, 1}, &lc).ok());
+    ASSERT_TRUE(gm->Step({&t, 1}, {&slot, 1}, &lg).ok());
+    EXPECT_LT(RelDiff(lg, lc), 1e-3) << t;
+  }
+  std::vector<float> back(state.size()), ref(state.size());
+  gm->ReadSlot(0, back.data());
+  cm->ReadSlot(0, ref.data());
+  EXPECT_LT(RelDiff(back, ref), 1e-3);
+  cm->WriteSlot(0, back.data());
+  const int32_t t = 9;
+  ASSERT_TRUE(cm->Step({&t, 1}, {&slot, 1}, &lc).ok());
+  ASSERT_TRUE(gm->Step({&t, 1}, {&slot, 1}, &lg).ok());
+  EXPECT_LT(RelDiff(lg, lc), 1e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, CudaModelTest, ::testing::Values(DType::kF32, DType::kBF16),
+                         [](const auto& info) {
+                           return std::string(kernels::DTypeName(info.param));
+                         });
+
+}  // namespace
+}  // namespace xlstmd::testing

@@ -1,0 +1,120 @@
+// The CUDA backend's launch planning, tested without a GPU: the decode GEMM's reduction
+// depends only on K (batch invariance), grids cover every output, the mLSTM chunk fits the
+// shared memory it is given, graph buckets pad upwards, and the pinned ring never hands out
+// overlapping bytes.
+#include "kernels/cuda/launch_plan.h"
+
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace xlstmd::kernels::cuda {
+namespace {
+
+TEST(LaunchPlanTest, DecodeGemmReductionDependsOnlyOnKAndDtype) {
+  for (int64_t k : {1, 7, 8, 255, 256, 257, 4096, 11008}) {
+    for (size_t es : {2u, 4u}) {
+      const GemmReduction ref = PlanDecodeGemm(1, 64, k, es).reduction;
+      EXPECT_EQ(ref.vec, static_cast<int64_t>(16 / es));
+      EXPECT_GE(ref.lane_steps * 32 * ref.vec, k);
+      EXPECT_LT((ref.lane_steps - 1) * 32 * ref.vec, k);
+      for (int64_t m : {1, 2, 8, 9, 33, 64, 256, 300, 4096}) {
+        for (int64_t n : {1, 8, 50304}) {
+          const DecodeGemmPlan p = PlanDecodeGemm(m, n, k, es);
+          EXPECT_EQ(p.reduction, ref) << m << " " << n << " " << k;
+          EXPECT_GE(p.grid.x * kGemmWarps, n);
+          EXPECT_GE(p.grid.y * p.m_tile, m);
+          EXPECT_LT((p.grid.y - 1) * p.m_tile, m);
+          EXPECT_EQ(p.threads, 32 * kGemmWarps);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(PaddedWeightCols(4095, 2), 4096);
+  EXPECT_EQ(PaddedWeightCols(4095, 4), 4096);
+  EXPECT_EQ(PaddedWeightCols(9, 2), 16);
+}
+
+TEST(LaunchPlanTest, RowThreadsDependOnWidthOnly) {
+  EXPECT_EQ(RowThreads(64), 64);
+  EXPECT_EQ(RowThreads(4096), 512);
+  for (int64_t w = 1; w < 20000; w += 37) {
+    EXPECT_EQ(RowThreads(w) % 32, 0);
+    EXPECT_LE(RowThreads(w), 1024);
+  }
+}
+
+TEST(LaunchPlanTest, MlstmPlansFitTheirSharedMemory) {
+  // xLSTM-7B heads (dqk 256, dv 512): a CTA of 512 threads per (sequence, head).
+  const MlstmPlan step = PlanMlstmStep(256, 8, 256, 512);
+  EXPECT_EQ(step.grid.x, 8);
+  EXPECT_EQ(step.grid.y, 256);
+  EXPECT_EQ(step.threads, 512);
+  std::string why;
+  const MlstmPlan chunk = PlanMlstmChunkwise(3, 8, 256, 512, 64, 48 * 1024, &why);
+  EXPECT_TRUE(why.empty()) << why;
+  EXPECT_EQ(chunk.chunk, kMaxChunk);
+  EXPECT_LE(chunk.smem_bytes, 48u * 1024);
+  // Less shared memory: a smaller chunk, never an overflow.
+  const MlstmPlan small = PlanMlstmChunkwise(3, 8, 256, 512, 64, 20 * 1024, &why);
+  EXPECT_TRUE(why.empty()) << why;
+  EXPECT_LT(small.chunk, kMaxChunk);
+  EXPECT_LE(small.smem_bytes, 20u * 1024);
+  // The chunk follows the request below the cap; the plan never depends on the batch.
+  EXPECT_EQ(PlanMlstmChunkwise(1, 2, 16, 16, 4, 48 * 1024, &why).chunk, 4);
+  EXPECT_EQ(PlanMlstmChunkwise(9, 2, 16, 16, 4, 48 * 1024, &why).chunk, 4);
+  // Heads too large for any chunk: said, with the numbers.
+  PlanMlstmChunkwise(1, 1, 100000, 64, 16, 48 * 1024, &why);
+  EXPECT_NE(why.find("shared memory"), std::string::npos);
+  EXPECT_EQ(PlanMlstmStep(1, 1, 8, 4).threads, 32);
+  EXPECT_EQ(PlanMlstmStep(1, 1, 8, 5000).threads, 1024);
+}
+
+TEST(LaunchPlanTest, DecodeBucketsPadUpwards) {
+  EXPECT_EQ(DecodeBucket(1), 1);
+  EXPECT_EQ(DecodeBucket(3), 4);
+  EXPECT_EQ(DecodeBucket(65), 96);
+  EXPECT_EQ(DecodeBucket(256), 256);
+  EXPECT_EQ(DecodeBucket(257), 0);
+  int64_t prev = 0;
+  for (int64_t b : DecodeBuckets()) {
+    EXPECT_GT(b, prev);
+    prev = b;
+  }
+  for (int64_t batch = 1; batch <= 256; ++batch) EXPECT_GE(DecodeBucket(batch), batch);
+}
+
+// Random claims and in-order releases: live claims never overlap and stay inside the ring.
+TEST(LaunchPlanTest, PinnedRingNeverOverlaps) {
+  std::mt19937 rng(1);
+  PinnedRing ring(64 * 1024);
+  std::vector<std::pair<int64_t, size_t>> live;  // oldest first
+  for (int it = 0; it < 20000; ++it) {
+    if (rng() % 3 != 0 || live.empty()) {
+      const size_t bytes = 1 + rng() % (20 * 1024);
+      const int64_t off = ring.Claim(bytes);
+      if (off < 0) {
+        ASSERT_FALSE(live.empty()) << "an empty ring refused " << bytes << " bytes";
+        continue;
+      }
+      ASSERT_EQ(off % 256, 0);
+      ASSERT_LE(static_cast<size_t>(off) + bytes, ring.capacity());
+      for (const auto& [o, b] : live) {
+        ASSERT_TRUE(static_cast<size_t>(off) + bytes <= static_cast<size_t>(o) ||
+                    static_cast<size_t>(o) + b <= static_cast<size_t>(off))
+            << "claim at " << off << " overlaps " << o;
+      }
+      live.emplace_back(off, bytes);
+    } else {
+      ring.ReleaseOldest();
+      live.erase(live.begin());
+    }
+    ASSERT_EQ(ring.claims(), live.size());
+  }
+  EXPECT_EQ(ring.Claim(ring.capacity() + 1), -1);
+}
+
+}  // namespace
+}  // namespace xlstmd::kernels::cuda
