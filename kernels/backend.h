@@ -48,6 +48,15 @@ struct BackendOptions {
   int device = 0;  // device index (CUDA); ignored by the CPU backend
 };
 
+// What a backend knows of its device, for sizing (--slots auto) and the bench's rooflines.
+struct DeviceInfo {
+  std::string description;         // e.g. "NVIDIA H100 80GB HBM3, sm_90, 132 SMs"
+  size_t total_bytes = 0;          // device memory; 0 on the CPU (host memory: not tracked)
+  size_t free_bytes = 0;           // free device memory now
+  double nominal_gbps = 0;         // memory bandwidth from the device's attributes; 0 = unknown
+  double nominal_fp32_gflops = 0;  // FP32 FMA peak from the device's attributes; 0 = unknown
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -58,6 +67,8 @@ class Backend {
   virtual std::string Isa() const = 0;   // e.g. "avx512", "avx2", "scalar", "sm_90"
   virtual int Threads() const = 0;
   virtual DType WeightDType() const = 0;
+
+  virtual DeviceInfo Info() const = 0;
 
   // True when backend memory is ordinary host memory (the CPU backend): the host may then
   // read results in place instead of copying them out.

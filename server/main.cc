@@ -111,12 +111,15 @@ int Main(int argc, char** argv) {
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
         "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} http={} "
-        "redis={} lm_head_dtype={} weight_bytes={} backend_why={}",
+        "redis={} lm_head_dtype={} weight_bytes={} backend_why={} max_batch={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
-        kernels::DTypeName(m.matrix_dtype()), m.state_bytes_per_session(), options.slots,
+        kernels::DTypeName(m.matrix_dtype()), m.state_bytes_per_session(),
+        model->engine_options.resident_slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
         options.durability, http, options.redis_url.empty() ? "none" : "on",
-        kernels::DTypeName(m.lm_head_dtype()), m.weight_bytes(), model->backend_why);
+        kernels::DTypeName(m.lm_head_dtype()), m.weight_bytes(), model->backend_why,
+        model->engine_options.max_batch);
+    if (!model->sizing_note.empty()) spdlog::info("--slots {}", model->sizing_note);
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);
     const int sig = signals.WaitFirst();

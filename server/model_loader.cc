@@ -11,6 +11,7 @@
 #include "core/tokenizer/chat_template.h"
 #include "core/tokenizer/tokenizer.h"
 #include "kernels/backend_registry.h"
+#include "server/engine_sizing.h"
 
 namespace xlstmd::server {
 namespace {
@@ -107,6 +108,8 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
 
   core::EngineOptions engine_options = options.ToEngineOptions();
   engine_options.observer = observer;
+  XLSTMD_RETURN_IF_ERROR(SizeEngine(**model, *out.backend, &engine_options, &out.sizing_note));
+  out.engine_options = engine_options;
   absl::StatusOr<std::unique_ptr<core::Engine>> engine = core::Engine::Create(
       *std::move(model), *std::move(tokenizer), *std::move(tmpl), engine_options);
   if (!engine.ok()) {
@@ -119,6 +122,26 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
   }
   out.engine = *std::move(engine);
   return out;
+}
+
+absl::Status SizeEngine(const core::XlstmModel& model, const kernels::Backend& backend,
+                        core::EngineOptions* e, std::string* note) {
+  const kernels::DeviceInfo info = backend.Info();
+  SizingInput in;
+  in.gpu = !backend.HostVisible();
+  in.free_bytes = info.free_bytes;
+  in.bytes_per_slot = model.state_bytes_per_session();
+  in.bytes_per_forward_row = model.ForwardBytes(1, 0);
+  in.bytes_per_logit_row = model.ForwardBytes(0, 1);
+  EngineSizes sizes{e->resident_slots, e->max_batch, e->prefill_token_budget, e->prefill_piece,
+                    ""};
+  XLSTMD_RETURN_IF_ERROR(ResolveEngineSizes(in, &sizes));
+  e->resident_slots = static_cast<int32_t>(sizes.slots);
+  e->max_batch = static_cast<int32_t>(sizes.max_batch);
+  e->prefill_token_budget = static_cast<int32_t>(sizes.prefill_budget);
+  e->prefill_piece = static_cast<int32_t>(sizes.prefill_piece);
+  *note = sizes.note;
+  return absl::OkStatus();
 }
 
 }  // namespace xlstmd::server

@@ -23,7 +23,14 @@ struct LoadedModel {
   std::filesystem::path model_dir;  // as resolved (see ResolveModelDir)
   std::string model_name;           // the directory's name, for ModelInfo.model
   std::string backend_why;          // one token: why this backend (CreateBackend)
+  core::EngineOptions engine_options;  // as resolved for the backend (engine_sizing.h)
+  std::string sizing_note;          // how --slots auto was sized ("" when given)
 };
+
+// Fills the engine sizes left at 0 (--slots auto, batch and prefill by backend) from the
+// loaded model and its backend (engine_sizing.h).
+absl::Status SizeEngine(const core::XlstmModel& model, const kernels::Backend& backend,
+                        core::EngineOptions* e, std::string* note);
 
 // The model directory to serve: --model when given (it must exist), else the bundled model
 // written by scripts/bootstrap.sh: `<exe_dir>/../../models/default` (the binary lives in

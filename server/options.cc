@@ -77,12 +77,16 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "HTTP address for /metrics (Prometheus), /healthz and /readyz; port 0 picks a free "
       "port; unset = no HTTP listener");
 
-  Num(f, &o->slots, "slots", 64, 1, 1 << 20, "resident session state slots");
-  Num(f, &o->max_batch, "max-batch", 64, 1, 1 << 16, "turns running at once");
-  Num(f, &o->prefill_budget, "prefill-budget", 512, 1, kI32Max,
-      "prompt tokens prefilled per scheduler iteration");
-  Num(f, &o->prefill_piece, "prefill-piece", 128, 1, kI32Max,
-      "prompts are prefilled in pieces of this many tokens");
+  Str(f, &o->slots_text, "slots", "N|auto", "auto",
+      "resident session state slots (backend memory); auto: 64 on the CPU, on a GPU as many "
+      "as fit in 90% of the memory left after the weights and forward buffers");
+  Num(f, &o->max_batch, "max-batch", 0, 0, 1 << 16,
+      "turns running at once; 0 = by backend (cpu 64, cuda 256)");
+  Num(f, &o->prefill_budget, "prefill-budget", 0, 0, kI32Max,
+      "prompt tokens prefilled per scheduler iteration; 0 = by backend (cpu 512, cuda 4096)");
+  Num(f, &o->prefill_piece, "prefill-piece", 0, 0, kI32Max,
+      "prompts are prefilled in pieces of this many tokens; 0 = by backend (cpu 128, cuda "
+      "512)");
   Num(f, &o->queue_depth, "queue-depth", 256, 1, kI32Max,
       "turns waiting for a slot before RESOURCE_EXHAUSTED");
   Num(f, &o->max_prompt_tokens, "max-prompt-tokens", 8192, 1, kI32Max,
@@ -240,7 +244,16 @@ base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLook
                                   ") must not exceed --max-new-tokens (", o.max_new_tokens, ")"));
     return base::ParseOutcome::kError;
   }
-  if (o.prefill_budget < o.prefill_piece) {
+  if (o.slots_text == "auto") {
+    o.slots = 0;
+  } else if (!absl::SimpleAtoi(o.slots_text, &o.slots) || o.slots < 1 || o.slots > (1 << 20)) {
+    const bool env = flags.Source("slots") == base::FlagSource::kEnvironment;
+    flags.PrintError(absl::StrCat(env ? "XLSTMD_SLOTS" : "--slots", ": '", o.slots_text,
+                                  "' is neither auto nor a number of slots in [1, 1048576]"));
+    return base::ParseOutcome::kError;
+  }
+  // 0 = by backend (engine_sizing.h); given both, they must agree now.
+  if (o.prefill_budget != 0 && o.prefill_piece != 0 && o.prefill_budget < o.prefill_piece) {
     flags.PrintError(absl::StrCat("--prefill-budget (", o.prefill_budget,
                                   ") must be at least --prefill-piece (", o.prefill_piece, ")"));
     return base::ParseOutcome::kError;

@@ -40,7 +40,9 @@ struct ServerOptions {
   std::string http_listen;
 
   // Engine (core::EngineOptions).
-  int64_t slots = 0;
+  // 0 = by backend, resolved once the backend is known (engine_sizing.h).
+  std::string slots_text;  // --slots as given: "auto" or N
+  int64_t slots = 0;       // 0 = auto
   int64_t max_batch = 0;
   int64_t prefill_budget = 0;
   int64_t prefill_piece = 0;

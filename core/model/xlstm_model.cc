@@ -171,6 +171,16 @@ absl::Status XlstmModel::Reserve(int64_t rows, int64_t logit_rows) {
   return absl::OkStatus();
 }
 
+size_t XlstmModel::ForwardBytes(int64_t rows, int64_t logit_rows) const {
+  const ModelConfig& c = config_;
+  const int64_t per_row = 2 * c.embedding_dim + InProjRows(c) + 2 * c.v_dim() + 3 * c.ffn_dim();
+  const size_t index = 2 * sizeof(int64_t) + 3 * sizeof(int32_t);
+  const size_t logits_copies = backend_->HostVisible() ? 1 : 2;
+  return static_cast<size_t>(rows) * (static_cast<size_t>(per_row) * sizeof(float) + 2 * index) +
+         static_cast<size_t>(logit_rows) * static_cast<size_t>(c.vocab_size) * sizeof(float) *
+             logits_copies;
+}
+
 absl::Status XlstmModel::PrepareForward(int64_t rows, int64_t logit_rows, bool can_spill) {
   Workspace& w = *ws_;
   w.logits_done = 0;

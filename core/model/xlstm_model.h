@@ -94,6 +94,8 @@ class XlstmModel {
   // rows than reserved fails (the view API) or is copied out in passes (the vector API).
   // Without it the buffers grow on demand.
   absl::Status Reserve(int64_t rows, int64_t logit_rows);
+  // Backend bytes (plus pinned host bytes on device backends) Reserve(rows, logit_rows) takes.
+  size_t ForwardBytes(int64_t rows, int64_t logit_rows) const;
 
   // (Re)allocates the state arena with `num_slots` zeroed slots (previous contents lost).
   absl::Status AllocateSlots(int32_t num_slots);

@@ -88,6 +88,12 @@ CpuBackend::~CpuBackend() {
 
 std::string CpuBackend::Isa() const { return IsaName(isa_); }
 
+DeviceInfo CpuBackend::Info() const {
+  DeviceInfo d;
+  d.description = absl::StrCat("cpu, ", IsaName(isa_), ", ", pool_.Threads(), " threads");
+  return d;
+}
+
 absl::StatusOr<void*> CpuBackend::Alloc(size_t bytes) {
   if (bytes < kHugeAllocBytes) {
     void* p = nullptr;

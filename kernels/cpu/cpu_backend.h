@@ -41,6 +41,7 @@ class CpuBackend final : public Backend {
   cpu::Isa SelectedIsa() const { return isa_; }
 
   bool HostVisible() const override { return true; }
+  DeviceInfo Info() const override;
   absl::StatusOr<void*> Alloc(size_t bytes) override;
   void Free(void* p) override;
   absl::StatusOr<void*> AllocHost(size_t bytes) override;

@@ -74,6 +74,28 @@ class CudaBackend final : public Backend {
   int Threads() const override { return prop_.multiProcessorCount; }
   DType WeightDType() const override { return weight_dtype_; }
   bool HostVisible() const override { return false; }
+  DeviceInfo Info() const override {
+    Bind();
+    DeviceInfo d;
+    d.description = absl::StrCat(prop_.name, ", sm_", prop_.major, prop_.minor, ", ",
+                                 prop_.multiProcessorCount, " SMs");
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+      d.free_bytes = free;
+      d.total_bytes = total;
+    } else {
+      cudaGetLastError();
+    }
+    int mem_khz = 0, bus_bits = 0, sm_khz = 0;
+    cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device_);
+    cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device_);
+    cudaDeviceGetAttribute(&sm_khz, cudaDevAttrClockRate, device_);
+    cudaGetLastError();
+    // Double data rate; 128 FP32 lanes per SM on sm_80/sm_90 data-centre parts.
+    d.nominal_gbps = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+    d.nominal_fp32_gflops = 2.0 * 128 * prop_.multiProcessorCount * sm_khz * 1e3 / 1e9;
+    return d;
+  }
 
   absl::StatusOr<void*> Alloc(size_t bytes) override {
     Bind();

@@ -56,10 +56,12 @@ TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(o.weight_dtype, "auto");
   EXPECT_EQ(o.lm_head_dtype, "auto");
   EXPECT_EQ(o.backend, "auto");
-  EXPECT_EQ(o.slots, 64);
-  EXPECT_EQ(o.max_batch, 64);
-  EXPECT_EQ(o.prefill_budget, 512);
-  EXPECT_EQ(o.prefill_piece, 128);
+  // Sizes by backend (engine_sizing_test.cc): --slots auto, the others 0.
+  EXPECT_EQ(o.slots_text, "auto");
+  EXPECT_EQ(o.slots, 0);
+  EXPECT_EQ(o.max_batch, 0);
+  EXPECT_EQ(o.prefill_budget, 0);
+  EXPECT_EQ(o.prefill_piece, 0);
   EXPECT_EQ(o.queue_depth, 256);
   EXPECT_EQ(o.max_prompt_tokens, 8192);
   EXPECT_EQ(o.max_new_tokens, 16384);
@@ -280,7 +282,7 @@ TEST(ServerOptionsTest, FlagBeatsEnvironmentBeatsDefault) {
   ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
   EXPECT_EQ(r.options.slots, 5);        // flag
   EXPECT_EQ(r.options.queue_depth, 3);  // env
-  EXPECT_EQ(r.options.max_batch, 64);   // default
+  EXPECT_EQ(r.options.max_batch, 0);    // default (by backend)
 }
 
 TEST(ServerOptionsTest, ShadowedOrEmptyEnvironmentValuesAreNotRead) {
@@ -315,7 +317,9 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
   const std::vector<std::vector<std::string>> cases = {
       {"--slots", "abc"},
       {"--slots", "-1"},
-      {"--max-batch", "0"},
+      {"--max-batch", "-1"},
+      {"--slots", "0"},
+      {"--slots", "2000000"},
       {"--weight-dtype", "f64"},
       {"--listen", "50051"},
       {"--listen", "host:99999"},
@@ -329,7 +333,7 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"--slots"},
       {"positional"},
       {"--default-max-tokens", "100", "--max-new-tokens", "10"},
-      {"--prefill-piece", "1024"},
+      {"--prefill-piece", "1024", "--prefill-budget", "512"},
       {"--durability", "always"},
       {"--host-state-bytes", "-1"},
       {"--host-state-bytes", "4G"},  // plain bytes only
