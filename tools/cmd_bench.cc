@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench_cost.h"
+#include "tools/bench_device.h"
 #include "tools/commands.h"
 #include "core/base/flags.h"
 #include "tools/roofline.h"
@@ -41,6 +43,10 @@ struct BenchArgs {
   int64_t chunk_size = 64;
   std::vector<std::string> compare_dtypes;  // --compare-weight-dtypes
   int64_t rounds = 3;
+  std::string backend = "cpu";
+  std::string synthetic;       // --synthetic tiny|1b|7b (instead of --model)
+  std::string synthetic_dir;   // where the synthetic model is written (removed after)
+  int64_t device_probe_mib = 4096;
 };
 
 struct Limits {
@@ -147,6 +153,31 @@ absl::StatusOr<Json> BenchPrefill(core::XlstmModel& model, const BenchArgs& a,
                     PrefillWork(cost, prompt_len, a.chunk_size), limits);
 }
 
+// A device backend: its own copy and GEMM probes, with the device's nominal figures beside
+// them; the roofline uses the measured copy bandwidth and the nominal FP32 peak (the exact
+// math mode is FP32 FMA), or the measured GEMM rate where the device reports no peak.
+absl::StatusOr<Limits> MeasureBackendLimits(const BenchArgs& a, kernels::Backend& be) {
+  XLSTMD_ASSIGN_OR_RETURN(const DeviceLimits d, MeasureDeviceLimits(be, a.device_probe_mib));
+  Json c;
+  c["limit"] = "device_copy_gbps";
+  c["value"] = Round4(d.copy_gbps);
+  c["nominal_gbps"] = Round4(d.nominal_gbps);
+  c["fraction_of_nominal"] = Round4(d.nominal_gbps > 0 ? d.copy_gbps / d.nominal_gbps : 0);
+  c["probe_gib_per_pass"] = Round4(d.probe_gib);
+  c["device"] = d.description;
+  PrintLine(c);
+  Json g;
+  g["limit"] = "device_fp32_gflops";
+  g["value"] = Round4(d.nominal_fp32_gflops > 0 ? d.nominal_fp32_gflops : d.gemm_gflops);
+  g["nominal"] = Round4(d.nominal_fp32_gflops);
+  g["exact_gemm_gflops_256x8192x8192"] = Round4(d.gemm_gflops);
+  PrintLine(g);
+  Limits l;
+  l.dram_gbps = d.copy_gbps;
+  l.peak_gflops = d.nominal_fp32_gflops > 0 ? d.nominal_fp32_gflops : d.gemm_gflops;
+  return l;
+}
+
 Limits MeasureLimits(const BenchArgs& a, int threads, const std::string& kernel_isa) {
   Limits l;
   l.dram_gbps = MeasureDramReadGbps(threads, static_cast<size_t>(a.dram_mib) << 20, 5);
@@ -171,7 +202,7 @@ Json ModelInfoLine(const BenchArgs& a, const ToolModel& m, const ModelCost& cost
                    const Limits& limits) {
   const core::XlstmModel& model = *m.model;
   Json info;
-  info["model"] = a.model_dir;
+  info["model"] = a.synthetic.empty() ? a.model_dir : "synthetic:" + a.synthetic;
   info["backend"] = m.backend->Name();
   info["isa"] = m.backend->Isa();
   info["threads"] = m.backend->Threads();
@@ -189,8 +220,13 @@ Json ModelInfoLine(const BenchArgs& a, const ToolModel& m, const ModelCost& cost
 
 absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
   // Load first so a bad directory fails fast; the limits are still printed first.
-  XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weights, threads));
-  const Limits limits = MeasureLimits(a, threads, m.backend->Isa());
+  XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weights, threads, a.backend));
+  Limits limits;
+  if (m.backend->HostVisible()) {
+    limits = MeasureLimits(a, threads, m.backend->Isa());
+  } else {
+    XLSTMD_ASSIGN_OR_RETURN(limits, MeasureBackendLimits(a, *m.backend));
+  }
   core::XlstmModel& model = *m.model;
   const ModelCost cost = ComputeModelCost(model);
   PrintLine(ModelInfoLine(a, m, cost, limits));
@@ -222,11 +258,16 @@ absl::Status RunBenchCompare(const BenchArgs& a, int threads) {
     WeightFlags w = a.weights;
     w.weight_dtype = dtype;
     w.lm_head_dtype = a.weights.lm_head_dtype;
-    XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, w, threads));
+    XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, w, threads, a.backend));
     costs.push_back(ComputeModelCost(*m.model));
     models.push_back(std::move(m));
   }
-  const Limits limits = MeasureLimits(a, threads, models[0].backend->Isa());
+  Limits limits;
+  if (models[0].backend->HostVisible()) {
+    limits = MeasureLimits(a, threads, models[0].backend->Isa());
+  } else {
+    XLSTMD_ASSIGN_OR_RETURN(limits, MeasureBackendLimits(a, *models[0].backend));
+  }
   for (size_t i = 0; i < models.size(); ++i) {
     PrintLine(ModelInfoLine(a, models[i], costs[i], limits));
   }
@@ -277,7 +318,15 @@ int RunBench(int argc, char** argv) {
                 "Prints JSON lines: the measured DRAM read bandwidth and FMA peak, then decode\n"
                 "throughput per --batch (B sessions stepped together after a short prefill) and\n"
                 "prefill throughput per --prompt-len, each with its roofline bound and fraction.");
-  flags.String("model", &a.model_dir, "model directory (config.json + safetensors)", true);
+  flags.String("model", &a.model_dir, "model directory (config.json + safetensors)");
+  flags.String("backend", &a.backend, "compute backend: cpu, cuda, cuda:N, auto");
+  flags.String("synthetic", &a.synthetic,
+               "instead of --model: a random bf16 model of shape tiny, 1b or 7b (xLSTM-7B's "
+               "dims) written to --synthetic-dir for the run and removed after");
+  flags.String("synthetic-dir", &a.synthetic_dir,
+               "where --synthetic writes its model (default /dev/shm/xlstm-synthetic-PID)");
+  flags.Int("device-probe-mib", &a.device_probe_mib, 64, 1 << 20,
+            "bytes a device copy-probe pass reads and writes, MiB (device backends)");
   flags.IntList("batch", &a.batches, 1, 4096, "decode batch sizes");
   flags.IntList("prompt-len", &a.prompt_lens, 1, 1 << 20, "prefill lengths");
   flags.Int("threads", &a.threads, 0, 1024, "threads for limits and backend (0 = one per core)");
@@ -303,10 +352,30 @@ int RunBench(int argc, char** argv) {
     }
     a.compare_dtypes.push_back(dtype);
   }
+  if (a.model_dir.empty() == a.synthetic.empty()) {
+    flags.PrintError("give exactly one of --model DIR and --synthetic tiny|1b|7b");
+    return kExitUsage;
+  }
   int threads = static_cast<int>(a.threads);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::filesystem::path synthetic_dir;
+  if (!a.synthetic.empty()) {
+    synthetic_dir = a.synthetic_dir.empty() ? DefaultSyntheticDir()
+                                            : std::filesystem::path(a.synthetic_dir);
+    absl::StatusOr<std::filesystem::path> dir = WriteSyntheticModel(a.synthetic, synthetic_dir);
+    if (!dir.ok()) {
+      std::error_code ec;
+      std::filesystem::remove_all(synthetic_dir, ec);
+      return ReportRuntimeError("bench", dir.status());
+    }
+    a.model_dir = dir->string();
+  }
   const absl::Status s =
       a.compare_dtypes.empty() ? RunBenchPhases(a, threads) : RunBenchCompare(a, threads);
+  if (!synthetic_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(synthetic_dir, ec);
+  }
   if (!s.ok()) return ReportRuntimeError("bench", s);
   return kExitOk;
 }

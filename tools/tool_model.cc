@@ -22,7 +22,7 @@ void WeightFlags::Declare(base::FlagSet& flags) {
 }
 
 absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlags& weights,
-                                        int threads) {
+                                        int threads, const std::string& backend) {
   XLSTMD_ASSIGN_OR_RETURN(
       const core::WeightFormat format,
       core::ResolveWeightFormat(dir, weights.weight_dtype, weights.lm_head_dtype));
@@ -30,7 +30,7 @@ absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlag
   options.threads = threads;
   options.weight_dtype = format.float_dtype;
   ToolModel m;
-  XLSTMD_ASSIGN_OR_RETURN(m.backend, kernels::CreateBackend("cpu", options));
+  XLSTMD_ASSIGN_OR_RETURN(m.backend, kernels::CreateBackend(backend, options));
   XLSTMD_ASSIGN_OR_RETURN(m.model,
                           core::XlstmModel::Load(dir, m.backend.get(), format.ToLoadOptions(threads)));
   return m;

@@ -29,9 +29,9 @@ struct ToolModel {
   std::unique_ptr<core::XlstmModel> model;
 };
 
-// `threads` <= 0 means one per core.
+// `threads` <= 0 means one per core. `backend`: a registry name (kernels/backend_registry.h).
 absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlags& weights,
-                                        int threads);
+                                        int threads, const std::string& backend = "cpu");
 
 // "" when every token is in [0, vocab), else an error message naming the flag.
 std::string CheckTokens(const std::vector<int64_t>& tokens, int64_t vocab);

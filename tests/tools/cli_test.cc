@@ -79,6 +79,8 @@ TEST(XlstmCliTest, FlagValidationErrorsPrintOneLineAndExit2) {
       {{"bench", "--model", model, "--threads", "-1"}, "out of range"},
       {{"bench", "--model", model, "--seconds", "nan"}, "not a number"},
       {{"bench", "positional"}, "unexpected argument"},
+      {{"bench"}, "exactly one of --model DIR and --synthetic"},
+      {{"bench", "--model", model, "--synthetic", "tiny"}, "exactly one of"},
       {{"bench-state", "--states", "e1024,9b"}, "unknown layout '9b'"},
       {{"bench-state", "--repeat", "0"}, "out of range"},
       {with(mk, {"--out", "/tmp/unused", "--embedding-dim", "0"}), "out of range"},
@@ -103,14 +105,37 @@ TEST(XlstmCliTest, RuntimeFailureIsOneLineExit1) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"score", "--model", missing, "--tokens", "1", "--out", (tmp.path() / "o").string()},
            {"generate", "--model", missing, "--tokens", "1", "--max-tokens", "2"},
-           {"bench", "--model", missing, "--seconds", "0.01"}}) {
+           {"bench", "--model", missing, "--seconds", "0.01"},
+           {"bench", "--synthetic", "9b", "--synthetic-dir", missing}}) {
     SCOPED_TRACE(args[0]);
     const ToolResult r = RunTool(args);
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(r.ErrLines(), 1) << r.err;
     EXPECT_THAT(r.err, StartsWith("xlstm " + args[0] + ": error: "));
-    EXPECT_THAT(r.err, HasSubstr("no_such_model"));
+    EXPECT_THAT(r.err, HasSubstr(args[1] == "--synthetic" ? "unknown shape" : "no_such_model"));
   }
+}
+
+// --synthetic writes a random model of a named shape, benches it and removes it; without a
+// GPU, --backend cuda is a one-line runtime error saying why.
+TEST(XlstmCliTest, BenchSyntheticModelAndCudaWithoutADevice) {
+  ToolTempDir tmp;
+  const std::string dir = (tmp.path() / "synthetic").string();
+  const ToolResult r = RunTool({"bench", "--synthetic", "tiny", "--synthetic-dir", dir,
+                                "--batch", "2", "--prompt-len", "40", "--seconds", "0.05",
+                                "--dram-mib", "64"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"model\":\"synthetic:tiny\""));
+  EXPECT_THAT(r.out, HasSubstr("\"phase\":\"decode\",\"batch\":2"));
+  EXPECT_THAT(r.out, HasSubstr("\"phase\":\"prefill\""));
+  EXPECT_FALSE(std::filesystem::exists(dir));
+  const ToolResult gpu = RunTool({"bench", "--synthetic", "tiny", "--synthetic-dir", dir,
+                                  "--backend", "cuda", "--seconds", "0.05"});
+  if (gpu.exit_code == 0) GTEST_SKIP() << "a CUDA device is usable here";
+  EXPECT_EQ(gpu.exit_code, 1);
+  EXPECT_EQ(gpu.ErrLines(), 1) << gpu.err;
+  EXPECT_THAT(gpu.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_FALSE(std::filesystem::exists(dir));
 }
 
 }  // namespace
