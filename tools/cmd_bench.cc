@@ -17,6 +17,7 @@
 #include "core/model/weight_format.h"
 #include "core/base/status_macros.h"
 #include "kernels/backend.h"
+#include "kernels/backend_registry.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench_cost.h"
 #include "tools/bench_device.h"
@@ -360,6 +361,12 @@ int RunBench(int argc, char** argv) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::filesystem::path synthetic_dir;
   if (!a.synthetic.empty()) {
+    // No model is written (up to 14 GB) for a backend that cannot run it.
+    if (absl::StatusOr<std::unique_ptr<kernels::Backend>> probe =
+            kernels::CreateBackend(a.backend, kernels::BackendOptions{});
+        !probe.ok()) {
+      return ReportRuntimeError("bench", probe.status());
+    }
     synthetic_dir = a.synthetic_dir.empty() ? DefaultSyntheticDir()
                                             : std::filesystem::path(a.synthetic_dir);
     absl::StatusOr<std::filesystem::path> dir = WriteSyntheticModel(a.synthetic, synthetic_dir);

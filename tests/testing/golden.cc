@@ -1,6 +1,7 @@
 #include "tests/testing/golden.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -11,7 +12,13 @@
 
 namespace xlstmd::testing {
 
-std::filesystem::path SharedDir() { return std::filesystem::path(XLSTMD_SHARED_DIR); }
+// XLSTMD_SHARED_DIR in the environment wins over the configure-time path, so a bundle of the
+// test binaries (scripts/gpu-check.sh) finds the goldens it carries.
+std::filesystem::path SharedDir() {
+  const char* env = std::getenv("XLSTMD_SHARED_DIR");
+  if (env != nullptr && *env != '\0') return std::filesystem::path(env);
+  return std::filesystem::path(XLSTMD_SHARED_DIR);
+}
 
 std::filesystem::path GoldenDir(const std::string& model) {
   return SharedDir() / "golden" / model;
