@@ -126,6 +126,22 @@ class Backend {
   // Always OK on the CPU backend, whose calls finish before they return.
   virtual absl::Status Synchronize() = 0;
 
+  // Recorded op sequences (CUDA graphs; not supported on the CPU). Between BeginCapture and
+  // EndCapture(key) ops are recorded instead of run (no copies, allocations or Synchronize
+  // in between); EndCapture stores the recording under `key` and runs it once; Replay(key)
+  // runs it again and returns false when there is none. A recording bakes in every pointer
+  // and size of its ops: callers key it by what varies and DropCaptures when buffers move.
+  virtual bool SupportsCapture() const { return false; }
+  // The padded batch size a decode step of `batch` rows should run at so one recording per
+  // size serves it (padding rows: token -1, slot -1); 0 = run unpadded.
+  virtual int64_t StepBucket(int64_t batch) const { return 0; }
+  virtual void BeginCapture() {}
+  virtual absl::Status EndCapture(int64_t key) {
+    return absl::UnimplementedError("this backend does not record op sequences");
+  }
+  virtual bool Replay(int64_t key) { return false; }
+  virtual void DropCaptures() {}
+
  protected:
   Backend() = default;
 };

@@ -126,28 +126,73 @@ absl::StatusOr<LogitsView> XlstmModel::FinishLogits() {
   return LogitsView{data, w.logits_done, V};
 }
 
-// Embeds and runs one window, then appends its logits.
-absl::Status XlstmModel::RunWindow(const Window& win, int64_t chunk_size, bool step,
-                                   LogitsMode mode, std::vector<float>* spill) {
+// Copies a window's index arrays to the backend in one piece and returns where they are on
+// the host and on the backend.
+void XlstmModel::UploadIndex(const Window& win, IndexArrays* host, IndexArrays* dev) {
   Workspace& w = *ws_;
   const int64_t C = w.capacity;
   // The host mirror is reused by the next window: it must not change while this window's
-  // copy may still be reading it, hence the wait at the end of every window but the last
-  // (whose wait is FinishLogits').
-  IndexArrays host = IndexAt(w.host_index.as<char>(), C);
-  IndexArrays dev = IndexAt(w.dev_index.as<char>(), C);
-  std::memcpy(host.ids, win.ids.data(), win.ids.size() * sizeof(int32_t));
-  std::memcpy(host.slots, win.slots.data(), win.slots.size() * sizeof(int32_t));
-  std::memcpy(host.gather, win.gather.data(), win.gather.size() * sizeof(int32_t));
-  std::memcpy(host.row_begin, win.row_begin.data(), win.row_begin.size() * sizeof(int64_t));
-  std::memcpy(host.length, win.length.data(), win.length.size() * sizeof(int64_t));
+  // copy may still be reading it, hence the wait before every window but the first.
+  *host = IndexAt(w.host_index.as<char>(), C);
+  *dev = IndexAt(w.dev_index.as<char>(), C);
+  std::memcpy(host->ids, win.ids.data(), win.ids.size() * sizeof(int32_t));
+  std::memcpy(host->slots, win.slots.data(), win.slots.size() * sizeof(int32_t));
+  std::memcpy(host->gather, win.gather.data(), win.gather.size() * sizeof(int32_t));
+  std::memcpy(host->row_begin, win.row_begin.data(), win.row_begin.size() * sizeof(int64_t));
+  std::memcpy(host->length, win.length.data(), win.length.size() * sizeof(int64_t));
   backend_->CopyToDevice(w.dev_index.get(), w.host_index.get(), w.host_index.bytes());
-  backend_->Embed({embedding_.get(), dev.ids, w.x, win.rows(), config_.embedding_dim});
+}
+
+// Embeds and runs one window (index arrays already uploaded), then appends its logits.
+absl::Status XlstmModel::ComputeWindow(const Window& win, const IndexArrays& host,
+                                       const IndexArrays& dev, int64_t chunk_size, bool step,
+                                       LogitsMode mode, std::vector<float>* spill) {
+  backend_->Embed({embedding_.get(), dev.ids, ws_->x, win.rows(), config_.embedding_dim});
   RunBlocks(win, dev, host, chunk_size, step);
   if (mode != LogitsMode::kNone) {
     XLSTMD_RETURN_IF_ERROR(AppendLogits(win, dev, mode == LogitsMode::kAll, spill));
   }
   return absl::OkStatus();
+}
+
+absl::Status XlstmModel::RunWindow(const Window& win, int64_t chunk_size, bool step,
+                                   LogitsMode mode, std::vector<float>* spill) {
+  IndexArrays host, dev;
+  UploadIndex(win, &host, &dev);
+  return ComputeWindow(win, host, dev, chunk_size, step, mode, spill);
+}
+
+int64_t XlstmModel::StepBucket(int64_t rows) const {
+  if (step_buckets_.empty()) return backend_->StepBucket(rows);
+  for (int64_t b : step_buckets_) {
+    if (rows <= b) return b;
+  }
+  return 0;
+}
+
+// A decode step padded to `bucket` rows (token -1, slot -1: no state touched, zero rows), so
+// that every step of that size is the same op sequence: recorded once per bucket on a backend
+// that records (CUDA graphs), replayed after. The index arrays are copied before, outside
+// the recording, to the same reserved buffer every time.
+absl::StatusOr<LogitsView> XlstmModel::PaddedStep(absl::Span<const int32_t> tokens,
+                                                  absl::Span<const int32_t> slots,
+                                                  int64_t bucket) {
+  Window win;
+  win.ids.assign(tokens.begin(), tokens.end());
+  win.ids.resize(static_cast<size_t>(bucket), -1);
+  win.slots.assign(slots.begin(), slots.end());
+  win.slots.resize(static_cast<size_t>(bucket), -1);
+  IndexArrays host, dev;
+  UploadIndex(win, &host, &dev);
+  const bool record = backend_->SupportsCapture();
+  if (!record || !backend_->Replay(bucket)) {
+    if (record) backend_->BeginCapture();
+    XLSTMD_RETURN_IF_ERROR(
+        ComputeWindow(win, host, dev, 1, /*step=*/true, LogitsMode::kAll, nullptr));
+    if (record) XLSTMD_RETURN_IF_ERROR(backend_->EndCapture(bucket));
+  }
+  ws_->logits_done = static_cast<int64_t>(tokens.size());  // the padding rows stay behind
+  return FinishLogits();
 }
 
 absl::StatusOr<LogitsView> XlstmModel::Prefill(absl::Span<const PrefillSequence> seqs,
@@ -224,7 +269,12 @@ absl::StatusOr<LogitsView> XlstmModel::StepImpl(absl::Span<const int32_t> tokens
   XLSTMD_RETURN_IF_ERROR(ValidateTokens(tokens));
   XLSTMD_RETURN_IF_ERROR(ValidateSlots(slots));
   const int64_t rows = static_cast<int64_t>(tokens.size());
+  const int64_t bucket = rows > 0 ? StepBucket(rows) : 0;
   XLSTMD_RETURN_IF_ERROR(PrepareForward(rows, rows, spill != nullptr));
+  if (bucket > rows && !ws_->reserved) XLSTMD_RETURN_IF_ERROR(PrepareForward(bucket, bucket, true));
+  if (bucket > 0 && bucket <= ws_->capacity && bucket <= ws_->logits_capacity) {
+    return PaddedStep(tokens, slots, bucket);
+  }
   const int64_t C = ws_->capacity;
   Window win;
   for (int64_t r0 = 0; r0 < rows; r0 += C) {

@@ -83,6 +83,8 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
   XLSTMD_RETURN_IF_ERROR(up.Run());
   model->weight_bytes_ = up.matrix_bytes();
   model->vectors_ = up.TakeVectors();
+  model->step_buckets_ = options.step_buckets;
+  std::sort(model->step_buckets_.begin(), model->step_buckets_.end());
   model->weights_digest_ = up.Digest(c);
   return model;
 }
@@ -97,6 +99,7 @@ kernels::DType XlstmModel::lm_head_dtype() const { return backend_->MatrixDType(
 
 absl::Status XlstmModel::AllocateSlots(int32_t num_slots) {
   if (num_slots < 0) return absl::InvalidArgumentError("num_slots must be >= 0");
+  backend_->DropCaptures();  // recordings point into the old arena
   arena_.reset();
   num_slots_ = 0;
   if (num_slots == 0) return absl::OkStatus();
@@ -166,7 +169,9 @@ absl::Status XlstmModel::Reserve(int64_t rows, int64_t logit_rows) {
   if (rows < 1 || logit_rows < 1) {
     return absl::InvalidArgumentError("Reserve: rows and logit rows must be >= 1");
   }
-  XLSTMD_RETURN_IF_ERROR(AllocateBuffers(rows, logit_rows));
+  // Room for the padded decode step of the largest batch too (StepBucket).
+  const int64_t bucket = StepBucket(logit_rows);
+  XLSTMD_RETURN_IF_ERROR(AllocateBuffers(std::max(rows, bucket), std::max(logit_rows, bucket)));
   ws_->reserved = true;
   return absl::OkStatus();
 }
@@ -204,6 +209,7 @@ absl::Status XlstmModel::PrepareForward(int64_t rows, int64_t logit_rows, bool c
 
 absl::Status XlstmModel::AllocateBuffers(int64_t rows, int64_t logit_rows) {
   Workspace& w = *ws_;
+  backend_->DropCaptures();  // recordings point into the old buffers
   const ModelConfig& c = config_;
   const int64_t E = c.embedding_dim, V = c.v_dim(), F = c.ffn_dim(), P = InProjRows(c);
   auto pad = [](int64_t n) { return (n + 15) / 16 * 16; };

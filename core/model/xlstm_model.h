@@ -38,6 +38,10 @@ struct LoadOptions {
   // Storage of the LM head: unset = as matrix_dtype. The embedding is never quantized (it is
   // gathered row by row, not streamed) and neither are the norms.
   std::optional<kernels::DType> lm_head_dtype;
+  // Decode steps run padded to the smallest of these sizes that holds them (padding rows
+  // touch no state) and, on a backend that records op sequences, replay one recording per
+  // size. Empty: the backend's buckets (Backend::StepBucket; none on the CPU).
+  std::vector<int64_t> step_buckets;
 };
 
 enum class LogitsMode { kNone, kLast, kAll };
@@ -144,12 +148,19 @@ class XlstmModel {
                                       absl::Span<const int32_t> slots, std::vector<float>* spill);
   absl::Status RunWindow(const Window& win, int64_t chunk_size, bool step, LogitsMode mode,
                          std::vector<float>* spill);
+  void UploadIndex(const Window& win, IndexArrays* host, IndexArrays* dev);
+  absl::Status ComputeWindow(const Window& win, const IndexArrays& host, const IndexArrays& dev,
+                             int64_t chunk_size, bool step, LogitsMode mode,
+                             std::vector<float>* spill);
   void RunBlocks(const Window& win, const IndexArrays& dev, const IndexArrays& host,
                  int64_t chunk_size, bool step);
   absl::Status AppendLogits(const Window& win, const IndexArrays& dev, bool all_rows,
                             std::vector<float>* spill);
   absl::Status FlushLogits(std::vector<float>* spill);
   absl::StatusOr<LogitsView> FinishLogits();
+  int64_t StepBucket(int64_t rows) const;
+  absl::StatusOr<LogitsView> PaddedStep(absl::Span<const int32_t> tokens,
+                                        absl::Span<const int32_t> slots, int64_t bucket);
 
   ModelConfig config_;
   kernels::Backend* backend_;
@@ -165,6 +176,7 @@ class XlstmModel {
   int32_t num_slots_ = 0;
   std::unique_ptr<Workspace> ws_;
   std::vector<kernels::DeviceBuffer> vectors_;  // norm weights and biases
+  std::vector<int64_t> step_buckets_;            // LoadOptions::step_buckets
 };
 
 }  // namespace xlstmd::core

@@ -66,6 +66,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     Bind();
     cudaStreamSynchronize(stream_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     cudaStreamDestroy(stream_);
   }
 
@@ -269,6 +270,46 @@ class CudaBackend final : public Backend {
     Check(LaunchGatherRows(p, stream_));
   }
 
+  bool SupportsCapture() const override { return true; }
+  int64_t StepBucket(int64_t batch) const override { return DecodeBucket(batch); }
+  void BeginCapture() override {
+    Bind();
+    Check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  }
+  absl::Status EndCapture(int64_t key) override {
+    Bind();
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+      Check(e);
+      return absl::InternalError(absl::StrCat(Name(), ": recording a decode step: ", ErrorText(e)));
+    }
+    auto [it, inserted] = graphs_.emplace(key, exec);
+    if (!inserted) {
+      cudaGraphExecDestroy(it->second);
+      it->second = exec;
+    }
+    Check(cudaGraphLaunch(exec, stream_));
+    return absl::OkStatus();
+  }
+  bool Replay(int64_t key) override {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return false;
+    Bind();
+    Check(cudaGraphLaunch(it->second, stream_));
+    return true;
+  }
+  void DropCaptures() override {
+    if (graphs_.empty()) return;
+    Bind();
+    Check(cudaStreamSynchronize(stream_));  // a graph may still be running
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    graphs_.clear();
+  }
+
   absl::Status Synchronize() override {
     Bind();
     Check(cudaStreamSynchronize(stream_));
@@ -321,6 +362,7 @@ class CudaBackend final : public Backend {
   const cudaDeviceProp prop_;
   cudaStream_t stream_;
   size_t smem_allowed_ = 0;
+  std::map<int64_t, cudaGraphExec_t> graphs_;  // decode-step recordings by key
   std::mutex pinned_mu_;
   std::map<const char*, size_t> pinned_;  // AllocHost blocks by start
   std::mutex error_mu_;

@@ -54,8 +54,8 @@ class ModelForwardTest : public ::testing::Test {
     backend_ = std::move(*be);
   }
 
-  std::unique_ptr<XlstmModel> Load(int32_t slots) {
-    auto m = XlstmModel::Load(*dir_, backend_.get());
+  std::unique_ptr<XlstmModel> Load(int32_t slots, const LoadOptions& options = {}) {
+    auto m = XlstmModel::Load(*dir_, backend_.get(), options);
     EXPECT_THAT(m, IsOk());
     if (!m.ok()) return nullptr;
     EXPECT_THAT((*m)->AllocateSlots(slots), IsOk());
@@ -169,6 +169,35 @@ TEST_F(ModelForwardTest, ReservedBuffersAreNeverReallocated) {
   EXPECT_THAT(m->Step(Tokens(9, 1), {0, 1, 2, 3, 4, 5, 6, 7, 0}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("used twice")));
   EXPECT_THAT(m->Reserve(0, 1), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// Decode steps padded to a bucket (token -1, slot -1 rows) give the real rows exactly the
+// unpadded results and leave every other slot alone; the view holds the real rows only.
+TEST_F(ModelForwardTest, PaddedStepsEqualUnpadded) {
+  LoadOptions o;
+  o.step_buckets = {4, 8};
+  auto padded = Load(10, o);
+  auto plain = Load(10);
+  ASSERT_THAT(padded->Reserve(6, 6), IsOk());  // reserves room for the bucket of 6: 8
+  for (int n : {1, 3, 6}) {
+    const std::vector<int32_t> tokens = Tokens(n, 20 + n);
+    std::vector<int32_t> slots(n);
+    for (int i = 0; i < n; ++i) slots[i] = 9 - i;
+    auto a = padded->Step(tokens, slots);
+    ASSERT_THAT(a, IsOk());
+    EXPECT_EQ(a->rows, n);
+    std::vector<float> b;
+    ASSERT_THAT(plain->Step(tokens, slots, &b), IsOk());
+    EXPECT_TRUE(SameBits(b, a->data, n * kVocab)) << n;
+  }
+  for (int32_t s = 0; s < 10; ++s) EXPECT_EQ(State(*padded, s), State(*plain, s)) << s;
+  // 9 rows: past the largest bucket, so unpadded (and windowed past the reservation).
+  std::vector<int32_t> nine(9);
+  for (int i = 0; i < 9; ++i) nine[i] = i;
+  std::vector<float> c, d;
+  ASSERT_THAT(padded->Step(Tokens(9, 1), nine, &c), IsOk());
+  ASSERT_THAT(plain->Step(Tokens(9, 1), nine, &d), IsOk());
+  EXPECT_EQ(c, d);
 }
 
 // Empty calls return empty views.
