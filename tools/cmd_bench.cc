@@ -16,6 +16,8 @@
 #include "absl/strings/str_split.h"
 #include "core/model/weight_format.h"
 #include "core/base/status_macros.h"
+#include "core/base/sample_pool.h"
+#include "core/sampling/sampler.h"
 #include "kernels/backend.h"
 #include "kernels/backend_registry.h"
 #include "nlohmann/json.hpp"
@@ -121,6 +123,63 @@ absl::StatusOr<Json> BenchDecode(core::XlstmModel& model, const BenchArgs& a,
   const double step_s = elapsed / static_cast<double>(steps);
   return ResultLine("decode", batch, 0, static_cast<double>(batch), step_s,
                     DecodeStepWork(cost, batch), limits);
+}
+
+// The scheduler samples every row of a step on its own thread after the forward pass: this
+// line says what that costs at `batch` rows (top-p 0.95 at temperature 0.8, the costly
+// common case: a partial sort per row), as a fraction of the measured decode step.
+absl::StatusOr<Json> BenchSampling(int64_t vocab, int64_t batch, double step_ms, double seconds) {
+  core::SamplingConfig config;
+  config.temperature = 0.8f;
+  config.top_p = 0.95f;
+  std::vector<core::Sampler> samplers;
+  for (int64_t b = 0; b < batch; ++b) {
+    XLSTMD_ASSIGN_OR_RETURN(core::Sampler s,
+                            core::Sampler::Create(config, static_cast<int32_t>(vocab), 1 + b));
+    samplers.push_back(std::move(s));
+  }
+  std::vector<float> logits(static_cast<size_t>(batch * vocab));
+  uint64_t x = 88172645463325252ull;
+  // Roughly like a language model's: N(0, 2.5) (a sum of four uniforms), so the nucleus
+  // holds hundreds to thousands of tokens rather than all of them or one.
+  auto uniform = [&x]() {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return static_cast<float>(static_cast<double>(x >> 11) / 9007199254740992.0) - 0.5f;
+  };
+  for (float& l : logits) l = (uniform() + uniform() + uniform() + uniform()) * 4.33f;
+  int64_t steps = 0;
+  const Clock::time_point start = Clock::now();
+  double elapsed = 0;
+  while (steps < 2 || elapsed < seconds) {
+    for (int64_t b = 0; b < batch; ++b) {
+      samplers[b].Sample(absl::MakeConstSpan(logits).subspan(b * vocab, vocab), nullptr);
+    }
+    ++steps;
+    elapsed = SecondsSince(start);
+  }
+  const double ms = elapsed / static_cast<double>(steps) * 1e3;
+  // The same rows through the scheduler's pool (one thread per core, core/base/sample_pool.h).
+  const int threads = static_cast<int>(std::min(16u, std::max(1u, std::thread::hardware_concurrency())));
+  core::SamplePool pool(threads - 1);
+  steps = 0;
+  const Clock::time_point pstart = Clock::now();
+  elapsed = 0;
+  while (steps < 2 || elapsed < seconds) {
+    pool.ForEach(batch, [&](int64_t b) {
+      samplers[b].Sample(absl::MakeConstSpan(logits).subspan(b * vocab, vocab), nullptr);
+    });
+    ++steps;
+    elapsed = SecondsSince(pstart);
+  }
+  const double pool_ms = elapsed / static_cast<double>(steps) * 1e3;
+  Json j;
+  j["phase"] = "sample";
+  j["batch"] = batch;
+  j["ms_per_step_1_thread"] = Round4(ms);
+  j["ms_per_step"] = Round4(pool_ms);
+  j["threads"] = threads;
+  j["fraction_of_decode_step"] = Round4(step_ms > 0 ? pool_ms / step_ms : 0);
+  return j;
 }
 
 absl::StatusOr<Json> BenchPrefill(core::XlstmModel& model, const BenchArgs& a,
@@ -234,6 +293,10 @@ absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
   for (int64_t b : a.batches) {
     XLSTMD_ASSIGN_OR_RETURN(const Json line, BenchDecode(model, a, cost, limits, b));
     PrintLine(line);
+    XLSTMD_ASSIGN_OR_RETURN(const Json sample,
+                            BenchSampling(model.vocab_size(), b, line["ms_per_step"].get<double>(),
+                                          std::min(a.seconds, 1.0)));
+    PrintLine(sample);
   }
   for (int64_t p : a.prompt_lens) {
     XLSTMD_ASSIGN_OR_RETURN(const Json line, BenchPrefill(model, a, cost, limits, p));

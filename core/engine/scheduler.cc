@@ -20,6 +20,17 @@ void Signal::Wait(absl::Duration timeout) {
   dirty_ = false;
 }
 
+namespace {
+// Helper threads beside the scheduler's own: `threads` - 1, or for -1 one per core beyond the
+// first, at most 15.
+int SamplingHelpers(int32_t threads) {
+  if (threads < 0) {
+    threads = static_cast<int32_t>(std::min(16u, std::max(1u, std::thread::hardware_concurrency())));
+  }
+  return std::max(0, threads - 1);
+}
+}  // namespace
+
 Scheduler::Scheduler(const Options& options, ModelRunner* model, SessionIndex* index,
                      const Tokenizer* tokenizer, const ChatTemplate* chat_template, Clock* clock)
     : options_(options),
@@ -28,7 +39,8 @@ Scheduler::Scheduler(const Options& options, ModelRunner* model, SessionIndex* i
       tokenizer_(tokenizer),
       template_(chat_template),
       clock_(clock),
-      signal_(std::make_shared<Signal>()) {
+      signal_(std::make_shared<Signal>()),
+      sample_pool_(SamplingHelpers(options.sampling_threads)) {
   std::shared_ptr<Signal> signal = signal_;
   clock_->OnJump([signal] { signal->Notify(); });
 }
@@ -368,7 +380,8 @@ bool Scheduler::PrefillPieces() {
     ModelFailed(turns, logits.status());
     return true;
   }
-  std::vector<Turn*> created;
+  std::vector<Turn*> created, sampled;
+  std::vector<int64_t> rows;
   for (size_t i = 0; i < turns.size(); ++i) {
     Turn& t = *turns[i];
     t.prefilled += seqs[i].tokens.size();
@@ -379,8 +392,10 @@ bool Scheduler::PrefillPieces() {
       continue;
     }
     t.phase = Turn::Phase::kDecode;
-    SampleAndEmit(t, logits->row(static_cast<int64_t>(i)));
+    sampled.push_back(&t);
+    rows.push_back(static_cast<int64_t>(i));
   }
+  SampleAndEmit(sampled, rows, *logits);
   for (Turn* t : created) CommitCreate(*t);
   return true;
 }
@@ -413,22 +428,38 @@ bool Scheduler::DecodeStep() {
                                     MsBetween(step_start, clock_->Now()) / 1000);
   }
   steps_.fetch_add(1, std::memory_order_relaxed);
-  std::vector<Turn*> done;
+  std::vector<Turn*> done, sampled;
+  std::vector<int64_t> rows;
   for (size_t i = 0; i < turns.size(); ++i) {
     Turn& t = *turns[i];
     if (t.final_pending) {
       done.push_back(&t);
     } else {
-      SampleAndEmit(t, logits->row(static_cast<int64_t>(i)));
+      sampled.push_back(&t);
+      rows.push_back(static_cast<int64_t>(i));
     }
   }
+  SampleAndEmit(sampled, rows, *logits);
   for (Turn* t : done) Finalize(*t);
   return true;
 }
 
-void Scheduler::SampleAndEmit(Turn& t, absl::Span<const float> logits) {
-  SampleInfo info;
-  const int32_t id = t.sampler->Sample(logits, t.sampling.logprobs > 0 ? &info : nullptr);
+// Samples turn k from logits row rows[k] for every k, in parallel (each turn's sampler is its
+// own, so the split never changes a pick), then streams the picks in order on this thread.
+void Scheduler::SampleAndEmit(const std::vector<Turn*>& turns, const std::vector<int64_t>& rows,
+                              const LogitsView& logits) {
+  const int64_t n = static_cast<int64_t>(turns.size());
+  picks_.resize(static_cast<size_t>(n));
+  sample_pool_.ForEach(n, [&](int64_t k) {
+    Turn& t = *turns[k];
+    Pick& p = picks_[k];
+    p.info = SampleInfo{};
+    p.id = t.sampler->Sample(logits.row(rows[k]), t.sampling.logprobs > 0 ? &p.info : nullptr);
+  });
+  for (int64_t k = 0; k < n; ++k) Emit(*turns[k], picks_[k].id, std::move(picks_[k].info));
+}
+
+void Scheduler::Emit(Turn& t, int32_t id, SampleInfo info) {
   if (t.generated.empty()) t.first_token = clock_->Now();
   t.generated.push_back(id);
   generated_tokens_.fetch_add(1, std::memory_order_relaxed);

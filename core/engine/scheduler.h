@@ -37,6 +37,7 @@
 #include "core/engine/session_index.h"
 #include "core/engine/state_tiers.h"
 #include "core/engine/turn.h"
+#include "core/base/sample_pool.h"
 #include "core/model/xlstm_model.h"
 #include "core/sampling/sampling_config.h"
 #include "core/tokenizer/chat_template.h"
@@ -84,6 +85,8 @@ class Scheduler {
     // rolled back with RESOURCE_EXHAUSTED and gives its slot up. 0 = never.
     int64_t stalled_stream_ms = 30000;
     int64_t idle_ttl_ms = 0;       // 0 = sessions never expire
+    // Threads sampling a step's rows (the scheduler's included); -1 = one per core, <= 16.
+    int32_t sampling_threads = -1;
     SamplingLimits sampling;
     EngineObserver* observer = nullptr;
   };
@@ -148,7 +151,9 @@ class Scheduler {
   void DropStopped();
   bool PrefillPieces();
   bool DecodeStep();
-  void SampleAndEmit(Turn& t, absl::Span<const float> logits);
+  void SampleAndEmit(const std::vector<Turn*>& turns, const std::vector<int64_t>& rows,
+                     const LogitsView& logits);
+  void Emit(Turn& t, int32_t id, SampleInfo info);
   void SweepIdle();
 
   // scheduler_commit.cc: ends of turns.
@@ -179,6 +184,13 @@ class Scheduler {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status device_error_ ABSL_GUARDED_BY(mu_);
+  // Sampling (scheduler thread only).
+  struct Pick {
+    int32_t id = 0;
+    SampleInfo info;
+  };
+  std::vector<Pick> picks_;
+  SamplePool sample_pool_;
   std::atomic<bool> device_failed_{false};
   int32_t running_ ABSL_GUARDED_BY(mu_) = 0;
   int32_t reserved_ ABSL_GUARDED_BY(mu_) = 0;
