@@ -33,31 +33,48 @@ class HttpServer::Impl {
  public:
   explicit Impl(Handlers handlers) : handlers_(std::move(handlers)) {}
 
+  // A plain or a TLS server (cpp-httplib's SSLServer reads the PEM files itself).
+  absl::Status Create(const HttpTls& tls) {
+    if (tls.cert_path.empty()) {
+      server_ = std::make_unique<httplib::Server>();
+      return absl::OkStatus();
+    }
+    auto ssl = std::make_unique<httplib::SSLServer>(
+        tls.cert_path.c_str(), tls.key_path.c_str(),
+        tls.client_ca_path.empty() ? nullptr : tls.client_ca_path.c_str());
+    if (!ssl->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot serve HTTPS with ", tls.cert_path,
+                                                     " and ", tls.key_path));
+    }
+    server_ = std::move(ssl);
+    return absl::OkStatus();
+  }
+
   ~Impl() { Stop(); }
 
   absl::Status Bind(const HostPort& hp) {
-    server_.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+    server_->new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
     // httplib's default turns SO_REUSEPORT on, which would let a second daemon bind the same
     // port and silently take half the scrapes and probes. Only SO_REUSEADDR (restart while
     // old connections linger in TIME_WAIT).
-    server_.set_socket_options([](int sock) {
+    server_->set_socket_options([](int sock) {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     });
-    server_.set_payload_max_length(kMaxPayloadBytes);
-    server_.set_read_timeout(kIoTimeoutSeconds, 0);
-    server_.set_write_timeout(kIoTimeoutSeconds, 0);
+    server_->set_payload_max_length(kMaxPayloadBytes);
+    server_->set_read_timeout(kIoTimeoutSeconds, 0);
+    server_->set_write_timeout(kIoTimeoutSeconds, 0);
     // One request per connection: an idle keep-alive client cannot hold one of the workers.
-    server_.set_keep_alive_max_count(1);
+    server_->set_keep_alive_max_count(1);
     // Every request is answered here, before httplib's router (no regexes, no body read).
-    server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    server_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       Route(req, res);
       if (handlers_.on_response) handlers_.on_response(req.path, res.status);
       return httplib::Server::HandlerResponse::Handled;
     });
     // Defensive: a handler that throws (only std::bad_alloc can) answers 500, never
     // terminates the process.
-    server_.set_exception_handler(
+    server_->set_exception_handler(
         [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
           res.status = 500;
           res.set_content("internal error\n", "text/plain; charset=utf-8");
@@ -70,9 +87,9 @@ class HttpServer::Impl {
     }
     int port = hp.port;
     if (port == 0) {
-      port = server_.bind_to_any_port(host);
+      port = server_->bind_to_any_port(host);
       if (port < 0) port = 0;
-    } else if (!server_.bind_to_port(host, port)) {
+    } else if (!server_->bind_to_port(host, port)) {
       port = 0;
     }
     if (port == 0) {
@@ -81,13 +98,13 @@ class HttpServer::Impl {
     }
     port_ = port;
     address_ = absl::StrCat(hp.host, ":", port);
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
     // stop() is a no-op until the listen loop runs, so Stop must not race ahead of it.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!server_.is_running() && std::chrono::steady_clock::now() < deadline) {
+    while (!server_->is_running() && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    if (!server_.is_running()) {
+    if (!server_->is_running()) {
       Stop();
       return absl::UnavailableError(
           absl::StrCat("the HTTP listener on ", address_, " did not start"));
@@ -96,9 +113,9 @@ class HttpServer::Impl {
   }
 
   void Stop() {
-    if (stopped_) return;
+    if (stopped_ || server_ == nullptr) return;
     stopped_ = true;
-    server_.stop();
+    server_->stop();
     if (thread_.joinable()) thread_.join();
   }
 
@@ -138,7 +155,7 @@ class HttpServer::Impl {
   }
 
   const Handlers handlers_;
-  httplib::Server server_;
+  std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   std::string address_;
   int port_ = 0;
@@ -146,10 +163,12 @@ class HttpServer::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
-                                                              Handlers handlers) {
+                                                              Handlers handlers,
+                                                              const HttpTls& tls) {
   absl::StatusOr<HostPort> hp = ParseHostPort(listen);
   if (!hp.ok()) return hp.status();
   auto impl = std::make_unique<Impl>(std::move(handlers));
+  if (absl::Status s = impl->Create(tls); !s.ok()) return s;
   if (absl::Status s = impl->Bind(*hp); !s.ok()) return s;
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

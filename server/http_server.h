@@ -1,4 +1,4 @@
-// HttpServer: the daemon's plain-HTTP operations listener (cpp-httplib), separate from gRPC so
+// HttpServer: the daemon's HTTP (or HTTPS) operations listener (cpp-httplib), separate from gRPC so
 // that Prometheus and Kubernetes probes need no gRPC client.
 //
 //   GET /metrics  200, Prometheus text format 0.0.4 (Content-Type kPrometheusTextContentType)
@@ -32,10 +32,17 @@ class HttpServer {
     std::function<void(const std::string& path, int status)> on_response;
   };
 
+  // PEM files for HTTPS (checked by server/tls.h first); an empty cert path = plain HTTP.
+  // With a client CA, clients must present a certificate it signed.
+  struct HttpTls {
+    std::string cert_path, key_path, client_ca_path;
+  };
+
   // Binds `listen` (HOST:PORT, port 0 = a free port; IPv6 in brackets) and starts serving.
   // UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT when malformed.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen,
-                                                           Handlers handlers);
+                                                           Handlers handlers,
+                                                           const HttpTls& tls = {});
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -73,6 +73,12 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "API keys file, one '<tenant> <key>' per line (docs/server.md); unset = no "
       "authentication, one anonymous tenant");
 
+  Str(f, &o->tls_cert, "tls-cert", "FILE", "",
+      "PEM certificate chain: serve gRPC and HTTP over TLS (with --tls-key); without TLS, API "
+      "keys and conversations travel in clear");
+  Str(f, &o->tls_key, "tls-key", "FILE", "", "PEM private key of --tls-cert");
+  Str(f, &o->tls_client_ca, "tls-client-ca", "FILE", "",
+      "PEM CA bundle: require client certificates it signed (mutual TLS; needs --tls-cert)");
   Str(f, &o->http_listen, "http-listen", "HOST:PORT", "",
       "HTTP address for /metrics (Prometheus), /healthz and /readyz; port 0 picks a free "
       "port; unset = no HTTP listener");
@@ -238,6 +244,15 @@ base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLook
       flags.PrintError(absl::StrCat("--http-listen: ", hp.status().message()));
       return base::ParseOutcome::kError;
     }
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    flags.PrintError("--tls-cert and --tls-key go together (give both, or neither for "
+                     "plaintext)");
+    return base::ParseOutcome::kError;
+  }
+  if (!o.tls_client_ca.empty() && o.tls_cert.empty()) {
+    flags.PrintError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)");
+    return base::ParseOutcome::kError;
   }
   if (o.default_max_tokens > o.max_new_tokens) {
     flags.PrintError(absl::StrCat("--default-max-tokens (", o.default_max_tokens,

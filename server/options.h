@@ -38,6 +38,10 @@ struct ServerOptions {
   // HTTP listener for /metrics, /healthz, /readyz: HOST:PORT, port 0 picks a free port;
   // "" = off (the default, so several daemons on one host never collide on a fixed port).
   std::string http_listen;
+  // TLS on the gRPC port and the HTTP listener: PEM files; "" = plaintext (server/tls.h).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;  // set: clients must present a certificate it signed (mTLS)
 
   // Engine (core::EngineOptions).
   // 0 = by backend, resolved once the backend is known (engine_sizing.h).

@@ -24,6 +24,7 @@
 #include "grpcpp/server_builder.h"
 #include "kernels/backend.h"
 #include "server/http_server.h"
+#include "server/tls.h"
 #include "server/metrics.h"
 #include "server/rpc_metrics.h"
 #include "server/services.h"
@@ -137,9 +138,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
+  absl::StatusOr<TlsFiles> tls = LoadTlsFiles(options);
+  if (!tls.ok()) return tls.status();
+
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
+  builder.AddListeningPort(options.listen, GrpcServerCredentials(*tls), &selected_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   // gRPC turns SO_REUSEPORT on by default, which would let a second daemon bind the same
   // port and silently share its traffic.
@@ -192,7 +196,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
       raw->metrics.OnHttpRequest(path, status);
     };
     absl::StatusOr<std::unique_ptr<HttpServer>> http =
-        HttpServer::Start(options.http_listen, std::move(handlers));
+        HttpServer::Start(options.http_listen, std::move(handlers),
+                          {tls->cert_path, tls->key_path, tls->client_ca_path});
     if (!http.ok()) {
       impl->grpc_server->Shutdown();
       return absl::Status(http.status().code(),

@@ -53,6 +53,7 @@ struct ChatArgs {
   double temperature = 0;
   int64_t seed = 0;
   double connect_timeout = 5;
+  ClientTls tls;
   double timeout = 0;
   bool stats = false;
 };
@@ -296,6 +297,7 @@ int RunChat(int argc, char** argv) {
   flags.Double("temperature", &a.temperature, 0, 100, "sampling temperature (0 = greedy)");
   flags.Int("seed", &a.seed, 0, INT64_MAX, "sampling seed");
   flags.Double("connect-timeout", &a.connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
+  a.tls.Declare(flags);
   flags.Double("timeout", &a.timeout, 0, 1e6, "deadline of each reply in seconds (0 = none)");
   flags.Bool("stats", &a.stats,
              "after each reply, print finish reason, tokens, version and latency on stderr");
@@ -318,7 +320,7 @@ int RunChat(int argc, char** argv) {
   static InterruptWatcher interrupts;  // its thread outlives this function
   if (interactive) interrupts.Install();  // before gRPC starts its threads
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-      ConnectChannel(a.server, a.connect_timeout);
+      ConnectChannel(a.server, a.connect_timeout, 0, a.tls);
   if (!channel.ok()) return ReportRuntimeError(kCommand, channel.status());
   ChatClient client(a, *channel, interactive ? &interrupts : nullptr);
   const absl::Status opened = a.session.empty() ? client.CreateSession() : client.Resume(a.session);

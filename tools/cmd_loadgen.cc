@@ -77,6 +77,7 @@ struct LoadgenArgs {
   double temperature = 0;
   int64_t channels = 0;
   double connect_timeout = 5;
+  ClientTls tls;
   double timeout = 600;
 };
 
@@ -460,6 +461,7 @@ int RunLoadgen(int argc, char** argv) {
   flags.Int("channels", &a.channels, 0, 256,
             "TCP connections the sessions share round-robin (0 = min(sessions, 4))");
   flags.Double("connect-timeout", &a.connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
+  a.tls.Declare(flags);
   flags.Double("timeout", &a.timeout, 0, 1e6, "deadline of each turn in seconds (0 = none)");
   if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   if (a.server.empty()) {
@@ -473,7 +475,7 @@ int RunLoadgen(int argc, char** argv) {
   std::vector<std::shared_ptr<grpc::Channel>> pool;
   for (int64_t c = 0; c < channels; ++c) {
     absl::StatusOr<std::shared_ptr<grpc::Channel>> ch =
-        ConnectChannel(a.server, a.connect_timeout, static_cast<int>(c));
+        ConnectChannel(a.server, a.connect_timeout, static_cast<int>(c), a.tls);
     if (!ch.ok()) return ReportRuntimeError(kCommand, ch.status());
     pool.push_back(*std::move(ch));
   }

@@ -15,7 +15,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "absl/status/status.h"
@@ -49,17 +51,63 @@ inline std::chrono::system_clock::time_point DeadlineIn(double seconds) {
              std::chrono::duration<double>(seconds));
 }
 
-// Opens an insecure channel to `server` and waits until it is READY. A refused or failed
-// connection fails at once; a silent peer fails after `timeout_s`. Both are UNAVAILABLE.
-// Distinct `channel_index` values get distinct TCP connections.
+// --tls-ca / --tls-cert / --tls-key: connect over TLS, trusting the CA bundle (and presenting
+// a client certificate for a daemon that wants one). All empty: plaintext.
+struct ClientTls {
+  std::string ca, cert, key;  // PEM file paths
+  bool enabled() const { return !ca.empty() || !cert.empty(); }
+
+  template <typename Flags>
+  void Declare(Flags& flags) {
+    flags.String("tls-ca", &ca,
+                 "connect over TLS, trusting this PEM CA bundle (the daemon's --tls-cert issuer)");
+    flags.String("tls-cert", &cert, "PEM client certificate, for a daemon with --tls-client-ca");
+    flags.String("tls-key", &key, "PEM private key of --tls-cert");
+  }
+};
+
+inline absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
+  if (path.empty()) return std::string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read it"));
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+inline absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const ClientTls& tls) {
+  if (!tls.enabled()) return grpc::InsecureChannelCredentials();
+  if (tls.cert.empty() != tls.key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  grpc::SslCredentialsOptions o;
+  absl::StatusOr<std::string> ca = ReadPem("--tls-ca", tls.ca);
+  if (!ca.ok()) return ca.status();
+  absl::StatusOr<std::string> cert = ReadPem("--tls-cert", tls.cert);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem("--tls-key", tls.key);
+  if (!key.ok()) return key.status();
+  o.pem_root_certs = *std::move(ca);  // empty: the system's roots
+  o.pem_cert_chain = *std::move(cert);
+  o.pem_private_key = *std::move(key);
+  return grpc::SslCredentials(o);
+}
+
+// Opens a channel to `server` (TLS when `tls` says so) and waits until it is READY. A refused
+// or failed connection (a TLS handshake failure included) fails at once; a silent peer fails
+// after `timeout_s`. Both are UNAVAILABLE. Distinct `channel_index` values get distinct TCP
+// connections.
 inline absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::string& server,
                                                                      double timeout_s,
-                                                                     int channel_index = 0) {
+                                                                     int channel_index = 0,
+                                                                     const ClientTls& tls = {}) {
   grpc::ChannelArguments args;
   // Channels with different arguments never share a subchannel (connection).
   args.SetInt("xlstm.channel_index", channel_index);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = ChannelCredentials(tls);
+  if (!creds.ok()) return creds.status();
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(server, *creds, args);
   const auto deadline = DeadlineIn(timeout_s);
   grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY) {

@@ -335,6 +335,9 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"--default-max-tokens", "100", "--max-new-tokens", "10"},
       {"--prefill-piece", "1024", "--prefill-budget", "512"},
       {"--durability", "always"},
+      {"--tls-cert", "/c.pem"},
+      {"--tls-key", "/k.pem"},
+      {"--tls-client-ca", "/ca.pem"},
       {"--host-state-bytes", "-1"},
       {"--host-state-bytes", "4G"},  // plain bytes only
       {"--disk-state-bytes", "-5", "--state-dir", "/s"},
