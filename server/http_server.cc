@@ -17,9 +17,11 @@ namespace {
 
 // Nothing here takes a body; a small cap means a client cannot make us buffer much.
 constexpr size_t kMaxPayloadBytes = 16 << 10;
-// Probes and scrapes are few; a pool this size keeps a slow client from starving them
-// without spending many threads on an ops port.
-constexpr size_t kThreads = 4;
+// Probes and scrapes are few (a kubelet's two probes, a Prometheus or two), but a client that
+// trickles its headers holds a worker until a read times out: far more workers than probes
+// need keeps a handful of such clients from starving /healthz (http_server_test.cc), at the
+// cost of idle threads only.
+constexpr size_t kThreads = 16;
 // Per read/write call (httplib 0.11 has no whole-request deadline, so a client trickling bytes
 // can still hold a worker: keep --http-listen on loopback or the pod network, as for any
 // Prometheus endpoint; docs/observability.md).

@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -180,6 +182,42 @@ TEST_F(HttpServerTest, MalformedRequestsNeverTakeItDown) {
                           "POST /metrics HTTP/1.1\r\nConnection: close\r\n"
                           "Content-Length: 100000000\r\n\r\nab"),
               StartsWith("HTTP/1.1 4"));
+}
+
+// Four clients that send one header line every 300 ms (never finishing their requests) hold a
+// worker each; /healthz is still answered while they trickle.
+TEST_F(HttpServerTest, SlowHeaderClientsDoNotStarveProbes) {
+  std::atomic<bool> trickling{true};
+  std::atomic<int> gave_up{0};  // slow clients that reached their own end (9 s)
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 4; ++i) {
+    slow.emplace_back([&] {
+      const int fd = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(static_cast<uint16_t>(port_));
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+        const std::string start = "GET /healthz HTTP/1.1\r\n";
+        send(fd, start.data(), start.size(), MSG_NOSIGNAL);
+        int line = 0;
+        for (; line < 30 && trickling; ++line) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          const std::string h = "X-Slow-" + std::to_string(line) + ": 1\r\n";
+          send(fd, h.data(), h.size(), MSG_NOSIGNAL);
+        }
+        if (line == 30) gave_up.fetch_add(1);
+      }
+      close(fd);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let them take workers
+  const Reply r = Request(port_, "GET", "/healthz");
+  const int done_before_reply = gave_up.load();
+  trickling = false;
+  for (std::thread& t : slow) t.join();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(done_before_reply, 0) << "/healthz was answered only after the slow clients left";
 }
 
 TEST_F(HttpServerTest, EveryResponseIsReported) {
