@@ -61,6 +61,8 @@ absl::Status Engine::Impl::Start() {
                                  .prefill_piece = options_.prefill_piece,
                                  .prefill_chunk_size = options_.prefill_chunk_size,
                                  .queue_depth = options_.queue_depth,
+                                 .tenant_max_running = options_.tenant_max_running,
+                                 .tenant_max_queued = options_.tenant_max_queued,
                                  .max_turn_ms = options_.max_turn_ms,
                                  .stalled_stream_ms = options_.stalled_stream_ms,
                                  .idle_ttl_ms = options_.idle_ttl_ms,

@@ -46,6 +46,10 @@ struct EngineOptions {
   int32_t prefill_piece = 128;         // prompts are prefilled in pieces of this many tokens
   int32_t prefill_chunk_size = 64;     // chunkwise mLSTM chunk inside a piece
   int32_t queue_depth = 256;           // turns waiting for a slot
+  // Per tenant: turns running at once and turns waiting (0 = no quota). Admission is fair
+  // across tenants either way (Scheduler::TakeWork).
+  int32_t tenant_max_running = 0;
+  int32_t tenant_max_queued = 0;
   int32_t max_prompt_tokens = 8192;    // input ids per turn, template and BOS included
   int32_t max_sessions = 10000;
   int64_t idle_ttl_ms = 0;             // sessions idle longer are deleted; 0 = never

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 namespace xlstmd::core {
@@ -102,6 +103,15 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn, bool reserved) {
     absl::MutexLock lock(&mu_);
     if (reserved) --reserved_;
     if (absl::Status s = AdmitsLocked(reserved); !s.ok()) return s;
+    if (options_.tenant_max_queued > 0) {
+      int32_t queued = 0;
+      for (const auto& q : queue_) queued += q->owner == turn->owner ? 1 : 0;
+      if (queued >= options_.tenant_max_queued) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "tenant queued-turn quota reached (", options_.tenant_max_queued,
+            " turns of this tenant waiting); retry later"));
+      }
+    }
     queue_.push_back(std::move(turn));
   }
   signal_->Notify();
@@ -173,11 +183,35 @@ bool Scheduler::TakeWork(std::vector<std::function<void()>>* posted,
       ++it;
     }
   }
+  // Fair admission, round-robin across tenants: the next turn is the oldest queued one of the
+  // tenant with the fewest running turns, ties going to the tenant admitted least recently;
+  // within a tenant, FIFO. A tenant flooding the queue cannot starve another, and a tenant at
+  // its running-turn quota waits while others are admitted.
   const int32_t cap = std::min(options_.max_batch, options_.slots);
-  while (!stopping_ && !cancel_all->has_value() && !queue_.empty() &&
-         static_cast<int32_t>(active_.size() + admitted->size()) < cap) {
-    admitted->push_back(std::move(queue_.front()));
-    queue_.pop_front();
+  if (!stopping_ && !cancel_all->has_value() && !queue_.empty() &&
+      static_cast<int32_t>(active_.size()) < cap) {
+    absl::flat_hash_map<std::string, int32_t> running;
+    for (const auto& t : active_) ++running[t->owner];
+    while (static_cast<int32_t>(active_.size() + admitted->size()) < cap) {
+      auto best = queue_.end();
+      std::pair<int32_t, uint64_t> best_key;
+      for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+        const std::string& owner = (*it)->owner;
+        const int32_t r = running[owner];
+        if (options_.tenant_max_running > 0 && r >= options_.tenant_max_running) continue;
+        auto last = last_admitted_.find(owner);
+        const std::pair<int32_t, uint64_t> key{r, last == last_admitted_.end() ? 0 : last->second};
+        if (best == queue_.end() || key < best_key) {
+          best = it;
+          best_key = key;
+        }
+      }
+      if (best == queue_.end()) break;
+      ++running[(*best)->owner];
+      last_admitted_[(*best)->owner] = ++admissions_;
+      admitted->push_back(std::move(*best));
+      queue_.erase(best);
+    }
   }
   running_ = static_cast<int32_t>(active_.size() + admitted->size());
   return !stopping_;

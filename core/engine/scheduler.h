@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -80,6 +81,9 @@ class Scheduler {
     int32_t prefill_piece = 128;
     int32_t prefill_chunk_size = 64;
     int32_t queue_depth = 256;
+    // Per tenant (Turn::owner): turns running at once and turns waiting; 0 = no quota.
+    int32_t tenant_max_running = 0;
+    int32_t tenant_max_queued = 0;
     int64_t max_turn_ms = 600000;  // 0 = no limit
     // A decoding turn whose stream stays full this long (its client stopped reading) is
     // rolled back with RESOURCE_EXHAUSTED and gives its slot up. 0 = never.
@@ -184,6 +188,9 @@ class Scheduler {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status device_error_ ABSL_GUARDED_BY(mu_);
+  // Round-robin admission across tenants (TakeWork): when each tenant was last admitted.
+  absl::flat_hash_map<std::string, uint64_t> last_admitted_ ABSL_GUARDED_BY(mu_);
+  uint64_t admissions_ ABSL_GUARDED_BY(mu_) = 0;
   // Sampling (scheduler thread only).
   struct Pick {
     int32_t id = 0;
