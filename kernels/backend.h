@@ -128,8 +128,9 @@ class Backend {
 
   // Recorded op sequences (CUDA graphs; not supported on the CPU). Between BeginCapture and
   // EndCapture(key) ops are recorded instead of run (no copies, allocations or Synchronize
-  // in between); EndCapture stores the recording under `key` and runs it once; Replay(key)
-  // runs it again and returns false when there is none. A recording bakes in every pointer
+  // in between); EndCapture stores the recording under `key` and runs it once, or fails
+  // (FAILED_PRECONDITION, nothing run: run the ops again eagerly); Replay(key) runs it again
+  // and returns false when there is none. A recording bakes in every pointer
   // and size of its ops: callers key it by what varies and DropCaptures when buffers move.
   virtual bool SupportsCapture() const { return false; }
   // The padded batch size a decode step of `batch` rows should run at so one recording per
@@ -139,6 +140,8 @@ class Backend {
   virtual absl::Status EndCapture(int64_t key) {
     return absl::UnimplementedError("this backend does not record op sequences");
   }
+  // Ends a recording without keeping or running it (an error while recording).
+  virtual void AbortCapture() {}
   virtual bool Replay(int64_t key) { return false; }
   virtual void DropCaptures() {}
 

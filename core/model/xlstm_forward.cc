@@ -184,12 +184,25 @@ absl::StatusOr<LogitsView> XlstmModel::PaddedStep(absl::Span<const int32_t> toke
   win.slots.resize(static_cast<size_t>(bucket), -1);
   IndexArrays host, dev;
   UploadIndex(win, &host, &dev);
-  const bool record = backend_->SupportsCapture();
+  const bool record = backend_->SupportsCapture() && !recording_failed_;
   if (!record || !backend_->Replay(bucket)) {
-    if (record) backend_->BeginCapture();
-    XLSTMD_RETURN_IF_ERROR(
-        ComputeWindow(win, host, dev, 1, /*step=*/true, LogitsMode::kAll, nullptr));
-    if (record) XLSTMD_RETURN_IF_ERROR(backend_->EndCapture(bucket));
+    bool ran = false;
+    if (record) {
+      backend_->BeginCapture();
+      absl::Status s = ComputeWindow(win, host, dev, 1, /*step=*/true, LogitsMode::kAll, nullptr);
+      if (!s.ok()) {
+        backend_->AbortCapture();
+        return s;
+      }
+      // A recording the backend cannot make is not fatal: from now on steps run eagerly.
+      ran = backend_->EndCapture(bucket).ok();
+      recording_failed_ = !ran;
+    }
+    if (!ran) {
+      ws_->logits_done = 0;
+      XLSTMD_RETURN_IF_ERROR(
+          ComputeWindow(win, host, dev, 1, /*step=*/true, LogitsMode::kAll, nullptr));
+    }
   }
   ws_->logits_done = static_cast<int64_t>(tokens.size());  // the padding rows stay behind
   return FinishLogits();

@@ -177,6 +177,7 @@ class XlstmModel {
   std::unique_ptr<Workspace> ws_;
   std::vector<kernels::DeviceBuffer> vectors_;  // norm weights and biases
   std::vector<int64_t> step_buckets_;            // LoadOptions::step_buckets
+  bool recording_failed_ = false;                // the backend could not record a step
 };
 
 }  // namespace xlstmd::core

@@ -204,6 +204,13 @@ class CudaBackend final : public Backend {
         return absl::InternalError(absl::StrCat(Name(), ": weight upload: ", ErrorText(e)));
       }
     }
+    // cudaMemcpy from pageable memory may return before the DMA lands, and the non-blocking
+    // stream is not ordered after the legacy one: wait here, once per matrix.
+    e = cudaStreamSynchronize(cudaStreamLegacy);
+    if (e != cudaSuccess) {
+      cudaFree(dev);
+      return absl::InternalError(absl::StrCat(Name(), ": weight upload: ", ErrorText(e)));
+    }
     m->w = DeviceWeights{dev, storage == DType::kBF16, rows, cols, ld};
     m->dtype = storage;
     m->bytes = bytes;
@@ -263,7 +270,7 @@ class CudaBackend final : public Backend {
                                               p.chunk_size, prop_.sharedMemPerBlockOptin, &why);
     if (!why.empty()) return Fail(absl::StrCat("mLSTM prefill: ", why));
     Check(EnsureSharedMemory(plan.smem_bytes));
-    Check(LaunchMlstmChunkwise(p, plan, stream_));
+    Check(LaunchMlstmChunkwise(p, plan, stream_));  // chunks also end at p.chunk_size multiples
   }
   void GatherRows(const GatherRowsParams& p) override {
     Bind();
@@ -276,6 +283,7 @@ class CudaBackend final : public Backend {
     Bind();
     Check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   }
+  // A failed recording is not a device failure: the caller runs the step eagerly instead.
   absl::Status EndCapture(int64_t key) override {
     Bind();
     cudaGraph_t graph = nullptr;
@@ -284,8 +292,9 @@ class CudaBackend final : public Backend {
     if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
     if (graph != nullptr) cudaGraphDestroy(graph);
     if (e != cudaSuccess) {
-      Check(e);
-      return absl::InternalError(absl::StrCat(Name(), ": recording a decode step: ", ErrorText(e)));
+      cudaGetLastError();
+      return absl::FailedPreconditionError(
+          absl::StrCat(Name(), ": recording a decode step: ", ErrorText(e)));
     }
     auto [it, inserted] = graphs_.emplace(key, exec);
     if (!inserted) {
@@ -294,6 +303,14 @@ class CudaBackend final : public Backend {
     }
     Check(cudaGraphLaunch(exec, stream_));
     return absl::OkStatus();
+  }
+  void AbortCapture() override {
+    Bind();
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph != nullptr) {
+      cudaGraphDestroy(graph);
+    }
+    cudaGetLastError();
   }
   bool Replay(int64_t key) override {
     auto it = graphs_.find(key);
@@ -319,13 +336,8 @@ class CudaBackend final : public Backend {
 
  private:
   // The device is per host thread: the scheduler and the loader's threads each bind it.
-  void Bind() const {
-    thread_local int bound = -1;
-    if (bound != device_) {
-      cudaSetDevice(device_);
-      bound = device_;
-    }
-  }
+  // Always set (cheap): a cache would go stale when another backend binds another device.
+  void Bind() const { cudaSetDevice(device_); }
   void Check(cudaError_t e) {
     if (e == cudaSuccess) return;
     Fail(ErrorText(e));

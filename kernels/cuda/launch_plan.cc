@@ -38,8 +38,8 @@ int64_t RowThreads(int64_t width) {
 
 MlstmPlan PlanMlstmStep(int64_t batch, int64_t heads, int64_t dqk, int64_t dv) {
   MlstmPlan p;
-  p.grid.x = heads;
-  p.grid.y = batch;
+  p.grid.x = batch;  // x: up to 2^31 - 1 blocks (y stops at 65535)
+  p.grid.y = heads;
   p.threads = MlstmThreads(dv);
   p.chunk = 1;
   // q (scaled) and k of the head, then one float per thread for the q.n reduction.
@@ -50,8 +50,8 @@ MlstmPlan PlanMlstmStep(int64_t batch, int64_t heads, int64_t dqk, int64_t dv) {
 MlstmPlan PlanMlstmChunkwise(int64_t num_seqs, int64_t heads, int64_t dqk, int64_t dv,
                              int64_t requested_chunk, size_t smem_limit, std::string* why) {
   MlstmPlan p;
-  p.grid.x = heads;
-  p.grid.y = num_seqs;
+  p.grid.x = num_seqs;
+  p.grid.y = heads;
   p.threads = MlstmThreads(dv);
   auto bytes = [&](int64_t L) {
     // q (scaled) and k rows of the chunk, the decay and score squares, five per-row vectors,

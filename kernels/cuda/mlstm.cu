@@ -28,11 +28,11 @@ __device__ inline HeadState StateOf(const MlstmStateRef& s, int32_t slot, int64_
           base + s.m_offset + head};
 }
 
-// grid (heads, batch); dynamic smem: qs [dqk], ks [dqk], scratch [blockDim.x].
+// grid (batch, heads); dynamic smem: qs [dqk], ks [dqk], scratch [blockDim.x].
 __global__ void MlstmStepKernel(MlstmStepParams p) {
   extern __shared__ float smem[];
   const MlstmDims d = p.dims;
-  const int64_t j = blockIdx.x, b = blockIdx.y;
+  const int64_t b = blockIdx.x, j = blockIdx.y;
   float* h = p.h + b * p.ldh + j * d.dv;
   const int32_t slot = p.slots[b];
   if (slot < 0) {  // padding row: no state, h = 0
@@ -79,14 +79,17 @@ __global__ void MlstmStepKernel(MlstmStepParams p) {
   if (threadIdx.x == 0) *st.m = m_new;
 }
 
-// grid (heads, sequences); dynamic smem (PlanMlstmChunkwise): qs [L, dqk], ks [L, dqk],
+// grid (sequences, heads); dynamic smem (PlanMlstmChunkwise): qs [L, dqk], ks [L, dqk],
 // dec [L, L], sp [L, L], bcum, aw, mrow, winter, den [L], nsm [dqk], scratch [blockDim.x],
 // scalars [8]. Each chunk: decay weights and scores for its rows, outputs from the boundary
 // state plus the chunk's own rows, then the boundary state moves past the chunk.
+// Chunks are at most L rows and never cross a multiple of the requested chunk size, so a
+// sequence split between calls at such a multiple (the model's windows) runs the same chunks.
 __global__ void __launch_bounds__(1024) MlstmChunkKernel(MlstmChunkParams p, int64_t L) {
   extern __shared__ float smem[];
   const MlstmDims d = p.dims;
-  const int64_t j = blockIdx.x, s = blockIdx.y;
+  const int64_t s = blockIdx.x, j = blockIdx.y;
+  const int64_t boundary = p.chunk_size > 0 ? p.chunk_size : L;
   const int64_t len = p.length[s], r0 = p.row_begin[s];
   if (len <= 0) return;
   const int64_t dqk = d.dqk, dv = d.dv;
@@ -108,8 +111,10 @@ __global__ void __launch_bounds__(1024) MlstmChunkKernel(MlstmChunkParams p, int
   if (tid == 0) scal[0] = *st.m;
   __syncthreads();
 
-  for (int64_t t0 = 0; t0 < len; t0 += L) {
-    const int64_t Lc = len - t0 < L ? len - t0 : L;
+  for (int64_t t0 = 0, Lc = 0; t0 < len; t0 += Lc) {
+    Lc = len - t0 < L ? len - t0 : L;
+    const int64_t to_boundary = boundary - t0 % boundary;
+    if (Lc > to_boundary) Lc = to_boundary;
     const int64_t row0 = r0 + t0;
     for (int64_t x = tid; x < Lc * dqk; x += blockDim.x) {
       const int64_t r = x / dqk, a = x % dqk;

@@ -49,8 +49,9 @@ TEST(LaunchPlanTest, RowThreadsDependOnWidthOnly) {
 TEST(LaunchPlanTest, MlstmPlansFitTheirSharedMemory) {
   // xLSTM-7B heads (dqk 256, dv 512): a CTA of 512 threads per (sequence, head).
   const MlstmPlan step = PlanMlstmStep(256, 8, 256, 512);
-  EXPECT_EQ(step.grid.x, 8);
-  EXPECT_EQ(step.grid.y, 256);
+  EXPECT_EQ(step.grid.x, 256);  // sessions on x: y is capped at 65535
+  EXPECT_EQ(step.grid.y, 8);
+  EXPECT_EQ(PlanMlstmStep(70000, 8, 16, 16).grid.x, 70000);
   EXPECT_EQ(step.threads, 512);
   std::string why;
   const MlstmPlan chunk = PlanMlstmChunkwise(3, 8, 256, 512, 64, 48 * 1024, &why);
