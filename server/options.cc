@@ -100,6 +100,9 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "across tenants either way)");
   Num(f, &o->tenant_max_queued, "tenant-max-queued", 0, 0, kI32Max,
       "turns one tenant may have waiting; beyond: RESOURCE_EXHAUSTED; 0 = no quota");
+  Num(f, &o->tenant_max_sessions, "tenant-max-sessions", 0, 0, kI32Max,
+      "sessions one tenant may hold (creates, forks, imports beyond: RESOURCE_EXHAUSTED); "
+      "0 = no quota");
   Num(f, &o->max_prompt_tokens, "max-prompt-tokens", 8192, 1, kI32Max,
       "input tokens per turn (template and BOS included)");
   Num(f, &o->max_new_tokens, "max-new-tokens", 16384, 1, kI32Max,
@@ -177,6 +180,7 @@ core::EngineOptions ServerOptions::ToEngineOptions() const {
   e.queue_depth = static_cast<int32_t>(queue_depth);
   e.tenant_max_running = static_cast<int32_t>(tenant_max_running);
   e.tenant_max_queued = static_cast<int32_t>(tenant_max_queued);
+  e.tenant_max_sessions = static_cast<int32_t>(tenant_max_sessions);
   e.max_prompt_tokens = static_cast<int32_t>(max_prompt_tokens);
   e.max_sessions = static_cast<int32_t>(max_sessions);
   e.idle_ttl_ms = idle_ttl_s * 1000;

@@ -52,6 +52,7 @@ struct ServerOptions {
   int64_t prefill_piece = 0;
   int64_t tenant_max_running = 0;  // 0 = no quota
   int64_t tenant_max_queued = 0;
+  int64_t tenant_max_sessions = 0;
   int64_t queue_depth = 0;
   int64_t max_prompt_tokens = 0;
   int64_t max_new_tokens = 0;

@@ -34,6 +34,7 @@ absl::Status Engine::Impl::Start() {
   snapshot_bytes_ = MaxSnapshotBytes(model_->state_layout());
   SessionIndex::Limits limits;
   limits.max_sessions = options_.max_sessions;
+  limits.tenant_max_sessions = options_.tenant_max_sessions;
   limits.snapshot_bytes = snapshot_bytes_;
   if (options_.state_dir.empty()) {
     // Without a disk tier every committed state must fit in slots + the host budget, even
@@ -251,7 +252,7 @@ void Engine::Impl::CreateSession(std::string owner, std::string system_prompt, I
     });
     return;
   }
-  if (absl::Status s = index_->ReserveCreate(); !s.ok()) return done(s);
+  if (absl::Status s = index_->ReserveCreate(owner); !s.ok()) return done(s);
   auto turn = std::make_unique<Turn>();
   turn->owner = owner;
   turn->input = std::move(ids);
@@ -259,7 +260,7 @@ void Engine::Impl::CreateSession(std::string owner, std::string system_prompt, I
   turn->create_done = std::move(done);
   turn->enqueued = clock_->Now();
   if (absl::Status s = scheduler_->Enqueue(turn); !s.ok()) {
-    index_->CancelCreate();
+    index_->CancelCreate(owner);
     turn->create_done(s);
   }
 }

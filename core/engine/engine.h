@@ -50,6 +50,7 @@ struct EngineOptions {
   // across tenants either way (Scheduler::TakeWork).
   int32_t tenant_max_running = 0;
   int32_t tenant_max_queued = 0;
+  int32_t tenant_max_sessions = 0;  // sessions one tenant may hold; 0 = no quota
   int32_t max_prompt_tokens = 8192;    // input ids per turn, template and BOS included
   int32_t max_sessions = 10000;
   int64_t idle_ttl_ms = 0;             // sessions idle longer are deleted; 0 = never

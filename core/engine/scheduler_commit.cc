@@ -16,7 +16,7 @@ void Scheduler::RollBack(Turn& t, absl::Status reason) {
   tiers_->FreeSlot(t.slot);
   t.slot = -1;
   if (t.create_only) {
-    index_->CancelCreate();
+    index_->CancelCreate(t.owner);
     t.create_done(std::move(reason));
     return;
   }

@@ -95,12 +95,20 @@ int64_t SessionIndex::redis_sessions() const {
   return redis_sessions_;
 }
 
-absl::Status SessionIndex::CanAdd() const {
+absl::Status SessionIndex::CanAdd(const std::string& owner) const {
   absl::MutexLock lock(&mu_);
-  return CanAddLocked();
+  return CanAddLocked(owner);
 }
 
-absl::Status SessionIndex::CanAddLocked() const {
+absl::Status SessionIndex::CanAddLocked(const std::string& owner) const {
+  if (limits_.tenant_max_sessions > 0) {
+    auto it = owner_sessions_.find(owner);
+    if (it != owner_sessions_.end() && it->second >= limits_.tenant_max_sessions) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant session quota reached (", limits_.tenant_max_sessions,
+          " sessions); delete sessions this tenant no longer needs"));
+    }
+  }
   const int64_t n = static_cast<int64_t>(sessions_.size()) + pending_creates_;
   if (n >= limits_.max_sessions) {
     return absl::ResourceExhaustedError(
@@ -124,7 +132,7 @@ absl::Status SessionIndex::CanAddLocked() const {
 absl::StatusOr<SessionInfo> SessionIndex::Create(const std::string& owner,
                                                  const SessionMeta* from) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = CanAddLocked(); !s.ok()) return s;
+  if (absl::Status s = CanAddLocked(owner); !s.ok()) return s;
   Entry& e = InsertLocked(owner);
   if (from != nullptr) {
     e.meta.info.version = from->info.version;
@@ -135,21 +143,24 @@ absl::StatusOr<SessionInfo> SessionIndex::Create(const std::string& owner,
   return e.meta.info;
 }
 
-absl::Status SessionIndex::ReserveCreate() {
+absl::Status SessionIndex::ReserveCreate(const std::string& owner) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = CanAddLocked(); !s.ok()) return s;
+  if (absl::Status s = CanAddLocked(owner); !s.ok()) return s;
   ++pending_creates_;
+  ++owner_sessions_[owner];
   return absl::OkStatus();
 }
 
-void SessionIndex::CancelCreate() {
+void SessionIndex::CancelCreate(const std::string& owner) {
   absl::MutexLock lock(&mu_);
   --pending_creates_;
+  if (--owner_sessions_[owner] <= 0) owner_sessions_.erase(owner);
 }
 
 SessionInfo SessionIndex::CompleteCreate(const std::string& owner, uint64_t token_count) {
   absl::MutexLock lock(&mu_);
   --pending_creates_;
+  --owner_sessions_[owner];  // InsertLocked counts it again
   Entry& e = InsertLocked(owner);
   e.meta.info.token_count = token_count;
   e.meta.session_start_done = true;
@@ -159,7 +170,10 @@ SessionInfo SessionIndex::CompleteCreate(const std::string& owner, uint64_t toke
 void SessionIndex::Register(SessionMeta meta) {
   absl::MutexLock lock(&mu_);
   const std::string id = meta.info.session_id;
-  Entry& e = sessions_[id];
+  auto [it, inserted] = sessions_.try_emplace(id);
+  Entry& e = it->second;
+  if (!inserted) UncountLocked(e.meta.info.owner);
+  ++owner_sessions_[meta.info.owner];
   e.meta = std::move(meta);
   e.last_active = clock_->Now();
 }
@@ -268,8 +282,9 @@ absl::Status SessionIndex::Adopt(const std::string& owner, const std::string& id
     return absl::OkStatus();  // raced with another call; its own checks answer
   }
   if (it == sessions_.end()) {
-    if (absl::Status s = CanAddLocked(); !s.ok()) return s;
+    if (absl::Status s = CanAddLocked(owner); !s.ok()) return s;
     it = sessions_.emplace(id, Entry{}).first;
+    ++owner_sessions_[owner];
   }
   SessionMeta adopted = SessionMeta::FromSnapshot(meta);
   adopted.info.session_id = id;
@@ -344,6 +359,7 @@ SessionIndex::Entry& SessionIndex::InsertLocked(const std::string& owner) {
   std::string id = NewSessionId();
   while (sessions_.count(id) != 0) id = NewSessionId();
   Entry& e = sessions_[id];
+  ++owner_sessions_[owner];
   e.meta.info.session_id = id;
   e.meta.info.owner = owner;
   e.meta.info.created_unix_ms = e.meta.info.updated_unix_ms = clock_->UnixMs();
@@ -351,7 +367,13 @@ SessionIndex::Entry& SessionIndex::InsertLocked(const std::string& owner) {
   return e;
 }
 
+void SessionIndex::UncountLocked(const std::string& owner) {
+  auto it = owner_sessions_.find(owner);
+  if (it != owner_sessions_.end() && --it->second <= 0) owner_sessions_.erase(it);
+}
+
 void SessionIndex::EraseLocked(std::map<std::string, Entry>::iterator it) {
+  UncountLocked(it->second.meta.info.owner);
   if (!it->second.meta.redis_generation.empty()) --redis_sessions_;
   sessions_.erase(it);
 }

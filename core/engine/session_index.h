@@ -32,6 +32,7 @@ class SessionIndex {
  public:
   struct Limits {
     int32_t max_sessions = 10000;
+    int32_t tenant_max_sessions = 0;  // per owner; 0 = no quota
     // Sessions that fit in slots + the host budget when no tier below RAM exists; 0 = no cap.
     int32_t ram_cap = 0;
     // Disk tier budget (0 = unlimited) and the largest snapshot, for the budget check.
@@ -57,13 +58,13 @@ class SessionIndex {
 
   // ---- creation ----
   // RESOURCE_EXHAUSTED when one more session would break a limit (pending creates count).
-  absl::Status CanAdd() const;
+  absl::Status CanAdd(const std::string& owner) const;
   // A new session with a fresh random id at version 0, or (`from`) with `from`'s version,
   // token count and flags (fork, import). Checks CanAdd.
   absl::StatusOr<SessionInfo> Create(const std::string& owner, const SessionMeta* from = nullptr);
   // A create whose prefill is queued counts against the limits until it completes.
-  absl::Status ReserveCreate();
-  void CancelCreate();
+  absl::Status ReserveCreate(const std::string& owner);
+  void CancelCreate(const std::string& owner);
   SessionInfo CompleteCreate(const std::string& owner, uint64_t token_count);
   // Registers a session under its own id (a snapshot found at startup).
   void Register(SessionMeta meta);
@@ -118,7 +119,8 @@ class SessionIndex {
     SessionMeta meta;
     SteadyClock::time_point last_active;
   };
-  absl::Status CanAddLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status CanAddLocked(const std::string& owner) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void UncountLocked(const std::string& owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Entry* FindLocked(const std::string& owner, const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Entry& InsertLocked(const std::string& owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -131,6 +133,8 @@ class SessionIndex {
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> sessions_ ABSL_GUARDED_BY(mu_);  // ordered: List pages by id
   int32_t pending_creates_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per owner: sessions held plus creates in flight (tenant_max_sessions).
+  std::map<std::string, int64_t> owner_sessions_ ABSL_GUARDED_BY(mu_);
   int64_t redis_sessions_ ABSL_GUARDED_BY(mu_) = 0;  // sessions with a redis_generation
 };
 

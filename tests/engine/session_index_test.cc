@@ -35,10 +35,31 @@ TEST(SessionIndexTest, LimitsCountPendingCreates) {
   l.max_sessions = 2;
   SessionIndex index(&clock, l);
   ASSERT_TRUE(index.Create("").ok());
-  ASSERT_TRUE(index.ReserveCreate().ok());
+  ASSERT_TRUE(index.ReserveCreate("").ok());
   EXPECT_EQ(index.Create("").status().code(), absl::StatusCode::kResourceExhausted);
-  index.CancelCreate();
+  index.CancelCreate("");
   EXPECT_TRUE(index.Create("").ok());
+}
+
+// A tenant's session quota counts its sessions and its creates in flight, not others'; a
+// deleted session frees its place.
+TEST(SessionIndexTest, TenantSessionQuota) {
+  FakeClock clock;
+  SessionIndex::Limits l = Roomy();
+  l.tenant_max_sessions = 2;
+  SessionIndex index(&clock, l);
+  const std::string a1 = index.Create("a")->session_id;
+  ASSERT_TRUE(index.ReserveCreate("a").ok());
+  const absl::Status over = index.Create("a").status();
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(over.message().find("tenant session quota"), std::string::npos) << over;
+  EXPECT_TRUE(index.Create("b").ok());  // another tenant is unaffected
+  EXPECT_TRUE(index.Create("b").ok());
+  index.CancelCreate("a");
+  ASSERT_TRUE(index.Create("a").ok());
+  EXPECT_EQ(index.Create("a").status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(index.Erase(a1));
+  EXPECT_TRUE(index.Create("a").ok());
 }
 
 TEST(SessionIndexTest, ClaimCommitAndIdempotency) {
