@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -66,9 +67,9 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text, absl::string_view
     const std::vector<absl::string_view> fields =
         absl::StrSplit(trimmed, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     const std::string where = absl::StrCat(source, " line ", line_no, ": ");
-    if (fields.size() != 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "expected '<tenant> <key>' (2 fields), found ", fields.size()));
+    if (fields.size() < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "expected '<tenant> <key> [quota=N ...]', found ", fields.size(), " field"));
     }
     if (!ValidTenant(fields[0])) {
       return absl::InvalidArgumentError(absl::StrCat(where, "tenant must be 1-", kMaxTenantBytes,
@@ -85,6 +86,30 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text, absl::string_view
       return absl::InvalidArgumentError(
           absl::StrCat(where, "the same key is already listed on line ", it->second,
                        " (a key must identify exactly one tenant)"));
+    }
+    // Optional per-tenant quotas after the key: max_running=N max_queued=N max_sessions=N.
+    core::TenantQuota q;
+    for (size_t f = 2; f < fields.size(); ++f) {
+      const std::vector<absl::string_view> kv = absl::StrSplit(fields[f], absl::MaxSplits('=', 1));
+      int32_t* dst = nullptr;
+      if (kv[0] == "max_running") dst = &q.max_running;
+      if (kv[0] == "max_queued") dst = &q.max_queued;
+      if (kv[0] == "max_sessions") dst = &q.max_sessions;
+      int32_t v = -1;
+      if (dst == nullptr || kv.size() != 2 || !absl::SimpleAtoi(kv[1], &v) || v < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "field ", f + 1, " must be max_running=N, max_queued=N or max_sessions=N "
+            "(N >= 0; 0 = no quota)"));
+      }
+      *dst = v;
+    }
+    if (fields.size() > 2) {
+      const auto [qit, fresh] = keys.quotas_.emplace(e.tenant, q);
+      if (!fresh && !(qit->second == q)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "tenant ", e.tenant,
+                         " has other quotas on an earlier line (give them once, or the same)"));
+      }
     }
     keys.entries_.push_back(std::move(e));
   }

@@ -1,7 +1,8 @@
 // API keys: who may call the daemon, and as which tenant.
 //
 // File format (docs/server.md): one `<tenant> <key>` pair per line, separated by spaces or
-// tabs; blank lines and lines whose first non-blank character is '#' are ignored. A tenant
+// tabs, optionally followed by the tenant's quotas (`max_running=N max_queued=N
+// max_sessions=N`, overriding the --tenant-max-* options; a tenant's lines must agree); blank lines and lines whose first non-blank character is '#' are ignored. A tenant
 // is 1-128 characters of [A-Za-z0-9._@-]; a key is 1-4096 printable ASCII characters
 // without spaces. A tenant may have several keys (rotation); a key belongs to one tenant.
 // A file that is malformed or holds no key is rejected as a whole.
@@ -25,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "core/engine/tenant_quota.h"
 
 namespace xlstmd::server {
 
@@ -41,6 +43,8 @@ class ApiKeys {
   // of `key`.
   std::optional<std::string> TenantForKey(absl::string_view key) const;
   size_t size() const { return entries_.size(); }
+  // Quotas given after keys (`alice KEY max_running=2`), by tenant.
+  const core::TenantQuotas& quotas() const { return quotas_; }
 
  private:
   using Digest = std::array<uint8_t, 32>;
@@ -51,6 +55,7 @@ class ApiKeys {
   static Digest Sha256(absl::string_view data);
 
   std::vector<Entry> entries_;
+  core::TenantQuotas quotas_;
 };
 
 // Turns a call's `authorization` metadata into a tenant. Without keys everyone is the

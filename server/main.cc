@@ -84,7 +84,9 @@ int Main(int argc, char** argv) {
     absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(options.api_keys_file, &warnings);
     if (!keys.ok()) return StartupFailure("--api-keys", keys.status());
     for (const std::string& w : warnings) spdlog::warn("{}", w);
-    spdlog::info("authentication on: {} API key(s)", keys->size());
+    spdlog::info("authentication on: {} API key(s), quotas for {} tenant(s)", keys->size(),
+                 keys->quotas().size());
+    options.tenant_quotas = keys->quotas();
     auth = Authenticator(*std::move(keys));
   }
 

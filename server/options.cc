@@ -181,6 +181,7 @@ core::EngineOptions ServerOptions::ToEngineOptions() const {
   e.tenant_max_running = static_cast<int32_t>(tenant_max_running);
   e.tenant_max_queued = static_cast<int32_t>(tenant_max_queued);
   e.tenant_max_sessions = static_cast<int32_t>(tenant_max_sessions);
+  e.tenant_quotas = tenant_quotas;
   e.max_prompt_tokens = static_cast<int32_t>(max_prompt_tokens);
   e.max_sessions = static_cast<int32_t>(max_sessions);
   e.idle_ttl_ms = idle_ttl_s * 1000;

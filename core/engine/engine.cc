@@ -35,6 +35,7 @@ absl::Status Engine::Impl::Start() {
   SessionIndex::Limits limits;
   limits.max_sessions = options_.max_sessions;
   limits.tenant_max_sessions = options_.tenant_max_sessions;
+  limits.tenant_quotas = options_.tenant_quotas;
   limits.snapshot_bytes = snapshot_bytes_;
   if (options_.state_dir.empty()) {
     // Without a disk tier every committed state must fit in slots + the host budget, even
@@ -64,6 +65,7 @@ absl::Status Engine::Impl::Start() {
                                  .queue_depth = options_.queue_depth,
                                  .tenant_max_running = options_.tenant_max_running,
                                  .tenant_max_queued = options_.tenant_max_queued,
+                                 .tenant_quotas = options_.tenant_quotas,
                                  .max_turn_ms = options_.max_turn_ms,
                                  .stalled_stream_ms = options_.stalled_stream_ms,
                                  .idle_ttl_ms = options_.idle_ttl_ms,

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/engine/clock.h"
+#include "core/engine/tenant_quota.h"
 #include "core/engine/engine_observer.h"
 #include "core/engine/session_meta.h"
 #include "core/engine/state_tiers.h"
@@ -51,6 +52,7 @@ struct EngineOptions {
   int32_t tenant_max_running = 0;
   int32_t tenant_max_queued = 0;
   int32_t tenant_max_sessions = 0;  // sessions one tenant may hold; 0 = no quota
+  TenantQuotas tenant_quotas;       // per-tenant overrides (the API-key file)
   int32_t max_prompt_tokens = 8192;    // input ids per turn, template and BOS included
   int32_t max_sessions = 10000;
   int64_t idle_ttl_ms = 0;             // sessions idle longer are deleted; 0 = never

@@ -103,13 +103,15 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn, bool reserved) {
     absl::MutexLock lock(&mu_);
     if (reserved) --reserved_;
     if (absl::Status s = AdmitsLocked(reserved); !s.ok()) return s;
-    if (options_.tenant_max_queued > 0) {
+    const int32_t max_queued = QuotaFor(options_.tenant_quotas, turn->owner,
+                                        &TenantQuota::max_queued, options_.tenant_max_queued);
+    if (max_queued > 0) {
       int32_t queued = 0;
       for (const auto& q : queue_) queued += q->owner == turn->owner ? 1 : 0;
-      if (queued >= options_.tenant_max_queued) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "tenant queued-turn quota reached (", options_.tenant_max_queued,
-            " turns of this tenant waiting); retry later"));
+      if (queued >= max_queued) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("tenant queued-turn quota reached (", max_queued,
+                         " turns of this tenant waiting); retry later"));
       }
     }
     queue_.push_back(std::move(turn));
@@ -198,7 +200,10 @@ bool Scheduler::TakeWork(std::vector<std::function<void()>>* posted,
       for (auto it = queue_.begin(); it != queue_.end(); ++it) {
         const std::string& owner = (*it)->owner;
         const int32_t r = running[owner];
-        if (options_.tenant_max_running > 0 && r >= options_.tenant_max_running) continue;
+        const int32_t max_running = QuotaFor(options_.tenant_quotas, owner,
+                                             &TenantQuota::max_running,
+                                             options_.tenant_max_running);
+        if (max_running > 0 && r >= max_running) continue;
         auto last = last_admitted_.find(owner);
         const std::pair<int32_t, uint64_t> key{r, last == last_admitted_.end() ? 0 : last->second};
         if (best == queue_.end() || key < best_key) {

@@ -39,6 +39,7 @@
 #include "core/engine/state_tiers.h"
 #include "core/engine/turn.h"
 #include "core/base/sample_pool.h"
+#include "core/engine/tenant_quota.h"
 #include "core/model/xlstm_model.h"
 #include "core/sampling/sampling_config.h"
 #include "core/tokenizer/chat_template.h"
@@ -84,6 +85,7 @@ class Scheduler {
     // Per tenant (Turn::owner): turns running at once and turns waiting; 0 = no quota.
     int32_t tenant_max_running = 0;
     int32_t tenant_max_queued = 0;
+    TenantQuotas tenant_quotas;  // per-tenant overrides of the two above
     int64_t max_turn_ms = 600000;  // 0 = no limit
     // A decoding turn whose stream stays full this long (its client stopped reading) is
     // rolled back with RESOURCE_EXHAUSTED and gives its slot up. 0 = never.

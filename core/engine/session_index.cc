@@ -101,12 +101,14 @@ absl::Status SessionIndex::CanAdd(const std::string& owner) const {
 }
 
 absl::Status SessionIndex::CanAddLocked(const std::string& owner) const {
-  if (limits_.tenant_max_sessions > 0) {
+  const int32_t max_sessions = QuotaFor(limits_.tenant_quotas, owner,
+                                        &TenantQuota::max_sessions, limits_.tenant_max_sessions);
+  if (max_sessions > 0) {
     auto it = owner_sessions_.find(owner);
-    if (it != owner_sessions_.end() && it->second >= limits_.tenant_max_sessions) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "tenant session quota reached (", limits_.tenant_max_sessions,
-          " sessions); delete sessions this tenant no longer needs"));
+    if (it != owner_sessions_.end() && it->second >= max_sessions) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tenant session quota reached (", max_sessions,
+                       " sessions); delete sessions this tenant no longer needs"));
     }
   }
   const int64_t n = static_cast<int64_t>(sessions_.size()) + pending_creates_;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/engine/tenant_quota.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -33,6 +34,7 @@ class SessionIndex {
   struct Limits {
     int32_t max_sessions = 10000;
     int32_t tenant_max_sessions = 0;  // per owner; 0 = no quota
+    TenantQuotas tenant_quotas;       // per-owner overrides (max_sessions)
     // Sessions that fit in slots + the host budget when no tier below RAM exists; 0 = no cap.
     int32_t ram_cap = 0;
     // Disk tier budget (0 = unlimited) and the largest snapshot, for the budget check.

@@ -62,6 +62,20 @@ TEST(SessionIndexTest, TenantSessionQuota) {
   EXPECT_TRUE(index.Create("a").ok());
 }
 
+TEST(SessionIndexTest, PerTenantQuotaOverride) {
+  FakeClock clock;
+  SessionIndex::Limits l = Roomy();
+  l.tenant_max_sessions = 1;
+  l.tenant_quotas["big"].max_sessions = 3;
+  l.tenant_quotas["free"].max_sessions = 0;  // no quota
+  SessionIndex index(&clock, l);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(index.Create("big").ok()) << i;
+  EXPECT_EQ(index.Create("big").status().code(), absl::StatusCode::kResourceExhausted);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(index.Create("free").ok()) << i;
+  EXPECT_TRUE(index.Create("other").ok());
+  EXPECT_EQ(index.Create("other").status().code(), absl::StatusCode::kResourceExhausted);
+}
+
 TEST(SessionIndexTest, ClaimCommitAndIdempotency) {
   FakeClock clock;
   SessionIndex index(&clock, Roomy());

@@ -18,6 +18,7 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using xlstmd::testing::IsOk;
 using xlstmd::testing::StatusIs;
 
 constexpr char kKeys[] =
@@ -46,8 +47,12 @@ TEST(ApiKeysTest, RejectsMalformedFilesNamingTheLineButNeverTheKey) {
     const char* message;
   };
   for (const Case& c : std::vector<Case>{
-           {"alice\n", "line 1: expected '<tenant> <key>'"},
-           {"# c\nalice k1 extra\n", "line 2: expected '<tenant> <key>'"},
+           {"alice\n", "line 1: expected '<tenant> <key>"},
+           {"# c\nalice k1 extra\n", "line 2: field 3 must be max_running=N"},
+           {"alice k1 max_running=-1\n", "line 1: field 3 must be"},
+           {"alice k1 max_queued\n", "line 1: field 3 must be"},
+           {"alice k1 max_sessions=2\nalice k2 max_sessions=3\n",
+            "line 2: tenant alice has other quotas"},
            {"al/ice secret-k\n", "line 1: tenant must be"},
            {"alice secr\x01t\n", "line 1: key must be"},
            {"alice secret-dup\nbob secret-dup\n",
@@ -61,6 +66,30 @@ TEST(ApiKeysTest, RejectsMalformedFilesNamingTheLineButNeverTheKey) {
                                      Not(HasSubstr("secret")))))
         << c.text;
   }
+}
+
+// Quotas after a key override the --tenant-max-* options for that tenant; a tenant's lines
+// may repeat them identically or leave them off.
+TEST(ApiKeysTest, PerTenantQuotas) {
+  absl::StatusOr<ApiKeys> keys = ApiKeys::Parse(
+      "alice k-a1 max_running=2 max_sessions=50\n"
+      "alice k-a2\n"
+      "alice k-a3 max_running=2 max_sessions=50\n"
+      "bob k-b1 max_queued=0\n"
+      "carol k-c1\n",
+      "keys.txt");
+  ASSERT_THAT(keys, IsOk());
+  EXPECT_EQ(keys->size(), 5u);
+  const core::TenantQuotas& q = keys->quotas();
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q.at("alice").max_running, 2);
+  EXPECT_EQ(q.at("alice").max_queued, -1);  // the option's value
+  EXPECT_EQ(q.at("alice").max_sessions, 50);
+  EXPECT_EQ(q.at("bob").max_queued, 0);  // explicitly no quota
+  EXPECT_EQ(core::QuotaFor(q, "alice", &core::TenantQuota::max_queued, 7), 7);
+  EXPECT_EQ(core::QuotaFor(q, "alice", &core::TenantQuota::max_running, 7), 2);
+  EXPECT_EQ(core::QuotaFor(q, "bob", &core::TenantQuota::max_queued, 7), 0);
+  EXPECT_EQ(core::QuotaFor(q, "carol", &core::TenantQuota::max_sessions, 9), 9);
 }
 
 TEST(ApiKeysTest, LoadFileReadsTheFileAndWarnsAboutLoosePermissions) {
