@@ -100,6 +100,10 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "across tenants either way)");
   Num(f, &o->tenant_max_queued, "tenant-max-queued", 0, 0, kI32Max,
       "turns one tenant may have waiting; beyond: RESOURCE_EXHAUSTED; 0 = no quota");
+  Num(f, &o->snapshot_bytes_in_flight, "snapshot-bytes-in-flight", int64_t{2} << 30, 1,
+      std::numeric_limits<int64_t>::max(),
+      "snapshot bytes ImportSession and ExportSession calls may hold together; a call that "
+      "would pass it is RESOURCE_EXHAUSTED at once (one call may always proceed alone)");
   Num(f, &o->tenant_max_sessions, "tenant-max-sessions", 0, 0, kI32Max,
       "sessions one tenant may hold (creates, forks, imports beyond: RESOURCE_EXHAUSTED); "
       "0 = no quota");

@@ -53,6 +53,7 @@ struct ServerOptions {
   int64_t tenant_max_running = 0;  // 0 = no quota
   int64_t tenant_max_queued = 0;
   int64_t tenant_max_sessions = 0;
+  int64_t snapshot_bytes_in_flight = 0;  // imports + exports together (byte_budget.h)
   core::TenantQuotas tenant_quotas;  // from the API-key file (set by main, not a flag)
   int64_t queue_depth = 0;
   int64_t max_prompt_tokens = 0;

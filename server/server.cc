@@ -49,7 +49,8 @@ std::chrono::system_clock::time_point After(absl::Duration d) {
 class Server::Impl {
  public:
   Impl(Authenticator auth, const ServerOptions& options)
-      : state(std::move(auth), Observability{&metrics, true, options.log_prompts}),
+      : state(std::move(auth), Observability{&metrics, true, options.log_prompts},
+              static_cast<uint64_t>(options.snapshot_bytes_in_flight)),
         chat(&state),
         model_service(&state) {}
 

@@ -241,7 +241,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ExportSession(
     reactor->Reject(s);
     return reactor;
   }
-  reactor->Start(engine, std::move(tenant), std::move(*req.mutable_session_id()));
+  reactor->Start(engine, std::move(tenant), std::move(*req.mutable_session_id()),
+                 state_->snapshot_budget());
   return reactor;
 }
 
@@ -254,7 +255,7 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ChatServiceImpl::ImportSession(
     reactor->Reject(s);
     return reactor;
   }
-  reactor->Start(engine, std::move(tenant));
+  reactor->Start(engine, std::move(tenant), state_->snapshot_budget());
   return reactor;
 }
 

@@ -18,6 +18,7 @@
 
 #include "core/engine/engine.h"
 #include "server/api_keys.h"
+#include "server/byte_budget.h"
 #include "server/metrics.h"
 #include "xlstmd/v1/chat.grpc.pb.h"
 
@@ -35,8 +36,9 @@ struct Observability {
 // any thread.
 class ServingState {
  public:
-  explicit ServingState(Authenticator auth, Observability obs = {})
-      : auth_(std::move(auth)), obs_(obs) {}
+  explicit ServingState(Authenticator auth, Observability obs = {},
+                        uint64_t snapshot_bytes_in_flight = uint64_t{2} << 30)
+      : auth_(std::move(auth)), obs_(obs), snapshot_budget_(snapshot_bytes_in_flight) {}
   ServingState(const ServingState&) = delete;
   ServingState& operator=(const ServingState&) = delete;
 
@@ -55,6 +57,8 @@ class ServingState {
     engine_.store(engine, std::memory_order_release);
   }
   const std::string& model_name() const { return model_name_; }
+  // Snapshot bytes held by ImportSession / ExportSession calls (--snapshot-bytes-in-flight).
+  ByteBudget* snapshot_budget() const { return &snapshot_budget_; }
 
  private:
   const Authenticator auth_;
@@ -62,6 +66,7 @@ class ServingState {
   std::atomic<bool> draining_{false};
   std::string model_name_;
   std::atomic<core::Engine*> engine_{nullptr};
+  mutable ByteBudget snapshot_budget_;
 };
 
 using RawChatService = v1::ChatService::WithRawCallbackMethod_CreateSession<

@@ -20,6 +20,12 @@ absl::Status CancelReason(const grpc::CallbackServerContext* ctx) {
              : absl::CancelledError("client cancelled the call");
 }
 
+absl::Status BudgetFull(const ByteBudget* budget) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "snapshot bytes in flight are at their limit (", budget == nullptr ? 0 : budget->limit(),
+      " bytes held by other imports and exports; --snapshot-bytes-in-flight); retry later"));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -27,7 +33,12 @@ absl::Status CancelReason(const grpc::CallbackServerContext* ctx) {
 
 void ExportReactor::Reject(const absl::Status& status) { FinishOnce(ToGrpcStatus(status)); }
 
-void ExportReactor::Start(core::Engine* engine, std::string owner, std::string session_id) {
+void ExportReactor::Start(core::Engine* engine, std::string owner, std::string session_id,
+                          ByteBudget* budget) {
+  if (!hold_.Take(budget, engine->max_snapshot_bytes())) {
+    Reject(BudgetFull(budget));
+    return;
+  }
   {
     absl::MutexLock lock(&mu_);
     engine_pending_ = true;
@@ -77,6 +88,7 @@ void ExportReactor::OnSnapshot(absl::StatusOr<std::string> snapshot) {
       return;
     case Next::kWrite:
       snapshot_ = *std::move(snapshot);
+      hold_.ShrinkTo(snapshot_.size());  // charged the largest snapshot until now
       offset_ = 0;
       WriteNext();
       return;
@@ -153,9 +165,10 @@ void ExportReactor::OnDone() {
 
 void ImportReactor::Reject(const absl::Status& status) { FinishOnce(ToGrpcStatus(status)); }
 
-void ImportReactor::Start(core::Engine* engine, std::string owner) {
+void ImportReactor::Start(core::Engine* engine, std::string owner, ByteBudget* budget) {
   engine_ = engine;
   owner_ = std::move(owner);
+  budget_ = budget;
   cap_ = engine->max_snapshot_bytes();
   StartRead(&in_);
 }
@@ -204,6 +217,7 @@ absl::Status ImportReactor::Append() {
           absl::StrCat("the snapshot declares ", declared_,
                        " bytes; this model's snapshots are at most ", cap_));
     }
+    if (!hold_.Take(budget_, declared_)) return BudgetFull(budget_);
     // Bounded by the cap just checked: the one allocation the import needs.
     data_.reserve(declared_);
   } else if (chunks_ > 1 && chunk_.total_bytes() != 0 && chunk_.total_bytes() != declared_) {
@@ -212,6 +226,8 @@ absl::Status ImportReactor::Append() {
                      " (set it on the first chunk only; that one said ", declared_, ")"));
   }
   const uint64_t size = chunk_.data().size();
+  // Undeclared size: charged as the largest snapshot before the first byte is buffered.
+  if (chunks_ == 1 && declared_ == 0 && !hold_.Take(budget_, cap_)) return BudgetFull(budget_);
   // Checked before appending, so nothing beyond the cap is ever buffered.
   if (data_.size() + size > cap_) {
     return absl::ResourceExhaustedError(absl::StrCat(

@@ -251,6 +251,52 @@ TEST_F(SnapshotRpcTest, CallsCancelledAtAnyMomentLeaveTheServerWorking) {
   ASSERT_TRUE(again.ok()) << again.status();
 }
 
+// Imports and exports share --snapshot-bytes-in-flight: while one import holds its declared
+// bytes (a limit below one snapshot lets one call through alone), a second import and an
+// export are refused at once; when it ends, its bytes are free again.
+TEST_F(SnapshotRpcTest, SnapshotBytesInFlightAreSharedAndBounded) {
+  ServerOptions o = TestOptions();
+  o.snapshot_bytes_in_flight = 1;
+  Start(o);
+  const std::string a = NewSession();
+  Turn(a, {1, 2, 3}, 2);
+  const std::vector<v1::SnapshotChunk> chunks = Export(a).value();
+  const std::string bytes = chunks[0].data();
+  grpc::ClientContext held_ctx;
+  Deadline(&held_ctx);
+  v1::Session held_out;
+  auto held = chat_->ImportSession(&held_ctx, &held_out);
+  v1::SnapshotChunk first;
+  first.set_data(bytes.substr(0, bytes.size() / 2));
+  first.set_total_bytes(bytes.size());
+  ASSERT_TRUE(held->Write(first));
+  // The held import's first chunk is taken once the server has read it: poll until a
+  // second import is refused (it must be, and quickly).
+  absl::Status refused;
+  for (int i = 0; i < 200; ++i) {
+    refused = Import(chunks).status();
+    if (!refused.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted,
+                                HasSubstr("snapshot bytes in flight")));
+  EXPECT_THAT(Export(a).status(), StatusIs(absl::StatusCode::kResourceExhausted));
+  v1::SnapshotChunk rest;
+  rest.set_data(bytes.substr(bytes.size() / 2));
+  ASSERT_TRUE(held->Write(rest));
+  held->WritesDone();
+  ASSERT_TRUE(held->Finish().ok());
+  // Freed: the next calls go through (the reactor's bytes go when its call is done).
+  absl::StatusOr<v1::Session> again;
+  for (int i = 0; i < 200; ++i) {
+    again = Import(chunks);
+    if (again.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(Export(a).ok());
+}
+
 // A flush that cannot write (the state directory vanished) reports every session it did not
 // get written, and the drain says it is incomplete (xlstmd then exits 3).
 TEST_F(SnapshotRpcTest, DrainReportsSessionsItCouldNotWrite) {
