@@ -119,6 +119,10 @@ class Server::Impl {
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
+uint64_t Server::snapshot_bytes_in_flight() const {
+  return impl_->state.snapshot_budget()->in_flight();
+}
+
 std::string Server::NotReadyReason() const { return impl_->NotReadyReason(); }
 
 Server::~Server() {

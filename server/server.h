@@ -48,6 +48,8 @@ class Server {
   // "" when ready for traffic, else why not (what /readyz answers): loading, draining, an
   // engine thread stalled for a minute, or a --state-dir where no file can be created.
   std::string NotReadyReason() const;
+  // Snapshot bytes ImportSession / ExportSession calls hold now (--snapshot-bytes-in-flight).
+  uint64_t snapshot_bytes_in_flight() const;
   // The bound HTTP address (port 0 resolved), or "" without --http-listen.
   const std::string& http_address() const;
 
