@@ -69,6 +69,10 @@ class Backend {
   virtual DType WeightDType() const = 0;
 
   virtual DeviceInfo Info() const = 0;
+  // Whether this backend's mLSTM kernels can run heads of these dims (shared memory per
+  // block on CUDA); checked when a model loads, so a model that cannot run is refused then
+  // (INVALID_ARGUMENT saying why) rather than failing the device at its first prefill.
+  virtual absl::Status CheckMlstmDims(const MlstmDims& dims) const { return absl::OkStatus(); }
 
   // True when backend memory is ordinary host memory (the CPU backend): the host may then
   // read results in place instead of copying them out.

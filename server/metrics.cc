@@ -252,6 +252,11 @@ ServerMetrics::ServerMetrics() {
 
   // ---- scheduler and sessions (copied from the engine at scrape time) ----
   queue_depth_ = &r.AddGauge("xlstmd_queue_depth", "Turns waiting for a slot.").Get();
+  snapshot_bytes_in_flight_ =
+      &r.AddGauge("xlstmd_snapshot_bytes_in_flight",
+                  "Snapshot bytes held by ImportSession and ExportSession calls "
+                  "(--snapshot-bytes-in-flight caps it).")
+           .Get();
   running_turns_ =
       &r.AddGauge("xlstmd_running_turns", "Turns admitted (restoring, prefilling, decoding).")
            .Get();
@@ -379,9 +384,10 @@ void ServerMetrics::SetModelInfo(const ModelInfoLabels& m, int64_t state_bytes_p
   state_bytes_per_session_->Set(static_cast<double>(state_bytes_per_session));
 }
 
-std::string ServerMetrics::Render(const core::Engine* engine) {
+std::string ServerMetrics::Render(const core::Engine* engine, uint64_t snapshot_bytes_in_flight) {
   absl::MutexLock lock(&render_mu_);
   resident_memory_->Set(ResidentMemoryBytes());
+  snapshot_bytes_in_flight_->Set(static_cast<double>(snapshot_bytes_in_flight));
   if (engine != nullptr) {
     // One locked copy of counters the engine keeps anyway: O(1) in the number of sessions.
     const core::EngineStats s = engine->stats();

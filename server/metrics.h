@@ -101,7 +101,8 @@ class ServerMetrics {
 
   // The exposition (text format 0.0.4), with the engine's current stats copied in first
   // (`engine` may be null before the model is loaded).
-  std::string Render(const core::Engine* engine);
+  // `snapshot_bytes_in_flight`: the shared import/export budget's use (byte_budget.h).
+  std::string Render(const core::Engine* engine, uint64_t snapshot_bytes_in_flight = 0);
 
   // Names for label values (exposed for tests and logs).
   static const char* FinishReasonName(core::FinishReason reason);
@@ -133,6 +134,7 @@ class ServerMetrics {
 
   // Scrape-time copies of engine stats.
   base::Gauge* queue_depth_;
+  base::Gauge* snapshot_bytes_in_flight_;
   base::Gauge* running_turns_;
   base::Gauge* sessions_;
   base::Gauge* state_bytes_per_session_;

@@ -195,7 +195,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!options.http_listen.empty()) {
     Impl* raw = impl.get();
     HttpServer::Handlers handlers;
-    handlers.metrics = [raw] { return raw->metrics.Render(raw->state.engine()); };
+    handlers.metrics = [raw] {
+      return raw->metrics.Render(raw->state.engine(), raw->state.snapshot_budget()->in_flight());
+    };
     handlers.not_ready_reason = [raw] { return raw->NotReadyReason(); };
     handlers.on_response = [raw](const std::string& path, int status) {
       raw->metrics.OnHttpRequest(path, status);
@@ -223,7 +225,9 @@ const std::string& Server::listen_address() const { return impl_->listen_address
 int Server::port() const { return impl_->port; }
 const std::string& Server::http_address() const { return impl_->http_address; }
 core::EngineObserver* Server::engine_observer() { return impl_->metrics.engine_observer(); }
-std::string Server::RenderMetrics() { return impl_->metrics.Render(impl_->state.engine()); }
+std::string Server::RenderMetrics() {
+  return impl_->metrics.Render(impl_->state.engine(), impl_->state.snapshot_budget()->in_flight());
+}
 
 const LoadedModel* Server::model() const {
   return impl_->model.has_value() ? &*impl_->model : nullptr;

@@ -38,6 +38,8 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
   std::unique_ptr<XlstmModel> model(new XlstmModel(std::move(config), backend));
   const ModelConfig& c = model->config_;
   model->layout_ = StateLayout::ForMlstmStack(c.num_blocks, c.num_heads, c.dqk(), c.dv());
+  XLSTMD_RETURN_IF_ERROR(backend->CheckMlstmDims(
+      kernels::MlstmDims{c.num_heads, c.dqk(), c.dv(), c.eps, 1.0f}));
 
   WeightUploader up(backend, options.conversion_threads);
   const kernels::DType matrices = options.matrix_dtype.value_or(backend->WeightDType());

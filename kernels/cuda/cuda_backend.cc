@@ -75,6 +75,20 @@ class CudaBackend final : public Backend {
   int Threads() const override { return prop_.multiProcessorCount; }
   DType WeightDType() const override { return weight_dtype_; }
   bool HostVisible() const override { return false; }
+  absl::Status CheckMlstmDims(const MlstmDims& d) const override {
+    std::string why;
+    const MlstmPlan step = PlanMlstmStep(1, d.heads, d.dqk, d.dv);
+    if (step.smem_bytes > prop_.sharedMemPerBlockOptin) {
+      why = absl::StrCat("the mLSTM step needs ", step.smem_bytes,
+                         " bytes of shared memory per block; the device allows ",
+                         prop_.sharedMemPerBlockOptin);
+    } else {
+      PlanMlstmChunkwise(1, d.heads, d.dqk, d.dv, 1, prop_.sharedMemPerBlockOptin, &why);
+    }
+    if (why.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(Name(), " (", prop_.name, "): ", why,
+                                                   "; serve this model on the CPU"));
+  }
   DeviceInfo Info() const override {
     Bind();
     DeviceInfo d;
