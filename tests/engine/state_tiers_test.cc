@@ -87,6 +87,26 @@ TEST(StateTiersTest, EvictionToHostAndBackIsExact) {
   EXPECT_EQ(r.Load(b), 2.5f);
 }
 
+// Under slot pressure the session used least recently goes, not the one a turn just read:
+// a and b are committed in that order, a is loaded again (a turn continuing it), so the
+// next slot wanted evicts b.
+TEST(StateTiersTest, EvictionPicksTheLeastRecentlyUsedSession) {
+  Rig r(TierOptions{}, /*slots=*/3);
+  const std::string a = r.Committed(1.5f), b = r.Committed(2.5f);
+  EXPECT_EQ(r.Load(a), 1.5f);  // through the free slot: a becomes the most recently used
+  const int32_t s1 = r.tiers->TakeSlot();  // the free slot: no eviction
+  ASSERT_GE(s1, 0);
+  EXPECT_GE(r.pool.ResidentSlot(a), 0);
+  EXPECT_GE(r.pool.ResidentSlot(b), 0);
+  const int32_t s2 = r.tiers->TakeSlot();  // must evict one resident: b
+  ASSERT_GE(s2, 0);
+  EXPECT_GE(r.pool.ResidentSlot(a), 0);
+  EXPECT_EQ(r.pool.ResidentSlot(b), -1);
+  r.tiers->FreeSlot(s1);
+  r.tiers->FreeSlot(s2);
+  EXPECT_EQ(r.Load(b), 2.5f);  // from host RAM, exact
+}
+
 TEST(StateTiersTest, HostBudgetSpillsToDiskAndRestoresFromIt) {
   const auto dir = FreshDir("spill");
   TierOptions o;
