@@ -11,7 +11,10 @@ PKGS=(
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libcpp-httplib-dev
   python3-grpcio python3-protobuf redis-server
   prometheus
+  openssl xz-utils
 )
+# openssl: tests/e2e/test_tls.py makes its certificates with the CLI at run time. xz-utils:
+# scripts/gpu-check.sh packs ICU's data table into the GPU bundle.
 # prometheus: the tests run promtool and their own Prometheus server on a free loopback port
 # (tests/e2e/test_metrics.py, test_prometheus.py). On a systemd machine the package also
 # starts a system service on :9090 that nothing here uses (`systemctl disable --now
