@@ -134,13 +134,17 @@ void XlstmModel::UploadIndex(const Window& win, IndexArrays* host, IndexArrays* 
   // The host mirror is reused by the next window: it must not change while this window's
   // copy may still be reading it, hence the wait before every window but the first.
   *host = IndexAt(w.host_index.as<char>(), C);
-  *dev = IndexAt(w.dev_index.as<char>(), C);
   std::memcpy(host->ids, win.ids.data(), win.ids.size() * sizeof(int32_t));
   std::memcpy(host->slots, win.slots.data(), win.slots.size() * sizeof(int32_t));
   std::memcpy(host->gather, win.gather.data(), win.gather.size() * sizeof(int32_t));
   std::memcpy(host->row_begin, win.row_begin.data(), win.row_begin.size() * sizeof(int64_t));
   std::memcpy(host->length, win.length.data(), win.length.size() * sizeof(int64_t));
-  backend_->CopyToDevice(w.dev_index.get(), w.host_index.get(), w.host_index.bytes());
+  if (w.dev_index) {
+    backend_->CopyToDevice(w.dev_index.get(), w.host_index.get(), w.host_index.bytes());
+    *dev = IndexAt(w.dev_index.as<char>(), C);
+  } else {
+    *dev = *host;  // host-visible backend memory (the CPU): no copy
+  }
 }
 
 // Embeds and runs one window (index arrays already uploaded), then appends its logits.

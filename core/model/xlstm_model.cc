@@ -1,6 +1,7 @@
 #include "core/model/xlstm_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -178,14 +179,28 @@ absl::Status XlstmModel::Reserve(int64_t rows, int64_t logit_rows) {
   return absl::OkStatus();
 }
 
-size_t XlstmModel::ForwardBytes(int64_t rows, int64_t logit_rows) const {
+// The activation buffers of a `rows`-row window, in floats (each padded to 16), in the order
+// of the Workspace pointers: x, hn, proj, hcell, hgate, ffn, act.
+std::array<int64_t, 7> XlstmModel::ActivationFloats(int64_t rows) const {
   const ModelConfig& c = config_;
-  const int64_t per_row = 2 * c.embedding_dim + InProjRows(c) + 2 * c.v_dim() + 3 * c.ffn_dim();
-  const size_t index = 2 * sizeof(int64_t) + 3 * sizeof(int32_t);
-  const size_t logits_copies = backend_->HostVisible() ? 1 : 2;
-  return static_cast<size_t>(rows) * (static_cast<size_t>(per_row) * sizeof(float) + 2 * index) +
-         static_cast<size_t>(logit_rows) * static_cast<size_t>(c.vocab_size) * sizeof(float) *
-             logits_copies;
+  const int64_t E = c.embedding_dim, V = c.v_dim(), F = c.ffn_dim(), P = InProjRows(c);
+  auto pad = [](int64_t n) { return (n + 15) / 16 * 16; };
+  return {pad(rows * E), pad(rows * E), pad(rows * P), pad(rows * V),
+          pad(rows * V), pad(rows * 2 * F), pad(rows * F)};
+}
+
+size_t XlstmModel::IndexBytes(int64_t rows) {
+  return static_cast<size_t>(rows) * (2 * sizeof(int64_t) + 3 * sizeof(int32_t));
+}
+
+size_t XlstmModel::ForwardBytes(int64_t rows, int64_t logit_rows) const {
+  int64_t floats = 0;
+  for (int64_t n : ActivationFloats(rows)) floats += n;
+  // A device backend keeps a pinned host copy of the index arrays and of the logits.
+  const size_t copies = backend_->HostVisible() ? 1 : 2;
+  return static_cast<size_t>(floats) * sizeof(float) + IndexBytes(rows) * copies +
+         static_cast<size_t>(logit_rows) * static_cast<size_t>(config_.vocab_size) *
+             sizeof(float) * copies;
 }
 
 absl::Status XlstmModel::PrepareForward(int64_t rows, int64_t logit_rows, bool can_spill) {
@@ -213,11 +228,8 @@ absl::Status XlstmModel::AllocateBuffers(int64_t rows, int64_t logit_rows) {
   Workspace& w = *ws_;
   backend_->DropCaptures();  // recordings point into the old buffers
   const ModelConfig& c = config_;
-  const int64_t E = c.embedding_dim, V = c.v_dim(), F = c.ffn_dim(), P = InProjRows(c);
-  auto pad = [](int64_t n) { return (n + 15) / 16 * 16; };
   if (rows != w.capacity) {
-    const int64_t sizes[] = {pad(rows * E), pad(rows * E), pad(rows * P), pad(rows * V),
-                             pad(rows * V), pad(rows * 2 * F), pad(rows * F)};
+    const std::array<int64_t, 7> sizes = ActivationFloats(rows);
     int64_t total = 0;
     for (int64_t s : sizes) total += s;
     w.base.reset();
@@ -229,11 +241,13 @@ absl::Status XlstmModel::AllocateBuffers(int64_t rows, int64_t logit_rows) {
       *slots[i] = p;
       p += sizes[i];
     }
-    const size_t index_bytes = static_cast<size_t>(rows) * (2 * sizeof(int64_t) + 3 * sizeof(int32_t));
     w.host_index.reset();
     w.dev_index.reset();
-    XLSTMD_ASSIGN_OR_RETURN(w.host_index, kernels::AllocateHost(*backend_, index_bytes));
-    XLSTMD_ASSIGN_OR_RETURN(w.dev_index, kernels::Allocate(*backend_, index_bytes));
+    XLSTMD_ASSIGN_OR_RETURN(w.host_index, kernels::AllocateHost(*backend_, IndexBytes(rows)));
+    // Where backend memory is host memory, the ops read the host arrays in place.
+    if (!backend_->HostVisible()) {
+      XLSTMD_ASSIGN_OR_RETURN(w.dev_index, kernels::Allocate(*backend_, IndexBytes(rows)));
+    }
     w.capacity = rows;
   }
   if (logit_rows != w.logits_capacity) {

@@ -13,6 +13,7 @@
 #ifndef XLSTMD_CORE_MODEL_XLSTM_MODEL_H_
 #define XLSTMD_CORE_MODEL_XLSTM_MODEL_H_
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -140,6 +141,8 @@ class XlstmModel {
   // the logits buffer.
   absl::Status PrepareForward(int64_t rows, int64_t logit_rows, bool can_spill);
   absl::Status AllocateBuffers(int64_t rows, int64_t logit_rows);
+  std::array<int64_t, 7> ActivationFloats(int64_t rows) const;
+  static size_t IndexBytes(int64_t rows);
   static IndexArrays IndexAt(char* base, int64_t capacity);
   absl::StatusOr<LogitsView> PrefillImpl(absl::Span<const PrefillSequence> seqs,
                                          const PrefillOptions& options,

@@ -52,7 +52,7 @@ struct XlstmModel::Workspace {
   int64_t logits_capacity = 0;
   int64_t logits_done = 0;          // rows of this call in `logits` so far
   kernels::HostBuffer host_index;   // IndexAt(.., capacity) layout
-  kernels::DeviceBuffer dev_index;
+  kernels::DeviceBuffer dev_index;   // unset on a host-visible backend (host_index is read)
 };
 
 // The index arrays of one window inside an index buffer (IndexAt).
