@@ -258,6 +258,12 @@ Limits MeasureLimits(const BenchArgs& a, int threads, const std::string& kernel_
   return l;
 }
 
+// The host's DRAM and FMA probes for the CPU backend; the device's probes otherwise.
+absl::StatusOr<Limits> LimitsFor(const BenchArgs& a, int threads, kernels::Backend& be) {
+  if (be.HostVisible()) return MeasureLimits(a, threads, be.Isa());
+  return MeasureBackendLimits(a, be);
+}
+
 Json ModelInfoLine(const BenchArgs& a, const ToolModel& m, const ModelCost& cost,
                    const Limits& limits) {
   const core::XlstmModel& model = *m.model;
@@ -281,12 +287,7 @@ Json ModelInfoLine(const BenchArgs& a, const ToolModel& m, const ModelCost& cost
 absl::Status RunBenchPhases(const BenchArgs& a, int threads) {
   // Load first so a bad directory fails fast; the limits are still printed first.
   XLSTMD_ASSIGN_OR_RETURN(ToolModel m, LoadToolModel(a.model_dir, a.weights, threads, a.backend));
-  Limits limits;
-  if (m.backend->HostVisible()) {
-    limits = MeasureLimits(a, threads, m.backend->Isa());
-  } else {
-    XLSTMD_ASSIGN_OR_RETURN(limits, MeasureBackendLimits(a, *m.backend));
-  }
+  XLSTMD_ASSIGN_OR_RETURN(const Limits limits, LimitsFor(a, threads, *m.backend));
   core::XlstmModel& model = *m.model;
   const ModelCost cost = ComputeModelCost(model);
   PrintLine(ModelInfoLine(a, m, cost, limits));
@@ -326,12 +327,7 @@ absl::Status RunBenchCompare(const BenchArgs& a, int threads) {
     costs.push_back(ComputeModelCost(*m.model));
     models.push_back(std::move(m));
   }
-  Limits limits;
-  if (models[0].backend->HostVisible()) {
-    limits = MeasureLimits(a, threads, models[0].backend->Isa());
-  } else {
-    XLSTMD_ASSIGN_OR_RETURN(limits, MeasureBackendLimits(a, *models[0].backend));
-  }
+  XLSTMD_ASSIGN_OR_RETURN(const Limits limits, LimitsFor(a, threads, *models[0].backend));
   for (size_t i = 0; i < models.size(); ++i) {
     PrintLine(ModelInfoLine(a, models[i], costs[i], limits));
   }
