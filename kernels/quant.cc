@@ -184,4 +184,29 @@ uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
+void ConvertFloatRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols, void* dst) {
+  if (src_dtype == dst_dtype) {
+    const size_t esize = src_dtype == DType::kF32 ? sizeof(float) : sizeof(uint16_t);
+    std::memcpy(dst, src, static_cast<size_t>(cols) * esize);
+    return;
+  }
+  const auto* s16 = static_cast<const uint16_t*>(src);
+  if (dst_dtype == DType::kF32) {
+    float* d = static_cast<float*>(dst);
+    if (src_dtype == DType::kBF16) {
+      for (int64_t c = 0; c < cols; ++c) d[c] = Bf16ToFloat(s16[c]);
+    } else {
+      for (int64_t c = 0; c < cols; ++c) d[c] = HalfToFloat(s16[c]);
+    }
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst);  // dst_dtype == kBF16
+  if (src_dtype == DType::kF32) {
+    const float* s = static_cast<const float*>(src);
+    for (int64_t c = 0; c < cols; ++c) d[c] = FloatToBf16(s[c]);
+  } else {
+    for (int64_t c = 0; c < cols; ++c) d[c] = FloatToBf16(HalfToFloat(s16[c]));
+  }
+}
+
 }  // namespace xlstmd::kernels

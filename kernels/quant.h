@@ -67,6 +67,9 @@ uint16_t FloatToHalf(float f);
 // rounding into infinity.
 float Bf16ToFloat(uint16_t b);
 uint16_t FloatToBf16(float f);
+// Converts `cols` elements of f32/bf16/f16 `src` into `dst_dtype` (kF32 or kBF16): the row
+// conversion of every backend's weight upload.
+void ConvertFloatRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols, void* dst);
 
 }  // namespace xlstmd::kernels
 

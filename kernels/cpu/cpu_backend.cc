@@ -31,31 +31,6 @@ constexpr size_t kParallelCopyBytes = size_t{1} << 20;
 
 size_t RoundUp(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-// Converts one row of `cols` elements into the storage dtype.
-void ConvertRow(const void* src, DType src_dtype, DType dst_dtype, int64_t cols, void* dst) {
-  if (src_dtype == dst_dtype) {
-    std::memcpy(dst, src, static_cast<size_t>(cols) * DTypeSize(src_dtype));
-    return;
-  }
-  const auto* s16 = static_cast<const uint16_t*>(src);
-  if (dst_dtype == DType::kF32) {
-    float* d = static_cast<float*>(dst);
-    if (src_dtype == DType::kBF16) {
-      for (int64_t c = 0; c < cols; ++c) d[c] = Bf16ToFloat(s16[c]);
-    } else {
-      for (int64_t c = 0; c < cols; ++c) d[c] = HalfToFloat(s16[c]);
-    }
-    return;
-  }
-  uint16_t* d = static_cast<uint16_t*>(dst);  // dst_dtype == kBF16
-  if (src_dtype == DType::kF32) {
-    const float* s = static_cast<const float*>(src);
-    for (int64_t c = 0; c < cols; ++c) d[c] = FloatToBf16(s[c]);
-  } else {
-    for (int64_t c = 0; c < cols; ++c) d[c] = FloatToBf16(HalfToFloat(s16[c]));
-  }
-}
-
 bool ValidDType(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
 
 cpu::Isa ClampIsa(cpu::Isa want) {
@@ -202,8 +177,9 @@ absl::StatusOr<WeightMatrix*> CpuBackend::UploadMatrixAs(const void* src, DType 
   if (!data.ok()) return data.status();
   const size_t src_row_bytes = static_cast<size_t>(cols) * DTypeSize(src_dtype);
   for (int64_t r = 0; r < rows; ++r) {
-    ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes, src_dtype,
-               storage, cols, static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
+    ConvertFloatRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes,
+                    src_dtype, storage, cols,
+                    static_cast<char*>(*data) + static_cast<size_t>(r * ld) * esize);
   }
   auto* w = new CpuMatrix(storage, rows, cols, ld, *data, nullptr, bytes);
   if (isa_ == cpu::Isa::kScalar) return w;
@@ -234,8 +210,8 @@ absl::StatusOr<WeightMatrix*> CpuBackend::QuantizeAndUpload(const void* src, DTy
   std::vector<float> row(static_cast<size_t>(cols));
   const size_t src_row_bytes = static_cast<size_t>(cols) * DTypeSize(src_dtype);
   for (int64_t r = 0; r < rows; ++r) {
-    ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes, src_dtype,
-               DType::kF32, cols, row.data());
+    ConvertFloatRow(static_cast<const char*>(src) + static_cast<size_t>(r) * src_row_bytes,
+                    src_dtype, DType::kF32, cols, row.data());
     absl::Status s = QuantizeRow(storage, row.data(), cols, codes.data() + r * code_row,
                                  scales.data() + r * scale_row);
     if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("row ", r, ": ", s.message()));

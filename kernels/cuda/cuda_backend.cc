@@ -33,32 +33,6 @@ struct CudaMatrix final : WeightMatrix {
 
 const CudaMatrix* Mat(const WeightMatrix* w) { return static_cast<const CudaMatrix*>(w); }
 
-// Converts one row of host data to the storage dtype (f32 or bf16), zero-padded to `ld`.
-void ConvertRow(const void* src, DType src_dtype, DType storage, int64_t cols, int64_t ld,
-                void* dst) {
-  const auto* s16 = static_cast<const uint16_t*>(src);
-  const auto* s32 = static_cast<const float*>(src);
-  auto value = [&](int64_t c) {
-    switch (src_dtype) {
-      case DType::kBF16:
-        return Bf16ToFloat(s16[c]);
-      case DType::kF16:
-        return HalfToFloat(s16[c]);
-      default:
-        return s32[c];
-    }
-  };
-  if (storage == DType::kBF16) {
-    auto* d = static_cast<uint16_t*>(dst);
-    for (int64_t c = 0; c < cols; ++c) d[c] = src_dtype == DType::kBF16 ? s16[c] : FloatToBf16(value(c));
-    for (int64_t c = cols; c < ld; ++c) d[c] = 0;
-  } else {
-    auto* d = static_cast<float*>(dst);
-    for (int64_t c = 0; c < cols; ++c) d[c] = value(c);
-    for (int64_t c = cols; c < ld; ++c) d[c] = 0.0f;
-  }
-}
-
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, DType weight_dtype, const cudaDeviceProp& prop, cudaStream_t stream)
@@ -208,8 +182,12 @@ class CudaBackend final : public Backend {
     for (int64_t r0 = 0; r0 < rows; r0 += kRowsPerBlock) {
       const int64_t n = std::min(kRowsPerBlock, rows - r0);
       for (int64_t r = 0; r < n; ++r) {
-        ConvertRow(static_cast<const char*>(src) + static_cast<size_t>(r0 + r) * src_row,
-                   src_dtype, storage, cols, ld, staging.data() + static_cast<size_t>(r * ld) * esize);
+        // Rows padded with zeros to `ld` (whole 16-byte vectors for the GEMM's loads).
+        char* row = staging.data() + static_cast<size_t>(r * ld) * esize;
+        ConvertFloatRow(static_cast<const char*>(src) + static_cast<size_t>(r0 + r) * src_row,
+                        src_dtype, storage, cols, row);
+        std::memset(row + static_cast<size_t>(cols) * esize, 0,
+                    static_cast<size_t>(ld - cols) * esize);
       }
       e = cudaMemcpy(static_cast<char*>(dev) + static_cast<size_t>(r0 * ld) * esize,
                      staging.data(), static_cast<size_t>(n * ld) * esize, cudaMemcpyHostToDevice);
