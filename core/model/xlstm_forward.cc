@@ -134,11 +134,16 @@ void XlstmModel::UploadIndex(const Window& win, IndexArrays* host, IndexArrays* 
   // The host mirror is reused by the next window: it must not change while this window's
   // copy may still be reading it, hence the wait before every window but the first.
   *host = IndexAt(w.host_index.as<char>(), C);
-  std::memcpy(host->ids, win.ids.data(), win.ids.size() * sizeof(int32_t));
-  std::memcpy(host->slots, win.slots.data(), win.slots.size() * sizeof(int32_t));
-  std::memcpy(host->gather, win.gather.data(), win.gather.size() * sizeof(int32_t));
-  std::memcpy(host->row_begin, win.row_begin.data(), win.row_begin.size() * sizeof(int64_t));
-  std::memcpy(host->length, win.length.data(), win.length.size() * sizeof(int64_t));
+  // An empty array (no gather rows in a decode step) may have a null data(): memcpy must not
+  // see it even with size 0.
+  auto copy = [](auto* dst, const auto& src) {
+    if (!src.empty()) std::memcpy(dst, src.data(), src.size() * sizeof(src[0]));
+  };
+  copy(host->ids, win.ids);
+  copy(host->slots, win.slots);
+  copy(host->gather, win.gather);
+  copy(host->row_begin, win.row_begin);
+  copy(host->length, win.length);
   if (w.dev_index) {
     backend_->CopyToDevice(w.dev_index.get(), w.host_index.get(), w.host_index.bytes());
     *dev = IndexAt(w.dev_index.as<char>(), C);

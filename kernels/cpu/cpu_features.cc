@@ -1,5 +1,9 @@
 #include "kernels/cpu/cpu_features.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -14,7 +18,10 @@ CpuFeatures DetectCpuFeatures() {
   f.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   f.avx512_bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
-  f.amx_bf16 = __builtin_cpu_supports("amx-bf16");
+  // CPUID.(EAX=7,ECX=0):EDX[22]. Read directly: clang 14 has no "amx-bf16" feature name
+  // for __builtin_cpu_supports (the sanitizer builds use clang).
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  f.amx_bf16 = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 && (edx & (1u << 22)) != 0;
 #endif
   return f;
 }

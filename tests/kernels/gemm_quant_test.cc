@@ -61,6 +61,10 @@ struct QuantWeights {
 };
 
 TEST(QuantTest, HalfConversionMatchesFloat16) {
+#ifndef __FLT16_MAX__
+  // clang 14 (the sanitizer builds) has no _Float16 on x86; the GCC suite runs this.
+  GTEST_SKIP() << "this compiler has no _Float16 to compare with";
+#else
   for (uint32_t h = 0; h < 0x10000u; ++h) {
     const float f = HalfToFloat(static_cast<uint16_t>(h));
     const _Float16 ref = std::bit_cast<_Float16>(static_cast<uint16_t>(h));
@@ -80,6 +84,7 @@ TEST(QuantTest, HalfConversionMatchesFloat16) {
     const uint16_t want = std::bit_cast<uint16_t>(static_cast<_Float16>(f));
     ASSERT_EQ(FloatToHalf(f), want) << f;
   }
+#endif
 }
 
 TEST(QuantTest, Int8RowBound) {
