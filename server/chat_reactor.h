@@ -68,6 +68,9 @@ class ChatReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void OnCancel() override;
   void OnDone() override;
 
+  // One of --max-streams, given back when the reactor goes.
+  BudgetHold stream_hold;
+
  private:
   ~ChatReactor() override = default;
   // Becomes the pumper and drains, or asks the current pumper to look again.

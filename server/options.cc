@@ -60,6 +60,12 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   Num(f, &o->max_streams_per_connection, "max-streams-per-connection", 100, 1, kI32Max,
       "calls one gRPC connection may hold open, advertised to clients as HTTP/2 "
       "MAX_CONCURRENT_STREAMS");
+  Num(f, &o->max_streams, "max-streams", 10000, 1, kI32Max,
+      "streaming calls (Chat, ExportSession, ImportSession, health Watch) open at once over "
+      "all connections; beyond: RESOURCE_EXHAUSTED at once");
+  Num(f, &o->max_health_watchers, "max-health-watchers", 1000, 1, kI32Max,
+      "grpc.health.v1 Watch streams open at once (they also count in --max-streams); "
+      "beyond: RESOURCE_EXHAUSTED");
   Num(f, &o->grpc_memory_mb, "grpc-memory-mb", 1024, 16, 1 << 20,
       "memory gRPC may use for connections and buffers (its resource quota); past it, new "
       "calls are refused rather than the process growing");

@@ -32,6 +32,8 @@ struct ServerOptions {
   int64_t max_message_bytes = 0;
   int64_t max_streams_per_connection = 0;
   int64_t grpc_memory_mb = 0;
+  int64_t max_streams = 0;          // streaming calls open at once, all connections
+  int64_t max_health_watchers = 0;  // grpc.health.v1 Watch streams open at once
   int64_t max_connection_idle_s = 0;
   int64_t max_connection_age_s = 0;
   std::string api_keys_file;  // "" = no authentication, one anonymous tenant

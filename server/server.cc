@@ -17,7 +17,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
@@ -27,12 +26,13 @@
 #include "server/tls.h"
 #include "server/metrics.h"
 #include "server/rpc_metrics.h"
+#include "server/health_service.h"
 #include "server/services.h"
 
 namespace xlstmd::server {
 namespace {
 
-constexpr const char* kHealthNames[] = {"", "xlstmd.v1.ChatService"};
+constexpr const char* kHealthNames[] = {"", "xlstmd.v1.ChatService", "xlstmd.v1.ModelService"};
 // After CancelAll, how long to wait for the engine to roll the cancelled turns back.
 constexpr int64_t kRollbackWaitMs = 5000;
 // /readyz fails when the engine thread has not come round its loop for this long (it does
@@ -50,15 +50,14 @@ class Server::Impl {
  public:
   Impl(Authenticator auth, const ServerOptions& options)
       : state(std::move(auth), Observability{&metrics, true, options.log_prompts},
-              static_cast<uint64_t>(options.snapshot_bytes_in_flight)),
+              static_cast<uint64_t>(options.snapshot_bytes_in_flight),
+              static_cast<uint64_t>(options.max_streams)),
         chat(&state),
-        model_service(&state) {}
+        model_service(&state),
+        health({std::begin(kHealthNames), std::end(kHealthNames)}, options.max_health_watchers,
+               state.streams()) {}
 
-  void SetHealth(bool serving) {
-    grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService();
-    if (health == nullptr) return;
-    for (const char* name : kHealthNames) health->SetServingStatus(name, serving);
-  }
+  void SetHealth(bool serving) { health.SetServing(serving); }
 
   // "" when ready to take traffic (/readyz).
   std::string NotReadyReason() const {
@@ -102,6 +101,7 @@ class Server::Impl {
   ServingState state;
   ChatServiceImpl chat;
   ModelServiceImpl model_service;
+  HealthService health;
   std::unique_ptr<grpc::Server> grpc_server;
   std::string listen_address;
   int port = 0;
@@ -140,7 +140,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   auto impl = std::make_unique<Impl>(std::move(auth), options);
   impl->state_dir = options.state_dir;
   // Both are process-wide switches read by the builder; setting them again is harmless.
-  grpc::EnableDefaultHealthCheckService(true);
+  // gRPC's own health service is off: HealthService serves grpc.health.v1 within our limits.
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   absl::StatusOr<TlsFiles> tls = LoadTlsFiles(options);
@@ -183,6 +184,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   builder.RegisterService(&impl->chat);
   builder.RegisterService(&impl->model_service);
+  builder.RegisterService(&impl->health);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(NewRpcMetricsInterceptorFactory(&impl->metrics));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
@@ -213,9 +215,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     impl->http = *std::move(http);
     impl->http_address = impl->http->address();
   }
-  // The default health service starts with "" SERVING; nothing is served until the model
-  // is loaded.
-  impl->SetHealth(false);
+  // Nothing is served until the model is loaded (HealthService starts NOT_SERVING).
   impl->port = selected_port;
   impl->listen_address = absl::StrCat(hp->host, ":", selected_port);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -300,8 +300,9 @@ Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool
 void Server::Shutdown(absl::Duration deadline) {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
-  // Calls still open here are idle ones (health Watch) or turns finishing their last write;
-  // after the deadline gRPC cancels them.
+  // Calls still open here are idle ones (health Watch, ended here) or turns finishing their
+  // last write; after the deadline gRPC cancels them.
+  impl_->health.Shutdown();
   impl_->grpc_server->Shutdown(After(deadline));
   impl_->grpc_server->Wait();
 }

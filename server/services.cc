@@ -42,6 +42,13 @@ absl::Status Enter(const ServingState& state, grpc::CallbackServerContext* ctx, 
   return absl::OkStatus();
 }
 
+// Takes one of --max-streams for a streaming call; RESOURCE_EXHAUSTED when all are open.
+absl::Status TakeStream(const ServingState& state, BudgetHold* hold) {
+  if (hold->Take(state.streams(), 1)) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat("too many open streams (--max-streams ",
+                                                   state.streams()->limit(), "); retry later"));
+}
+
 grpc::ServerUnaryReactor* FinishWith(grpc::ServerUnaryReactor* reactor,
                                      const absl::Status& status) {
   reactor->Finish(ToGrpcStatus(status));
@@ -101,12 +108,14 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::Chat(grpc::Callback
   auto* reactor = new ChatReactor(ctx, &state_->observability());
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+  absl::Status s = TakeStream(*state_, &reactor->stream_hold);
+  if (s.ok()) s = Enter(*state_, ctx, &tenant, &engine);
+  if (!s.ok()) {
     reactor->Reject(s);
     return reactor;
   }
   v1::ChatRequest req;
-  if (absl::Status s = ParseRequest(request, &req); !s.ok()) {
+  if (s = ParseRequest(request, &req); !s.ok()) {
     reactor->Reject(s);
     return reactor;
   }
@@ -230,12 +239,14 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ExportSession(
   auto* reactor = new ExportReactor(ctx);
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+  absl::Status s = TakeStream(*state_, &reactor->stream_hold);
+  if (s.ok()) s = Enter(*state_, ctx, &tenant, &engine);
+  if (!s.ok()) {
     reactor->Reject(s);
     return reactor;
   }
   v1::ExportSessionRequest req;
-  absl::Status s = ParseRequest(request, &req);
+  s = ParseRequest(request, &req);
   if (s.ok()) s = ValidateSessionId(req.session_id());
   if (!s.ok()) {
     reactor->Reject(s);
@@ -251,7 +262,9 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ChatServiceImpl::ImportSession(
   auto* reactor = new ImportReactor(ctx, response);
   std::string tenant;
   core::Engine* engine = nullptr;
-  if (absl::Status s = Enter(*state_, ctx, &tenant, &engine); !s.ok()) {
+  absl::Status s = TakeStream(*state_, &reactor->stream_hold);
+  if (s.ok()) s = Enter(*state_, ctx, &tenant, &engine);
+  if (!s.ok()) {
     reactor->Reject(s);
     return reactor;
   }

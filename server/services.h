@@ -37,8 +37,12 @@ struct Observability {
 class ServingState {
  public:
   explicit ServingState(Authenticator auth, Observability obs = {},
-                        uint64_t snapshot_bytes_in_flight = uint64_t{2} << 30)
-      : auth_(std::move(auth)), obs_(obs), snapshot_budget_(snapshot_bytes_in_flight) {}
+                        uint64_t snapshot_bytes_in_flight = uint64_t{2} << 30,
+                        uint64_t max_streams = 10000)
+      : auth_(std::move(auth)),
+        obs_(obs),
+        snapshot_budget_(snapshot_bytes_in_flight),
+        streams_(max_streams) {}
   ServingState(const ServingState&) = delete;
   ServingState& operator=(const ServingState&) = delete;
 
@@ -59,6 +63,8 @@ class ServingState {
   const std::string& model_name() const { return model_name_; }
   // Snapshot bytes held by ImportSession / ExportSession calls (--snapshot-bytes-in-flight).
   ByteBudget* snapshot_budget() const { return &snapshot_budget_; }
+  // Streaming calls open now (--max-streams): a budget of one unit per call.
+  ByteBudget* streams() const { return &streams_; }
 
  private:
   const Authenticator auth_;
@@ -67,6 +73,7 @@ class ServingState {
   std::string model_name_;
   std::atomic<core::Engine*> engine_{nullptr};
   mutable ByteBudget snapshot_budget_;
+  mutable ByteBudget streams_;
 };
 
 using RawChatService = v1::ChatService::WithRawCallbackMethod_CreateSession<

@@ -57,6 +57,9 @@ class ExportReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void OnCancel() override;
   void OnDone() override;
 
+  // One of --max-streams, given back when the reactor goes.
+  BudgetHold stream_hold;
+
  private:
   ~ExportReactor() override = default;
   // The engine's completion (engine or I/O thread).
@@ -99,6 +102,9 @@ class ImportReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   void OnReadDone(bool ok) override;
   void OnCancel() override;
   void OnDone() override;
+
+  // One of --max-streams, given back when the reactor goes.
+  BudgetHold stream_hold;
 
  private:
   ~ImportReactor() override = default;
