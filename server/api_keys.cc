@@ -87,7 +87,8 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text, absl::string_view
           absl::StrCat(where, "the same key is already listed on line ", it->second,
                        " (a key must identify exactly one tenant)"));
     }
-    // Optional per-tenant quotas after the key: max_running=N max_queued=N max_sessions=N.
+    // Optional per-tenant quotas after the key: max_running=N max_queued=N max_sessions=N
+    // max_snapshot_bytes=N.
     core::TenantQuota q;
     for (size_t f = 2; f < fields.size(); ++f) {
       const std::vector<absl::string_view> kv = absl::StrSplit(fields[f], absl::MaxSplits('=', 1));
@@ -95,13 +96,20 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text, absl::string_view
       if (kv[0] == "max_running") dst = &q.max_running;
       if (kv[0] == "max_queued") dst = &q.max_queued;
       if (kv[0] == "max_sessions") dst = &q.max_sessions;
-      int32_t v = -1;
-      if (dst == nullptr || kv.size() != 2 || !absl::SimpleAtoi(kv[1], &v) || v < 0) {
+      int64_t v = -1;
+      const bool bytes = kv[0] == "max_snapshot_bytes";
+      if ((dst == nullptr && !bytes) || kv.size() != 2 || !absl::SimpleAtoi(kv[1], &v) || v < 0 ||
+          (!bytes && v > INT32_MAX)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, "field ", f + 1, " must be max_running=N, max_queued=N or max_sessions=N "
+            where, "field ", f + 1,
+            " must be max_running=N, max_queued=N, max_sessions=N or max_snapshot_bytes=N "
             "(N >= 0; 0 = no quota)"));
       }
-      *dst = v;
+      if (bytes) {
+        q.max_snapshot_bytes = v;
+      } else {
+        *dst = static_cast<int32_t>(v);
+      }
     }
     if (fields.size() > 2) {
       const auto [qit, fresh] = keys.quotas_.emplace(e.tenant, q);

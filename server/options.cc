@@ -110,6 +110,10 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       std::numeric_limits<int64_t>::max(),
       "snapshot bytes ImportSession and ExportSession calls may hold together; a call that "
       "would pass it is RESOURCE_EXHAUSTED at once (one call may always proceed alone)");
+  Num(f, &o->tenant_snapshot_bytes, "tenant-snapshot-bytes", 0, 0,
+      std::numeric_limits<int64_t>::max(),
+      "snapshot bytes one tenant's ImportSession and ExportSession calls may hold together "
+      "(within --snapshot-bytes-in-flight); beyond: RESOURCE_EXHAUSTED at once; 0 = no quota");
   Num(f, &o->tenant_max_sessions, "tenant-max-sessions", 0, 0, kI32Max,
       "sessions one tenant may hold (creates, forks, imports beyond: RESOURCE_EXHAUSTED); "
       "0 = no quota");

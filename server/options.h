@@ -56,6 +56,7 @@ struct ServerOptions {
   int64_t tenant_max_queued = 0;
   int64_t tenant_max_sessions = 0;
   int64_t snapshot_bytes_in_flight = 0;  // imports + exports together (byte_budget.h)
+  int64_t tenant_snapshot_bytes = 0;     // the same per tenant; 0 = no quota
   core::TenantQuotas tenant_quotas;  // from the API-key file (set by main, not a flag)
   int64_t queue_depth = 0;
   int64_t max_prompt_tokens = 0;

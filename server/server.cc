@@ -40,6 +40,15 @@ constexpr int64_t kRollbackWaitMs = 5000;
 // several seconds).
 constexpr int64_t kEngineStallMs = 60000;
 
+// The API-key file's max_snapshot_bytes= overrides, by tenant.
+std::map<std::string, uint64_t> SnapshotQuotaOverrides(const core::TenantQuotas& quotas) {
+  std::map<std::string, uint64_t> out;
+  for (const auto& [tenant, q] : quotas) {
+    if (q.max_snapshot_bytes >= 0) out[tenant] = static_cast<uint64_t>(q.max_snapshot_bytes);
+  }
+  return out;
+}
+
 std::chrono::system_clock::time_point After(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
 }
@@ -51,7 +60,9 @@ class Server::Impl {
   Impl(Authenticator auth, const ServerOptions& options)
       : state(std::move(auth), Observability{&metrics, true, options.log_prompts},
               static_cast<uint64_t>(options.snapshot_bytes_in_flight),
-              static_cast<uint64_t>(options.max_streams)),
+              static_cast<uint64_t>(options.max_streams),
+              static_cast<uint64_t>(options.tenant_snapshot_bytes),
+              SnapshotQuotaOverrides(options.tenant_quotas)),
         chat(&state),
         model_service(&state),
         health({std::begin(kHealthNames), std::end(kHealthNames)}, options.max_health_watchers,

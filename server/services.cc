@@ -253,7 +253,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ExportSession(
     return reactor;
   }
   reactor->Start(engine, std::move(tenant), std::move(*req.mutable_session_id()),
-                 state_->snapshot_budget());
+                 state_->snapshot_budgets());
   return reactor;
 }
 
@@ -268,7 +268,7 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ChatServiceImpl::ImportSession(
     reactor->Reject(s);
     return reactor;
   }
-  reactor->Start(engine, std::move(tenant), state_->snapshot_budget());
+  reactor->Start(engine, std::move(tenant), state_->snapshot_budgets());
   return reactor;
 }
 

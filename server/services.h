@@ -38,11 +38,13 @@ class ServingState {
  public:
   explicit ServingState(Authenticator auth, Observability obs = {},
                         uint64_t snapshot_bytes_in_flight = uint64_t{2} << 30,
-                        uint64_t max_streams = 10000)
+                        uint64_t max_streams = 10000, uint64_t tenant_snapshot_bytes = 0,
+                        std::map<std::string, uint64_t> tenant_snapshot_overrides = {})
       : auth_(std::move(auth)),
         obs_(obs),
         snapshot_budget_(snapshot_bytes_in_flight),
-        streams_(max_streams) {}
+        streams_(max_streams),
+        tenant_snapshot_budget_(tenant_snapshot_bytes, std::move(tenant_snapshot_overrides)) {}
   ServingState(const ServingState&) = delete;
   ServingState& operator=(const ServingState&) = delete;
 
@@ -63,6 +65,10 @@ class ServingState {
   const std::string& model_name() const { return model_name_; }
   // Snapshot bytes held by ImportSession / ExportSession calls (--snapshot-bytes-in-flight).
   ByteBudget* snapshot_budget() const { return &snapshot_budget_; }
+  // What an import or export is charged against: the shared budget and its tenant's quota.
+  SnapshotBudgets snapshot_budgets() const {
+    return {&snapshot_budget_, &tenant_snapshot_budget_};
+  }
   // Streaming calls open now (--max-streams): a budget of one unit per call.
   ByteBudget* streams() const { return &streams_; }
 
@@ -74,6 +80,7 @@ class ServingState {
   std::atomic<core::Engine*> engine_{nullptr};
   mutable ByteBudget snapshot_budget_;
   mutable ByteBudget streams_;
+  mutable TenantByteBudget tenant_snapshot_budget_;
 };
 
 using RawChatService = v1::ChatService::WithRawCallbackMethod_CreateSession<

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
 #include "server/convert.h"
 #include "server/grpc_post.h"
 #include "server/raw_messages.h"
@@ -20,12 +21,6 @@ absl::Status CancelReason(const grpc::CallbackServerContext* ctx) {
              : absl::CancelledError("client cancelled the call");
 }
 
-absl::Status BudgetFull(const ByteBudget* budget) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "snapshot bytes in flight are at their limit (", budget == nullptr ? 0 : budget->limit(),
-      " bytes held by other imports and exports; --snapshot-bytes-in-flight); retry later"));
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -34,9 +29,9 @@ absl::Status BudgetFull(const ByteBudget* budget) {
 void ExportReactor::Reject(const absl::Status& status) { FinishOnce(ToGrpcStatus(status)); }
 
 void ExportReactor::Start(core::Engine* engine, std::string owner, std::string session_id,
-                          ByteBudget* budget) {
-  if (!hold_.Take(budget, engine->max_snapshot_bytes())) {
-    Reject(BudgetFull(budget));
+                          const SnapshotBudgets& budgets) {
+  if (absl::Status s = hold_.Take(budgets, owner, engine->max_snapshot_bytes()); !s.ok()) {
+    Reject(s);
     return;
   }
   {
@@ -165,10 +160,11 @@ void ExportReactor::OnDone() {
 
 void ImportReactor::Reject(const absl::Status& status) { FinishOnce(ToGrpcStatus(status)); }
 
-void ImportReactor::Start(core::Engine* engine, std::string owner, ByteBudget* budget) {
+void ImportReactor::Start(core::Engine* engine, std::string owner,
+                          const SnapshotBudgets& budgets) {
   engine_ = engine;
   owner_ = std::move(owner);
-  budget_ = budget;
+  budgets_ = budgets;
   cap_ = engine->max_snapshot_bytes();
   StartRead(&in_);
 }
@@ -217,7 +213,7 @@ absl::Status ImportReactor::Append() {
           absl::StrCat("the snapshot declares ", declared_,
                        " bytes; this model's snapshots are at most ", cap_));
     }
-    if (!hold_.Take(budget_, declared_)) return BudgetFull(budget_);
+    XLSTMD_RETURN_IF_ERROR(hold_.Take(budgets_, owner_, declared_));
     // Bounded by the cap just checked: the one allocation the import needs.
     data_.reserve(declared_);
   } else if (chunks_ > 1 && chunk_.total_bytes() != 0 && chunk_.total_bytes() != declared_) {
@@ -227,7 +223,7 @@ absl::Status ImportReactor::Append() {
   }
   const uint64_t size = chunk_.data().size();
   // Undeclared size: charged as the largest snapshot before the first byte is buffered.
-  if (chunks_ == 1 && declared_ == 0 && !hold_.Take(budget_, cap_)) return BudgetFull(budget_);
+  if (chunks_ == 1 && declared_ == 0) XLSTMD_RETURN_IF_ERROR(hold_.Take(budgets_, owner_, cap_));
   // Checked before appending, so nothing beyond the cap is ever buffered.
   if (data_.size() + size > cap_) {
     return absl::ResourceExhaustedError(absl::StrCat(

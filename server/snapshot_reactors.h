@@ -48,10 +48,10 @@ class ExportReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // Ends the call with `status` before anything was asked of the engine.
   void Reject(const absl::Status& status);
   // Asks `engine` for the snapshot of `session_id` (owned by `owner`) and streams it. Once.
-  // `budget` (snapshot bytes in flight) is charged the largest snapshot before the engine is
-  // asked, then the snapshot's size until the call ends.
+  // `budgets` (snapshot bytes in flight, shared and the owner's) are charged the largest
+  // snapshot before the engine is asked, then the snapshot's size until the call ends.
   void Start(core::Engine* engine, std::string owner, std::string session_id,
-             ByteBudget* budget);
+             const SnapshotBudgets& budgets);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -81,7 +81,7 @@ class ExportReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   // Owned by whoever holds the write (set by OnSnapshot before the first write).
   std::string snapshot_;
-  BudgetHold hold_;  // snapshot bytes in flight, given back when the reactor goes
+  SnapshotHold hold_;  // snapshot bytes in flight, given back when the reactor goes
   size_t offset_ = 0;
   v1::SnapshotChunk chunk_;
   grpc::ByteBuffer out_;  // the bytes of the write in flight
@@ -95,9 +95,9 @@ class ImportReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   // Ends the call with `status` without reading.
   void Reject(const absl::Status& status);
   // Starts reading chunks; at the end of the stream imports them into `engine` for `owner`.
-  // `budget` (snapshot bytes in flight) is charged the declared size (the largest snapshot
-  // when the first chunk declares none) before anything is buffered.
-  void Start(core::Engine* engine, std::string owner, ByteBudget* budget);
+  // `budgets` (snapshot bytes in flight, shared and the owner's) are charged the declared size
+  // (the largest snapshot when the first chunk declares none) before anything is buffered.
+  void Start(core::Engine* engine, std::string owner, const SnapshotBudgets& budgets);
 
   void OnReadDone(bool ok) override;
   void OnCancel() override;
@@ -132,8 +132,8 @@ class ImportReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   grpc::ByteBuffer in_;
   v1::SnapshotChunk chunk_;
   std::string data_;
-  ByteBudget* budget_ = nullptr;
-  BudgetHold hold_;
+  SnapshotBudgets budgets_;
+  SnapshotHold hold_;
   uint64_t declared_ = 0;  // total_bytes of the first chunk, 0 = not given
   int64_t chunks_ = 0;
 };

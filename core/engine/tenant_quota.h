@@ -15,6 +15,9 @@ struct TenantQuota {
   int32_t max_running = -1;
   int32_t max_queued = -1;
   int32_t max_sessions = -1;
+  // Snapshot bytes its ImportSession / ExportSession calls may hold at once (the server's
+  // budget; the engine does not read it). -1 = the default, 0 = no quota.
+  int64_t max_snapshot_bytes = -1;
   bool operator==(const TenantQuota&) const = default;
 };
 

@@ -51,6 +51,8 @@ TEST(ApiKeysTest, RejectsMalformedFilesNamingTheLineButNeverTheKey) {
            {"# c\nalice k1 extra\n", "line 2: field 3 must be max_running=N"},
            {"alice k1 max_running=-1\n", "line 1: field 3 must be"},
            {"alice k1 max_queued\n", "line 1: field 3 must be"},
+           {"alice k1 max_running=3000000000\n", "line 1: field 3 must be"},
+           {"alice k1 max_snapshot_bytes=x\n", "line 1: field 3 must be"},
            {"alice k1 max_sessions=2\nalice k2 max_sessions=3\n",
             "line 2: tenant alice has other quotas"},
            {"al/ice secret-k\n", "line 1: tenant must be"},
@@ -75,7 +77,7 @@ TEST(ApiKeysTest, PerTenantQuotas) {
       "alice k-a1 max_running=2 max_sessions=50\n"
       "alice k-a2\n"
       "alice k-a3 max_running=2 max_sessions=50\n"
-      "bob k-b1 max_queued=0\n"
+      "bob k-b1 max_queued=0 max_snapshot_bytes=8589934592\n"
       "carol k-c1\n",
       "keys.txt");
   ASSERT_THAT(keys, IsOk());
@@ -86,6 +88,8 @@ TEST(ApiKeysTest, PerTenantQuotas) {
   EXPECT_EQ(q.at("alice").max_queued, -1);  // the option's value
   EXPECT_EQ(q.at("alice").max_sessions, 50);
   EXPECT_EQ(q.at("bob").max_queued, 0);  // explicitly no quota
+  EXPECT_EQ(q.at("bob").max_snapshot_bytes, int64_t{8} << 30);  // 64-bit, unlike the counts
+  EXPECT_EQ(q.at("alice").max_snapshot_bytes, -1);
   EXPECT_EQ(core::QuotaFor(q, "alice", &core::TenantQuota::max_queued, 7), 7);
   EXPECT_EQ(core::QuotaFor(q, "alice", &core::TenantQuota::max_running, 7), 2);
   EXPECT_EQ(core::QuotaFor(q, "bob", &core::TenantQuota::max_queued, 7), 0);

@@ -295,6 +295,47 @@ TEST_F(SnapshotRpcTest, SnapshotBytesInFlightAreSharedAndBounded) {
   EXPECT_EQ(wait_in_flight(0), 0u);
 }
 
+// --tenant-snapshot-bytes applies within the shared budget: with room to spare there, a
+// tenant (here the anonymous one: no API keys) holding one import is refused a second one
+// naming its quota, and gets its bytes back when the first ends.
+TEST_F(SnapshotRpcTest, TenantSnapshotQuotaRefusesBeyondItsShare) {
+  ServerOptions o = TestOptions();
+  o.tenant_snapshot_bytes = 1;  // below one snapshot: one call of the tenant at a time
+  Start(o);
+  const std::string a = NewSession();
+  Turn(a, {1, 2, 3}, 2);
+  const std::vector<v1::SnapshotChunk> chunks = Export(a).value();
+  const std::string bytes = chunks[0].data();
+  // The export's bytes go back when its reactor goes, just after the client saw the status.
+  for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  grpc::ClientContext held_ctx;
+  Deadline(&held_ctx);
+  v1::Session held_out;
+  auto held = chat_->ImportSession(&held_ctx, &held_out);
+  v1::SnapshotChunk first;
+  first.set_data(bytes.substr(0, bytes.size() / 2));
+  first.set_total_bytes(bytes.size());
+  ASSERT_TRUE(held->Write(first));
+  for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != bytes.size(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(server_->snapshot_bytes_in_flight(), bytes.size());
+  EXPECT_THAT(Export(a).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("tenant (anonymous)'s snapshot bytes in flight are at its quota")));
+  v1::SnapshotChunk rest;
+  rest.set_data(bytes.substr(bytes.size() / 2));
+  ASSERT_TRUE(held->Write(rest));
+  held->WritesDone();
+  ASSERT_TRUE(held->Finish().ok());
+  for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_TRUE(Export(a).ok());
+}
+
 // A flush that cannot write (the state directory vanished) reports every session it did not
 // get written, and the drain says it is incomplete (xlstmd then exits 3).
 TEST_F(SnapshotRpcTest, DrainReportsSessionsItCouldNotWrite) {
