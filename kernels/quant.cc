@@ -31,7 +31,8 @@ absl::Status QuantizeRowI8(const float* w, int64_t cols, int8_t* codes, float* s
 }
 
 absl::Status QuantizeRowQ4(const float* w, int64_t cols, uint8_t* codes, uint16_t* scales) {
-  std::memset(codes, 0, static_cast<size_t>(Q4RowBytes(cols)));
+  // A zero-column row has no bytes, and its buffer may be a null data(): memset must not see it.
+  if (cols > 0) std::memset(codes, 0, static_cast<size_t>(Q4RowBytes(cols)));
   for (int64_t g = 0; g < Q4Groups(cols); ++g) {
     const int64_t c0 = g * kQ4Group, c1 = std::min<int64_t>(cols, c0 + kQ4Group);
     float extreme = 0.0f;  // the element of largest magnitude, with its sign

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sanitizer and fuzzing runs (issue 16): separate clang build trees at -O1, never the Release
-# tree in build/. Run after scripts/bootstrap.sh (it installs clang). CI runs all three.
+# tree in build/. Run after scripts/bootstrap.sh; installs Debian's clang when it is missing.
+# CI (.ci/run) runs all three after the Release suite.
 #
 #   scripts/sanitize.sh asan  [ctest args]  ASan+UBSan build of everything; the whole suite
 #   scripts/sanitize.sh tsan  [ctest args]  TSan build; the engine, state and server tests
@@ -14,6 +15,19 @@ cd "$(dirname "$0")/.."
 
 mode="${1:-}"
 shift || true
+case "$mode" in asan|tsan|fuzz) ;; *)
+  echo "usage: scripts/sanitize.sh asan|tsan|fuzz [args]" >&2
+  exit 2
+esac
+
+# clang 14 (Debian 12) brings libFuzzer and the sanitizer runtimes (libclang-common-14-dev).
+if ! command -v clang++ >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends clang
+fi
 jobs="$(nproc)"
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)

@@ -2,9 +2,11 @@
 
 #include <openssl/evp.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 #include "core/base/log_id.h"
@@ -124,7 +126,13 @@ spdlog::level::level_enum GrpcLevel(gpr_log_severity s) {
   return spdlog::level::info;
 }
 
+std::atomic<int64_t> g_grpc_accept_failures{0};
+
 void GrpcLogToSpdlog(gpr_log_func_args* args) {
+  // gRPC 1.51 abandons a listening socket after this error (listener_watch.h).
+  if (args->message != nullptr && std::strncmp(args->message, "Failed accept4", 14) == 0) {
+    g_grpc_accept_failures.fetch_add(1, std::memory_order_relaxed);
+  }
   LogLine("grpc")
       .Add("message", args->message == nullptr ? "" : args->message)
       .Add("source", absl::StrCat(args->file == nullptr ? "?" : args->file, ":", args->line))
@@ -162,6 +170,10 @@ void TearDownLogging() {
   gpr_set_log_function(GrpcLogToStderr);
   google::protobuf::SetLogHandler(nullptr);
   spdlog::shutdown();
+}
+
+int64_t GrpcAcceptFailuresLogged() {
+  return g_grpc_accept_failures.load(std::memory_order_relaxed);
 }
 
 void SetUpLogging(const std::string& level, LogFormat format) {

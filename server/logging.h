@@ -38,6 +38,9 @@ LogFormat ParseLogFormat(std::string_view name);
 // that logs during static destruction never reaches a destroyed spdlog registry.
 void TearDownLogging();
 void SetUpLogging(const std::string& level, LogFormat format);
+// "Failed accept4" messages gRPC logged through SetUpLogging's handler so far (each means a
+// listening socket gRPC 1.51 no longer serves; listener_watch.h).
+int64_t GrpcAcceptFailuresLogged();
 
 // The formatters SetUpLogging installs (tests use them on their own sinks).
 std::unique_ptr<spdlog::formatter> NewLogFormatter(LogFormat format);

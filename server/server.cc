@@ -4,30 +4,33 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/resource_quota.h"
-#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
-#include "grpcpp/server_builder.h"
 #include "kernels/backend.h"
+#include "server/grpc_transport.h"
 #include "server/http_server.h"
-#include "server/tls.h"
+#include "server/listener_watch.h"
+#include "server/logging.h"
 #include "server/metrics.h"
-#include "server/rpc_metrics.h"
-#include "server/health_service.h"
 #include "server/services.h"
+#include "server/tls.h"
+#include "spdlog/spdlog.h"
 
 namespace xlstmd::server {
 namespace {
@@ -39,6 +42,10 @@ constexpr int64_t kRollbackWaitMs = 5000;
 // at least once a second when idle; one long prefill piece of a 7B model on a CPU can take
 // several seconds).
 constexpr int64_t kEngineStallMs = 60000;
+std::vector<std::string> HealthNames() { return {std::begin(kHealthNames), std::end(kHealthNames)}; }
+
+// How often the gRPC listener is checked (listener_watch.h).
+constexpr absl::Duration kListenerCheckPeriod = absl::Seconds(1);
 
 // The API-key file's max_snapshot_bytes= overrides, by tenant.
 std::map<std::string, uint64_t> SnapshotQuotaOverrides(const core::TenantQuotas& quotas) {
@@ -63,16 +70,21 @@ class Server::Impl {
               static_cast<uint64_t>(options.max_streams),
               static_cast<uint64_t>(options.tenant_snapshot_bytes),
               SnapshotQuotaOverrides(options.tenant_quotas)),
-        chat(&state),
-        model_service(&state),
-        health({std::begin(kHealthNames), std::end(kHealthNames)}, options.max_health_watchers,
-               state.streams()) {}
+        options(options) {}
 
-  void SetHealth(bool serving) { health.SetServing(serving); }
+  void SetHealth(bool serving) {
+    absl::MutexLock lock(&transport_mu);
+    serving_ = serving;
+    for (auto& t : transports) t->health.SetServing(serving);
+  }
 
   // "" when ready to take traffic (/readyz).
   std::string NotReadyReason() const {
     if (state.draining()) return "draining";
+    if (listener_down.load(std::memory_order_acquire)) {
+      return "the gRPC listener stopped accepting connections (descriptors exhausted?); "
+             "rebuilding it";
+    }
     const core::Engine* engine = state.engine();
     if (engine == nullptr) return "model loading";
     const core::EngineStats stats = engine->stats();
@@ -82,7 +94,29 @@ class Server::Impl {
       return absl::StrCat("engine stalled: its thread has not come round for ", silent_ms,
                           " ms");
     }
+    if (std::string fds = DescriptorProblem(); !fds.empty()) return fds;
     return StateDirProblem();
+  }
+
+  // Whether the process is about out of descriptors (at most one count a second): then it
+  // can accept no connection and open no snapshot file, whatever else is healthy.
+  std::string DescriptorProblem() const {
+    absl::MutexLock lock(&probe_mu);
+    const absl::Time now = absl::Now();
+    if (now - last_fd_probe < absl::Seconds(1)) return fd_probe_result;
+    last_fd_probe = now;
+    const DescriptorUse use = CountDescriptors();
+    fd_probe_result.clear();
+    if (use.exhausted) {
+      fd_probe_result = "no open-file descriptor left (too many connections?)";
+    } else if (use.open >= 0 && use.limit > 0) {
+      const int64_t reserve = std::max<int64_t>(16, use.limit / 64);
+      if (use.open >= use.limit - reserve) {
+        fd_probe_result = absl::StrCat(use.open, " of ", use.limit,
+                                       " open-file descriptors in use (too many connections?)");
+      }
+    }
+    return fd_probe_result;
   }
 
   // Whether a file can be created in --state-dir right now (at most one probe a second):
@@ -107,13 +141,77 @@ class Server::Impl {
     return probe_result;
   }
 
+  // Stops the listener watch, then every transport. Calls still open are idle ones (health
+  // Watch, ended here) or turns finishing their last write; after `deadline` gRPC cancels them.
+  void ShutdownTransports(absl::Duration deadline) {
+    if (!stop_watch.HasBeenNotified()) stop_watch.Notify();
+    if (watch_thread.joinable()) watch_thread.join();
+    std::vector<grpc::Server*> servers;
+    {
+      absl::MutexLock lock(&transport_mu);
+      for (auto& t : transports) {
+        t->health.Shutdown();
+        servers.push_back(t->server.get());
+      }
+    }
+    const auto at = After(deadline);
+    for (grpc::Server* server : servers) server->Shutdown(at);
+    for (grpc::Server* server : servers) server->Wait();
+  }
+
+  // The listener watch (listener_watch.h): once a second, until shutdown. When gRPC has
+  // abandoned the listener, /readyz fails, the dead socket is released and a new transport
+  // is started on the same port, retried every second until it listens.
+  void WatchListener() {
+    bool rebuilding = false;
+    int64_t attempts = 0;
+    while (!stop_watch.WaitForNotificationWithTimeout(kListenerCheckPeriod)) {
+      if (!rebuilding && watch->Dead(GrpcAcceptFailuresLogged())) {
+        rebuilding = true;
+        attempts = 0;
+        listener_down.store(true, std::memory_order_release);
+        const int released = watch->Release();
+        spdlog::error("the gRPC listener on {} stopped accepting connections (gRPC gives up on "
+                      "a listener after an accept error, e.g. no descriptors left); released "
+                      "{} socket(s), starting a new listener",
+                      listen_address, released);
+      }
+      if (!rebuilding) continue;
+      int bound = 0;
+      absl::StatusOr<std::unique_ptr<GrpcTransport>> t;
+      {
+        absl::MutexLock lock(&transport_mu);
+        t = StartGrpcTransport(absl::StrCat(listen_host, ":", port), options, tls, HealthNames(),
+                               &state, &metrics, serving_, &bound);
+        if (t.ok()) transports.push_back(*std::move(t));
+      }
+      if (!t.ok()) {
+        if (attempts++ % 30 == 0) {
+          spdlog::warn("cannot start a new gRPC listener yet: {}", std::string(t.status().message()));
+        }
+        continue;
+      }
+      watch->Rescan();
+      rebuilding = false;
+      listener_down.store(false, std::memory_order_release);
+      spdlog::info("a new gRPC listener accepts on {}", listen_address);
+    }
+  }
+
   // First: everything below reports into it, the engine (in `model`) included.
   ServerMetrics metrics;
   ServingState state;
-  ChatServiceImpl chat;
-  ModelServiceImpl model_service;
-  HealthService health;
-  std::unique_ptr<grpc::Server> grpc_server;
+  const ServerOptions options;
+  TlsFiles tls;
+  mutable absl::Mutex transport_mu;
+  // The first is the one Start built; more only after gRPC abandoned a listener.
+  std::vector<std::unique_ptr<GrpcTransport>> transports ABSL_GUARDED_BY(transport_mu);
+  bool serving_ ABSL_GUARDED_BY(transport_mu) = false;
+  std::atomic<bool> listener_down{false};
+  std::unique_ptr<ListenerWatch> watch;  // made in Start, used by watch_thread only
+  absl::Notification stop_watch;
+  std::thread watch_thread;
+  std::string listen_host;  // --listen's host, for a rebuilt listener
   std::string listen_address;
   int port = 0;
   std::optional<LoadedModel> model;
@@ -126,6 +224,8 @@ class Server::Impl {
   mutable absl::Mutex probe_mu;
   mutable absl::Time last_probe ABSL_GUARDED_BY(probe_mu) = absl::InfinitePast();
   mutable std::string probe_result ABSL_GUARDED_BY(probe_mu);
+  mutable absl::Time last_fd_probe ABSL_GUARDED_BY(probe_mu) = absl::InfinitePast();
+  mutable std::string fd_probe_result ABSL_GUARDED_BY(probe_mu);
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -158,52 +258,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   absl::StatusOr<TlsFiles> tls = LoadTlsFiles(options);
   if (!tls.ok()) return tls.status();
 
-  grpc::ServerBuilder builder;
+  impl->tls = *tls;
+  impl->listen_host = hp->host;
   int selected_port = 0;
-  builder.AddListeningPort(options.listen, GrpcServerCredentials(*tls), &selected_port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
-  // gRPC turns SO_REUSEPORT on by default, which would let a second daemon bind the same
-  // port and silently share its traffic.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // Ping idle connections so dead peers (browsers, proxies) are noticed, and accept client
-  // keepalive pings down to every 30 s without calling them abusive.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 30 * 1000);
-  // Transport limits: streams per connection, the memory gRPC may take, and how long idle
-  // or old connections live (docs/server.md).
-  if (options.max_streams_per_connection > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
-                               static_cast<int>(std::min<int64_t>(
-                                   options.max_streams_per_connection, INT32_MAX)));
-  }
-  if (options.grpc_memory_mb > 0) {
-    grpc::ResourceQuota quota("xlstmd");
-    quota.Resize(static_cast<size_t>(options.grpc_memory_mb) << 20);
-    builder.SetResourceQuota(quota);
-  }
-  if (options.max_connection_idle_s > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
-                               static_cast<int>(std::min<int64_t>(
-                                   options.max_connection_idle_s * 1000, INT32_MAX)));
-  }
-  if (options.max_connection_age_s > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
-                               static_cast<int>(std::min<int64_t>(
-                                   options.max_connection_age_s * 1000, INT32_MAX)));
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30 * 1000);
-  }
-  builder.RegisterService(&impl->chat);
-  builder.RegisterService(&impl->model_service);
-  builder.RegisterService(&impl->health);
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(NewRpcMetricsInterceptorFactory(&impl->metrics));
-  builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  impl->grpc_server = builder.BuildAndStart();
-  if (impl->grpc_server == nullptr || selected_port == 0) {
-    if (impl->grpc_server != nullptr) impl->grpc_server->Shutdown();
-    return absl::UnavailableError(absl::StrCat("--listen: cannot listen on ", options.listen,
-                                               " (address in use or not local?)"));
+  {
+    absl::StatusOr<std::unique_ptr<GrpcTransport>> t =
+        StartGrpcTransport(options.listen, options, impl->tls, HealthNames(), &impl->state,
+                           &impl->metrics, /*serving=*/false, &selected_port);
+    if (!t.ok()) return t.status();
+    absl::MutexLock lock(&impl->transport_mu);
+    impl->transports.push_back(*std::move(t));
   }
   if (!options.http_listen.empty()) {
     Impl* raw = impl.get();
@@ -219,16 +283,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         HttpServer::Start(options.http_listen, std::move(handlers),
                           {tls->cert_path, tls->key_path, tls->client_ca_path});
     if (!http.ok()) {
-      impl->grpc_server->Shutdown();
+      impl->ShutdownTransports(absl::ZeroDuration());
       return absl::Status(http.status().code(),
                           absl::StrCat("--http-listen: ", http.status().message()));
     }
     impl->http = *std::move(http);
     impl->http_address = impl->http->address();
   }
-  // Nothing is served until the model is loaded (HealthService starts NOT_SERVING).
+  // Nothing is served until the model is loaded (health NOT_SERVING until Serve).
   impl->port = selected_port;
   impl->listen_address = absl::StrCat(hp->host, ":", selected_port);
+  // Found now, while descriptors are surely free: later the watch may need them when none are.
+  impl->watch = std::make_unique<ListenerWatch>(selected_port, GrpcAcceptFailuresLogged());
+  Impl* raw = impl.get();
+  impl->watch_thread = std::thread([raw] { raw->WatchListener(); });
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -311,11 +379,7 @@ Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool
 void Server::Shutdown(absl::Duration deadline) {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
-  // Calls still open here are idle ones (health Watch, ended here) or turns finishing their
-  // last write; after the deadline gRPC cancels them.
-  impl_->health.Shutdown();
-  impl_->grpc_server->Shutdown(After(deadline));
-  impl_->grpc_server->Wait();
+  impl_->ShutdownTransports(deadline);
 }
 
 }  // namespace xlstmd::server

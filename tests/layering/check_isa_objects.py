@@ -15,7 +15,8 @@ import subprocess
 import sys
 
 ISA_MEMBER = re.compile(r"_(avx2|avx512)\.cc\.o$")
-NM_LINE = re.compile(r"^[^:]*:([^:]+):[0-9a-fA-F]*\s+(\S)\s+(.*)$")
+# GNU nm writes "archive:member:address", llvm-nm (the clang trees) "archive:member: address".
+NM_LINE = re.compile(r"^[^:]*:([^:]+):\s*[0-9a-fA-F]*\s+(\S)\s+(.*)$")
 # nm symbol types for weak (W, w, V, v), unique global (u) and indirect (i) definitions.
 SHARED_TYPES = set("WwVvui")
 

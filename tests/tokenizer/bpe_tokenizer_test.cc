@@ -218,7 +218,9 @@ TEST(BpeTokenizerTest, UnsupportedComponentsAreNamed) {
 TEST(BpeTokenizerTest, IdsBeyondTheFileSizeAreRefused) {
   for (int64_t id : {int64_t{2147483647}, int64_t{1} << 23, int64_t{1} << 16}) {
     SyntheticTokenizer t = HelloTokenizer();
-    t.added_tokens = {AddedTokenJson(static_cast<int>(id), "<big>", true)};
+    // json::array: a one-element brace list is a copy of that element under clang, not an
+    // array (nlohmann's documented brace-initialization pitfall).
+    t.added_tokens = nlohmann::json::array({AddedTokenJson(static_cast<int>(id), "<big>", true)});
     EXPECT_THAT(BpeTokenizer::FromJson(t.Json().dump(), "big.json"),
                 StatusIs(absl::StatusCode::kInvalidArgument,
                          ::testing::AllOf(HasSubstr("big.json"),
@@ -229,7 +231,7 @@ TEST(BpeTokenizerTest, IdsBeyondTheFileSizeAreRefused) {
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too large")));
   }
   SyntheticTokenizer ok = HelloTokenizer();
-  ok.added_tokens = {AddedTokenJson((1 << 16) - 1, "<top>", true)};
+  ok.added_tokens = nlohmann::json::array({AddedTokenJson((1 << 16) - 1, "<top>", true)});
   auto tok = MustLoad(ok);
   EXPECT_EQ(tok->vocab_size(), 1 << 16);
 }
