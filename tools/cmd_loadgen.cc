@@ -79,6 +79,12 @@ struct LoadgenArgs {
   double connect_timeout = 5;
   ClientTls tls;
   double timeout = 600;
+  // Chaos (scripts/soak.py): run until --duration-s instead of --turns turns (each session
+  // starts over in a new session after --turns turns); cancel that fraction of turns after a
+  // random number of tokens; give that fraction a deadline too short to finish.
+  double duration_s = 0;
+  double cancel_fraction = 0;
+  double deadline_fraction = 0;
 };
 
 uint64_t SplitMix64(uint64_t* state) {
@@ -114,6 +120,9 @@ std::vector<int32_t> PromptTokens(uint64_t state, int64_t n, int64_t vocab) {
 
 struct TurnResult {
   bool ok = false;
+  int64_t index = 0;           // the turn's place in its session
+  std::string error_code;      // when !ok
+  double error_ms = 0;         // when !ok: how long until the error came back
   double ttft_ms = -1;         // -1: no token arrived
   std::vector<double> itl_ms;  // completion_tokens - 1 samples
   int64_t completion_tokens = 0;
@@ -141,31 +150,49 @@ class SessionRunner {
         run_start_(run_start) {}
 
   SessionResult Run() {
-    result_.turns.resize(static_cast<size_t>(args_.turns));
-    if (args_.replay) {
-      RunReplay();
-    } else {
-      RunStateful();
-    }
+    do {
+      if (args_.replay) {
+        RunReplay();
+      } else {
+        RunStateful();
+      }
+    } while (args_.duration_s > 0 && !TimeUp());
     return std::move(result_);
   }
 
  private:
+  bool TimeUp() const {
+    return args_.duration_s > 0 &&
+           std::chrono::duration<double>(Clock::now() - *run_start_).count() >= args_.duration_s;
+  }
+
   void RunStateful() {
     std::optional<std::string> id = Create();
-    if (!id) return;  // every turn stays failed
-    for (int64_t t = 0; t < args_.turns; ++t) {
+    if (!id) {  // every turn fails
+      for (int64_t t = 0; t < args_.turns; ++t) result_.turns.push_back(Failed(t));
+      return;
+    }
+    for (int64_t t = 0; t < args_.turns && !TimeUp(); ++t) {
       std::vector<int32_t> generated;
-      result_.turns[static_cast<size_t>(t)] = Turn(*id, t, Prompt(t), &generated);
+      result_.turns.push_back(Turn(*id, t, Prompt(t), &generated));
     }
     Delete(*id);
   }
 
+  static TurnResult Failed(int64_t t) {
+    TurnResult r;
+    r.index = t;
+    return r;
+  }
+
   void RunReplay() {
     std::vector<int32_t> history;
-    for (int64_t t = 0; t < args_.turns; ++t) {
+    for (int64_t t = 0; t < args_.turns && !TimeUp(); ++t) {
       std::optional<std::string> id = Create();
-      if (!id) continue;
+      if (!id) {
+        result_.turns.push_back(Failed(t));
+        continue;
+      }
       const std::vector<int32_t> prompt = Prompt(t);
       std::vector<int32_t> input = history;
       input.insert(input.end(), prompt.begin(), prompt.end());
@@ -175,7 +202,7 @@ class SessionRunner {
         history = std::move(input);
         history.insert(history.end(), generated.begin(), generated.end());
       }
-      result_.turns[static_cast<size_t>(t)] = std::move(r);
+      result_.turns.push_back(std::move(r));
       Delete(*id);
     }
   }
@@ -186,11 +213,12 @@ class SessionRunner {
                         args_.prompt_tokens, vocab_);
   }
 
-  void RecordError(const grpc::Status& st) {
+  std::string RecordError(const grpc::Status& st) {
     const std::string code =
         absl::StatusCodeToString(static_cast<absl::StatusCode>(st.error_code()));
     ++result_.errors_by_code[code];
     result_.error_examples.emplace(code, st.error_message());
+    return code;
   }
 
   std::optional<std::string> Create() {
@@ -220,9 +248,22 @@ class SessionRunner {
   TurnResult Turn(const std::string& id, int64_t turn, const std::vector<int32_t>& input,
                   std::vector<int32_t>* generated) {
     TurnResult r;
+    r.index = turn;
     r.input_tokens = static_cast<int64_t>(input.size());
+    // Chaos, drawn per turn from the seed: cancel after `cancel_after` tokens, or a deadline
+    // of 1-20 ms (most turns cannot finish in it; some end queued, some mid-prefill).
+    uint64_t chaos = DeriveState(static_cast<uint64_t>(args_.seed), static_cast<uint64_t>(index_),
+                                 static_cast<uint64_t>(turn), 2) ^ chaos_round_++;
+    const double u = static_cast<double>(SplitMix64(&chaos) >> 11) * 0x1.0p-53;
+    const bool cancel = u < args_.cancel_fraction;
+    const bool short_deadline =
+        !cancel && u < args_.cancel_fraction + args_.deadline_fraction;
+    const int64_t cancel_after =
+        static_cast<int64_t>(SplitMix64(&chaos) % static_cast<uint64_t>(args_.max_tokens));
     grpc::ClientContext ctx;
-    PrepareContext(&ctx, args_.api_key, args_.timeout);
+    PrepareContext(&ctx, args_.api_key,
+                   short_deadline ? static_cast<double>(1 + SplitMix64(&chaos) % 20) / 1000.0
+                                  : args_.timeout);
     pb::ChatRequest req;
     req.set_session_id(id);
     req.mutable_tokens()->mutable_ids()->Assign(input.begin(), input.end());
@@ -254,6 +295,7 @@ class SessionRunner {
         r.completion_tokens += k;
         generated->insert(generated->end(), ev.delta().token_ids().begin(),
                           ev.delta().token_ids().end());
+        if (cancel && r.completion_tokens > cancel_after) ctx.TryCancel();
       } else if (ev.has_finished()) {
         finished = true;
         r.server_queue_ms = ev.finished().usage().queue_ms();
@@ -265,8 +307,10 @@ class SessionRunner {
       st = grpc::Status(grpc::StatusCode::INTERNAL, "stream ended without a finished event");
     }
     if (!st.ok()) {
-      RecordError(st);
-      return TurnResult();
+      TurnResult failed = Failed(turn);
+      failed.error_code = RecordError(st);
+      failed.error_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      return failed;
     }
     r.ok = true;
     return r;
@@ -278,6 +322,7 @@ class SessionRunner {
   std::unique_ptr<pb::ChatService::Stub> stub_;
   const Clock::time_point* run_start_;
   SessionResult result_;
+  uint64_t chaos_round_ = 0;  // sessions start over in duration mode: new draws each time
 };
 
 double Round3(double x) { return std::round(x * 1000.0) / 1000.0; }
@@ -363,6 +408,8 @@ Json Report(const LoadgenArgs& a, const pb::ModelInfo& info, int64_t channels,
             const std::vector<SessionResult>& results, double wall_s) {
   std::vector<double> ttft, itl, queue, prefill;
   std::vector<std::vector<double>> ttft_by_turn(static_cast<size_t>(a.turns));
+  std::map<std::string, std::vector<double>> error_ms;
+  int64_t turns_run = 0;
   std::vector<std::pair<double, double>> decode_intervals;
   int64_t turns_ok = 0, tokens = 0, decode_tokens = 0, input_tokens = 0;
   double decode_time_sum = 0;
@@ -371,9 +418,12 @@ Json Report(const LoadgenArgs& a, const pb::ModelInfo& info, int64_t channels,
   for (const SessionResult& s : results) {
     for (const auto& [code, n] : s.errors_by_code) errors[code] += n;
     for (const auto& [code, msg] : s.error_examples) examples.emplace(code, msg);
-    for (size_t t = 0; t < s.turns.size(); ++t) {
-      const TurnResult& r = s.turns[t];
-      if (!r.ok) continue;
+    for (const TurnResult& r : s.turns) {
+      ++turns_run;
+      if (!r.ok) {
+        if (!r.error_code.empty()) error_ms[r.error_code].push_back(r.error_ms);
+        continue;
+      }
       ++turns_ok;
       tokens += r.completion_tokens;
       input_tokens += r.input_tokens;
@@ -381,7 +431,7 @@ Json Report(const LoadgenArgs& a, const pb::ModelInfo& info, int64_t channels,
       prefill.push_back(r.server_prefill_ms);
       if (r.completion_tokens == 0) continue;
       ttft.push_back(r.ttft_ms);
-      ttft_by_turn[t].push_back(r.ttft_ms);
+      if (r.index >= 0 && r.index < a.turns) ttft_by_turn[static_cast<size_t>(r.index)].push_back(r.ttft_ms);
       itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
       if (r.completion_tokens > 1) {
         decode_tokens += r.completion_tokens - 1;
@@ -405,7 +455,7 @@ Json Report(const LoadgenArgs& a, const pb::ModelInfo& info, int64_t channels,
   j["seed"] = a.seed;
   j["channels"] = channels;
   j["turns_ok"] = turns_ok;
-  j["turns_failed"] = a.sessions * a.turns - turns_ok;
+  j["turns_failed"] = turns_run - turns_ok;
   j["completion_tokens"] = tokens;
   j["input_tokens"] = input_tokens;
   j["wall_s"] = Round3(wall_s);
@@ -434,6 +484,15 @@ Json Report(const LoadgenArgs& a, const pb::ModelInfo& info, int64_t channels,
   Json ex = Json::object();
   for (const auto& [code, msg] : examples) ex[code] = msg;
   j["error_examples"] = std::move(ex);
+  // How long the failures took to come back: a refusal (RESOURCE_EXHAUSTED) should be quick.
+  Json err_ms = Json::object();
+  for (auto& [code, v] : error_ms) err_ms[code] = P50P99(std::move(v));
+  j["error_ms_by_code"] = std::move(err_ms);
+  if (a.duration_s > 0) {
+    j["duration_s"] = a.duration_s;
+    j["cancel_fraction"] = a.cancel_fraction;
+    j["deadline_fraction"] = a.deadline_fraction;
+  }
   return j;
 }
 
@@ -463,9 +522,20 @@ int RunLoadgen(int argc, char** argv) {
   flags.Double("connect-timeout", &a.connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
   a.tls.Declare(flags);
   flags.Double("timeout", &a.timeout, 0, 1e6, "deadline of each turn in seconds (0 = none)");
+  flags.Double("duration-s", &a.duration_s, 0, 1e7,
+               "run until this many seconds passed (sessions start over in a new session "
+               "after --turns turns); 0 = exactly --turns turns per session");
+  flags.Double("cancel-fraction", &a.cancel_fraction, 0, 1,
+               "fraction of turns the client cancels after a random number of tokens");
+  flags.Double("deadline-fraction", &a.deadline_fraction, 0, 1,
+               "fraction of turns given a 1-20 ms deadline (most end DEADLINE_EXCEEDED)");
   if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   if (a.server.empty()) {
     flags.PrintError("--server: empty address");
+    return kExitUsage;
+  }
+  if (a.cancel_fraction + a.deadline_fraction > 1) {
+    flags.PrintError("--cancel-fraction and --deadline-fraction add up to more than 1");
     return kExitUsage;
   }
   a.api_key = ResolveApiKey(flags.WasSet("api-key"), a.api_key);
