@@ -254,8 +254,10 @@ absl::StatusOr<int> SnapshotDir::CreateTemp(std::string_view session_id, uint64_
   XLSTMD_RETURN_IF_ERROR(Fault("create"));
   for (int attempt = 0; attempt < 16; ++attempt) {
     *temp = NewTempName(session_id);
-    const int fd = ::openat(dir_fd_, temp->c_str(),
-                            O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    const int fd = reserve_.Open([&] {
+      return ::openat(dir_fd_, temp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                      0600);
+    });
     const int err = errno;
     absl::MutexLock lock(&mu_);
     if (fd >= 0) {
@@ -308,7 +310,9 @@ absl::StatusOr<std::string> SnapshotDir::Read(std::string_view session_id) {
   }
   const std::string name = SnapshotName(session_id);
   // O_NONBLOCK: opening a FIFO planted under this name must not hang the I/O thread.
-  ScopedFd fd(::openat(dir_fd_, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  ScopedFd fd(reserve_.Open([&] {
+    return ::openat(dir_fd_, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  }));
   if (fd.get() < 0) {
     if (errno == ENOENT) {
       return absl::NotFoundError(absl::StrCat((path_ / name).string(), ": no such snapshot"));

@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "core/base/descriptor_reserve.h"
 #include "absl/types/span.h"
 
 namespace xlstmd::core {
@@ -152,6 +153,9 @@ class SnapshotDir {
   const int quarantine_fd_;
   const int lock_fd_;
   const uint64_t temp_seed_;  // makes temp names of different runs differ
+  // Snapshot files open through it: a commit must not fail because connections took every
+  // descriptor (base/descriptor_reserve.h).
+  mutable base::DescriptorReserve reserve_{4};
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, SnapshotFileInfo> index_ ABSL_GUARDED_BY(mu_);

@@ -299,7 +299,9 @@ TEST(SnapshotFuzzTest, MutatedSnapshotsAreAlwaysRefused) {
                                  absl::StatusCode::kResourceExhausted))
         << "mutant " << i << " (" << m.kind << "): " << s;
     ASSERT_FALSE(s.message().empty());
-    if (kCountsAllocations) ASSERT_LE(tracked_bytes, budget) << "mutant " << i << " (" << m.kind << "): " << s;
+    if (kCountsAllocations) {
+      ASSERT_LE(tracked_bytes, budget) << "mutant " << i << " (" << m.kind << "): " << s;
+    }
   }
   std::string summary;
   for (const auto& [kind, n] : per_kind) summary += "  " + kind + ": " + std::to_string(n) + "\n";
@@ -330,7 +332,9 @@ TEST(SnapshotFuzzTest, HugeLengthFieldsDoNotAllocate) {
     const absl::Status s = DecodeSnapshot(b, fp, layout).status();
     tracking = false;
     EXPECT_FALSE(s.ok());
-    if (kCountsAllocations) EXPECT_LE(tracked_bytes, cap) << "field at " << at << ": " << s;
+    if (kCountsAllocations) {
+      EXPECT_LE(tracked_bytes, cap) << "field at " << at << ": " << s;
+    }
   }
 }
 

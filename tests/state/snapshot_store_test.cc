@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -117,6 +118,29 @@ TEST_F(SnapshotDirTest, WriteIsAtomicAndLeavesNoTempFile) {
   ASSERT_TRUE(d->Find(kSid).has_value());
   EXPECT_EQ(d->Find(kSid)->bytes, 22u);
   EXPECT_GT(d->Find(kSid)->mtime_unix_ms, 0);
+}
+
+// With every descriptor under the open-file limit taken (idle connections, in production),
+// a snapshot is still written and read: the store gives back one of its reserved
+// descriptors for it (base/descriptor_reserve.h).
+TEST_F(SnapshotDirTest, WritesAndReadsSurviveDescriptorExhaustion) {
+  std::unique_ptr<SnapshotDir> d = OpenDir();
+  std::vector<int> hog;
+  while (true) {
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    hog.push_back(fd);
+    ASSERT_LT(hog.size(), 1u << 20) << "no open-file limit to exhaust";
+  }
+  ASSERT_EQ(errno, EMFILE);
+  const absl::Status written = d->Write(kSid, "committed while out of descriptors");
+  absl::StatusOr<std::string> read = d->Read(kSid);
+  for (int fd : hog) ::close(fd);
+  ASSERT_THAT(written, IsOk());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, "committed while out of descriptors");
+  // The reserve refills once descriptors are free again.
+  ASSERT_THAT(d->Write(kSid, "again"), IsOk());
 }
 
 TEST_F(SnapshotDirTest, WritesPiecesAndRoundTripsASnapshot) {
