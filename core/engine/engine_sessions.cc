@@ -61,27 +61,34 @@ void Engine::Impl::ImportSession(std::string owner, std::string snapshot, InfoDo
                                                           " bytes; this model's are at most ",
                                                           snapshot_bytes_)));
   }
-  auto state = std::make_shared<std::vector<float>>(adapter_.floats_per_slot());
-  const StateCodec& codec = tiers_->codec();
-  absl::StatusOr<SnapshotMeta> meta =
-      DecodeSnapshotInto(snapshot, codec.fingerprint, *codec.layout, absl::MakeSpan(*state));
-  if (!meta.ok()) {
-    // A corrupt upload is the caller's bad argument; a foreign model stays a precondition.
-    if (absl::IsDataLoss(meta.status())) {
-      return done(absl::InvalidArgumentError(
-          absl::StrCat("the snapshot is corrupt: ", meta.status().message())));
+  // Decoding checks and hashes the whole state (128 MiB for a 7B model): an I/O thread's
+  // work, not the calling (gRPC) thread's.
+  const StateCodec* codec = &tiers_->codec();
+  const int64_t floats = adapter_.floats_per_slot();
+  tiers_->RunOnIo([this, codec, floats, owner = std::move(owner), snapshot = std::move(snapshot),
+                   done = std::move(done)]() mutable {
+    auto state = std::make_shared<std::vector<float>>(floats);
+    absl::StatusOr<SnapshotMeta> meta = DecodeSnapshotInto(snapshot, codec->fingerprint,
+                                                           *codec->layout, absl::MakeSpan(*state));
+    snapshot = std::string();  // its memory is not needed while the scheduler installs it
+    if (!meta.ok()) {
+      // A corrupt upload is the caller's bad argument; a foreign model stays a precondition.
+      if (absl::IsDataLoss(meta.status())) {
+        return done(absl::InvalidArgumentError(
+            absl::StrCat("the snapshot is corrupt: ", meta.status().message())));
+      }
+      return done(meta.status());
     }
-    return done(meta.status());
-  }
-  scheduler_->Post([this, owner = std::move(owner), meta = *std::move(meta), state,
-                    done = std::move(done)]() mutable {
-    if (scheduler_->draining()) return done(ServerUnavailable());
-    const SessionMeta from = SessionMeta::FromSnapshot(meta);
-    absl::StatusOr<SessionInfo> info = index_->Create(owner, &from);
-    if (!info.ok()) return done(info.status());
-    tiers_->Install(info->session_id, info->version, std::move(state), /*from_redis=*/false);
-    tiers_->AckWhenStored(info->session_id, *info, /*new_session=*/true,
-                          ExpectedVersion::Absent(), std::move(done));
+    scheduler_->Post([this, owner = std::move(owner), meta = *std::move(meta), state,
+                      done = std::move(done)]() mutable {
+      if (scheduler_->draining()) return done(ServerUnavailable());
+      const SessionMeta from = SessionMeta::FromSnapshot(meta);
+      absl::StatusOr<SessionInfo> info = index_->Create(owner, &from);
+      if (!info.ok()) return done(info.status());
+      tiers_->Install(info->session_id, info->version, std::move(state), /*from_redis=*/false);
+      tiers_->AckWhenStored(info->session_id, *info, /*new_session=*/true,
+                            ExpectedVersion::Absent(), std::move(done));
+    });
   });
 }
 

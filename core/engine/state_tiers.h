@@ -147,6 +147,9 @@ class StateTiers final : public TierOps {
   int32_t rewind_points() const { return options_.rewind_points; }
   size_t floats_per_state() const { return slots_->floats_per_slot(); }
   const StateCodec& codec() const { return codec_; }
+  // Runs `job` on the I/O threads (CPU-heavy work that must not hold a caller's thread, such
+  // as decoding an imported snapshot). Jobs submitted before destruction still run.
+  void RunOnIo(std::function<void()> job) { io_->Submit(std::move(job)); }
 
   // ---- slots (scheduler) ----
   // A free slot, evicting the least recently used resident state if needed (to host RAM
