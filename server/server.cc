@@ -42,7 +42,9 @@ constexpr int64_t kRollbackWaitMs = 5000;
 // at least once a second when idle; one long prefill piece of a 7B model on a CPU can take
 // several seconds).
 constexpr int64_t kEngineStallMs = 60000;
-std::vector<std::string> HealthNames() { return {std::begin(kHealthNames), std::end(kHealthNames)}; }
+std::vector<std::string> HealthNames() {
+  return {std::begin(kHealthNames), std::end(kHealthNames)};
+}
 
 // How often the gRPC listener is checked (listener_watch.h).
 constexpr absl::Duration kListenerCheckPeriod = absl::Seconds(1);
@@ -187,7 +189,8 @@ class Server::Impl {
       }
       if (!t.ok()) {
         if (attempts++ % 30 == 0) {
-          spdlog::warn("cannot start a new gRPC listener yet: {}", std::string(t.status().message()));
+          spdlog::warn("cannot start a new gRPC listener yet: {}",
+                       std::string(t.status().message()));
         }
         continue;
       }

@@ -431,7 +431,9 @@ Json Report(const LoadgenArgs& a, const pb::ModelInfo& info, int64_t channels,
       prefill.push_back(r.server_prefill_ms);
       if (r.completion_tokens == 0) continue;
       ttft.push_back(r.ttft_ms);
-      if (r.index >= 0 && r.index < a.turns) ttft_by_turn[static_cast<size_t>(r.index)].push_back(r.ttft_ms);
+      if (r.index >= 0 && r.index < a.turns) {
+        ttft_by_turn[static_cast<size_t>(r.index)].push_back(r.ttft_ms);
+      }
       itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
       if (r.completion_tokens > 1) {
         decode_tokens += r.completion_tokens - 1;

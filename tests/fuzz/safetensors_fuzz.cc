@@ -34,7 +34,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto file = SafetensorsFile::Open(path);
   if (file.ok()) {
     for (const auto& t : (*file)->tensors()) {
-      if (t.bytes != static_cast<size_t>(t.NumElements()) * xlstmd::core::TensorDTypeSize(t.dtype)) {
+      const size_t expected =
+          static_cast<size_t>(t.NumElements()) * xlstmd::core::TensorDTypeSize(t.dtype);
+      if (t.bytes != expected) {
         __builtin_trap();
       }
       if (t.bytes == 0) continue;

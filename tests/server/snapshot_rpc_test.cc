@@ -324,7 +324,8 @@ TEST_F(SnapshotRpcTest, TenantSnapshotQuotaRefusesBeyondItsShare) {
   ASSERT_EQ(server_->snapshot_bytes_in_flight(), bytes.size());
   EXPECT_THAT(Export(a).status(),
               StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr("tenant (anonymous)'s snapshot bytes in flight are at its quota")));
+                       HasSubstr("tenant (anonymous)'s snapshot bytes in flight are at its "
+                                 "quota")));
   v1::SnapshotChunk rest;
   rest.set_data(bytes.substr(bytes.size() / 2));
   ASSERT_TRUE(held->Write(rest));
