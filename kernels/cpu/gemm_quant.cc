@@ -95,7 +95,10 @@ size_t QuantPackedBytes(DType dtype, int64_t rows, int64_t cols) {
 void PackQuantized(const QuantizedMatrixView& src, void* dst) {
   const DType dtype = src.dtype;
   const int64_t cols = src.cols, quad_bytes = QuantQuadBytes(dtype, cols);
-  std::memset(dst, 0, QuantPackedBytes(dtype, src.rows, cols));
+  const size_t bytes = QuantPackedBytes(dtype, src.rows, cols);
+  // q4 with no columns packs to nothing, and its buffer may be a null data().
+  if (bytes == 0) return;
+  std::memset(dst, 0, bytes);
   for (int64_t r = 0; r < src.rows; ++r) {
     const int64_t pair = r / kQuantPairRows, j = r % kQuantPairRows, pq = pair % kQuad;
     char* quad = static_cast<char*>(dst) + (pair / kQuad) * quad_bytes;
