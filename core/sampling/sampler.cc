@@ -17,7 +17,11 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int32_t kNucleusChunk = 64;
 
 float Penalise(float logit, float penalty) {
-  return logit > 0.0f ? logit / penalty : logit * penalty;
+  // A valid penalty can still overflow (1e-40 divides a logit of 1 to +inf); +inf would make
+  // the softmax inf - inf = NaN, so it stays at the largest finite value, as PrepareWork
+  // does for raw logits. (-inf just removes the token.)
+  return logit > 0.0f ? std::min(logit / penalty, std::numeric_limits<float>::max())
+                      : logit * penalty;
 }
 
 // Largest value, lowest id among equals; NaN never wins (every comparison with it is
@@ -239,7 +243,9 @@ int32_t Sampler::SampleFromWork(SampleInfo* info) {
       const int32_t id = use_top_k ? order_[i] : i;
       if (weight_[id] >= theta) order_[n++] = id;  // n <= i: compaction in place is safe
     }
-    cutoff = NucleusCutoff(n, top_p * total);
+    // n >= 1 whenever the weights are finite (the top weighs 1 >= theta); keep the top
+    // alone rather than read order_[-1] if they ever are not.
+    cutoff = n > 0 ? NucleusCutoff(n, top_p * total) : top;
     for (int32_t id = 0; id < v; ++id) {
       if (better(cutoff, id)) weight_[id] = 0.0f;
     }

@@ -120,6 +120,26 @@ TEST(SamplerTest, GreedyPicksArgmax) {
   EXPECT_TRUE(info.top_logprobs.empty());
 }
 
+// Found by tests/fuzz/chat_request_fuzz.cc: a valid but tiny repetition penalty divided a
+// seen positive logit to +inf, the softmax became NaN, top-p kept no candidate and the
+// nucleus search read before its array (ASan). The penalised logit now stays finite.
+TEST(SamplerTest, AnOverflowingPenaltyKeepsTheSoftmaxFinite) {
+  SamplingConfig c;
+  c.temperature = 0.8f;
+  c.top_k = 5;
+  c.top_p = 0.9f;
+  c.repetition_penalty = 1.4e-45f;  // the smallest positive float: valid, and absurd
+  c.seed = 3;
+  Sampler s = MakeSampler(c, 8);
+  s.Observe(std::vector<int32_t>{2, 5});
+  const std::vector<float> logits = {0.5f, 1.0f, 2.0f, -1.0f, 0.0f, 1.5f, 3.0f, -2.0f};
+  for (int i = 0; i < 100; ++i) {
+    const int32_t id = s.Sample(logits, nullptr);
+    ASSERT_GE(id, 0);
+    ASSERT_LT(id, 8);
+  }
+}
+
 TEST(SamplerTest, GreedyTiesGoToLowestIdAndNaNNeverWins) {
   Sampler s = MakeSampler(SamplingConfig{}, 4);
   EXPECT_EQ(s.Sample(std::vector<float>{1.0f, 3.0f, 3.0f, 2.0f}, nullptr), 1);
