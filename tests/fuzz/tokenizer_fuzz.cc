@@ -3,9 +3,9 @@
 #include <string>
 
 #include "core/tokenizer/bpe_tokenizer.h"
-#include "core/tokenizer/byte_level.h"
 #include "nlohmann/json.hpp"
 #include "tests/fuzz/fuzz_target.h"
+#include "tests/tokenizer/tokenizer_testutil.h"
 
 namespace {
 
@@ -39,52 +39,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
 namespace xlstmd::fuzz {
 
-namespace {
-
-// A byte-level BPE file: ids 0..255 are the bytes, then one token per merge.
-nlohmann::json ByteLevelBpe(const std::vector<std::pair<std::string, std::string>>& merges,
-                            bool pair_merges) {
-  nlohmann::json vocab = nlohmann::json::object();
-  for (int b = 0; b < 256; ++b) vocab[core::ByteLevelEncode(std::string(1, char(b)))] = b;
-  nlohmann::json merge_list = nlohmann::json::array();
-  int next = 256;
-  for (const auto& [l, r] : merges) {
-    const std::string left = core::ByteLevelEncode(l), right = core::ByteLevelEncode(r);
-    if (!vocab.contains(left + right)) vocab[left + right] = next++;
-    if (pair_merges) {
-      merge_list.push_back({left, right});
-    } else {
-      merge_list.push_back(left + " " + right);
-    }
-  }
-  return {{"version", "1.0"},
-          {"added_tokens",
-           nlohmann::json::array({{{"id", next},
-                                   {"content", "<|endoftext|>"},
-                                   {"single_word", false},
-                                   {"lstrip", false},
-                                   {"rstrip", false},
-                                   {"normalized", false},
-                                   {"special", true}}})},
-          {"normalizer", {{"type", "NFC"}}},
-          {"pre_tokenizer",
-           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-            {"use_regex", true}}},
-          {"post_processor", nullptr},
-          {"decoder", {{"type", "ByteLevel"}}},
-          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}}}};
-}
-
-}  // namespace
-
 std::vector<std::string> FuzzSeeds() {
+  // Small files from the tokenizer tests' builder (tests/tokenizer/tokenizer_testutil.h).
   std::vector<std::string> seeds;
-  seeds.push_back(ByteLevelBpe({{"h", "e"}, {"l", "l"}, {"he", "ll"}, {" ", "w"}}, false).dump());
-  seeds.push_back(ByteLevelBpe({{"a", "b"}, {"ab", "c"}}, true).dump(1));
-  nlohmann::json no_normalizer = ByteLevelBpe({{"x", "y"}}, false);
-  no_normalizer["normalizer"] = nullptr;
-  no_normalizer["added_tokens"][0]["id"] = 2147483647;  // the bound checked before allocating
-  seeds.push_back(no_normalizer.dump());
+  testing::SyntheticTokenizer hello;
+  hello.merges = {{"h", "e"}, {"l", "l"}, {"he", "ll"}, {" ", "w"}};
+  hello.added_tokens = nlohmann::json::array(
+      {{{"id", 300}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
+        {"rstrip", false}, {"normalized", false}, {"special", true}}});
+  hello.normalizer = {{"type", "NFC"}};
+  seeds.push_back(hello.Json().dump());
+  testing::SyntheticTokenizer pairs;
+  pairs.merges = {{"a", "b"}, {"ab", "c"}};
+  pairs.pair_merges = true;
+  seeds.push_back(pairs.Json().dump(1));
+  nlohmann::json big_id = hello.Json();
+  big_id["added_tokens"][0]["id"] = 2147483647;  // the bound checked before allocating
+  seeds.push_back(big_id.dump());
   return seeds;
 }
 
