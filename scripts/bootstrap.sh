@@ -8,7 +8,7 @@ PKGS=(
   cmake ninja-build pkg-config ccache g++
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libcpp-httplib-dev
+  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libssl-dev
   python3-grpcio python3-protobuf redis-server
   prometheus
   openssl xz-utils

@@ -1,31 +1,33 @@
 #include "server/http_server.h"
 
-#include <sys/socket.h>
-
-#include <chrono>
-#include <exception>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/base/metrics.h"
-#include "httplib.h"
-#include "server/options.h"
+#include "server/http_listener.h"
 
 namespace xlstmd::server {
 namespace {
 
-// Nothing here takes a body; a small cap means a client cannot make us buffer much.
-constexpr size_t kMaxPayloadBytes = 16 << 10;
-// Probes and scrapes are few (a kubelet's two probes, a Prometheus or two), but a client that
-// trickles its headers holds a worker until a read times out: far more workers than probes
-// need keeps a handful of such clients from starving /healthz (http_server_test.cc), at the
-// cost of idle threads only.
-constexpr size_t kThreads = 16;
-// Per read/write call (httplib 0.11 has no whole-request deadline, so a client trickling bytes
-// can still hold a worker: keep --http-listen on loopback or the pod network, as for any
-// Prometheus endpoint; docs/observability.md).
-constexpr time_t kIoTimeoutSeconds = 2;
+// Probes and scrapes are few (a kubelet's two probes, a Prometheus or two) and small.
+HttpListenerOptions OpsListenerOptions() {
+  HttpListenerOptions o;
+  o.name = "HTTP";
+  // A thread per connection: a client trickling its headers holds only its own, so a few
+  // such clients cannot delay /healthz; the cap bounds what a flood can take.
+  o.max_connections = 32;
+  // The whole request within 2 s, and short keep-alive: a kubelet or Prometheus sends its
+  // request at once, and an idle connection should not hold a thread for long.
+  o.request_timeout = absl::Seconds(2);
+  o.idle_timeout = absl::Seconds(5);
+  o.max_requests_per_connection = 100;
+  o.write_timeout = absl::Seconds(5);
+  o.limits.max_header_bytes = 8 << 10;
+  o.limits.max_headers = 32;
+  // Nothing here takes a body.
+  o.limits.max_body_bytes = 16 << 10;
+  return o;
+}
 
 bool IsGetOrHead(const std::string& method) { return method == "GET" || method == "HEAD"; }
 
@@ -34,144 +36,68 @@ bool IsGetOrHead(const std::string& method) { return method == "GET" || method =
 class HttpServer::Impl {
  public:
   explicit Impl(Handlers handlers) : handlers_(std::move(handlers)) {}
-
-  // A plain or a TLS server (cpp-httplib's SSLServer reads the PEM files itself).
-  absl::Status Create(const HttpTls& tls) {
-    if (tls.cert_path.empty()) {
-      server_ = std::make_unique<httplib::Server>();
-      return absl::OkStatus();
-    }
-    auto ssl = std::make_unique<httplib::SSLServer>(
-        tls.cert_path.c_str(), tls.key_path.c_str(),
-        tls.client_ca_path.empty() ? nullptr : tls.client_ca_path.c_str());
-    if (!ssl->is_valid()) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot serve HTTPS with ", tls.cert_path,
-                                                     " and ", tls.key_path));
-    }
-    server_ = std::move(ssl);
-    return absl::OkStatus();
-  }
-
   ~Impl() { Stop(); }
 
-  absl::Status Bind(const HostPort& hp) {
-    server_->new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
-    // httplib's default turns SO_REUSEPORT on, which would let a second daemon bind the same
-    // port and silently take half the scrapes and probes. Only SO_REUSEADDR (restart while
-    // old connections linger in TIME_WAIT).
-    server_->set_socket_options([](int sock) {
-      int yes = 1;
-      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    });
-    server_->set_payload_max_length(kMaxPayloadBytes);
-    server_->set_read_timeout(kIoTimeoutSeconds, 0);
-    server_->set_write_timeout(kIoTimeoutSeconds, 0);
-    // One request per connection: an idle keep-alive client cannot hold one of the workers.
-    server_->set_keep_alive_max_count(1);
-    // Every request is answered here, before httplib's router (no regexes, no body read).
-    server_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      Route(req, res);
-      if (handlers_.on_response) handlers_.on_response(req.path, res.status);
-      return httplib::Server::HandlerResponse::Handled;
-    });
-    // Defensive: a handler that throws (only std::bad_alloc can) answers 500, never
-    // terminates the process.
-    server_->set_exception_handler(
-        [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-          res.status = 500;
-          res.set_content("internal error\n", "text/plain; charset=utf-8");
+  absl::Status Start(const std::string& listen, const HttpTls& tls) {
+    HttpListenerOptions options = OpsListenerOptions();
+    if (!tls.cert_path.empty()) {
+      absl::StatusOr<std::shared_ptr<HttpTlsContext>> ctx =
+          HttpTlsContext::Create(tls.cert_path, tls.key_path, tls.client_ca_path);
+      if (!ctx.ok()) return ctx.status();
+      options.tls = *std::move(ctx);
+    }
+    absl::StatusOr<std::unique_ptr<HttpListener>> l = HttpListener::Start(
+        listen, std::move(options), [this](const HttpRequest& req, HttpResponse& res) {
+          Route(req, res);
+          if (handlers_.on_response) handlers_.on_response(req.path, res.status());
         });
-
-    // httplib wants an IPv6 host without its brackets.
-    std::string host = hp.host;
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-      host = host.substr(1, host.size() - 2);
-    }
-    int port = hp.port;
-    if (port == 0) {
-      port = server_->bind_to_any_port(host);
-      if (port < 0) port = 0;
-    } else if (!server_->bind_to_port(host, port)) {
-      port = 0;
-    }
-    if (port == 0) {
-      return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ", hp.host, ":",
-                                                 hp.port, " (address in use or not local?)"));
-    }
-    port_ = port;
-    address_ = absl::StrCat(hp.host, ":", port);
-    thread_ = std::thread([this] { server_->listen_after_bind(); });
-    // stop() is a no-op until the listen loop runs, so Stop must not race ahead of it.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!server_->is_running() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    if (!server_->is_running()) {
-      Stop();
-      return absl::UnavailableError(
-          absl::StrCat("the HTTP listener on ", address_, " did not start"));
-    }
+    if (!l.ok()) return l.status();
+    listener_ = *std::move(l);
     return absl::OkStatus();
   }
 
   void Stop() {
-    if (stopped_ || server_ == nullptr) return;
-    stopped_ = true;
-    server_->stop();
-    if (thread_.joinable()) thread_.join();
+    if (listener_ != nullptr) listener_->Stop(absl::ZeroDuration());
   }
 
-  const std::string& address() const { return address_; }
-  int port() const { return port_; }
+  const std::string& address() const { return listener_->address(); }
+  int port() const { return listener_->port(); }
 
  private:
-  void Route(const httplib::Request& req, httplib::Response& res) {
+  void Route(const HttpRequest& req, HttpResponse& res) {
     const std::string& path = req.path;
+    constexpr absl::string_view kText = "text/plain; charset=utf-8";
     if (path != "/metrics" && path != "/healthz" && path != "/readyz") {
-      res.status = 404;
-      res.set_content("not found: try /metrics, /healthz or /readyz\n",
-                      "text/plain; charset=utf-8");
+      res.Send(404, kText, "not found: try /metrics, /healthz or /readyz\n");
       return;
     }
     if (!IsGetOrHead(req.method)) {
-      res.status = 405;
-      res.set_header("Allow", "GET, HEAD");
-      res.set_content("method not allowed\n", "text/plain; charset=utf-8");
+      res.Send(405, kText, "method not allowed\n", {{"Allow", "GET, HEAD"}});
       return;
     }
     // Probes and scrapes must always see the current state.
-    res.set_header("Cache-Control", "no-store");
+    const HttpHeaders no_store = {{"Cache-Control", "no-store"}};
     if (path == "/metrics") {
-      res.status = 200;
-      res.set_content(handlers_.metrics ? handlers_.metrics() : std::string(),
-                      base::kPrometheusTextContentType);
+      res.Send(200, base::kPrometheusTextContentType,
+               handlers_.metrics ? handlers_.metrics() : std::string(), no_store);
     } else if (path == "/healthz") {
-      res.status = 200;
-      res.set_content("ok\n", "text/plain; charset=utf-8");
+      res.Send(200, kText, "ok\n", no_store);
     } else {
       const std::string reason = handlers_.not_ready_reason ? handlers_.not_ready_reason() : "";
-      res.status = reason.empty() ? 200 : 503;
-      res.set_content(reason.empty() ? "ready\n" : absl::StrCat("not ready: ", reason, "\n"),
-                      "text/plain; charset=utf-8");
+      res.Send(reason.empty() ? 200 : 503, kText,
+               reason.empty() ? "ready\n" : absl::StrCat("not ready: ", reason, "\n"), no_store);
     }
   }
 
   const Handlers handlers_;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  std::string address_;
-  int port_ = 0;
-  bool stopped_ = false;
+  std::unique_ptr<HttpListener> listener_;
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
                                                               Handlers handlers,
                                                               const HttpTls& tls) {
-  absl::StatusOr<HostPort> hp = ParseHostPort(listen);
-  if (!hp.ok()) return hp.status();
   auto impl = std::make_unique<Impl>(std::move(handlers));
-  if (absl::Status s = impl->Create(tls); !s.ok()) return s;
-  if (absl::Status s = impl->Bind(*hp); !s.ok()) return s;
+  if (absl::Status s = impl->Start(listen, tls); !s.ok()) return s;
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
 

@@ -1,5 +1,5 @@
-// HttpServer: the daemon's HTTP (or HTTPS) operations listener (cpp-httplib), separate from gRPC so
-// that Prometheus and Kubernetes probes need no gRPC client.
+// HttpServer: the daemon's HTTP (or HTTPS) operations listener (http_listener.h), separate
+// from gRPC so that Prometheus and Kubernetes probes need no gRPC client.
 //
 //   GET /metrics  200, Prometheus text format 0.0.4 (Content-Type kPrometheusTextContentType)
 //   GET /healthz  200 "ok" while the process runs (liveness: never depends on load)
@@ -7,10 +7,12 @@
 //                 503 with the reason (readiness: take the pod out of the load balancer)
 //
 // HEAD is accepted wherever GET is. Another method on those paths is 405 with an Allow
-// header; any other path is 404. Request bodies are not read (and are capped small), so no
-// request can make the listener allocate much or crash it.
+// header; any other path is 404. Request bodies are capped small (16 KiB, else 413), headers
+// at 8 KiB and 32 fields (431), the whole request must arrive within 2 s (408), and each
+// connection has its own thread (32 at most, then 503): clients trickling bytes cannot delay
+// a probe, nor make the listener allocate much.
 //
-// Threading: handlers run on the listener's own small thread pool and must be thread-safe.
+// Threading: handlers run on the listener's connection threads and must be thread-safe.
 // Start and Stop from one controlling thread; the destructor stops.
 #ifndef XLSTMD_SERVER_HTTP_SERVER_H_
 #define XLSTMD_SERVER_HTTP_SERVER_H_

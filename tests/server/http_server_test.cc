@@ -220,6 +220,15 @@ TEST_F(HttpServerTest, SlowHeaderClientsDoNotStarveProbes) {
   EXPECT_EQ(done_before_reply, 0) << "/healthz was answered only after the slow clients left";
 }
 
+TEST_F(HttpServerTest, HeaderCapsAreEnforced) {
+  std::string many;
+  for (int i = 0; i < 40; ++i) many += "X-" + std::to_string(i) + ": 1\r\n";
+  EXPECT_EQ(Request(port_, "GET", "/healthz", many).status, 431);
+  EXPECT_EQ(Request(port_, "GET", "/healthz", "X: " + std::string(9000, 'a') + "\r\n").status,
+            431);
+  EXPECT_EQ(Request(port_, "GET", "/healthz").status, 200);
+}
+
 TEST_F(HttpServerTest, EveryResponseIsReported) {
   Request(port_, "GET", "/metrics");
   Request(port_, "GET", "/nope");
