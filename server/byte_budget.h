@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "core/base/retry.h"
 
 namespace xlstmd::server {
 
@@ -126,7 +127,7 @@ class SnapshotHold {
   absl::Status Take(const SnapshotBudgets& budgets, const std::string& tenant, uint64_t n) {
     Release();
     if (!shared_.Take(budgets.shared, n)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
+      return base::CapacityError(absl::StrCat(
           "snapshot bytes in flight are at their limit (",
           budgets.shared == nullptr ? 0 : budgets.shared->limit(),
           " bytes held by other imports and exports; --snapshot-bytes-in-flight); retry later"));
@@ -134,7 +135,7 @@ class SnapshotHold {
     if (budgets.tenants != nullptr) {
       if (!budgets.tenants->TryTake(tenant, n)) {
         shared_.Release();
-        return absl::ResourceExhaustedError(absl::StrCat(
+        return base::CapacityError(absl::StrCat(
             "tenant ", tenant.empty() ? "(anonymous)" : tenant,
             "'s snapshot bytes in flight are at its quota (", budgets.tenants->LimitFor(tenant),
             " bytes; --tenant-snapshot-bytes or max_snapshot_bytes= in the API-key file); "

@@ -100,8 +100,9 @@ int Main(int argc, char** argv) {
   // The message names the address (and, for the HTTP listener, the flag).
   if (!server.ok()) return StartupFailure("cannot start serving", server.status());
   const std::string http = (*server)->http_address().empty() ? "none" : (*server)->http_address();
-  spdlog::info("listening on {} (http {}); loading model {}", (*server)->listen_address(), http,
-               model_dir->string());
+  const std::string web = (*server)->web_address().empty() ? "none" : (*server)->web_address();
+  spdlog::info("listening on {} (http {}, web {}); loading model {}", (*server)->listen_address(),
+               http, web, model_dir->string());
 
   absl::StatusOr<LoadedModel> model = LoadModel(options, *model_dir, (*server)->engine_observer());
   if (!model.ok()) return StartupFailure("cannot load the model", model.status());
@@ -113,14 +114,14 @@ int Main(int argc, char** argv) {
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
         "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} http={} "
-        "redis={} lm_head_dtype={} weight_bytes={} backend_why={} max_batch={}",
+        "redis={} lm_head_dtype={} weight_bytes={} backend_why={} max_batch={} web={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
         kernels::DTypeName(m.matrix_dtype()), m.state_bytes_per_session(),
         model->engine_options.resident_slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
         options.durability, http, options.redis_url.empty() ? "none" : "on",
         kernels::DTypeName(m.lm_head_dtype()), m.weight_bytes(), model->backend_why,
-        model->engine_options.max_batch);
+        model->engine_options.max_batch, web);
     if (!model->sizing_note.empty()) spdlog::info("--slots {}", model->sizing_note);
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);

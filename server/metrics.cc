@@ -249,6 +249,16 @@ ServerMetrics::ServerMetrics() {
   http_requests_ =
       &r.AddCounter("xlstmd_http_requests_total",
                     "Requests to the HTTP listener, by path and status.", {"path", "status"});
+  web_requests_ = &r.AddCounter("xlstmd_web_requests_total",
+                                "Requests to the web listener, by route and HTTP status.",
+                                {"route", "status"});
+  web_open_streams_ = &r.AddGauge("xlstmd_web_open_streams",
+                                  "Streamed (SSE) replies open on the web listener.")
+                           .Get();
+  web_disconnects_ = &r.AddCounter("xlstmd_web_disconnects_total",
+                                   "Streamed web replies whose client went away before the "
+                                   "end (their turns were cancelled and rolled back).")
+                          .Get();
 
   // ---- scheduler and sessions (copied from the engine at scrape time) ----
   queue_depth_ = &r.AddGauge("xlstmd_queue_depth", "Turns waiting for a slot.").Get();
@@ -374,6 +384,10 @@ void ServerMetrics::OnRpcDone(std::string_view method, int code) {
 
 void ServerMetrics::OnHttpRequest(std::string_view path, int status) {
   http_requests_->With({PathLabel(path), std::to_string(status)}).Increment();
+}
+
+void ServerMetrics::OnWebRequest(std::string_view route, int status) {
+  web_requests_->With({std::string(route), std::to_string(status)}).Increment();
 }
 
 void ServerMetrics::SetModelInfo(const ModelInfoLabels& m, int64_t state_bytes_per_session) {

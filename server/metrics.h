@@ -95,6 +95,11 @@ class ServerMetrics {
 
   // An HTTP request to the ops listener was answered with `status`.
   void OnHttpRequest(std::string_view path, int status);
+  // The web listener (web_server.h): one request by route (a closed set, never a path with
+  // an id in it) and status; streamed replies open now; streams whose client went away.
+  void OnWebRequest(std::string_view route, int status);
+  void OnWebStreamOpen(int delta) { web_open_streams_->Add(delta); }
+  void OnWebDisconnect() { web_disconnects_->Increment(); }
 
   // Sets xlstmd_model_info (once the model is loaded).
   void SetModelInfo(const ModelInfoLabels& info, int64_t state_bytes_per_session);
@@ -117,6 +122,9 @@ class ServerMetrics {
   std::array<LazySeries<base::Counter>, 14> requests_by_method_;  // known methods + "other"
   base::CounterFamily* requests_failed_;
   base::CounterFamily* http_requests_;
+  base::CounterFamily* web_requests_;
+  base::Gauge* web_open_streams_;
+  base::Counter* web_disconnects_;
   base::GaugeFamily* model_info_;
   base::GaugeFamily* tier_sessions_;
   base::GaugeFamily* tier_bytes_;

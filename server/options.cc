@@ -7,7 +7,10 @@
 
 #include "core/model/weight_format.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace xlstmd::server {
 namespace {
@@ -88,6 +91,22 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   Str(f, &o->http_listen, "http-listen", "HOST:PORT", "",
       "HTTP address for /metrics (Prometheus), /healthz and /readyz; port 0 picks a free "
       "port; unset = no HTTP listener");
+  Str(f, &o->web_listen, "web-listen", "HOST:PORT", "",
+      "web address for the OpenAI-compatible API, the session API over SSE and the chat page "
+      "(docs/web.md); port 0 picks a free port; unset = off");
+  Num(f, &o->web_threads, "web-threads", 256, 2, 1 << 16,
+      "web connections open at once, one thread each; one more is answered 503 at once");
+  Num(f, &o->web_max_streams, "web-max-streams", 128, 1, 1 << 16,
+      "streamed web replies open at once; one more is answered 429 with Retry-After at once");
+  Num(f, &o->web_max_body_bytes, "web-max-body-bytes", 4 << 20, 1024, kI32Max,
+      "largest web request body, in bytes (larger: 413)");
+  Str(f, &o->web_cors_origins, "web-cors-origins", "ORIGINS", "",
+      "comma-separated origins (https://app.example.com) whose pages may call the web API; "
+      "unset = same-origin only; '*' is refused");
+  Num(f, &o->web_heartbeat_s, "web-heartbeat-s", 15, 1, 3600,
+      "seconds between ': ping' comments on an idle SSE stream (keeps proxies from closing "
+      "it, and finds clients that left while their turn waits)");
+  f->Bool("no-web-ui", &o->no_web_ui, "do not serve the chat page at / on the web port");
 
   Str(f, &o->slots_text, "slots", "N|auto", "auto",
       "resident session state slots (backend memory); auto: 64 on the CPU, on a GPU as many "
@@ -268,6 +287,28 @@ base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLook
   if (!o.http_listen.empty()) {
     if (absl::StatusOr<HostPort> hp = ParseHostPort(o.http_listen); !hp.ok()) {
       flags.PrintError(absl::StrCat("--http-listen: ", hp.status().message()));
+      return base::ParseOutcome::kError;
+    }
+  }
+  if (!o.web_listen.empty()) {
+    if (absl::StatusOr<HostPort> hp = ParseHostPort(o.web_listen); !hp.ok()) {
+      flags.PrintError(absl::StrCat("--web-listen: ", hp.status().message()));
+      return base::ParseOutcome::kError;
+    }
+    if (!o.http_listen.empty() && o.http_listen == o.web_listen &&
+        !absl::EndsWith(o.web_listen, ":0")) {
+      flags.PrintError("--web-listen and --http-listen must be different addresses");
+      return base::ParseOutcome::kError;
+    }
+  }
+  for (absl::string_view origin : absl::StrSplit(o.web_cors_origins, ',', absl::SkipEmpty())) {
+    origin = absl::StripAsciiWhitespace(origin);
+    if (origin == "*" || origin == "null" ||
+        !(absl::StartsWith(origin, "http://") || absl::StartsWith(origin, "https://")) ||
+        absl::EndsWith(origin, "/")) {
+      flags.PrintError(absl::StrCat("--web-cors-origins: '", origin,
+                                    "' is not an origin like https://app.example.com ('*' is "
+                                    "never allowed: the API carries keys and conversations)"));
       return base::ParseOutcome::kError;
     }
   }

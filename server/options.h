@@ -40,6 +40,16 @@ struct ServerOptions {
   // HTTP listener for /metrics, /healthz, /readyz: HOST:PORT, port 0 picks a free port;
   // "" = off (the default, so several daemons on one host never collide on a fixed port).
   std::string http_listen;
+  // Web listener (OpenAI-compatible API, session API over SSE, chat page; docs/web.md):
+  // HOST:PORT, port 0 picks a free port; "" = off. Separate from http_listen so probes and
+  // scrapes never wait behind chat streams.
+  std::string web_listen;
+  int64_t web_threads = 0;      // connections open at once (one thread each)
+  int64_t web_max_streams = 0;  // streamed replies open at once; beyond: 429
+  int64_t web_max_body_bytes = 0;
+  std::string web_cors_origins;  // comma-separated; "" = same-origin only
+  int64_t web_heartbeat_s = 0;
+  bool no_web_ui = false;
   // TLS on the gRPC port and the HTTP listener: PEM files; "" = plaintext (server/tls.h).
   std::string tls_cert;
   std::string tls_key;

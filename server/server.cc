@@ -25,6 +25,7 @@
 #include "kernels/backend.h"
 #include "server/grpc_transport.h"
 #include "server/http_server.h"
+#include "server/web_server.h"
 #include "server/listener_watch.h"
 #include "server/logging.h"
 #include "server/metrics.h"
@@ -223,6 +224,8 @@ class Server::Impl {
   // Last: it reads the engine, so it stops before anything above goes.
   std::unique_ptr<HttpServer> http;
   std::string http_address;
+  std::unique_ptr<WebServer> web;
+  std::string web_address;
   std::string state_dir;  // --state-dir, probed by StateDirProblem
   mutable absl::Mutex probe_mu;
   mutable absl::Time last_probe ABSL_GUARDED_BY(probe_mu) = absl::InfinitePast();
@@ -241,6 +244,7 @@ std::string Server::NotReadyReason() const { return impl_->NotReadyReason(); }
 
 Server::~Server() {
   Shutdown();
+  if (impl_->web != nullptr) impl_->web->Stop(absl::ZeroDuration());
   if (impl_->http != nullptr) impl_->http->Stop();
   // The engine goes (with impl_->model) only after the transport stopped: no call can reach
   // it any more.
@@ -293,6 +297,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     impl->http = *std::move(http);
     impl->http_address = impl->http->address();
   }
+  if (!options.web_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<WebServer>> web = WebServer::Start(options, *tls, &impl->state);
+    if (!web.ok()) {
+      impl->ShutdownTransports(absl::ZeroDuration());
+      return web.status();
+    }
+    impl->web = *std::move(web);
+    impl->web_address = impl->web->address();
+  }
   // Nothing is served until the model is loaded (health NOT_SERVING until Serve).
   impl->port = selected_port;
   impl->listen_address = absl::StrCat(hp->host, ":", selected_port);
@@ -306,6 +319,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 const std::string& Server::listen_address() const { return impl_->listen_address; }
 int Server::port() const { return impl_->port; }
 const std::string& Server::http_address() const { return impl_->http_address; }
+const std::string& Server::web_address() const { return impl_->web_address; }
 core::EngineObserver* Server::engine_observer() { return impl_->metrics.engine_observer(); }
 std::string Server::RenderMetrics() {
   return impl_->metrics.Render(impl_->state.engine(), impl_->state.snapshot_budget()->in_flight());
@@ -361,6 +375,9 @@ Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool
     // that no session is still marked busy when the flush below picks what to write.
     engine->WaitIdle(kRollbackWaitMs);
   }
+  // The web streams have had their turns ended (each wrote its final event); a short grace
+  // lets those writes finish, then the connections close.
+  if (impl_->web != nullptr) impl_->web->Stop(absl::Seconds(2));
   // The transport goes first: after it no call can change a session, so the flush writes
   // the final state of every one.
   Shutdown();

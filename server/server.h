@@ -52,6 +52,8 @@ class Server {
   uint64_t snapshot_bytes_in_flight() const;
   // The bound HTTP address (port 0 resolved), or "" without --http-listen.
   const std::string& http_address() const;
+  // The bound web address (port 0 resolved), or "" without --web-listen.
+  const std::string& web_address() const;
 
   // The engine hooks feeding /metrics: pass as EngineOptions::observer (LoadModel). Valid as
   // long as the Server, which outlives the model it serves.

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "core/base/retry.h"
 #include "server/chat_reactor.h"
 #include "server/convert.h"
 #include "server/grpc_post.h"
@@ -45,7 +46,7 @@ absl::Status Enter(const ServingState& state, grpc::CallbackServerContext* ctx, 
 // Takes one of --max-streams for a streaming call; RESOURCE_EXHAUSTED when all are open.
 absl::Status TakeStream(const ServingState& state, BudgetHold* hold) {
   if (hold->Take(state.streams(), 1)) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat("too many open streams (--max-streams ",
+  return base::CapacityError(absl::StrCat("too many open streams (--max-streams ",
                                                    state.streams()->limit(), "); retry later"));
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "core/base/retry.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
@@ -66,7 +67,7 @@ void Scheduler::Stop() {
 namespace {
 
 absl::Status QueueFull(int32_t depth) {
-  return absl::ResourceExhaustedError(
+  return base::CapacityError(
       absl::StrCat("the turn queue is full (", depth, " waiting); retry later"));
 }
 
@@ -109,7 +110,7 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn, bool reserved) {
       int32_t queued = 0;
       for (const auto& q : queue_) queued += q->owner == turn->owner ? 1 : 0;
       if (queued >= max_queued) {
-        return absl::ResourceExhaustedError(
+        return base::CapacityError(
             absl::StrCat("tenant queued-turn quota reached (", max_queued,
                          " turns of this tenant waiting); retry later"));
       }

@@ -1,5 +1,6 @@
 #include "core/engine/session_index.h"
 
+#include "core/base/retry.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/random.h"
 
@@ -106,25 +107,25 @@ absl::Status SessionIndex::CanAddLocked(const std::string& owner) const {
   if (max_sessions > 0) {
     auto it = owner_sessions_.find(owner);
     if (it != owner_sessions_.end() && it->second >= max_sessions) {
-      return absl::ResourceExhaustedError(
+      return base::CapacityError(
           absl::StrCat("tenant session quota reached (", max_sessions,
                        " sessions); delete sessions this tenant no longer needs"));
     }
   }
   const int64_t n = static_cast<int64_t>(sessions_.size()) + pending_creates_;
   if (n >= limits_.max_sessions) {
-    return absl::ResourceExhaustedError(
+    return base::CapacityError(
         absl::StrCat("the server holds its maximum of ", limits_.max_sessions, " sessions"));
   }
   if (limits_.ram_cap > 0 && n >= limits_.ram_cap) {
-    return absl::ResourceExhaustedError(
+    return base::CapacityError(
         absl::StrCat("the server holds ", limits_.ram_cap,
                      " sessions, all that fit in its slots and host "
                      "state budget (no state dir to spill to)"));
   }
   if (limits_.disk_budget_bytes > 0 &&
       static_cast<uint64_t>(n + 1) * limits_.snapshot_bytes > limits_.disk_budget_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
+    return base::CapacityError(absl::StrCat(
         "the disk state budget of ", limits_.disk_budget_bytes, " bytes is full (",
         limits_.snapshot_bytes, " bytes per session)"));
   }

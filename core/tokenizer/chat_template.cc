@@ -195,4 +195,47 @@ absl::StatusOr<std::vector<int32_t>> EncodeUserTurn(const ChatTemplate& tmpl,
                        absl::StrCat(tmpl.user.suffix, tmpl.assistant.prefix));
 }
 
+absl::StatusOr<std::vector<int32_t>> EncodeConversation(const ChatTemplate& tmpl,
+                                                        const Tokenizer& tokenizer,
+                                                        const std::vector<ChatMessage>& messages) {
+  using Role = ChatMessage::Role;
+  size_t i = 0;
+  std::string_view system;
+  if (!messages.empty() && messages[0].role == Role::kSystem) {
+    system = messages[0].text;
+    i = 1;
+  }
+  if (i == messages.size()) {
+    return absl::InvalidArgumentError("messages: the conversation needs a user message");
+  }
+  XLSTMD_ASSIGN_OR_RETURN(std::vector<int32_t> ids, EncodeSessionStart(tmpl, tokenizer, system));
+  for (size_t first = i; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    const Role want = (i - first) % 2 == 0 ? Role::kUser : Role::kAssistant;
+    if (m.role != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "messages[", i, "]: expected a ", want == Role::kUser ? "user" : "assistant",
+          " message (after an optional system message, user and assistant messages alternate)"));
+    }
+    std::vector<int32_t> part;
+    if (m.role == Role::kUser) {
+      // Every user message after the first closes the reply before it (as a session's
+      // next message turn does).
+      XLSTMD_ASSIGN_OR_RETURN(part, EncodeUserTurn(tmpl, tokenizer, m.text, i > first));
+    } else {
+      EncodeOptions literal;
+      literal.allow_special = false;
+      XLSTMD_ASSIGN_OR_RETURN(part, tokenizer.Encode(m.text, literal));
+      if (m.ended_by_stop_token && !tmpl.stop_token_ids.empty()) {
+        part.push_back(tmpl.stop_token_ids.front());
+      }
+    }
+    ids.insert(ids.end(), part.begin(), part.end());
+  }
+  if (messages.back().role != Role::kUser) {
+    return absl::InvalidArgumentError("messages: the last message must be the user's");
+  }
+  return ids;
+}
+
 }  // namespace xlstmd::core

@@ -78,6 +78,27 @@ absl::StatusOr<std::vector<int32_t>> EncodeUserTurn(const ChatTemplate& tmpl,
                                                     std::string_view user_message,
                                                     bool close_previous_reply);
 
+// One message of a whole conversation a stateless client sends.
+struct ChatMessage {
+  enum class Role { kSystem, kUser, kAssistant };
+  Role role = Role::kUser;
+  std::string text;
+  // An assistant reply that ended on the template's stop token (the usual end): the session
+  // that produced it holds that id after the reply's text, so the encoding adds it too.
+  bool ended_by_stop_token = true;
+};
+
+// The ids a session accumulates over `messages` (an optional leading system message, then
+// user and assistant messages alternating, starting and ending with a user message), so a
+// stateless request is answered from one prefill: EncodeSessionStart (with the system text,
+// else the template's default), EncodeUserTurn per user message and, per assistant message,
+// its text (specials off) plus the first stop id when it ended on one. Equal to what the
+// session holds where the reply's ids round-trip through their text. INVALID_ARGUMENT naming
+// the message index when the order is not that.
+absl::StatusOr<std::vector<int32_t>> EncodeConversation(const ChatTemplate& tmpl,
+                                                        const Tokenizer& tokenizer,
+                                                        const std::vector<ChatMessage>& messages);
+
 }  // namespace xlstmd::core
 
 #endif  // XLSTMD_CORE_TOKENIZER_CHAT_TEMPLATE_H_
