@@ -124,6 +124,9 @@ void RunChatCompletion(Call& call, core::TurnRequest turn, bool stream, bool inc
 
 // The Responses API's turn: what the response object repeats from the request.
 struct ResponseTurn {
+  // A new conversation: its instructions were prefilled by this request, so nothing counts
+  // as cached.
+  bool new_conversation = false;
   std::string previous;
   std::string instructions;
   bool store = true;

@@ -66,8 +66,9 @@ void RunResponse(Call& call, core::TurnRequest turn, bool stream, const Response
     if (done) {
       const core::TurnUsage& u = finished->usage;
       const uint64_t input = u.history_tokens + u.prompt_tokens;
+      const uint64_t cached = rt.new_conversation ? 0 : u.history_tokens;
       r["usage"] = {{"input_tokens", input},
-                    {"input_tokens_details", {{"cached_tokens", u.history_tokens}}},
+                    {"input_tokens_details", {{"cached_tokens", cached}}},
                     {"output_tokens", u.completion_tokens},
                     {"output_tokens_details", {{"reasoning_tokens", 0}}},
                     {"total_tokens", input + u.completion_tokens}};

@@ -293,6 +293,7 @@ void HandleResponses(Call& call, const std::vector<std::string>& parts) {
   turn.expected_version = temporary ? std::nullopt : expected;
   ResponseTurn rt;
   rt.previous = previous;
+  rt.new_conversation = previous.empty();
   rt.instructions = instructions;
   rt.store = store;
   rt.metadata = body.contains("metadata") ? body["metadata"] : Json::object();

@@ -263,6 +263,7 @@ _ALL_DAEMONS = []
 _LISTEN_RE = re.compile(r"listen=\S*?(\d+\.\d+\.\d+\.\d+:\d+|\[[0-9A-Fa-f:.]+\]:\d+|localhost:\d+)")
 # The serving line's `http=HOST:PORT` (with --http-listen; `http=none` without).
 _HTTP_RE = re.compile(r"\bhttp=(\d+\.\d+\.\d+\.\d+:\d+|\[[0-9A-Fa-f:.]+\]:\d+|localhost:\d+)")
+_WEB_RE = re.compile(r"\bweb=(\d+\.\d+\.\d+\.\d+:\d+|\[[0-9A-Fa-f:.]+\]:\d+|localhost:\d+)")
 
 
 class DaemonError(AssertionError):
@@ -288,6 +289,7 @@ class Daemon:
         self.proc = None
         self.address = None
         self.http_address = None  # with --http-listen, from the serving line
+        self.web_address = None  # with --web-listen, from the serving line
         self.returncode = None
         self._lines = []
         self._lines_lock = threading.Lock()
@@ -337,6 +339,8 @@ class Daemon:
                 if m:
                     h = _HTTP_RE.search(line)
                     self.http_address = h.group(1) if h else None
+                    w = _WEB_RE.search(line)
+                    self.web_address = w.group(1) if w else None
                     self.address = m.group(1)
                     self._listen_event.set()
         stream.close()
