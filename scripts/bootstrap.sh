@@ -9,7 +9,7 @@ PKGS=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libssl-dev
-  python3-grpcio python3-protobuf redis-server
+  python3-grpcio python3-protobuf python3-yaml redis-server
   prometheus
   openssl xz-utils
 )
