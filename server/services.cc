@@ -195,6 +195,11 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ForkSession(grpc::CallbackServerConte
   core::Engine* engine = nullptr;
   v1::ForkSessionRequest req;
   if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
+  if (req.has_version()) {
+    engine->ForkSessionAt(std::move(tenant), std::move(*req.mutable_session_id()), req.version(),
+                          FinishWithSession(reactor, response));
+    return reactor;
+  }
   engine->ForkSession(std::move(tenant), std::move(*req.mutable_session_id()),
                       FinishWithSession(reactor, response));
   return reactor;

@@ -100,7 +100,8 @@ class StreamSlot {
 absl::StatusOr<core::SessionInfo> CreateSessionSync(Call& call, std::string system_prompt);
 absl::Status DeleteSessionSync(Call& call, const std::string& id);
 absl::StatusOr<core::SessionInfo> LookupSessionSync(Call& call, const std::string& id);
-absl::StatusOr<core::SessionInfo> ForkSessionSync(Call& call, const std::string& id);
+absl::StatusOr<core::SessionInfo> ForkSessionSync(Call& call, const std::string& id,
+                                                  std::optional<uint64_t> version = std::nullopt);
 absl::StatusOr<core::SessionInfo> RewindSessionSync(Call& call, const std::string& id,
                                                     uint64_t version);
 

@@ -268,16 +268,25 @@ void HandleResponses(Call& call, const std::vector<std::string>& parts) {
                                  : info.status(),
                        "previous_response_id");
     }
-    if (info->version != version) {
-      return SendError(call,
-                       absl::AbortedError(absl::StrCat(
-                           "response no longer resumable: its conversation has moved on to a "
-                           "later response (resp_", info->version, "_", prev_session, ")")),
-                       "previous_response_id");
-    }
     session_id = prev_session;
     expected = version;
-    if (!store) {
+    if (info->version != version) {
+      // An older response of a conversation that moved on: a new conversation branches off
+      // from the version kept for rewinding (--keep-turn-checkpoints), the original stays.
+      absl::StatusOr<core::SessionInfo> fork = ForkSessionSync(call, prev_session, version);
+      if (!fork.ok()) {
+        if (fork.status().code() != absl::StatusCode::kFailedPrecondition) {
+          return SendError(call, fork.status(), "previous_response_id");
+        }
+        return SendError(call,
+                         absl::AbortedError(absl::StrCat(
+                             "response no longer resumable: its conversation has moved on and "
+                             "version ", version, " is not kept (--keep-turn-checkpoints)")),
+                         "previous_response_id");
+      }
+      session_id = fork->session_id;
+      temporary = !store;
+    } else if (!store) {
       // Leave nothing behind: continue a copy, deleted after.
       absl::StatusOr<core::SessionInfo> fork = ForkSessionSync(call, prev_session);
       if (!fork.ok()) return SendError(call, fork.status(), "previous_response_id");

@@ -189,7 +189,12 @@ void HandleSessions(Call& call, const std::vector<std::string>& parts) {
   }
   if (action == "fork") {
     if (!Method(call, "POST")) return;
-    return SendSession(call, 201, ForkSessionSync(call, id));
+    v1::ForkSessionRequest req;
+    if (absl::Status s = ParseProtoBody(call.req, &req); !s.ok()) return SendError(call, s);
+    return SendSession(call, 201,
+                       ForkSessionSync(call, id, req.has_version()
+                                                     ? std::optional<uint64_t>(req.version())
+                                                     : std::nullopt));
   }
   if (action == "rewind") {
     if (!Method(call, "POST")) return;

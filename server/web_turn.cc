@@ -167,12 +167,18 @@ absl::StatusOr<core::SessionInfo> LookupSessionSync(Call& call, const std::strin
   return *std::move(r->value);
 }
 
-absl::StatusOr<core::SessionInfo> ForkSessionSync(Call& call, const std::string& id) {
+absl::StatusOr<core::SessionInfo> ForkSessionSync(Call& call, const std::string& id,
+                                                  std::optional<uint64_t> version) {
   auto r = std::make_shared<Result<absl::StatusOr<core::SessionInfo>>>();
-  call.engine->ForkSession(call.tenant, id, [r](absl::StatusOr<core::SessionInfo> info) {
+  auto done = [r](absl::StatusOr<core::SessionInfo> info) {
     r->value = std::move(info);
     r->done.Notify();
-  });
+  };
+  if (version.has_value()) {
+    call.engine->ForkSessionAt(call.tenant, id, *version, std::move(done));
+  } else {
+    call.engine->ForkSession(call.tenant, id, std::move(done));
+  }
   r->done.WaitForNotification();
   return *std::move(r->value);
 }

@@ -174,6 +174,12 @@ class Engine {
   // A new session with a copy of the committed state, version and token count of `id`.
   void ForkSession(std::string owner, std::string id,
                    std::function<void(absl::StatusOr<SessionInfo>)> done);
+  // A new session from the kept earlier version `version` of `id` (keep_turn_checkpoints),
+  // leaving `id` as it is: its state, version, token count and template flags are that
+  // version's. At the current version it is ForkSession. FAILED_PRECONDITION when
+  // `version` is not kept (the message lists the kept ones).
+  void ForkSessionAt(std::string owner, std::string id, uint64_t version,
+                     std::function<void(absl::StatusOr<SessionInfo>)> done);
   // ABORTED while a turn runs on it; NOT_FOUND when unknown or another owner's.
   void DeleteSession(std::string owner, std::string id, std::function<void(absl::Status)> done);
 

@@ -70,6 +70,10 @@ void Engine::ForkSession(std::string owner, std::string id,
                          std::function<void(absl::StatusOr<SessionInfo>)> done) {
   impl_->ForkSession(std::move(owner), std::move(id), std::move(done));
 }
+void Engine::ForkSessionAt(std::string owner, std::string id, uint64_t version,
+                           std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  impl_->ForkSessionAt(std::move(owner), std::move(id), version, std::move(done));
+}
 void Engine::DeleteSession(std::string owner, std::string id,
                            std::function<void(absl::Status)> done) {
   impl_->DeleteSession(std::move(owner), std::move(id), std::move(done));

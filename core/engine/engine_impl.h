@@ -41,6 +41,7 @@ class Engine::Impl {
 
   // ---- engine_sessions.cc: session commands on the engine thread ----
   void ForkSession(std::string owner, std::string id, InfoDone done);
+  void ForkSessionAt(std::string owner, std::string id, uint64_t version, InfoDone done);
   void RewindSession(std::string owner, std::string id, uint64_t version, InfoDone done);
   void ExportSession(std::string owner, std::string id,
                      std::function<void(absl::StatusOr<std::string>)> done);

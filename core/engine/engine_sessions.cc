@@ -17,6 +17,29 @@ void Engine::Impl::ForkSession(std::string owner, std::string id, InfoDone done)
   });
 }
 
+void Engine::Impl::ForkSessionAt(std::string owner, std::string id, uint64_t version,
+                                 InfoDone done) {
+  tiers_->Refresh(owner, id, [this, owner, id, version, done = std::move(done)](
+                                 absl::Status s) mutable {
+    if (!s.ok()) return done(s);
+    if (scheduler_->draining()) return done(ServerUnavailable());
+    std::optional<SessionMeta> src = index_->Peek(id);
+    if (!src.has_value() || src->info.owner != owner) return done(SessionNotFound(id));
+    if (src->info.version == version) {
+      absl::StatusOr<SessionInfo> info = index_->Create(owner, &*src);
+      if (!info.ok()) return done(info.status());
+      return tiers_->Fork(id, *info, std::move(done));
+    }
+    absl::StatusOr<RewindPoint> point = tiers_->FindRewindPoint(id, version);
+    if (!point.ok()) return done(point.status());
+    SessionMeta at = *src;
+    at.RewindTo(*point, clock_->UnixMs());
+    absl::StatusOr<SessionInfo> info = index_->Create(owner, &at);
+    if (!info.ok()) return done(info.status());
+    tiers_->ForkFromState(*info, point->state, std::move(done));
+  });
+}
+
 void Engine::Impl::RewindSession(std::string owner, std::string id, uint64_t version,
                                  InfoDone done) {
   tiers_->Refresh(owner, id, [this, owner, id, version,

@@ -272,19 +272,45 @@ void StateTiers::Fork(const std::string& src, const SessionInfo& dst, InfoDone d
                 std::move(done));
 }
 
+namespace {
+
+absl::Status NotKept(const std::deque<RewindPoint>& points, const std::string& id,
+                     uint64_t version, int32_t keep) {
+  std::string kept;
+  for (const RewindPoint& p : points) absl::StrAppend(&kept, kept.empty() ? "" : ", ", p.version);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "version ", version, " of session ", id, " is not kept (kept: ", kept.empty() ? "none" : kept,
+      "; the server keeps ", keep, " earlier versions)"));
+}
+
+}  // namespace
+
+absl::StatusOr<RewindPoint> StateTiers::FindRewindPoint(const std::string& id, uint64_t version) {
+  auto it = states_.find(id);
+  if (it == states_.end()) return NotKept({}, id, version, options_.rewind_points);
+  for (const RewindPoint& p : it->second.rewind_points) {
+    // A point whose state the turn that left it has not copied out yet is not usable.
+    if (p.version == version && p.state != nullptr) return p;
+  }
+  return NotKept(it->second.rewind_points, id, version, options_.rewind_points);
+}
+
+void StateTiers::ForkFromState(const SessionInfo& dst, HostState state, InfoDone done) {
+  Entry& copy = states_[dst.session_id];
+  copy.version = dst.version;
+  copy.last_used = ++tick_;
+  SetHost(copy, std::move(state));
+  EnforceHostBudget();
+  AckWhenStored(dst.session_id, dst, /*new_session=*/true, ExpectedVersion::Absent(),
+                std::move(done));
+}
+
 absl::StatusOr<SessionInfo> StateTiers::Rewind(const std::string& id, uint64_t version) {
   Entry& st = states_[id];
   auto point = std::find_if(st.rewind_points.begin(), st.rewind_points.end(),
                             [&](const RewindPoint& p) { return p.version == version; });
   if (point == st.rewind_points.end()) {
-    std::string kept;
-    for (const RewindPoint& p : st.rewind_points) {
-      absl::StrAppend(&kept, kept.empty() ? "" : ", ", p.version);
-    }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "version ", version, " of session ", id, " is not kept (kept: ",
-        kept.empty() ? "none" : kept, "; the server keeps ", options_.rewind_points,
-        " earlier versions)"));
+    return NotKept(st.rewind_points, id, version, options_.rewind_points);
   }
   RewindPoint target = std::move(*point);
   // The target and everything newer leave the list; older ones stay.

@@ -181,6 +181,11 @@ class StateTiers final : public TierOps {
   // the tiers its state (in that order: a spill the new state triggers writes the rewound
   // metadata). FAILED_PRECONDITION listing the kept versions when `version` is not kept.
   absl::StatusOr<SessionInfo> Rewind(const std::string& id, uint64_t version);
+  // The kept rewind point of `id` at `version` (its state shared, never copied); the same
+  // FAILED_PRECONDITION as Rewind when it is not kept.
+  absl::StatusOr<RewindPoint> FindRewindPoint(const std::string& id, uint64_t version);
+  // `dst` (a new session) starts from `state`, an earlier version of another session.
+  void ForkFromState(const SessionInfo& dst, HostState state, InfoDone done);
   // The committed state encoded as a snapshot with `meta` (on the I/O pool; `done` runs there).
   void Export(const std::string& id, SnapshotMeta meta,
               std::function<void(absl::StatusOr<std::string>)> done);

@@ -611,10 +611,11 @@ class Client:
                 raise AssertionError("ListSessions never ends (next_page_token keeps coming)")
             token = resp.next_page_token
 
-    def fork_session(self, session_id, timeout=20, metadata=None):
-        return self._unary("ChatService", "ForkSession",
-                           pb().ForkSessionRequest(session_id=session_id), pb().Session,
-                           timeout, metadata)
+    def fork_session(self, session_id, timeout=20, metadata=None, version=None):
+        req = pb().ForkSessionRequest(session_id=session_id)
+        if version is not None:
+            req.version = version
+        return self._unary("ChatService", "ForkSession", req, pb().Session, timeout, metadata)
 
     def rewind_session(self, session_id, version, timeout=20, metadata=None):
         return self._unary("ChatService", "RewindSession",

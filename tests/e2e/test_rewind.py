@@ -50,6 +50,15 @@ class RewindTest(harness.E2ETestCase):
             self.assertEqual(edited.ids, d.reference(history[0] + [55, 56], 6),
                              "a turn after a rewind == replay of the kept history + new input")
 
+            # A fork at a kept version branches off without touching the session.
+            f = c.fork_session(s, version=1)
+            self.assertEqual((f.version, f.token_count), (1, infos[0].token_count))
+            branch = c.turn(f.session_id, tokens=[55, 56], sampling=sampling(max_tokens=6))
+            self.assertEqual(branch.ids, edited.ids, "a fork at v1 continues like a rewind to v1")
+            self.assertEqual(c.get_session(s).version, 2)
+            self.assertRpcError(lambda: c.fork_session(s, version=7), Code.FAILED_PRECONDITION,
+                                "not kept", "fork at a version that never existed")
+
             # Only the last K=2 earlier versions are kept; 7 never existed.
             e = self.assertRpcError(lambda: c.rewind_session(s, 7), Code.FAILED_PRECONDITION,
                                     "not kept", "rewind to a version that never existed")

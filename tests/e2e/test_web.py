@@ -261,10 +261,16 @@ class WebTest(harness.E2ETestCase):
         self.assertEqual(self.get(f"/v1/responses/{r3['id']}").json()["id"], r3["id"])
         self.assertEqual(web.request(self.addr, "DELETE", f"/v1/responses/{r3['id']}").status, 200)
         self.assertEqual(self.get(f"/v1/responses/{r3['id']}").status, 404)
-        # An older response of a conversation that moved on is a conflict.
-        r = self.post("/v1/responses", {"input": "x", "previous_response_id": r1["id"]})
-        self.assertEqual(r.status, 409, r)
-        self.assertIn("no longer resumable", r.json()["error"]["message"])
+        # An older response of a conversation that moved on branches off it (the version is
+        # kept by --keep-turn-checkpoints): the same input gives the same reply as the first
+        # time, in a new conversation, and the original goes on where it was.
+        again = self.post("/v1/responses", {"input": "More", "previous_response_id": r1["id"],
+                                            "max_output_tokens": 4, "temperature": 0}).json()
+        self.assertEqual(again["output"][0]["content"][0]["text"],
+                         r2["output"][0]["content"][0]["text"])
+        self.assertNotEqual(again["xlstmd"]["session_id"], r2["xlstmd"]["session_id"])
+        self.assertEqual(again["xlstmd"]["session_version"], 2)
+        self.assertEqual(self.session(r3["xlstmd"]["session_id"])["version"], "3")
 
     def test_responses_store_false_leaves_no_session(self):
         before = len(self.get("/v1/sessions?page_size=1000").json()["sessions"])
@@ -446,6 +452,16 @@ class WebLimitsTest(harness.E2ETestCase):
                         headers={"Origin": "https://evil.example.com"})
         self.assertEqual(r.status, 200)
         self.assertNotIn("access-control-allow-origin", r.headers)
+
+    def test_an_older_response_without_checkpoints_is_409(self):
+        d = self.web_daemon()
+        post = lambda body: web.request(d.web_address, "POST", "/v1/responses", body)
+        r1 = post({"input": "Hi", "max_output_tokens": 2}).json()
+        post({"input": "More", "previous_response_id": r1["id"], "max_output_tokens": 2})
+        r = post({"input": "x", "previous_response_id": r1["id"]})
+        self.assertEqual(r.status, 409, r)
+        self.assertIn("no longer resumable", r.json()["error"]["message"])
+        self.assertEqual(r.headers["x-should-retry"], "false")
 
     def test_sigterm_mid_stream_ends_with_an_error_not_a_hang(self):
         d = self.web_daemon("--grace-period-s", "1")

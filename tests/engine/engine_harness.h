@@ -180,6 +180,17 @@ inline absl::StatusOr<SessionInfo> Import(Engine& e, std::string bytes) {
   return out;
 }
 
+inline absl::StatusOr<SessionInfo> ForkAt(Engine& e, const std::string& id, uint64_t version) {
+  absl::Notification done;
+  absl::StatusOr<SessionInfo> out;
+  e.ForkSessionAt("", id, version, [&](absl::StatusOr<SessionInfo> r) {
+    out = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
 inline absl::StatusOr<SessionInfo> Rewind(Engine& e, const std::string& id, uint64_t version) {
   absl::Notification done;
   absl::StatusOr<SessionInfo> out;

@@ -249,6 +249,41 @@ TEST(EngineTiersTest, RewindRestoresAKeptVersion) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(EngineTiersTest, ForkAtAKeptVersionLeavesTheOriginalAlone) {
+  EngineOptions opts;
+  opts.keep_turn_checkpoints = 2;
+  Harness h = MakeEngine(opts);
+  SessionInfo s = NewSession(*h.engine);
+  ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {3, 1, 4})).status.ok());
+  const uint64_t tokens_v1 = h.engine->GetSession("", s.session_id)->token_count;
+  TurnRequest second = Tokens(s.session_id, {1, 5});
+  TurnResult v2 = RunTurn(*h.engine, second);
+  ASSERT_TRUE(v2.status.ok());
+  ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {9, 2})).status.ok());  // v3
+
+  auto fork = ForkAt(*h.engine, s.session_id, 1);
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  EXPECT_NE(fork->session_id, s.session_id);
+  EXPECT_EQ(fork->version, 1u);
+  EXPECT_EQ(fork->token_count, tokens_v1);
+  // The fork continues from version 1: the same second turn gives the same reply.
+  TurnRequest on_fork = second;
+  on_fork.session_id = fork->session_id;
+  TurnResult again = RunTurn(*h.engine, on_fork);
+  ASSERT_TRUE(again.status.ok()) << again.status;
+  EXPECT_EQ(again.tokens, v2.tokens);
+  EXPECT_EQ(again.version, 2u);
+  // The original is untouched and still at version 3.
+  EXPECT_EQ(h.engine->GetSession("", s.session_id)->version, 3u);
+  // The current version is a plain fork; a version not kept is FAILED_PRECONDITION.
+  auto current = ForkAt(*h.engine, s.session_id, 3);
+  ASSERT_TRUE(current.ok());
+  EXPECT_EQ(current->version, 3u);
+  EXPECT_EQ(ForkAt(*h.engine, s.session_id, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ForkAt(*h.engine, "nope", 1).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST(EngineTiersTest, DeleteRemovesTheSnapshotFile) {
   const auto dir = FreshDir("delete");
   EngineOptions opts;
