@@ -11,8 +11,10 @@ PKGS=(
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libssl-dev
   python3-grpcio python3-protobuf python3-yaml redis-server
   prometheus
-  openssl xz-utils
+  openssl xz-utils chromium
 )
+# chromium: tests/web/browser_test.cjs drives it headless (playwright-core from npm, pinned in
+# tests/web/package-lock.json and installed into build/npm-web by tests/web/run.sh).
 # openssl: tests/e2e/test_tls.py makes its certificates with the CLI at run time. xz-utils:
 # scripts/gpu-check.sh packs ICU's data table into the GPU bundle.
 # prometheus: the tests run promtool and their own Prometheus server on a free loopback port

@@ -325,6 +325,11 @@ class WebServer::Impl {
   }
 
   void ServePage(Call& call) {
+    // Browsers ask for an icon on their own; an empty answer keeps a 404 out of the console.
+    if (config_.ui && call.req.path == "/favicon.ico") {
+      call.res.Send(204, "", "", call.headers);
+      return;
+    }
     const std::string path = call.req.path == "/" ? "/index.html" : call.req.path;
     std::optional<std::string_view> asset = FindWebAsset(path);
     if (!config_.ui || !asset.has_value()) {
