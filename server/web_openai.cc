@@ -100,6 +100,15 @@ absl::Status ReadSampling(const Json& body, const char* max_tokens_field,
       return fail("stop", Bad("stop must be a string or an array of strings"));
     }
   }
+  if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) return fail("stop_token_ids", Bad("stop_token_ids must be an array of ids"));
+    for (const Json& id : *it) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
+        return fail("stop_token_ids", Bad("stop_token_ids must be an array of ids"));
+      }
+      p.add_stop_token_ids(id.get<int32_t>());
+    }
+  }
   if (auto it = body.find("logprobs"); it != body.end() && !it->is_null()) {
     if (!it->is_boolean()) return fail("logprobs", Bad("logprobs must be a boolean"));
     if (it->get<bool>()) p.set_logprobs(1);
@@ -161,7 +170,7 @@ const std::set<std::string>& KnownFields() {
       "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
       "seed", "stop", "logprobs", "top_logprobs", "stream", "stream_options", "n", "user",
       "metadata", "store", "xlstmd", "top_k", "min_p", "repetition_penalty",
-      "presence_penalty", "frequency_penalty"};
+      "presence_penalty", "frequency_penalty", "stop_token_ids"};
   return *s;
 }
 

@@ -81,12 +81,12 @@ class TlsDaemon(harness.Daemon):
         self._channels.append(ch)
         return ch
 
-    def https(self, path, client=None, ca=None, timeout=10.0):
+    def https(self, path, client=None, ca=None, timeout=10.0, web=False):
         ctx = ssl.create_default_context(cafile=(ca or self.ca) + ".crt")
         client = client or self.client_pair
         if client:
             ctx.load_cert_chain(client + ".crt", client + ".key")
-        host, port = self.http_address.rsplit(":", 1)
+        host, port = (self.web_address if web else self.http_address).rsplit(":", 1)
         conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=ctx)
         try:
             conn.request("GET", path)
@@ -110,7 +110,7 @@ class TlsTest(harness.E2ETestCase):
     def start_tls(self, extra=(), client=None):
         p = self.pki
         args = ["--tls-cert", p["server"] + ".crt", "--tls-key", p["server"] + ".key",
-                "--http-listen", "127.0.0.1:0", *extra]
+                "--http-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0", *extra]
         d = TlsDaemon(args, ca=p["ca"], client=client, name="xlstmd(tls)")
         self.addCleanup(self._stop_quietly_if_needed, d)
         return d.start()
@@ -124,6 +124,10 @@ class TlsTest(harness.E2ETestCase):
         self.assertEqual(t.ids, d.reference([155, 60, 131], 5))
         self.assertEqual(d.https("/healthz"), (200, "ok\n"))
         self.assertEqual(d.https("/readyz")[0], 200)
+        # The web port speaks HTTPS too.
+        status, body = d.https("/v1/models", web=True)
+        self.assertEqual(status, 200)
+        self.assertIn('"object":"list"', body)
         # Plaintext to the TLS port is refused, and a client that does not trust the issuer
         # cannot connect.
         plain = grpc.insecure_channel(d.address)

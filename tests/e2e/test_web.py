@@ -297,6 +297,22 @@ class WebTest(harness.E2ETestCase):
         self.assertEqual(datas[-4]["text"], deltas)
         self.assertNotIn("[DONE]", [d for (_, d) in events])
 
+    def test_logprobs_and_the_extra_sampling_fields(self):
+        r = self.post("/v1/chat/completions",
+                      chat_body(logprobs=True, top_logprobs=2, top_k=5, min_p=0.0,
+                                repetition_penalty=1.1, stop_token_ids=[0])).json()
+        content = r["choices"][0]["logprobs"]["content"]
+        self.assertEqual(len(content), r["usage"]["completion_tokens"])
+        for e in content:
+            self.assertLessEqual(e["logprob"], 0.0)
+            self.assertEqual(len(e["top_logprobs"]), 2)
+            self.assertGreaterEqual(e["top_logprobs"][0]["logprob"], e["top_logprobs"][1]["logprob"])
+        self.assertEqual(bytes(b for e in content for b in e["bytes"]).decode("utf-8", "replace"),
+                         r["choices"][0]["message"]["content"])
+        r = self.post("/v1/chat/completions", chat_body(top_logprobs=2))
+        self.assertEqual(r.status, 400)
+        self.assertEqual(r.json()["error"]["param"], "top_logprobs")
+
     # ---- errors: one table, the same messages as gRPC ----
 
     def test_bad_inputs(self):
@@ -438,6 +454,13 @@ class WebLimitsTest(harness.E2ETestCase):
                          unknown.body.replace(unknown_id.encode(), b"ID"))
         # The page itself needs no key (it asks for one on 401).
         self.assertEqual(web.request(d.web_address, "GET", "/").status, 200)
+
+    def test_body_cap_and_no_ui(self):
+        d = self.web_daemon("--web-max-body-bytes", "2048", "--no-web-ui")
+        r = web.request(d.web_address, "POST", "/v1/chat/completions", chat_body("x" * 4000))
+        self.assertEqual(r.status, 413)
+        self.assertEqual(web.request(d.web_address, "GET", "/").status, 404)
+        self.assertEqual(web.request(d.web_address, "GET", "/v1/models").status, 200)
 
     def test_cors_only_for_the_configured_origins(self):
         d = self.web_daemon("--web-cors-origins", "https://app.example.com")

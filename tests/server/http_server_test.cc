@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/raw_http.h"
 #include "tests/testing/status_matchers.h"
 
 namespace xlstmd::server {
@@ -227,6 +229,31 @@ TEST_F(HttpServerTest, HeaderCapsAreEnforced) {
   EXPECT_EQ(Request(port_, "GET", "/healthz", "X: " + std::string(9000, 'a') + "\r\n").status,
             431);
   EXPECT_EQ(Request(port_, "GET", "/healthz").status, 200);
+}
+
+// Every connection the listener allows held open by idle clients: one more is answered 503
+// at once (never queued), and once they leave the probes are served again.
+TEST_F(HttpServerTest, ExhaustedConnectionsAre503AtOnceThenRecover) {
+  std::vector<std::unique_ptr<xlstmd::testing::RawConnection>> idle;
+  for (int i = 0; i < 32; ++i) {
+    idle.push_back(std::make_unique<xlstmd::testing::RawConnection>(port_));
+    ASSERT_TRUE(idle.back()->connected());
+  }
+  // Let the acceptor take them all.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto start = std::chrono::steady_clock::now();
+  const Reply over = Request(port_, "GET", "/healthz");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(over.status, 503) << over.head;
+  EXPECT_THAT(over.head, HasSubstr("Retry-After: 1"));
+  EXPECT_LT(s, 1.0);
+  idle.clear();
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    status = Request(port_, "GET", "/healthz").status;
+  }
+  EXPECT_EQ(status, 200);
 }
 
 TEST_F(HttpServerTest, EveryResponseIsReported) {
