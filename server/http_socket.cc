@@ -32,6 +32,16 @@ std::string OpenSslError() {
   return buf;
 }
 
+// What a non-blocking SSL call that returned `r` waits for: POLLIN or POLLOUT, or 0 when it
+// failed for good (closed, protocol error).
+short TlsWait(SSL* ssl, int r) {
+  const int err = SSL_get_error(ssl, r);
+  ERR_clear_error();
+  if (err == SSL_ERROR_WANT_READ) return POLLIN;
+  if (err == SSL_ERROR_WANT_WRITE) return POLLOUT;
+  return 0;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<HttpTlsContext>> HttpTlsContext::Create(
@@ -95,11 +105,7 @@ HttpSocket::IoResult HttpSocket::StartTls(const HttpTlsContext& tls, absl::Time 
   for (;;) {
     const int r = SSL_accept(ssl_);
     if (r == 1) return IoResult::kOk;
-    const int err = SSL_get_error(ssl_, r);
-    ERR_clear_error();
-    short events = 0;
-    if (err == SSL_ERROR_WANT_READ) events = POLLIN;
-    if (err == SSL_ERROR_WANT_WRITE) events = POLLOUT;
+    const short events = TlsWait(ssl_, r);
     if (events == 0) return IoResult::kError;
     const IoResult w = Wait(events, deadline, /*stoppable=*/true);
     if (w != IoResult::kOk) return w;
@@ -118,12 +124,11 @@ HttpSocket::IoResult HttpSocket::ReadSome(std::string* buf, size_t max_bytes, ab
         buf->append(chunk, static_cast<size_t>(r));
         return IoResult::kOk;
       }
-      const int err = SSL_get_error(ssl_, r);
-      ERR_clear_error();
-      if (err == SSL_ERROR_ZERO_RETURN) return IoResult::kClosed;
-      short events = 0;
-      if (err == SSL_ERROR_WANT_READ) events = POLLIN;
-      if (err == SSL_ERROR_WANT_WRITE) events = POLLOUT;
+      if (SSL_get_error(ssl_, r) == SSL_ERROR_ZERO_RETURN) {
+        ERR_clear_error();
+        return IoResult::kClosed;
+      }
+      const short events = TlsWait(ssl_, r);
       if (events == 0) return IoResult::kError;
       const IoResult w = Wait(events, deadline, stoppable);
       if (w != IoResult::kOk) return w;
@@ -151,11 +156,7 @@ HttpSocket::IoResult HttpSocket::WriteAll(absl::string_view data, absl::Time dea
         data.remove_prefix(static_cast<size_t>(r));
         continue;
       }
-      const int err = SSL_get_error(ssl_, r);
-      ERR_clear_error();
-      short events = 0;
-      if (err == SSL_ERROR_WANT_READ) events = POLLIN;
-      if (err == SSL_ERROR_WANT_WRITE) events = POLLOUT;
+      const short events = TlsWait(ssl_, r);
       if (events == 0) return IoResult::kError;
       const IoResult w = Wait(events, deadline, /*stoppable=*/false);
       if (w != IoResult::kOk) return w;

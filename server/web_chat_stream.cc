@@ -20,14 +20,7 @@ void RunChatCompletion(Call& call, core::TurnRequest turn, bool stream, bool inc
   const bool want_logprobs = turn.sampling.logprobs > 0;
   const core::Tokenizer& tokenizer = call.engine->tokenizer();
   std::optional<StreamSlot> slot;
-  if (stream) {
-    slot.emplace(call);
-    if (!slot->ok()) {
-      return SendError(call, base::CapacityError(absl::StrCat(
-                                 "too many open web streams (--web-max-streams ",
-                                 call.config->max_streams, "); retry later")));
-    }
-  }
+  if (stream && !TakeStreamSlot(call, &slot)) return;
   const auto chunk = [&](Json delta, Json finish_reason, Json logprobs) {
     return Json{{"id", id},
                 {"object", "chat.completion.chunk"},

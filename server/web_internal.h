@@ -85,6 +85,10 @@ absl::Status RunTurn(Call& call, core::TurnRequest request, const TurnHooks& hoo
 
 // Takes one of --web-max-streams; false when all are open (answer 429). Released by the
 // destructor.
+class StreamSlot;
+// Takes a stream slot into `slot`, or answers 429 and returns false.
+bool TakeStreamSlot(Call& call, std::optional<StreamSlot>* slot);
+
 class StreamSlot {
  public:
   explicit StreamSlot(Call& call);

@@ -19,14 +19,7 @@ void RunResponse(Call& call, core::TurnRequest turn, bool stream, const Response
   const float top_p = turn.sampling.top_p;
   const int32_t max_output = turn.sampling.max_tokens;
   std::optional<StreamSlot> slot;
-  if (stream) {
-    slot.emplace(call);
-    if (!slot->ok()) {
-      return SendError(call, base::CapacityError(absl::StrCat(
-                                 "too many open web streams (--web-max-streams ",
-                                 call.config->max_streams, "); retry later")));
-    }
-  }
+  if (stream && !TakeStreamSlot(call, &slot)) return;
   std::string id;  // known once the turn starts: (session, base version + 1)
   std::string text;
   int64_t seq = 0;

@@ -169,6 +169,14 @@ StreamSlot::StreamSlot(Call& call) : call_(call) {
   if (ServerMetrics* m = call.state->observability().metrics) m->OnWebStreamOpen(1);
 }
 
+bool TakeStreamSlot(Call& call, std::optional<StreamSlot>* slot) {
+  slot->emplace(call);
+  if ((*slot)->ok()) return true;
+  SendError(call, base::CapacityError(absl::StrCat("too many open web streams (--web-max-streams ",
+                                                   call.config->max_streams, "); retry later")));
+  return false;
+}
+
 StreamSlot::~StreamSlot() {
   if (!ok_) return;
   call_.open_streams->fetch_sub(1, std::memory_order_acq_rel);

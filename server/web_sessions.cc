@@ -116,12 +116,8 @@ void Turn(Call& call, const std::string& id) {
   req.set_session_id(id);
   absl::StatusOr<core::TurnRequest> turn = ToTurnRequest(req, call.tenant);
   if (!turn.ok()) return SendError(call, turn.status());
-  StreamSlot slot(call);
-  if (!slot.ok()) {
-    return SendError(call, base::CapacityError(absl::StrCat(
-                               "too many open web streams (--web-max-streams ",
-                               call.config->max_streams, "); retry later")));
-  }
+  std::optional<StreamSlot> slot;
+  if (!TakeStreamSlot(call, &slot)) return;
   // The head goes out with the first event (or heartbeat), so a refusal before any event
   // is still an HTTP error status.
   bool open = false;

@@ -128,71 +128,58 @@ absl::Status RunTurn(Call& call, core::TurnRequest request, const TurnHooks& hoo
 
 namespace {
 
-template <typename T>
-struct Result {
-  absl::Notification done;
-  std::optional<T> value;
-};
+// Runs an engine command that answers through a callback, and waits for its answer on this
+// (connection) thread. The callback may outlive the wait only in theory (the engine always
+// answers), so what it writes is shared, not on this stack.
+template <typename T, typename Start>
+T Await(Start start) {
+  struct Result {
+    absl::Notification done;
+    std::optional<T> value;
+  };
+  auto r = std::make_shared<Result>();
+  start([r](T value) {
+    r->value = std::move(value);
+    r->done.Notify();
+  });
+  r->done.WaitForNotification();
+  return *std::move(r->value);
+}
+
+using InfoOr = absl::StatusOr<core::SessionInfo>;
 
 }  // namespace
 
-absl::StatusOr<core::SessionInfo> CreateSessionSync(Call& call, std::string system_prompt) {
-  auto r = std::make_shared<Result<absl::StatusOr<core::SessionInfo>>>();
-  call.engine->CreateSession(call.tenant, std::move(system_prompt),
-                             [r](absl::StatusOr<core::SessionInfo> info) {
-                               r->value = std::move(info);
-                               r->done.Notify();
-                             });
-  r->done.WaitForNotification();
-  return *std::move(r->value);
+InfoOr CreateSessionSync(Call& call, std::string system_prompt) {
+  return Await<InfoOr>([&](auto done) {
+    call.engine->CreateSession(call.tenant, std::move(system_prompt), std::move(done));
+  });
 }
 
 absl::Status DeleteSessionSync(Call& call, const std::string& id) {
-  auto r = std::make_shared<Result<absl::Status>>();
-  call.engine->DeleteSession(call.tenant, id, [r](absl::Status s) {
-    r->value = std::move(s);
-    r->done.Notify();
+  return Await<absl::Status>(
+      [&](auto done) { call.engine->DeleteSession(call.tenant, id, std::move(done)); });
+}
+
+InfoOr LookupSessionSync(Call& call, const std::string& id) {
+  return Await<InfoOr>(
+      [&](auto done) { call.engine->LookupSession(call.tenant, id, std::move(done)); });
+}
+
+InfoOr ForkSessionSync(Call& call, const std::string& id, std::optional<uint64_t> version) {
+  return Await<InfoOr>([&](auto done) {
+    if (version.has_value()) {
+      call.engine->ForkSessionAt(call.tenant, id, *version, std::move(done));
+    } else {
+      call.engine->ForkSession(call.tenant, id, std::move(done));
+    }
   });
-  r->done.WaitForNotification();
-  return *std::move(r->value);
 }
 
-absl::StatusOr<core::SessionInfo> LookupSessionSync(Call& call, const std::string& id) {
-  auto r = std::make_shared<Result<absl::StatusOr<core::SessionInfo>>>();
-  call.engine->LookupSession(call.tenant, id, [r](absl::StatusOr<core::SessionInfo> info) {
-    r->value = std::move(info);
-    r->done.Notify();
+InfoOr RewindSessionSync(Call& call, const std::string& id, uint64_t version) {
+  return Await<InfoOr>([&](auto done) {
+    call.engine->RewindSession(call.tenant, id, version, std::move(done));
   });
-  r->done.WaitForNotification();
-  return *std::move(r->value);
-}
-
-absl::StatusOr<core::SessionInfo> ForkSessionSync(Call& call, const std::string& id,
-                                                  std::optional<uint64_t> version) {
-  auto r = std::make_shared<Result<absl::StatusOr<core::SessionInfo>>>();
-  auto done = [r](absl::StatusOr<core::SessionInfo> info) {
-    r->value = std::move(info);
-    r->done.Notify();
-  };
-  if (version.has_value()) {
-    call.engine->ForkSessionAt(call.tenant, id, *version, std::move(done));
-  } else {
-    call.engine->ForkSession(call.tenant, id, std::move(done));
-  }
-  r->done.WaitForNotification();
-  return *std::move(r->value);
-}
-
-absl::StatusOr<core::SessionInfo> RewindSessionSync(Call& call, const std::string& id,
-                                                    uint64_t version) {
-  auto r = std::make_shared<Result<absl::StatusOr<core::SessionInfo>>>();
-  call.engine->RewindSession(call.tenant, id, version,
-                             [r](absl::StatusOr<core::SessionInfo> info) {
-                               r->value = std::move(info);
-                               r->done.Notify();
-                             });
-  r->done.WaitForNotification();
-  return *std::move(r->value);
 }
 
 }  // namespace xlstmd::server::web

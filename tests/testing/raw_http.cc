@@ -22,6 +22,25 @@ RawConnection::RawConnection(int port) {
 
 RawConnection::~RawConnection() { Close(); }
 
+// Appends what arrives before `end` to `out`; false when nothing more will (closed, error or
+// time up), with `*closed` set when the peer closed.
+bool RawConnection::ReadMore(std::string* out, std::chrono::steady_clock::time_point end,
+                             bool* closed) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+  if (fd_ < 0 || left.count() <= 0) return false;
+  pollfd p{fd_, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+  char buf[8192];
+  const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+  if (n <= 0) {
+    if (closed != nullptr) *closed = true;
+    return false;
+  }
+  out->append(buf, static_cast<size_t>(n));
+  return true;
+}
+
 void RawConnection::Close() {
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
@@ -41,46 +60,23 @@ std::string RawConnection::ReadUntil(const std::string& marker, int timeout_ms) 
   std::string out = std::move(pending_);
   pending_.clear();
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (fd_ >= 0) {
-    if (!marker.empty()) {
-      const size_t at = out.find(marker);
-      if (at != std::string::npos) {
-        pending_ = out.substr(at + marker.size());
-        out.resize(at + marker.size());
-        return out;
-      }
+  do {
+    const size_t at = marker.empty() ? std::string::npos : out.find(marker);
+    if (at != std::string::npos) {
+      pending_ = out.substr(at + marker.size());
+      out.resize(at + marker.size());
+      return out;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        end - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
-    char buf[8192];
-    const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
+  } while (ReadMore(&out, end, nullptr));
   return out;
 }
 
 std::string RawConnection::ReadToClose(int timeout_ms, bool* closed) {
   std::string out = std::move(pending_);
   pending_.clear();
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   if (closed != nullptr) *closed = false;
-  while (fd_ >= 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        end - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
-    char buf[8192];
-    const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-    if (n <= 0) {
-      if (closed != nullptr) *closed = true;
-      break;
-    }
-    out.append(buf, static_cast<size_t>(n));
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (ReadMore(&out, end, closed)) {
   }
   return out;
 }

@@ -3,6 +3,7 @@
 #ifndef XLSTMD_TESTS_TESTING_RAW_HTTP_H_
 #define XLSTMD_TESTS_TESTING_RAW_HTTP_H_
 
+#include <chrono>
 #include <string>
 
 namespace xlstmd::testing {
@@ -25,6 +26,8 @@ class RawConnection {
   void Close();
 
  private:
+  bool ReadMore(std::string* out, std::chrono::steady_clock::time_point end, bool* closed);
+
   int fd_ = -1;
   std::string pending_;  // read past a marker, handed out first next time
 };
