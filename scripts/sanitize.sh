@@ -61,7 +61,7 @@ case "$mode" in
   fuzz)
     seconds="${1:-60}"
     configure build-asan address ON
-    targets=(config safetensors tokenizer chat_template snapshot chat_request)
+    targets=(config safetensors tokenizer chat_template snapshot chat_request http_request)
     cmake --build build-asan -j"$jobs" --target "${targets[@]/#/fuzz_}"
     failed=()
     for t in "${targets[@]}"; do
