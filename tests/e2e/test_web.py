@@ -354,25 +354,42 @@ class WebTest(harness.E2ETestCase):
                       chat_body(max_tokens=LONG + 1, xlstmd={"session_id": sid}))
         self.assertEqual(r.status, 400, "a request over a limit is not a retryable 429")
         self.assertEqual(r.json()["error"]["message"], g.details())
+        # A turn on a busy session: ABORTED on both, 409 with the same message.
+        busy = web.SseStream(self.addr, "POST", f"/v1/sessions/{sid}/turns",
+                             {"tokens": {"ids": [7]}, "sampling": {"max_tokens": LONG}})
+        next(iter(busy))
+        g = self.assertRpcError(lambda: self.client.turn(sid, tokens=[1]), grpc.StatusCode.ABORTED)
+        r = self.post("/v1/chat/completions", chat_body(xlstmd={"session_id": sid}))
+        self.assertEqual(r.status, 409)
+        self.assertEqual(r.json()["error"]["message"], g.details())
+        busy.close()
+        self.wait_idle(sid)
 
     # ---- disconnects ----
 
-    def check_untouched(self, sid, context):
+    def check_untouched(self, sid, history, token_count, context):
         s = self.wait_idle(sid)
         self.assertFalse(s["turn_running"], f"{context}: still running 2 s after the client left")
         self.assertEqual(s["version"], "1", context)
+        self.assertEqual(s["token_count"], token_count, context)
         t = self.client.turn(sid, tokens=[44, 45], sampling=sampling(max_tokens=4))
         self.assertEqual(t.finished.session_version, 2, context)
+        self.assertEqual(t.ids, self.daemon.reference(history + [44, 45], 4),
+                         f"{context}: the next turn == a fresh replay of the kept history")
 
     def test_disconnect_mid_stream_and_while_queued_roll_back(self):
         # Two long turns fill --max-batch 2; a third waits in the queue.
         holders = []
-        sids = []
+        sids, histories, counts = [], [], []
         for _ in range(3):
             sid = self.new_session()
-            web.SseStream(self.addr, "POST", f"/v1/sessions/{sid}/turns",
-                          {"tokens": {"ids": PROMPT}, "sampling": {"max_tokens": 3}}).collect()
+            events = web.SseStream(self.addr, "POST", f"/v1/sessions/{sid}/turns",
+                                   {"tokens": {"ids": PROMPT},
+                                    "sampling": {"max_tokens": 3}}).collect()
+            reply = [i for (n, d) in events if n == "delta" for i in json.loads(d)["token_ids"]]
             sids.append(sid)
+            histories.append(PROMPT + reply)
+            counts.append(self.session(sid)["token_count"])
         for sid in sids[:2]:
             s = web.SseStream(self.addr, "POST", f"/v1/sessions/{sid}/turns",
                               {"tokens": {"ids": [7]}, "sampling": {"max_tokens": LONG}})
@@ -388,10 +405,10 @@ class WebTest(harness.E2ETestCase):
         self.assertEqual(queued.events, [])
         queued.close()
         holders[0].close()
-        for sid, context in ((sids[0], "mid-stream"), (sids[2], "queued")):
-            self.check_untouched(sid, context)
+        for k, context in ((0, "mid-stream"), (2, "queued")):
+            self.check_untouched(sids[k], histories[k], counts[k], context)
         holders[1].close()
-        self.check_untouched(sids[1], "second mid-stream")
+        self.check_untouched(sids[1], histories[1], counts[1], "second mid-stream")
 
 
 class WebLimitsTest(harness.E2ETestCase):
