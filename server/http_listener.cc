@@ -4,6 +4,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -241,6 +243,13 @@ void HttpListener::AcceptLoop() {
 }
 
 void HttpListener::Serve(int fd, std::string peer) {
+  // OpenSSL writes with write(2), which raises SIGPIPE when the client has gone, and the
+  // daemon does not ignore SIGPIPE process-wide. Blocked on this thread (its own), a SIGPIPE
+  // stays pending here and is discarded when the thread ends; the write just fails (EPIPE).
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   {
     HttpSocket socket(fd, stop_fd_);
     registry_->Add(&socket);

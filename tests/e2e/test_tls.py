@@ -6,11 +6,14 @@ certificate, plus a second CA that signed nothing the daemon trusts.
 """
 
 import http.client
+import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
+import time
 
 import grpc
 
@@ -124,10 +127,25 @@ class TlsTest(harness.E2ETestCase):
         self.assertEqual(t.ids, d.reference([155, 60, 131], 5))
         self.assertEqual(d.https("/healthz"), (200, "ok\n"))
         self.assertEqual(d.https("/readyz")[0], 200)
-        # The web port speaks HTTPS too.
+        # The web port speaks HTTPS too, and a TLS client that walks away mid-stream costs
+        # its turn only (a write to it must not raise SIGPIPE in the daemon).
         status, body = d.https("/v1/models", web=True)
         self.assertEqual(status, 200)
         self.assertIn('"object":"list"', body)
+        for _ in range(3):
+            ctx = ssl.create_default_context(cafile=self.pki["ca"] + ".crt")
+            host, port = d.web_address.rsplit(":", 1)
+            conn = http.client.HTTPSConnection(host, int(port), timeout=10, context=ctx)
+            conn.request("POST", "/v1/chat/completions", body=json.dumps(
+                {"messages": [{"role": "user", "content": "Hi"}], "stream": True,
+                 "max_tokens": 4000}), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, 200)
+            resp.fp.readline()
+            conn.sock.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        time.sleep(0.5)
+        d.assert_serving("after TLS clients left mid-stream")
         # Plaintext to the TLS port is refused, and a client that does not trust the issuer
         # cannot connect.
         plain = grpc.insecure_channel(d.address)
