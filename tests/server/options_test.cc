@@ -472,5 +472,33 @@ TEST(FlagSetTest, RequiredFlagIsSatisfiedByItsEnvironmentTwin) {
   EXPECT_EQ(s, "v");
 }
 
+
+TEST(ServerOptionsTest, WebFlags) {
+  ParseResult r = Parse({});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk);
+  EXPECT_EQ(r.options.web_listen, "");  // off by default
+  EXPECT_EQ(r.options.web_threads, 256);
+  EXPECT_EQ(r.options.web_max_streams, 128);
+  EXPECT_EQ(r.options.web_heartbeat_s, 15);
+  EXPECT_FALSE(r.options.no_web_ui);
+  r = Parse({"--web-listen", "127.0.0.1:0", "--web-cors-origins",
+             "https://a.example.com, http://localhost:3000", "--no-web-ui"},
+            {{"XLSTMD_WEB_MAX_STREAMS", "7"}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.web_max_streams, 7);
+  EXPECT_TRUE(r.options.no_web_ui);
+  for (const char* bad : {"*", "null", "a.example.com", "https://a.example.com/"}) {
+    r = Parse({"--web-cors-origins", bad});
+    EXPECT_EQ(r.outcome, base::ParseOutcome::kError) << bad;
+    EXPECT_THAT(r.err, HasSubstr("--web-cors-origins")) << bad;
+  }
+  r = Parse({"--web-listen", "8080"});
+  EXPECT_EQ(r.outcome, base::ParseOutcome::kError);
+  EXPECT_THAT(r.err, StartsWith("xlstmd: error: --web-listen: "));
+  r = Parse({"--web-listen", "0.0.0.0:8080", "--http-listen", "0.0.0.0:8080"});
+  EXPECT_EQ(r.outcome, base::ParseOutcome::kError);
+  EXPECT_THAT(r.err, HasSubstr("must be different"));
+}
+
 }  // namespace
 }  // namespace xlstmd::server
