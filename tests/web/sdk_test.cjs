@@ -108,8 +108,17 @@ test('responses.stream events in order', async () => {
 });
 
 test('bad inputs get the SDK error classes', async () => {
+  const s = await (await fetch(d.web + '/v1/sessions', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}',
+  })).json();
   const cases = [
     [ask('x', { n: 2 }), OpenAI.BadRequestError, 400, 'n'],
+    [ask('x', { temperature: 'hot' }), OpenAI.BadRequestError, 400, 'temperature'],
+    [ask('x', { frobnicate: true }), OpenAI.BadRequestError, 400, 'frobnicate'],
+    [{ model: d.modelName, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:,' } }] }] },
+      OpenAI.BadRequestError, 400, 'messages[0].content[0]'],
+    [ask('x', { max_tokens: 100001 }), OpenAI.BadRequestError, 400, null],
+    [ask('x', { xlstmd: { session_id: s.session_id, expected_version: 5 } }), OpenAI.ConflictError, 409, null],
     [ask('x', { tools: [{ type: 'function', function: { name: 'f' } }] }), OpenAI.BadRequestError, 400, 'tools'],
     [{ model: d.modelName, messages: [] }, OpenAI.BadRequestError, 400, 'messages'],
     [{ model: d.modelName, messages: [{ role: 'assistant', content: 'x' }] }, OpenAI.BadRequestError, 400, 'messages'],
@@ -121,6 +130,10 @@ test('bad inputs get the SDK error classes', async () => {
       assert.ok(e instanceof cls, `${JSON.stringify(body)}: ${e.constructor.name}`);
       assert.equal(e.status, status);
       assert.equal(e.param ?? null, param);
+      // The gRPC code's name: a request over a limit is RESOURCE_EXHAUSTED, yet a 400.
+      const code = body.max_tokens > 100000 ? 'resource_exhausted'
+        : { 400: 'invalid_argument', 404: 'not_found', 409: 'aborted' }[status];
+      assert.equal(e.code, code, JSON.stringify(body));
       return true;
     });
   }
