@@ -1,10 +1,13 @@
 #!/usr/bin/python3
 """gRPC transport limits, by their effect on a real client (issue 16, requirement 3):
 --max-streams-per-connection holds a connection's extra calls back (HTTP/2
-MAX_CONCURRENT_STREAMS) without touching other connections, and keepalive enforcement answers
+MAX_CONCURRENT_STREAMS) without touching other connections; keepalive enforcement answers
 a client that pings an idle connection too often with a GOAWAY (too_many_pings) while polite
-clients keep theirs.
+clients keep theirs; and past --grpc-memory-mb, gRPC refuses calls instead of the process
+growing, then serves again.
 """
+
+import collections
 
 import threading
 import time
@@ -80,6 +83,49 @@ class TransportLimitsTest(harness.E2ETestCase):
         self.assertEqual(polite_states[-1], ready, f"a polite connection was closed: "
                                                    f"{polite_states}")
         d.assert_serving("after the keepalive abuse")
+
+    def burst(self, d, threads=24, calls=3):
+        """Concurrent ~4 MB requests (each refused by the engine as too long, if it gets them);
+        counts the outcomes."""
+        codes = collections.Counter()
+        lock = threading.Lock()
+
+        def worker():
+            c = d.client(channel=d.channel())
+            for _ in range(calls):
+                try:
+                    c.create_session(system_prompt="x" * 3_900_000, timeout=30)
+                    outcome = "OK"
+                except grpc.RpcError as e:
+                    reached_engine = "over the limit" in (e.details() or "")
+                    outcome = "engine" if reached_engine else e.code().name
+                with lock:
+                    codes[outcome] += 1
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        self.assertFalse(any(t.is_alive() for t in ts), "a call hung")
+        return codes
+
+    def test_past_the_memory_quota_calls_are_refused_not_buffered(self):
+        args = ["--max-message-bytes", "4000000"]
+        roomy = self.start_daemon(args, name="xlstmd(quota 1024)")
+        codes = self.burst(roomy)
+        self.assertEqual(codes, {"engine": 72}, "with room, every request reaches the engine")
+        tight = self.start_daemon(args + ["--grpc-memory-mb", "16"], name="xlstmd(quota 16)")
+        codes = self.burst(tight)
+        refused = codes["RESOURCE_EXHAUSTED"] + codes["UNAVAILABLE"]
+        self.assertGreater(refused, 0, f"nothing was refused at a 16 MiB quota: {codes}")
+        self.assertEqual(sum(codes.values()), 72)
+        self.assertEqual(set(codes) - {"engine", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, set(),
+                         codes)
+        tight.assert_serving("after the quota refused calls")
+        c = tight.client()
+        s = c.create_session()
+        self.assertEqual(len(c.turn(s.session_id, tokens=[1, 2], sampling=sampling(
+            max_tokens=3)).ids), 3)
 
 
 if __name__ == "__main__":
