@@ -17,9 +17,7 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -65,11 +63,7 @@ def main():
     harness._configure(rest)
     made = None
     if args.model is None:
-        made = tempfile.mkdtemp(prefix="xlstmd-bench-web-")
-        subprocess.run([harness.CONFIG.xlstm, "mkmodel", "--family", "xlstm", "--embedding-dim",
-                        "512", "--num-blocks", "6", "--num-heads", "4", "--vocab", "257",
-                        "--seed", "1", "--out", made, "--force"],
-                       check=True, stdout=subprocess.DEVNULL)
+        made = harness.make_random_model("xlstmd-bench-web-")
         args.model = made
     d = harness.Daemon(["--web-listen", "127.0.0.1:0", "--max-batch", str(args.streams),
                         "--slots", str(2 * args.streams + 8), "--web-max-streams",

@@ -307,11 +307,7 @@ def main():
     harness._configure(rest)
     made = None
     if args.model is None:
-        made = tempfile.mkdtemp(prefix="xlstmd-soak-model-")
-        subprocess.run([harness.CONFIG.xlstm, "mkmodel", "--family", "xlstm", "--embedding-dim",
-                        "512", "--num-blocks", "6", "--num-heads", "4", "--vocab", "257",
-                        "--seed", "1", "--out", made, "--force"],
-                       check=True, stdout=subprocess.DEVNULL)
+        made = harness.make_random_model("xlstmd-soak-model-")
         args.model = made
     random.seed(7)
     report, failures = {}, []

@@ -4,11 +4,11 @@
 #include <optional>
 #include <utility>
 
-#include "absl/strings/str_replace.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/convert.h"
 #include "server/grpc_post.h"
 #include "server/logging.h"
+#include "server/turn_log.h"
 
 namespace xlstmd::server {
 namespace {
@@ -91,16 +91,7 @@ void ChatReactor::LogCall() {
       .Add("request_id", r.request_id)
       .Add("code", ServerMetrics::GrpcCodeName(static_cast<int>(status.error_code())));
   if (r.finished.has_value()) {
-    const core::TurnUsage& u = r.finished->usage;
-    line.Add("finish", ServerMetrics::FinishReasonName(r.finished->finish_reason))
-        .Add("tokens_in", u.prompt_tokens)
-        .Add("tokens_out", u.completion_tokens)
-        .Add("history_tokens", u.history_tokens)
-        .AddMs("ttft_ms", u.first_token_ms)
-        .AddMs("queue_ms", u.queue_ms)
-        .AddMs("prefill_ms", u.prefill_ms)
-        .AddMs("duration_ms", u.total_ms)
-        .Add("version", r.finished->session_version);
+    AddCommittedTurn(line, *r.finished);
   } else {
     // Not committed: what the call saw, timed from its arrival here.
     line.Add("finish", "none")
@@ -109,23 +100,13 @@ void ChatReactor::LogCall() {
     if (r.first_token_at.has_value()) line.AddMs("ttft_ms", MsSince(start_, *r.first_token_at));
     line.AddMs("duration_ms", MsSince(start_, now));
   }
-  if (!status.ok()) {
-    // Engine messages name the session; the log shows only its hash.
-    std::string error = status.error_message();
-    if (!r.session_id.empty()) {
-      error = absl::StrReplaceAll(error, {{r.session_id, HashSessionId(r.session_id)}});
-    }
-    line.Add("error", error);
-  }
+  // Engine messages name the session; the log shows only its hash.
+  AddTurnError(line, FromGrpcStatus(status), r.session_id);
   if (obs_->log_prompts) {
     line.Add("prompt", r.prompt).Add("reply", r.reply);
     if (r.reply_truncated) line.Add("reply_truncated", true);
   }
-  const grpc::StatusCode code = status.error_code();
-  const bool server_fault = code == grpc::StatusCode::INTERNAL ||
-                            code == grpc::StatusCode::DATA_LOSS ||
-                            code == grpc::StatusCode::UNKNOWN;
-  line.Log(server_fault ? spdlog::level::warn : spdlog::level::info);
+  LogTurnLine(line, static_cast<absl::StatusCode>(status.error_code()));
 }
 
 void ChatReactor::Attach(std::shared_ptr<core::TurnStream> stream) {

@@ -4,11 +4,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/logging.h"
 #include "server/metrics.h"
+#include "server/turn_log.h"
 #include "server/web_internal.h"
 
 namespace xlstmd::server::web {
@@ -35,15 +35,7 @@ void LogTurn(const Call& call, const std::string& session_id, const absl::Status
       .Add("tenant", call.tenant)
       .Add("code", ServerMetrics::GrpcCodeName(static_cast<int>(status.code())));
   if (finished.has_value()) {
-    const core::TurnUsage& u = finished->usage;
-    line.Add("finish", ServerMetrics::FinishReasonName(finished->finish_reason))
-        .Add("tokens_in", u.prompt_tokens)
-        .Add("tokens_out", u.completion_tokens)
-        .Add("history_tokens", u.history_tokens)
-        .AddMs("ttft_ms", u.first_token_ms)
-        .AddMs("queue_ms", u.queue_ms)
-        .AddMs("duration_ms", u.total_ms)
-        .Add("version", finished->session_version);
+    AddCommittedTurn(line, *finished);
   } else {
     line.Add("finish", "none")
         .Add("tokens_out", tokens_out)
@@ -52,17 +44,8 @@ void LogTurn(const Call& call, const std::string& session_id, const absl::Status
                                   .count());
   }
   if (client_gone) line.Add("client_gone", true);
-  if (!status.ok()) {
-    std::string error(status.message());
-    if (!session_id.empty()) {
-      error = absl::StrReplaceAll(error, {{session_id, HashSessionId(session_id)}});
-    }
-    line.Add("error", error);
-  }
-  const bool server_fault = status.code() == absl::StatusCode::kInternal ||
-                            status.code() == absl::StatusCode::kDataLoss ||
-                            status.code() == absl::StatusCode::kUnknown;
-  line.Log(server_fault ? spdlog::level::warn : spdlog::level::info);
+  AddTurnError(line, status, session_id);
+  LogTurnLine(line, status.code());
 }
 
 }  // namespace
