@@ -335,6 +335,10 @@ class WebTest(harness.E2ETestCase):
             err = r.json()["error"]
             self.assertEqual(err["param"], param, body)
             self.assertEqual(err["type"], "invalid_request_error", body)
+        # Deeply nested JSON (a stack-depth attack) is one more 400, on every JSON endpoint.
+        deep = b'{"messages":' + b"[" * 500000 + b"]" * 500000 + b"}"
+        for path in ("/v1/chat/completions", "/v1/responses", "/v1/sessions"):
+            self.assertEqual(self.post(path, deep).status, 400, path)
         r = self.post("/v1/chat/completions", b"{}", content_type="text/plain")
         self.assertEqual(r.status, 415, r)
         self.assertEqual(self.get("/v1/chat/completions").status, 405)
