@@ -54,6 +54,9 @@ TEST(HttpParseTest, KeepAliveFollowsTheVersionAndConnectionHeader) {
   EXPECT_TRUE(r.keep_alive());
 }
 
+// A NUL inside a header value (a literal with an embedded NUL: its length from sizeof).
+constexpr char kNulInValue[] = "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n";
+
 TEST(HttpParseTest, RefusesWhatItDoesNotFullyUnderstand) {
   struct Case {
     std::string head;
@@ -71,7 +74,7 @@ TEST(HttpParseTest, RefusesWhatItDoesNotFullyUnderstand) {
       {"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n", 400},                // obs-fold
       {"GET / HTTP/1.1\r\nHost : a\r\n", 400},                          // blank before ':'
       {"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n", 400},                // bare CR in a value
-      {std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n", 36), 400},
+      {std::string(kNulInValue, sizeof(kNulInValue) - 1), 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n", 411},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n", 400},
