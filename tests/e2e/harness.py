@@ -86,14 +86,15 @@ def main():
     unittest.main(module="__main__", argv=[sys.argv[0]] + rest, verbosity=2)
 
 
-def make_random_model(prefix="xlstmd-model-", embedding_dim=512, num_blocks=6):
+def make_random_model(prefix="xlstmd-model-", embedding_dim=512, num_blocks=6, dtype=None):
     """A random xLSTM-7B-shaped model from `xlstm mkmodel` in a new temporary directory
     (byte vocabulary; 512 x 6 blocks is decode-bound on a CPU, unlike the tiny golden model).
     The caller removes it."""
     out = tempfile.mkdtemp(prefix=prefix)
     subprocess.run([CONFIG.xlstm, "mkmodel", "--family", "xlstm", "--embedding-dim",
                     str(embedding_dim), "--num-blocks", str(num_blocks), "--num-heads", "4",
-                    "--vocab", "257", "--seed", "1", "--out", out, "--force"],
+                    "--vocab", "257", "--seed", "1", "--out", out, "--force",
+                    *(["--dtype", dtype] if dtype else [])],
                    check=True, stdout=subprocess.DEVNULL)
     return out
 
