@@ -48,8 +48,10 @@ class HttpServer::Impl {
     }
     absl::StatusOr<std::unique_ptr<HttpListener>> l = HttpListener::Start(
         listen, std::move(options), [this](const HttpRequest& req, HttpResponse& res) {
-          Route(req, res);
-          if (handlers_.on_response) handlers_.on_response(req.path, res.status());
+          const Reply reply = Route(req);
+          // Counted before it is sent: a scrape that follows a response sees it.
+          if (handlers_.on_response) handlers_.on_response(req.path, reply.status);
+          res.Send(reply.status, reply.content_type, reply.body, reply.headers);
         });
     if (!l.ok()) return l.status();
     listener_ = *std::move(l);
@@ -64,29 +66,32 @@ class HttpServer::Impl {
   int port() const { return listener_->port(); }
 
  private:
-  void Route(const HttpRequest& req, HttpResponse& res) {
+  struct Reply {
+    int status = 200;
+    absl::string_view content_type = "text/plain; charset=utf-8";
+    std::string body;
+    HttpHeaders headers;
+  };
+
+  Reply Route(const HttpRequest& req) const {
     const std::string& path = req.path;
-    constexpr absl::string_view kText = "text/plain; charset=utf-8";
     if (path != "/metrics" && path != "/healthz" && path != "/readyz") {
-      res.Send(404, kText, "not found: try /metrics, /healthz or /readyz\n");
-      return;
+      return {404, "text/plain; charset=utf-8", "not found: try /metrics, /healthz or /readyz\n",
+              {}};
     }
     if (!IsGetOrHead(req.method)) {
-      res.Send(405, kText, "method not allowed\n", {{"Allow", "GET, HEAD"}});
-      return;
+      return {405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}}};
     }
     // Probes and scrapes must always see the current state.
     const HttpHeaders no_store = {{"Cache-Control", "no-store"}};
     if (path == "/metrics") {
-      res.Send(200, base::kPrometheusTextContentType,
-               handlers_.metrics ? handlers_.metrics() : std::string(), no_store);
-    } else if (path == "/healthz") {
-      res.Send(200, kText, "ok\n", no_store);
-    } else {
-      const std::string reason = handlers_.not_ready_reason ? handlers_.not_ready_reason() : "";
-      res.Send(reason.empty() ? 200 : 503, kText,
-               reason.empty() ? "ready\n" : absl::StrCat("not ready: ", reason, "\n"), no_store);
+      return {200, base::kPrometheusTextContentType,
+              handlers_.metrics ? handlers_.metrics() : std::string(), no_store};
     }
+    if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", no_store};
+    const std::string reason = handlers_.not_ready_reason ? handlers_.not_ready_reason() : "";
+    return {reason.empty() ? 200 : 503, "text/plain; charset=utf-8",
+            reason.empty() ? "ready\n" : absl::StrCat("not ready: ", reason, "\n"), no_store};
   }
 
   const Handlers handlers_;

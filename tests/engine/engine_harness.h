@@ -105,7 +105,12 @@ class Collector {
         }
         continue;
       }
-      if (stream.Done()) break;
+      if (stream.Done()) {
+        // The engine thread may still be inside the wakeup of the Close it just made; after
+        // DetachWakeup it is out, and this collector may go (turn_stream.h).
+        stream.DetachWakeup();
+        break;
+      }
       std::unique_lock<std::mutex> lock(mu_);
       const int64_t seen = pokes_;
       cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return pokes_ != seen; });

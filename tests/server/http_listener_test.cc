@@ -105,6 +105,11 @@ TEST(HttpParseTest, HeaderCapsAre431) {
 
 class HttpListenerTest : public ::testing::Test {
  protected:
+  // The listener goes first: its connection threads run Handle on this fixture.
+  void TearDown() override {
+    if (listener_ != nullptr) listener_->Stop(absl::ZeroDuration());
+  }
+
   void StartListener(HttpListenerOptions options = {}) {
     absl::StatusOr<std::unique_ptr<HttpListener>> l = HttpListener::Start(
         "127.0.0.1:0", std::move(options),

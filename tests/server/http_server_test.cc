@@ -100,6 +100,11 @@ class HttpServerTest : public ::testing::Test {
     port_ = server_->port();
   }
 
+  // The server goes first: its connection threads report into the members below.
+  void TearDown() override {
+    if (server_ != nullptr) server_->Stop();
+  }
+
   void SetNotReady(std::string reason) {
     absl::MutexLock lock(&mu_);
     not_ready_ = std::move(reason);
