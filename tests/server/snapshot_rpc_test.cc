@@ -133,6 +133,44 @@ class SnapshotRpcTest : public ::testing::Test {
     return out;
   }
 
+  // Snapshot bytes in flight once they reach `want` (a call's bytes go back when its reactor
+  // goes, just after the client saw the status), or what they are after 2 s.
+  uint64_t WaitInFlight(uint64_t want) {
+    for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return server_->snapshot_bytes_in_flight();
+  }
+
+  // An import of `bytes` held open after its first half: it holds the declared size from
+  // its first chunk on. Finish() sends the rest.
+  class HeldImport {
+   public:
+    HeldImport(v1::ChatService::Stub* chat, std::string bytes) : bytes_(std::move(bytes)) {
+      Deadline(&ctx_);
+      writer_ = chat->ImportSession(&ctx_, &out_);
+      v1::SnapshotChunk first;
+      first.set_data(bytes_.substr(0, bytes_.size() / 2));
+      first.set_total_bytes(bytes_.size());
+      started_ = writer_->Write(first);
+    }
+    bool started() const { return started_; }
+    grpc::Status Finish() {
+      v1::SnapshotChunk rest;
+      rest.set_data(bytes_.substr(bytes_.size() / 2));
+      if (!writer_->Write(rest)) return grpc::Status(grpc::StatusCode::UNKNOWN, "write failed");
+      writer_->WritesDone();
+      return writer_->Finish();
+    }
+
+   private:
+    std::string bytes_;
+    grpc::ClientContext ctx_;
+    v1::Session out_;
+    std::unique_ptr<grpc::ClientWriter<v1::SnapshotChunk>> writer_;
+    bool started_ = false;
+  };
+
   std::unique_ptr<Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ChatService::Stub> chat_;
@@ -262,37 +300,20 @@ TEST_F(SnapshotRpcTest, SnapshotBytesInFlightAreSharedAndBounded) {
   Turn(a, {1, 2, 3}, 2);
   const std::vector<v1::SnapshotChunk> chunks = Export(a).value();
   const std::string bytes = chunks[0].data();
-  // A call's bytes go back when its reactor goes, just after the client saw the status.
-  auto wait_in_flight = [&](uint64_t want) {
-    for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != want; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return server_->snapshot_bytes_in_flight();
-  };
-  ASSERT_EQ(wait_in_flight(0), 0u);
-  grpc::ClientContext held_ctx;
-  Deadline(&held_ctx);
-  v1::Session held_out;
-  auto held = chat_->ImportSession(&held_ctx, &held_out);
-  v1::SnapshotChunk first;
-  first.set_data(bytes.substr(0, bytes.size() / 2));
-  first.set_total_bytes(bytes.size());
-  ASSERT_TRUE(held->Write(first));
+  ASSERT_EQ(WaitInFlight(0), 0u);
+  HeldImport held(chat_.get(), bytes);
+  ASSERT_TRUE(held.started());
   // The held import takes its declared bytes when the server reads its first chunk.
-  ASSERT_EQ(wait_in_flight(bytes.size()), bytes.size());
+  ASSERT_EQ(WaitInFlight(bytes.size()), bytes.size());
   EXPECT_THAT(Import(chunks).status(), StatusIs(absl::StatusCode::kResourceExhausted,
                                                 HasSubstr("snapshot bytes in flight")));
   EXPECT_THAT(Export(a).status(), StatusIs(absl::StatusCode::kResourceExhausted));
-  v1::SnapshotChunk rest;
-  rest.set_data(bytes.substr(bytes.size() / 2));
-  ASSERT_TRUE(held->Write(rest));
-  held->WritesDone();
-  ASSERT_TRUE(held->Finish().ok());
-  EXPECT_EQ(wait_in_flight(0), 0u);
+  ASSERT_TRUE(held.Finish().ok());
+  EXPECT_EQ(WaitInFlight(0), 0u);
   EXPECT_TRUE(Import(chunks).ok());
-  EXPECT_EQ(wait_in_flight(0), 0u);
+  EXPECT_EQ(WaitInFlight(0), 0u);
   EXPECT_TRUE(Export(a).ok());
-  EXPECT_EQ(wait_in_flight(0), 0u);
+  EXPECT_EQ(WaitInFlight(0), 0u);
 }
 
 // --tenant-snapshot-bytes applies within the shared budget: with room to spare there, a
@@ -306,34 +327,16 @@ TEST_F(SnapshotRpcTest, TenantSnapshotQuotaRefusesBeyondItsShare) {
   Turn(a, {1, 2, 3}, 2);
   const std::vector<v1::SnapshotChunk> chunks = Export(a).value();
   const std::string bytes = chunks[0].data();
-  // The export's bytes go back when its reactor goes, just after the client saw the status.
-  for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  grpc::ClientContext held_ctx;
-  Deadline(&held_ctx);
-  v1::Session held_out;
-  auto held = chat_->ImportSession(&held_ctx, &held_out);
-  v1::SnapshotChunk first;
-  first.set_data(bytes.substr(0, bytes.size() / 2));
-  first.set_total_bytes(bytes.size());
-  ASSERT_TRUE(held->Write(first));
-  for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != bytes.size(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  ASSERT_EQ(server_->snapshot_bytes_in_flight(), bytes.size());
+  ASSERT_EQ(WaitInFlight(0), 0u);
+  HeldImport held(chat_.get(), bytes);
+  ASSERT_TRUE(held.started());
+  ASSERT_EQ(WaitInFlight(bytes.size()), bytes.size());
   EXPECT_THAT(Export(a).status(),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("tenant (anonymous)'s snapshot bytes in flight are at its "
                                  "quota")));
-  v1::SnapshotChunk rest;
-  rest.set_data(bytes.substr(bytes.size() / 2));
-  ASSERT_TRUE(held->Write(rest));
-  held->WritesDone();
-  ASSERT_TRUE(held->Finish().ok());
-  for (int i = 0; i < 1000 && server_->snapshot_bytes_in_flight() != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  ASSERT_TRUE(held.Finish().ok());
+  EXPECT_EQ(WaitInFlight(0), 0u);
   EXPECT_TRUE(Export(a).ok());
 }
 
