@@ -1,6 +1,8 @@
 #include "server/convert.h"
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -74,6 +76,28 @@ absl::StatusOr<core::TurnRequest> ToTurnRequest(const v1::ChatRequest& request, 
   if (request.has_expected_version()) t.expected_version = request.expected_version();
   t.request_id = request.request_id();
   return t;
+}
+
+absl::StatusOr<v1::ListSessionsResponse> ListSessionsPage(const core::Engine& engine,
+                                                          const std::string& owner,
+                                                          int32_t page_size,
+                                                          const std::string& page_token) {
+  if (page_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must not be negative (got ", page_size, ")"));
+  }
+  page_size = page_size == 0 ? kDefaultPageSize : std::min(page_size, kMaxPageSize);
+  if (!page_token.empty()) {
+    if (absl::Status s = ValidateSessionId(page_token, "page_token"); !s.ok()) return s;
+  }
+  // One more than asked tells whether another page follows.
+  std::vector<core::SessionInfo> sessions = engine.ListSessions(owner, page_token, page_size + 1);
+  v1::ListSessionsResponse out;
+  const bool more = static_cast<int32_t>(sessions.size()) > page_size;
+  if (more) sessions.resize(page_size);
+  for (const core::SessionInfo& info : sessions) ToProto(info, out.add_sessions());
+  if (more) out.set_next_page_token(sessions.back().session_id);
+  return out;
 }
 
 v1::FinishReason ToProto(core::FinishReason reason) {

@@ -39,6 +39,17 @@ core::SamplingConfig ToSamplingConfig(const v1::SamplingParams& params);
 // session id, a missing input or an empty message.
 absl::StatusOr<core::TurnRequest> ToTurnRequest(const v1::ChatRequest& request, std::string owner);
 
+// One page of `owner`'s sessions, in id order after `page_token` (the last id of the previous
+// page, so it stays valid while sessions come and go). `page_size` 0 = kDefaultPageSize,
+// capped at kMaxPageSize; negative or a malformed token: INVALID_ARGUMENT. Shared by the
+// gRPC ListSessions and the web port's GET /v1/sessions.
+inline constexpr int32_t kDefaultPageSize = 100;
+inline constexpr int32_t kMaxPageSize = 1000;
+absl::StatusOr<v1::ListSessionsResponse> ListSessionsPage(const core::Engine& engine,
+                                                          const std::string& owner,
+                                                          int32_t page_size,
+                                                          const std::string& page_token);
+
 v1::FinishReason ToProto(core::FinishReason reason);
 void ToProto(const core::TurnEvent& event, v1::ChatEvent* out);
 void ToProto(const core::SessionInfo& info, v1::Session* out);

@@ -162,28 +162,10 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListSessions(grpc::CallbackServerCont
   core::Engine* engine = nullptr;
   v1::ListSessionsRequest req;
   if (!BeginUnary(*state_, ctx, request, reactor, &tenant, &engine, &req)) return reactor;
-  if (req.page_size() < 0) {
-    return FinishWith(reactor, absl::InvalidArgumentError(absl::StrCat(
-                                   "page_size must not be negative (got ", req.page_size(), ")")));
-  }
-  const int32_t page_size =
-      req.page_size() == 0 ? kDefaultPageSize : std::min(req.page_size(), kMaxPageSize);
-  // The page token is the last session id of the previous page: sessions are listed in id
-  // order, so it stays valid while sessions come and go.
-  if (!req.page_token().empty()) {
-    if (absl::Status s = ValidateSessionId(req.page_token(), "page_token"); !s.ok()) {
-      return FinishWith(reactor, s);
-    }
-  }
-  // One more than asked tells whether another page follows.
-  std::vector<core::SessionInfo> sessions =
-      engine->ListSessions(tenant, req.page_token(), page_size + 1);
-  v1::ListSessionsResponse out;
-  const bool more = static_cast<int32_t>(sessions.size()) > page_size;
-  if (more) sessions.resize(page_size);
-  for (const core::SessionInfo& info : sessions) ToProto(info, out.add_sessions());
-  if (more) out.set_next_page_token(sessions.back().session_id);
-  reactor->Finish(SerializeResponse(out, response));
+  absl::StatusOr<v1::ListSessionsResponse> out =
+      ListSessionsPage(*engine, tenant, req.page_size(), req.page_token());
+  if (!out.ok()) return FinishWith(reactor, out.status());
+  reactor->Finish(SerializeResponse(*out, response));
   return reactor;
 }
 

@@ -95,10 +95,6 @@ using RawChatService = v1::ChatService::WithRawCallbackMethod_CreateSession<
 
 class ChatServiceImpl final : public RawChatService {
  public:
-  // ListSessions page size when the request leaves it at 0, and the most it may ask for.
-  static constexpr int32_t kDefaultPageSize = 100;
-  static constexpr int32_t kMaxPageSize = 1000;
-
   explicit ChatServiceImpl(const ServingState* state) : state_(state) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,

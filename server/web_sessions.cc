@@ -76,26 +76,16 @@ std::string SseEvent(absl::string_view name, absl::string_view data) {
 }
 
 void List(Call& call) {
-  int32_t page_size = 100;
+  int32_t page_size = 0;
   const std::string size = QueryParam(call.req.query, "page_size");
-  if (!size.empty() && (!absl::SimpleAtoi(size, &page_size) || page_size < 0)) {
-    return SendError(call, absl::InvalidArgumentError("page_size must be a non-negative integer"),
+  if (!size.empty() && !absl::SimpleAtoi(size, &page_size)) {
+    return SendError(call, absl::InvalidArgumentError("page_size must be an integer"),
                      "page_size");
   }
-  page_size = page_size == 0 ? 100 : std::min(page_size, 1000);
-  const std::string token = QueryParam(call.req.query, "page_token");
-  if (!token.empty()) {
-    if (absl::Status s = ValidateSessionId(token, "page_token"); !s.ok()) {
-      return SendError(call, s, "page_token");
-    }
-  }
-  std::vector<core::SessionInfo> sessions = call.engine->ListSessions(call.tenant, token, page_size + 1);
-  v1::ListSessionsResponse out;
-  const bool more = static_cast<int32_t>(sessions.size()) > page_size;
-  if (more) sessions.resize(page_size);
-  for (const core::SessionInfo& info : sessions) ToProto(info, out.add_sessions());
-  if (more) out.set_next_page_token(sessions.back().session_id);
-  SendProto(call, 200, out);
+  absl::StatusOr<v1::ListSessionsResponse> out = ListSessionsPage(
+      *call.engine, call.tenant, page_size, QueryParam(call.req.query, "page_token"));
+  if (!out.ok()) return SendError(call, out.status());
+  SendProto(call, 200, *out);
 }
 
 void SendSession(Call& call, int status, const absl::StatusOr<core::SessionInfo>& info) {
