@@ -4,13 +4,13 @@
 #include <utility>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/base/random.h"
 #include "core/base/retry.h"
 #include "server/http_listener.h"
 #include "server/web_internal.h"
@@ -26,12 +26,11 @@ namespace web {
 int64_t UnixNow() { return absl::ToUnixSeconds(absl::Now()); }
 
 std::string NewId(const std::string& prefix) {
-  static absl::Mutex mu;
-  static absl::BitGen* gen = new absl::BitGen();
   constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  unsigned char bytes[24];
+  base::RandomBytes(bytes, sizeof(bytes));
   std::string id = prefix;
-  absl::MutexLock lock(&mu);
-  for (int i = 0; i < 24; ++i) id += kAlphabet[absl::Uniform(*gen, 0, 36)];
+  for (unsigned char b : bytes) id += kAlphabet[b % 36];
   return id;
 }
 
