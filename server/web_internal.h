@@ -62,6 +62,8 @@ struct Call {
 };
 
 void SendJson(Call& call, int status, const Json& body, HttpHeaders extra = {});
+// 405 with `Allow: allow` and the usual error body.
+void MethodNotAllowed(Call& call, const char* allow);
 // An error response for `status` (its mapped HTTP status and headers).
 void SendError(Call& call, const absl::Status& status, const std::string& param = "");
 

@@ -350,7 +350,7 @@ absl::Status ParseChatBody(Call& call, const Json& body, ChatBody* out, std::str
 
 void HandleModels(Call& call) {
   if (call.req.method != "GET" && call.req.method != "HEAD") {
-    return SendError(call, WithHttpStatus(Bad("method not allowed; use GET"), 405));
+    return MethodNotAllowed(call, "GET, HEAD");
   }
   const std::string& name = call.state->model_name();
   const Json model = {{"id", name}, {"object", "model"}, {"created", 0}, {"owned_by", "xlstmd"}};

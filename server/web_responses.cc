@@ -177,13 +177,13 @@ void GetOrDelete(Call& call, const std::string& id) {
 void HandleResponses(Call& call, const std::vector<std::string>& parts) {
   if (parts.size() == 2 && !parts[1].empty()) {
     if (call.req.method != "GET" && call.req.method != "DELETE") {
-      return SendError(call, WithHttpStatus(Bad("method not allowed; use GET or DELETE"), 405));
+      return MethodNotAllowed(call, "GET, DELETE");
     }
     return GetOrDelete(call, parts[1]);
   }
   if (parts.size() != 1) return SendError(call, absl::NotFoundError("no such endpoint"));
   if (call.req.method != "POST") {
-    return SendError(call, WithHttpStatus(Bad("method not allowed; use POST"), 405));
+    return MethodNotAllowed(call, "POST");
   }
   absl::StatusOr<Json> parsed = ParseJsonBody(call.req);
   if (!parsed.ok()) return SendError(call, parsed.status());

@@ -139,6 +139,14 @@ void SendError(Call& call, const absl::Status& status, const std::string& param)
   SendJson(call, e.http_status, Json{{"error", ErrorObject(status, param)}}, std::move(extra));
 }
 
+void MethodNotAllowed(Call& call, const char* allow) {
+  SendJson(call, 405,
+           Json{{"error", ErrorObject(WithHttpStatus(absl::InvalidArgumentError(absl::StrCat(
+                                                         "method not allowed; use ", allow)),
+                                                     405))}},
+           {{"Allow", allow}});
+}
+
 absl::StatusOr<Json> ParseJsonBody(const HttpRequest& req) {
   const std::string* type = req.header("content-type");
   std::string media = type == nullptr ? "" : std::string(absl::StripAsciiWhitespace(
@@ -307,7 +315,7 @@ class WebServer::Impl {
       web::HandleModels(call);
     } else if (top == "chat" && parts.size() == 2 && parts[1] == "completions") {
       call.route = "chat_completions";
-      if (call.req.method != "POST") return MethodNotAllowed(call, "POST");
+      if (call.req.method != "POST") return web::MethodNotAllowed(call, "POST");
       web::HandleChatCompletions(call);
     } else if (top == "responses") {
       call.route = "responses";
@@ -318,17 +326,6 @@ class WebServer::Impl {
     } else {
       web::SendError(call, absl::NotFoundError(absl::StrCat("no such endpoint: ", path)));
     }
-  }
-
-  static void MethodNotAllowed(Call& call, const char* allow) {
-    HttpHeaders h = call.headers;
-    h.emplace_back("Allow", allow);
-    call.res.Send(405, "application/json",
-                  web::DumpJson(Json{{"error",
-                                      web::ErrorObject(absl::InvalidArgumentError(absl::StrCat(
-                                          "method not allowed; use ", allow)))}}) +
-                      "\n",
-                  h);
   }
 
   void ServePage(Call& call) {

@@ -56,9 +56,7 @@ absl::Status ParseProtoBody(const HttpRequest& req, google::protobuf::Message* o
 
 bool Method(Call& call, const char* want) {
   if (call.req.method == want) return true;
-  SendError(call, WithHttpStatus(absl::InvalidArgumentError(absl::StrCat(
-                                     "method not allowed; use ", want)),
-                                 405));
+  MethodNotAllowed(call, want);
   return false;
 }
 

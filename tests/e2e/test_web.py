@@ -341,7 +341,11 @@ class WebTest(harness.E2ETestCase):
             self.assertEqual(self.post(path, deep).status, 400, path)
         r = self.post("/v1/chat/completions", b"{}", content_type="text/plain")
         self.assertEqual(r.status, 415, r)
-        self.assertEqual(self.get("/v1/chat/completions").status, 405)
+        r = self.get("/v1/chat/completions")
+        self.assertEqual(r.status, 405)
+        self.assertEqual(r.headers["allow"], "POST")
+        r = web.request(self.addr, "PUT", "/v1/sessions/AAAAAAAAAAAAAAAAAAAAAA/fork", {})
+        self.assertEqual((r.status, r.headers["allow"]), (405, "POST"))
         # The same refusals as gRPC, with the same messages.
         unknown = "AAAAAAAAAAAAAAAAAAAAAA"
         g = self.assertRpcError(lambda: self.client.turn(unknown, tokens=[1]),
