@@ -58,6 +58,9 @@ struct Call {
   std::string tenant;
   core::Engine* engine = nullptr;
   HttpHeaders headers;  // added to every response (CORS, security)
+  // Runs once the turn is over and before the reply's last bytes go out (a temporary
+  // session is deleted there, so a client that has read the reply never sees it).
+  std::function<void()> after_turn;
   std::string route = "other";  // the metrics label
 };
 

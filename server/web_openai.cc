@@ -395,11 +395,15 @@ void HandleChatCompletions(Call& call) {
     temporary = !chat.keep_session;
   }
   const std::string session_id = turn.session_id;
+  // The temporary session goes whatever the turn did, before the reply ends; a failure to
+  // delete it leaves only an idle session (idle TTL, quota), not the client's concern.
+  if (temporary) {
+    call.after_turn = [&call, session_id] { (void)DeleteSessionSync(call, session_id); };
+  }
   RunChatCompletion(call, std::move(turn), chat.stream, chat.include_usage,
                     /*report_session=*/!temporary);
-  // The temporary session goes whatever the turn did; a failure to delete it leaves only an
-  // idle session (idle TTL, quota) and is logged by the engine, not the client's concern.
-  if (temporary) (void)DeleteSessionSync(call, session_id);
+  // A reply refused before its turn ran (a full stream cap) still removes it.
+  if (auto after = std::exchange(call.after_turn, nullptr)) after();
 }
 
 }  // namespace xlstmd::server::web

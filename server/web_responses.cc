@@ -306,9 +306,14 @@ void HandleResponses(Call& call, const std::vector<std::string>& parts) {
   rt.instructions = instructions;
   rt.store = store;
   rt.metadata = body.contains("metadata") ? body["metadata"] : Json::object();
+  // store: false leaves no session behind, gone before the reply ends (a failed delete leaves
+  // an idle one to the TTL).
+  if (temporary) {
+    call.after_turn = [&call, session_id] { (void)DeleteSessionSync(call, session_id); };
+  }
   RunResponse(call, std::move(turn), stream, rt);
-  // store: false leaves no session behind (a failed delete leaves an idle one to the TTL).
-  if (temporary) (void)DeleteSessionSync(call, session_id);
+  // A reply refused before its turn ran (a full stream cap) still removes it.
+  if (auto after = std::exchange(call.after_turn, nullptr)) after();
 }
 
 void StoreResponse(const std::string& id, const Json& response) {

@@ -239,7 +239,7 @@ class WebServer::Impl {
  private:
   void Handle(const HttpRequest& req, HttpResponse& res) {
     Call call{req, res, state_, &config_, &open_streams_, std::string(), nullptr, HttpHeaders(),
-              "other"};
+              nullptr, "other"};
     call.headers = {{"X-Content-Type-Options", "nosniff"}, {"Cache-Control", "no-store"}};
     if (!AddCors(call)) return;
     Route(call);

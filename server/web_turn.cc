@@ -62,6 +62,7 @@ absl::Status RunTurn(Call& call, core::TurnRequest request, const TurnHooks& hoo
         waiter->signaled = true;
       });
   if (!started.ok()) {
+    if (auto after = std::exchange(call.after_turn, nullptr)) after();
     LogTurn(call, session_id, started.status(), std::nullopt, 0, start, false);
     return started.status();
   }
@@ -102,6 +103,7 @@ absl::Status RunTurn(Call& call, core::TurnRequest request, const TurnHooks& hoo
     }
   }
   stream->DetachWakeup();
+  if (auto after = std::exchange(call.after_turn, nullptr)) after();
   *client_gone = gone;
   if (gone && metrics != nullptr) metrics->OnWebDisconnect();
   const absl::Status status = stream->final_status();

@@ -128,8 +128,11 @@ class WebTest(harness.E2ETestCase):
         self.assertEqual(usage["completion_tokens"], 6)
         self.assertEqual(usage["total_tokens"], usage["prompt_tokens"] + 6)
         self.assertEqual(usage["prompt_tokens_details"]["cached_tokens"], 0)
-        # The same request, not streamed: the same reply and counts.
+        # The same request, not streamed: the same reply and counts, and its temporary
+        # session is gone by the time the reply has arrived.
+        before = len(self.get("/v1/sessions?page_size=1000").json()["sessions"])
         whole = self.post("/v1/chat/completions", chat_body())
+        self.assertEqual(len(self.get("/v1/sessions?page_size=1000").json()["sessions"]), before)
         self.assertEqual(whole.status, 200, whole)
         j = whole.json()
         self.assertEqual(j["object"], "chat.completion")
