@@ -124,6 +124,10 @@ class Backend {
   virtual void MlstmStep(const MlstmStepParams& p) = 0;
   virtual void MlstmChunkwise(const MlstmChunkParams& p) = 0;
   virtual void GatherRows(const GatherRowsParams& p) = 0;
+  // Family B (xLSTM paper) ops.
+  virtual void Headwise(const HeadwiseParams& p) = 0;
+  virtual void CausalConv(const CausalConvParams& p) = 0;
+  virtual void SlstmSequence(const SlstmParams& p) = 0;
 
   // Returns once all work issued so far has finished (see "Ordering" above). An error means
   // the device is unusable (a sticky CUDA error): INTERNAL, and every later call fails too.

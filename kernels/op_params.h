@@ -47,7 +47,9 @@ struct MatMulParams {
   bool accumulate;
 };
 
-// y = x / sqrt(mean(x^2) + eps) * w (+ b). Reductions in float32.
+// y = x / sqrt(mean(x^2) + eps) * w (+ b). Reductions in float32. With `center`, a LayerNorm:
+// y = (x - mean) / sqrt(var + eps) * w (+ b), biased variance (family B's norms, whose
+// effective scale 1 + w the model folds into w at load).
 struct RmsNormParams {
   const float* x;   // [rows, dim], stride ldx
   const float* w;   // [dim]
@@ -58,6 +60,7 @@ struct RmsNormParams {
   int64_t ldx;
   int64_t ldy;
   float eps;
+  bool center = false;
 };
 
 // y[r, :] = float32(table[ids[r], :]); ids must be in [0, table rows), or -1 for a padding
@@ -80,7 +83,11 @@ struct BiasSoftCapParams {
   float cap;
 };
 
-// y[r, :] = silu(gate[r, :]) * up[r, :]
+// Activations of a gated feed-forward (upstream's act_fn names: swish, gelu (exact erf form),
+// relu, relu^2, sigmoid, selu).
+enum class GluAct : int32_t { kSilu = 0, kGelu = 1, kRelu = 2, kReluSq = 3, kSigmoid = 4, kSelu = 5 };
+
+// y[r, :] = act(gate[r, :]) * up[r, :]   (act = silu: SwiGLU)
 struct SwiGluParams {
   const float* gate;  // [rows, dim], stride ld_in
   const float* up;    // [rows, dim], stride ld_in
@@ -89,13 +96,20 @@ struct SwiGluParams {
   int64_t dim;
   int64_t ld_in;
   int64_t ldy;
+  GluAct act = GluAct::kSilu;
 };
 
-// Per head j: y[r, j*dh:(j+1)*dh] = LN0(h[r, head j]; eps) * w[..] (+ b[..]) * sigmoid(o[r, ..])
-// (family A `multihead_norm` fused with the output gate).
+// The output gate applied after a per-head norm.
+enum class GateAct : int32_t { kSigmoid = 0, kSilu = 1, kNone = 2 };
+
+// Per head j: t = LN0(h[r, head j]; eps) * w[..] (+ b[..]) (+ skip[..] * xs[r, ..]), then
+// y[r, head j] (=, or += with `accumulate`) t * gate(o[r, ..]).
+// Family A: `multihead_norm` fused with the sigmoid output gate. Family B mLSTM: the outnorm,
+// the learnable skip of the conv branch and the SiLU(z) output gate; sLSTM: the group norm
+// added to the residual (kNone, accumulate).
 struct HeadNormGateParams {
   const float* h;  // [rows, heads*dh], stride ldh
-  const float* o;  // [rows, heads*dh] output-gate pre-activations, stride ldo
+  const float* o;  // [rows, heads*dh] output-gate pre-activations, stride ldo (unused: kNone)
   const float* w;  // [heads*dh]
   const float* b;  // [heads*dh] or nullptr
   float* y;        // [rows, heads*dh], stride ldy
@@ -106,6 +120,11 @@ struct HeadNormGateParams {
   int64_t ldo;
   int64_t ldy;
   float eps;
+  GateAct gate = GateAct::kSigmoid;
+  const float* skip = nullptr;  // [heads*dh] or nullptr
+  const float* xs = nullptr;    // [rows, heads*dh] skip input, stride ldxs (with skip)
+  int64_t ldxs = 0;
+  bool accumulate = false;      // y += instead of y = (y must not alias h, o or xs)
 };
 
 // Where one mLSTM block's state lives inside a slot of the state arena (floats).
@@ -166,6 +185,78 @@ struct MlstmChunkParams {
   int64_t ldq, ldk, ldv, ldi, ldf, ldh;
   MlstmDims dims;
   MlstmStateRef state;
+};
+
+// Block-diagonal ("headwise") linear map, family B's q/k/v and sLSTM gate projections:
+// y[r, p*out + o] = alpha * (sum_i w[p, o, i] * x[r, p*in + i] + b[p*out + o]).
+// Each output's sum runs over i in order whatever the batch (batch invariance).
+struct HeadwiseParams {
+  const float* x;  // [rows, blocks*in], stride ldx
+  const float* w;  // [blocks, out, in] float32 (backend memory)
+  const float* b;  // [blocks*out] or nullptr
+  float* y;        // [rows, blocks*out], stride ldy; must not overlap x
+  int64_t rows;
+  int64_t blocks;
+  int64_t out;
+  int64_t in;
+  int64_t ldx;
+  int64_t ldy;
+  float alpha;
+};
+
+// Sequences of a recurrent op that runs over token rows. With row_begin == nullptr it is a
+// decode step: sequence r is row r, one token long (num_seqs = rows), and slot -1 marks a
+// padding row (its state is neither read nor written, its output row is 0). Otherwise
+// sequence s owns rows [row_begin[s], row_begin[s] + length[s]) (length 0: nothing to do) and
+// continues from slots[s], which must then be a real slot (>= 0).
+struct RowSequences {
+  const int32_t* slots;      // [num_seqs] (backend memory)
+  const int64_t* row_begin;  // [num_seqs] (backend memory) or nullptr (step)
+  const int64_t* length;     // [num_seqs] (backend memory) or nullptr (step)
+  // The same row ranges in host memory (launch planning), nullptr in a step.
+  const int64_t* host_row_begin;
+  const int64_t* host_length;
+  int64_t num_seqs;
+};
+
+// Causal depthwise convolution over time (family B, spec 4.2), kernel size ks >= 1:
+// y_t[d] = act(b[d] + sum_{j<ks} w[j, d] * x_{t-ks+1+j}[d]), where inputs before the rows of
+// this call come from the slot's window (the last ks-1 inputs, oldest first; zero for a new
+// session), which is then advanced to end with the sequence's last input. act = SiLU or none.
+struct CausalConvParams {
+  const float* x;  // [rows, dim], stride ldx
+  const float* w;  // [ks, dim] (the checkpoint's [dim, 1, ks] transposed)
+  const float* b;  // [dim] or nullptr
+  float* y;        // [rows, dim], stride ldy; must not overlap x
+  RowSequences seqs;
+  int64_t dim;
+  int64_t ks;
+  int64_t ldx;
+  int64_t ldy;
+  bool silu;
+  float* arena;          // state arena; slot s starts at arena + s * slot_stride
+  int64_t slot_stride;
+  int64_t window_offset; // floats from the slot start: window [ks-1, dim]
+};
+
+// The sLSTM cell (spec 4.4) over sequences, heads of dh units, dim = heads*dh. Per step and
+// head j, gate g in (i, f, z, o), unit u:
+//   raw_g[u] = gx[r, g*dim + j*dh + u] + sum_d h_prev[j*dh + d] * r[j, d, g*dh + u] + b[j, g, u]
+// then the stabilised exponential-gate update of c, n, m and h = sigmoid(o) * c / n. The state
+// (h, c, n, m, each [dim]) lives in the slot; a sequence's steps run in order.
+struct SlstmParams {
+  const float* gx;  // [rows, 4*dim] input parts of the gate pre-activations (i | f | z | o)
+  const float* r;   // [heads, dh, 4*dh] recurrent kernel ("cuda" layout, spec 4.4)
+  const float* b;   // [heads, 4, dh] bias ("cuda" layout); never null
+  float* h;         // [rows, dim] output (the new h of each row), stride ldh
+  RowSequences seqs;
+  int64_t heads;
+  int64_t dh;
+  int64_t ldg;
+  int64_t ldh;
+  float* arena;
+  int64_t slot_stride;
+  int64_t h_offset, c_offset, n_offset, m_offset;  // floats from the slot start, [dim] each
 };
 
 // y[r, :] = x[rows[r], :] for r in [0, n): picks the residual rows whose logits are wanted.

@@ -16,6 +16,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_quant.h"
 #include "kernels/cpu/mlstm_cpu.h"
+#include "kernels/cpu/paper_cpu.h"
 
 namespace xlstmd::kernels::cpu {
 namespace {
@@ -248,5 +249,8 @@ void CpuBackend::HeadNormGate(const HeadNormGateParams& p) { cpu::HeadNormGate(p
 void CpuBackend::MlstmStep(const MlstmStepParams& p) { cpu::MlstmStep(pool_, p, isa_); }
 void CpuBackend::MlstmChunkwise(const MlstmChunkParams& p) { cpu::MlstmChunkwise(pool_, p, isa_); }
 void CpuBackend::GatherRows(const GatherRowsParams& p) { cpu::GatherRows(pool_, p); }
+void CpuBackend::Headwise(const HeadwiseParams& p) { cpu::Headwise(pool_, p, isa_); }
+void CpuBackend::CausalConv(const CausalConvParams& p) { cpu::CausalConv(pool_, p, isa_); }
+void CpuBackend::SlstmSequence(const SlstmParams& p) { cpu::SlstmSequence(pool_, p, isa_); }
 
 }  // namespace xlstmd::kernels::cpu

@@ -69,6 +69,9 @@ class CpuBackend final : public Backend {
   void MlstmStep(const MlstmStepParams& p) override;
   void MlstmChunkwise(const MlstmChunkParams& p) override;
   void GatherRows(const GatherRowsParams& p) override;
+  void Headwise(const HeadwiseParams& p) override;
+  void CausalConv(const CausalConvParams& p) override;
+  void SlstmSequence(const SlstmParams& p) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
  private:

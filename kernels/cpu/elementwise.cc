@@ -80,6 +80,39 @@ float Bf16ToF32(uint16_t b) {
 
 float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
+// Upstream's act_fn choices for a gated FFN; gelu is the exact erf form (PyTorch's default).
+float GluActivation(GluAct act, float g) {
+  switch (act) {
+    case GluAct::kSilu:
+      return g / (1.0f + std::exp(-g));
+    case GluAct::kGelu:
+      return 0.5f * g * (1.0f + std::erf(g * 0.70710678118654752f));
+    case GluAct::kRelu:
+      return g > 0.0f ? g : 0.0f;
+    case GluAct::kReluSq:
+      return g > 0.0f ? g * g : 0.0f;
+    case GluAct::kSigmoid:
+      return Sigmoid(g);
+    case GluAct::kSelu: {
+      constexpr float kAlpha = 1.6732632423543772f, kScale = 1.0507009873554805f;
+      return kScale * (g > 0.0f ? g : kAlpha * std::expm1(g));
+    }
+  }
+  return g;
+}
+
+float GateActivation(GateAct act, float o) {
+  switch (act) {
+    case GateAct::kSigmoid:
+      return Sigmoid(o);
+    case GateAct::kSilu:
+      return o / (1.0f + std::exp(-o));
+    case GateAct::kNone:
+      return 1.0f;
+  }
+  return 1.0f;
+}
+
 }  // namespace
 
 void RmsNorm(ThreadPool& pool, const RmsNormParams& p) {
@@ -87,13 +120,16 @@ void RmsNorm(ThreadPool& pool, const RmsNormParams& p) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* x = p.x + r * p.ldx;
       float* y = p.y + r * p.ldy;
-      const float mean_sq = SumSquares(x, p.dim, 0.0f) / static_cast<float>(p.dim);
+      const float n = static_cast<float>(p.dim);
+      // LayerNorm: the biased variance around the mean (HeadNormGate's formula).
+      const float mean = p.center ? Sum(x, p.dim) / n : 0.0f;
+      const float mean_sq = SumSquares(x, p.dim, mean) / n;
       const float inv = 1.0f / std::sqrt(mean_sq + p.eps);
       // Read-then-write per element, so y may alias x.
       if (p.b != nullptr) {
-        for (int64_t c = 0; c < p.dim; ++c) y[c] = x[c] * inv * p.w[c] + p.b[c];
+        for (int64_t c = 0; c < p.dim; ++c) y[c] = (x[c] - mean) * inv * p.w[c] + p.b[c];
       } else {
-        for (int64_t c = 0; c < p.dim; ++c) y[c] = x[c] * inv * p.w[c];
+        for (int64_t c = 0; c < p.dim; ++c) y[c] = (x[c] - mean) * inv * p.w[c];
       }
     }
   });
@@ -152,6 +188,10 @@ void SwiGlu(ThreadPool& pool, const SwiGluParams& p, Isa isa) {
       const float* g = p.gate + r * p.ld_in;
       const float* u = p.up + r * p.ld_in;
       float* y = p.y + r * p.ldy;
+      if (p.act != GluAct::kSilu) {
+        for (int64_t c = 0; c < p.dim; ++c) y[c] = GluActivation(p.act, g[c]) * u[c];
+        continue;
+      }
       if (isa != Isa::kScalar) {
         (isa == Isa::kAvx512 ? SwiGluRowAvx512 : SwiGluRowAvx2)(g, u, y, p.dim);
         continue;
@@ -166,12 +206,15 @@ void SwiGlu(ThreadPool& pool, const SwiGluParams& p, Isa isa) {
 
 void HeadNormGate(ThreadPool& pool, const HeadNormGateParams& p, Isa isa) {
   const int64_t width = p.heads * p.dh;
+  // Family A's form (sigmoid gate, no skip, overwrite) has vector loops; the paper family's
+  // forms run the generic loop below.
+  const bool family_a = p.gate == GateAct::kSigmoid && p.skip == nullptr && !p.accumulate;
   ForRows(pool, p.rows, width, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t j = 0; j < p.heads; ++j) {
         const int64_t c0 = j * p.dh;
         const float* h = p.h + r * p.ldh + c0;
-        const float* o = p.o + r * p.ldo + c0;
+        const float* o = p.gate != GateAct::kNone ? p.o + r * p.ldo + c0 : nullptr;
         const float* w = p.w + c0;
         const float* b = p.b != nullptr ? p.b + c0 : nullptr;
         float* y = p.y + r * p.ldy + c0;
@@ -179,6 +222,18 @@ void HeadNormGate(ThreadPool& pool, const HeadNormGateParams& p, Isa isa) {
         const float mean = Sum(h, p.dh) / n;
         const float var = SumSquares(h, p.dh, mean) / n;  // biased, as LayerNorm
         const float inv = 1.0f / std::sqrt(var + p.eps);
+        if (!family_a) {
+          const float* skip = p.skip != nullptr ? p.skip + c0 : nullptr;
+          const float* xs = p.skip != nullptr ? p.xs + r * p.ldxs + c0 : nullptr;
+          for (int64_t c = 0; c < p.dh; ++c) {
+            float v = (h[c] - mean) * inv * w[c];
+            if (b != nullptr) v += b[c];
+            if (skip != nullptr) v += skip[c] * xs[c];
+            if (o != nullptr) v *= GateActivation(p.gate, o[c]);
+            y[c] = p.accumulate ? y[c] + v : v;
+          }
+          continue;
+        }
         if (isa != Isa::kScalar) {
           (isa == Isa::kAvx512 ? NormGateRowAvx512 : NormGateRowAvx2)(h, o, w, b, mean, inv, y,
                                                                       p.dh);

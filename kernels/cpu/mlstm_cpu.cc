@@ -65,21 +65,6 @@ void StepHead(Isa isa, const float* q, const float* k, const float* v, float it,
 // (one dot product or axpy per (row, column) pair) ran at ~10 GFLOP/s and made the mLSTM
 // cell ~30% of a 2048-token prefill; as register-tiled products it is a few percent.
 
-void MatAcc(Isa isa, const float* a, int64_t lda, int64_t rows, int64_t kdim, const float* b,
-            int64_t ldb, int64_t n, float* out, int64_t ldo) {
-  if (isa == Isa::kAvx512) {
-    MatAccAvx512(a, lda, rows, kdim, b, ldb, n, out, ldo);
-  } else {
-    thread_local std::vector<float> row_acc;
-    if (row_acc.size() < static_cast<size_t>(n)) row_acc.resize(static_cast<size_t>(n));
-    if (isa == Isa::kAvx2) {
-      MatAccAvx2(a, lda, rows, kdim, b, ldb, n, out, ldo, row_acc.data());
-    } else {
-      scalar::MatAccPortable(a, lda, rows, kdim, b, ldb, n, out, ldo, row_acc.data());
-    }
-  }
-}
-
 void ExpRow(Isa isa, float* x, int64_t n) {
   if (isa == Isa::kAvx512) {
     ExpRowAvx512(x, n);
@@ -225,6 +210,21 @@ void StepPair(const MlstmStepParams& p, Isa isa, int64_t x) {
 }
 
 }  // namespace
+
+void MatAcc(Isa isa, const float* a, int64_t lda, int64_t rows, int64_t kdim, const float* b,
+            int64_t ldb, int64_t n, float* out, int64_t ldo) {
+  if (isa == Isa::kAvx512) {
+    MatAccAvx512(a, lda, rows, kdim, b, ldb, n, out, ldo);
+  } else {
+    thread_local std::vector<float> row_acc;
+    if (row_acc.size() < static_cast<size_t>(n)) row_acc.resize(static_cast<size_t>(n));
+    if (isa == Isa::kAvx2) {
+      MatAccAvx2(a, lda, rows, kdim, b, ldb, n, out, ldo, row_acc.data());
+    } else {
+      scalar::MatAccPortable(a, lda, rows, kdim, b, ldb, n, out, ldo, row_acc.data());
+    }
+  }
+}
 
 void MlstmStep(ThreadPool& pool, const MlstmStepParams& p, Isa isa) {
   const MlstmDims d = p.dims;

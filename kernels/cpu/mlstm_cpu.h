@@ -13,6 +13,13 @@ namespace xlstmd::kernels::cpu {
 void MlstmStep(ThreadPool& pool, const MlstmStepParams& p, Isa isa = SelectIsa());
 void MlstmChunkwise(ThreadPool& pool, const MlstmChunkParams& p, Isa isa = SelectIsa());
 
+// out[r, j] += sum_{kk < kdim} a[r, kk] * b[kk, j] for r < rows, j < n: the cell's small dense
+// products, register-tiled on AVX-512. Each out element is one multiply-add chain over kk in
+// order, so a row's result does not depend on `rows` (the sLSTM's batched recurrent product
+// relies on that for batch invariance).
+void MatAcc(Isa isa, const float* a, int64_t lda, int64_t rows, int64_t kdim, const float* b,
+            int64_t ldb, int64_t n, float* out, int64_t ldo);
+
 }  // namespace xlstmd::kernels::cpu
 
 #endif  // XLSTMD_KERNELS_CPU_MLSTM_CPU_H_

@@ -124,6 +124,17 @@ void NormGateRow(const float* h, const float* o, const float* w, const float* b,
   }
 }
 
+// x[c] = x[c] / (1 + exp(-x[c])) (SiLU, SwiGLU's formula), in place.
+template <typename S>
+void SiluRow(float* x, int64_t n) {
+  const typename S::V one = S::Set(1.0f);
+  for (int64_t c = 0; c < n; c += S::kLanes) {
+    const auto t = S::MakeTail(static_cast<int>(Min(n - c, S::kLanes)));
+    const typename S::V v = S::Load(x + c, t);
+    S::Store(x + c, S::Div(v, S::Add(one, Exp<S>(S::Sub(S::Zero(), v)))), t);
+  }
+}
+
 // x[c] = exp(x[c]).
 template <typename S>
 void ExpRow(float* x, int64_t n) {
@@ -150,6 +161,7 @@ void ExpRow(float* x, int64_t n) {
                            float mean, float inv, float* y, int64_t n) {                    \
     NormGateRow<VEC>(h, o, w, b, mean, inv, y, n);                                          \
   }                                                                                         \
-  void ExpRow##SUFFIX(float* x, int64_t n) { ExpRow<VEC>(x, n); }
+  void ExpRow##SUFFIX(float* x, int64_t n) { ExpRow<VEC>(x, n); }                         \
+  void SiluRow##SUFFIX(float* x, int64_t n) { SiluRow<VEC>(x, n); }
 
 #endif  // XLSTMD_KERNELS_CPU_VMATH_H_

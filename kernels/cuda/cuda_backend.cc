@@ -252,7 +252,7 @@ class CudaBackend final : public Backend {
   void MlstmStep(const MlstmStepParams& p) override {
     Bind();
     const MlstmPlan plan = PlanMlstmStep(p.batch, p.dims.heads, p.dims.dqk, p.dims.dv);
-    Check(EnsureSharedMemory(plan.smem_bytes));
+    Check(EnsureSharedMemory(plan.smem_bytes, mlstm_smem_allowed_, AllowMlstmSharedMemory));
     Check(LaunchMlstmStep(p, plan, stream_));
   }
   void MlstmChunkwise(const MlstmChunkParams& p) override {
@@ -261,12 +261,31 @@ class CudaBackend final : public Backend {
     const MlstmPlan plan = PlanMlstmChunkwise(p.num_seqs, p.dims.heads, p.dims.dqk, p.dims.dv,
                                               p.chunk_size, prop_.sharedMemPerBlockOptin, &why);
     if (!why.empty()) return Fail(absl::StrCat("mLSTM prefill: ", why));
-    Check(EnsureSharedMemory(plan.smem_bytes));
+    Check(EnsureSharedMemory(plan.smem_bytes, mlstm_smem_allowed_, AllowMlstmSharedMemory));
     Check(LaunchMlstmChunkwise(p, plan, stream_));  // chunks also end at p.chunk_size multiples
   }
   void GatherRows(const GatherRowsParams& p) override {
     Bind();
     Check(LaunchGatherRows(p, stream_));
+  }
+  void Headwise(const HeadwiseParams& p) override {
+    Bind();
+    Check(LaunchHeadwise(p, stream_));
+  }
+  void CausalConv(const CausalConvParams& p) override {
+    Bind();
+    Check(LaunchCausalConv(p, stream_));
+  }
+  void SlstmSequence(const SlstmParams& p) override {
+    Bind();
+    const SlstmPlan plan = PlanSlstm(p.seqs.num_seqs, p.heads, p.dh);
+    if (plan.smem_bytes > prop_.sharedMemPerBlockOptin) {
+      return Fail(absl::StrCat("sLSTM: head dim ", p.dh, " needs ", plan.smem_bytes,
+                               " bytes of shared memory per block; the device allows ",
+                               prop_.sharedMemPerBlockOptin));
+    }
+    Check(EnsureSharedMemory(plan.smem_bytes, slstm_smem_allowed_, AllowSlstmSharedMemory));
+    Check(LaunchSlstm(p, plan, stream_));
   }
 
   bool SupportsCapture() const override { return true; }
@@ -338,11 +357,14 @@ class CudaBackend final : public Backend {
     std::lock_guard<std::mutex> lock(error_mu_);
     if (error_.ok()) error_ = absl::InternalError(absl::StrCat(Name(), ": ", what));
   }
-  cudaError_t EnsureSharedMemory(size_t bytes) {
+  // Dynamic shared memory past the default 48 KiB is opted into per kernel; `allowed` is
+  // that kernel's current opt-in.
+  static cudaError_t EnsureSharedMemory(size_t bytes, size_t& allowed,
+                                        cudaError_t (*allow)(size_t)) {
     constexpr size_t kDefault = 48 * 1024;
-    if (bytes <= kDefault || bytes <= smem_allowed_) return cudaSuccess;
-    const cudaError_t e = AllowMlstmSharedMemory(bytes);
-    if (e == cudaSuccess) smem_allowed_ = bytes;
+    if (bytes <= kDefault || bytes <= allowed) return cudaSuccess;
+    const cudaError_t e = allow(bytes);
+    if (e == cudaSuccess) allowed = bytes;
     return e;
   }
   bool Pinned(const void* p) {
@@ -365,7 +387,8 @@ class CudaBackend final : public Backend {
   const DType weight_dtype_;
   const cudaDeviceProp prop_;
   cudaStream_t stream_;
-  size_t smem_allowed_ = 0;
+  size_t mlstm_smem_allowed_ = 0;
+  size_t slstm_smem_allowed_ = 0;
   std::map<int64_t, cudaGraphExec_t> graphs_;  // decode-step recordings by key
   std::mutex pinned_mu_;
   std::map<const char*, size_t> pinned_;  // AllocHost blocks by start

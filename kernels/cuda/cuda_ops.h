@@ -38,6 +38,11 @@ cudaError_t LaunchMlstmChunkwise(const MlstmChunkParams& p, const MlstmPlan& pla
                                  cudaStream_t stream);
 // Lets the chunkwise kernel use up to `bytes` of dynamic shared memory per block.
 cudaError_t AllowMlstmSharedMemory(size_t bytes);
+// Family B (paper.cu, slstm.cu).
+cudaError_t LaunchHeadwise(const HeadwiseParams& p, cudaStream_t stream);
+cudaError_t LaunchCausalConv(const CausalConvParams& p, cudaStream_t stream);
+cudaError_t LaunchSlstm(const SlstmParams& p, const SlstmPlan& plan, cudaStream_t stream);
+cudaError_t AllowSlstmSharedMemory(size_t bytes);
 
 }  // namespace xlstmd::kernels::cuda
 

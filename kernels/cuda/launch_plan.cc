@@ -73,6 +73,15 @@ MlstmPlan PlanMlstmChunkwise(int64_t num_seqs, int64_t heads, int64_t dqk, int64
   return p;
 }
 
+SlstmPlan PlanSlstm(int64_t num_seqs, int64_t heads, int64_t dh) {
+  SlstmPlan p;
+  p.grid.x = num_seqs;
+  p.grid.y = heads;
+  p.threads = std::clamp<int64_t>(RoundUp(4 * dh, 32), 32, 1024);
+  p.smem_bytes = static_cast<size_t>(5 * std::max<int64_t>(dh, 1)) * sizeof(float);
+  return p;
+}
+
 const std::vector<int64_t>& DecodeBuckets() {
   static const std::vector<int64_t> kBuckets = {1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256};
   return kBuckets;

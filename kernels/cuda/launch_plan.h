@@ -60,6 +60,16 @@ MlstmPlan PlanMlstmStep(int64_t batch, int64_t heads, int64_t dqk, int64_t dv);
 MlstmPlan PlanMlstmChunkwise(int64_t num_seqs, int64_t heads, int64_t dqk, int64_t dv,
                              int64_t requested_chunk, size_t smem_limit, std::string* why);
 
+// sLSTM: one CTA per (row or sequence, head); its threads split the 4*dh gate columns of the
+// recurrent matvec (each column's sum over dh in order), a count that depends only on dh.
+// Shared memory: h_prev [dh] and the raw gates [4*dh].
+struct SlstmPlan {
+  Dim3 grid;
+  int64_t threads = 0;
+  size_t smem_bytes = 0;
+};
+SlstmPlan PlanSlstm(int64_t num_seqs, int64_t heads, int64_t dh);
+
 // CUDA graph buckets for decode steps: a step of `batch` rows replays the graph captured for
 // the smallest bucket >= batch, padded with slot -1 rows. 0 when batch exceeds the largest
 // bucket (the step then runs eagerly).

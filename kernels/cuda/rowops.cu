@@ -20,13 +20,22 @@ __global__ void RmsNormKernel(RmsNormParams p) {
   const int64_t r = blockIdx.x;
   const float* x = p.x + r * p.ldx;
   float* y = p.y + r * p.ldy;
-  float part = 0.0f;
-  for (int64_t c = threadIdx.x; c < p.dim; c += blockDim.x) part = fmaf(x[c], x[c], part);
-  const float mean_sq = BlockSum(part, scratch) / static_cast<float>(p.dim);
-  const float inv = 1.0f / sqrtf(mean_sq + p.eps);
+  const float n = static_cast<float>(p.dim);
+  float mean = 0.0f, part = 0.0f;
+  // LayerNorm: the mean first, then squares of deviations (no E[x^2] - mean^2 cancellation).
+  if (p.center) {
+    for (int64_t c = threadIdx.x; c < p.dim; c += blockDim.x) part += x[c];
+    mean = BlockSum(part, scratch) / n;
+    part = 0.0f;
+  }
+  for (int64_t c = threadIdx.x; c < p.dim; c += blockDim.x) {
+    const float d = x[c] - mean;
+    part = fmaf(d, d, part);
+  }
+  const float inv = 1.0f / sqrtf(BlockSum(part, scratch) / n + p.eps);
   // Every read of x happened before BlockSum returned, so y may alias x.
   for (int64_t c = threadIdx.x; c < p.dim; c += blockDim.x) {
-    float v = x[c] * inv * p.w[c];
+    float v = (x[c] - mean) * inv * p.w[c];
     if (p.b != nullptr) v += p.b[c];
     y[c] = v;
   }
@@ -56,14 +65,35 @@ __global__ void BiasSoftCapKernel(BiasSoftCapParams p) {
   }
 }
 
+__device__ inline float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ inline float GluActivation(GluAct act, float x) {
+  switch (act) {
+    case GluAct::kSilu:
+      return x / (1.0f + expf(-x));
+    case GluAct::kGelu:  // the exact erf form (PyTorch's default), not the tanh approximation
+      return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case GluAct::kRelu:
+      return fmaxf(x, 0.0f);
+    case GluAct::kReluSq: {
+      const float r = fmaxf(x, 0.0f);
+      return r * r;
+    }
+    case GluAct::kSigmoid:
+      return Sigmoid(x);
+    case GluAct::kSelu:  // PyTorch's constants; expm1 keeps small negative inputs accurate
+      return 1.0507009873554805f * (x > 0.0f ? x : 1.6732632423543772f * expm1f(x));
+  }
+  return 0.0f;
+}
+
 __global__ void SwiGluKernel(SwiGluParams p) {
   const int64_t r = blockIdx.x;
   const float* g = p.gate + r * p.ld_in;
   const float* u = p.up + r * p.ld_in;
   float* y = p.y + r * p.ldy;
   for (int64_t c = threadIdx.x; c < p.dim; c += blockDim.x) {
-    const float gc = g[c];
-    y[c] = gc / (1.0f + expf(-gc)) * u[c];
+    y[c] = GluActivation(p.act, g[c]) * u[c];
   }
 }
 
@@ -71,7 +101,9 @@ __global__ void HeadNormGateKernel(HeadNormGateParams p) {
   extern __shared__ float scratch[];
   const int64_t r = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * p.dh;
   const float* h = p.h + r * p.ldh + c0;
-  const float* o = p.o + r * p.ldo + c0;
+  // o and xs may be null (kNone, no skip): offset them only when used.
+  const float* o = p.gate != GateAct::kNone ? p.o + r * p.ldo + c0 : nullptr;
+  const float* xs = p.skip != nullptr ? p.xs + r * p.ldxs + c0 : nullptr;
   float* y = p.y + r * p.ldy + c0;
   const float n = static_cast<float>(p.dh);
   float part = 0.0f;
@@ -87,7 +119,13 @@ __global__ void HeadNormGateKernel(HeadNormGateParams p) {
   for (int64_t c = threadIdx.x; c < p.dh; c += blockDim.x) {
     float v = (h[c] - mean) * inv * p.w[c0 + c];
     if (p.b != nullptr) v += p.b[c0 + c];
-    y[c] = v * (1.0f / (1.0f + expf(-o[c])));
+    if (xs != nullptr) v += p.skip[c0 + c] * xs[c];
+    if (p.gate == GateAct::kSigmoid) {
+      v *= Sigmoid(o[c]);
+    } else if (p.gate == GateAct::kSilu) {
+      v *= o[c] / (1.0f + expf(-o[c]));
+    }
+    y[c] = p.accumulate ? y[c] + v : v;
   }
 }
 

@@ -1,7 +1,7 @@
 // The CUDA backend's launch planning, tested without a GPU: the decode GEMM's reduction
 // depends only on K (batch invariance), grids cover every output, the mLSTM chunk fits the
-// shared memory it is given, graph buckets pad upwards, and the pinned ring never hands out
-// overlapping bytes.
+// shared memory it is given, the sLSTM CTA depends only on the head dim, graph buckets pad
+// upwards, and the pinned ring never hands out overlapping bytes.
 #include "kernels/cuda/launch_plan.h"
 
 #include <random>
@@ -71,6 +71,19 @@ TEST(LaunchPlanTest, MlstmPlansFitTheirSharedMemory) {
   EXPECT_NE(why.find("shared memory"), std::string::npos);
   EXPECT_EQ(PlanMlstmStep(1, 1, 8, 4).threads, 32);
   EXPECT_EQ(PlanMlstmStep(1, 1, 8, 5000).threads, 1024);
+}
+
+TEST(LaunchPlanTest, SlstmPlanDependsOnHeadDimOnly) {
+  // One CTA per (sequence, head), sequences on x; threads over the 4*dh gate columns.
+  const SlstmPlan p = PlanSlstm(70000, 4, 16);
+  EXPECT_EQ(p.grid.x, 70000);
+  EXPECT_EQ(p.grid.y, 4);
+  EXPECT_EQ(p.threads, 64);
+  EXPECT_EQ(p.smem_bytes, 5 * 16 * sizeof(float));
+  EXPECT_EQ(PlanSlstm(1, 4, 16).threads, p.threads);
+  EXPECT_EQ(PlanSlstm(1, 1, 3).threads, 32);
+  EXPECT_EQ(PlanSlstm(1, 1, 1024).threads, 1024);  // more columns than threads: they loop
+  EXPECT_EQ(PlanSlstm(1, 1, 1024).smem_bytes, 5 * 1024 * sizeof(float));
 }
 
 TEST(LaunchPlanTest, DecodeBucketsPadUpwards) {
