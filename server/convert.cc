@@ -180,9 +180,10 @@ void ToProto(const core::XlstmModel& model, const std::string& model_name, v1::M
   out->set_vocab_size(c.vocab_size);
   out->set_embedding_dim(c.embedding_dim);
   out->set_num_blocks(c.num_blocks);
-  out->set_num_heads(c.num_heads);
-  out->set_qk_head_dim(c.dqk());
-  out->set_v_head_dim(c.dv());
+  // The mLSTM cells' heads (family B: of its mLSTM blocks), as the state layout has them.
+  out->set_num_heads(model.state_layout().heads());
+  out->set_qk_head_dim(model.state_layout().dqk());
+  out->set_v_head_dim(model.state_layout().dv());
   out->set_state_bytes_per_session(model.state_bytes_per_session());
   out->set_backend(model.backend().Name());
   out->set_isa(model.backend().Isa());

@@ -116,6 +116,11 @@ absl::Status Quantize(const QuantizeArgs& a) {
     XLSTMD_ASSIGN_OR_RETURN(head, core::ParseWeightDType(a.lm_head_dtype));
   }
   XLSTMD_ASSIGN_OR_RETURN(const core::ModelConfig config, core::LoadModelConfig(a.in));
+  if (config.family == core::ModelFamily::kPaper) {
+    return absl::UnimplementedError(absl::StrCat(
+        a.in, " is a family-B (xlstm-paper) model: `xlstm quantize` writes family-A checkpoints "
+              "only; serve it with --weight-dtype int8 or q4 to quantize its projections at load"));
+  }
   XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<core::Checkpoint> ckpt, core::Checkpoint::Open(a.in));
   if (const std::optional<kernels::DType> already = core::CheckpointQuantization(*ckpt)) {
     return absl::InvalidArgumentError(absl::StrCat(a.in, " is quantized already (",

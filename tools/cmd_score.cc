@@ -70,12 +70,35 @@ absl::Status WriteScore(core::XlstmModel& model, const ScoreArgs& args,
   std::vector<core::TensorToWrite> tensors;
   tensors.push_back({"logits", core::TensorDType::kF32, {t, model.vocab_size()}, logits.data()});
   tensors.push_back({"tokens", core::TensorDType::kI64, {t}, args.tokens.data()});
+  const core::ModelConfig& c = model.config();
   for (int64_t b = 0; b < layout.num_blocks(); ++b) {
     const core::MlstmBlockStateOffsets& o = layout.block(b);
     const std::string p = absl::StrCat("state/block_", b, "/");
-    tensors.push_back({p + "C", core::TensorDType::kF32, {nh, dqk, dv}, &state[o.c_offset]});
-    tensors.push_back({p + "n", core::TensorDType::kF32, {nh, dqk}, &state[o.n_offset]});
-    tensors.push_back({p + "m", core::TensorDType::kF32, {nh, 1}, &state[o.m_offset]});
+    if (!layout.paper()) {
+      tensors.push_back({p + "C", core::TensorDType::kF32, {nh, dqk, dv}, &state[o.c_offset]});
+      tensors.push_back({p + "n", core::TensorDType::kF32, {nh, dqk}, &state[o.n_offset]});
+      tensors.push_back({p + "m", core::TensorDType::kF32, {nh, 1}, &state[o.m_offset]});
+      continue;
+    }
+    // Family B: the golden files' names (../shared/golden/README.md); the conv window holds
+    // the last KS - 1 inputs (the goldens' [KS, D] window minus its oldest row).
+    const int64_t e = c.embedding_dim;
+    if (o.slstm) {
+      for (auto [name, off] : {std::pair{"h", o.h_offset}, std::pair{"c", o.c_offset},
+                               std::pair{"n", o.n_offset}, std::pair{"m", o.m_offset}}) {
+        tensors.push_back({absl::StrCat(p, "slstm/", name), core::TensorDType::kF32, {e},
+                           &state[off]});
+      }
+    } else {
+      tensors.push_back({p + "mlstm/C", core::TensorDType::kF32, {nh, dqk, dv}, &state[o.c_offset]});
+      tensors.push_back({p + "mlstm/n", core::TensorDType::kF32, {nh, dqk}, &state[o.n_offset]});
+      tensors.push_back({p + "mlstm/m", core::TensorDType::kF32, {nh}, &state[o.m_offset]});
+    }
+    if (o.conv_offset >= 0) {
+      const int64_t d = o.slstm ? e : c.paper.m_inner(e);
+      const int64_t ks = o.slstm ? c.paper.s_conv : c.paper.m_conv;
+      tensors.push_back({p + "conv", core::TensorDType::kF32, {ks - 1, d}, &state[o.conv_offset]});
+    }
   }
   return core::WriteSafetensors(args.out, tensors);
 }
@@ -87,7 +110,8 @@ int RunScore(int argc, char** argv) {
   FlagSet flags(
       "score",
       "Runs --tokens from a zero state and writes `logits` (F32 [T, V]), `tokens` and the\n"
-      "final state (`state/block_{i}/C|n|m`) to --out. prefill mode runs the chunkwise\n"
+      "final state (`state/block_{i}/C|n|m`; family B: `state/block_{i}/mlstm/C|n|m`,\n"
+      "`slstm/h|c|n|m` and `conv`) to --out. prefill mode runs the chunkwise\n"
       "path (in two calls on the same state with --split-at); step mode feeds one token\n"
       "at a time.");
   flags.String("model", &a.model_dir, "model directory (config.json + safetensors)", true);

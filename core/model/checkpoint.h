@@ -93,6 +93,40 @@ struct XlstmTensors {
 absl::StatusOr<XlstmTensors> ResolveXlstmTensors(const Checkpoint& ckpt,
                                                  const ModelConfig& config);
 
+// Family B (xlstm-spec.md 4.6), upstream's module names. Vectors and 3-D tensors are flat
+// slices (rows = element count). Optional biases are unset when absent.
+struct PaperBlockTensors {
+  bool slstm = false;
+  TensorSlice norm_w, norm_b;              // xlstm_norm [E]
+  TensorSlice conv_w, conv_b;              // [D, 1, KS], [D] (KS > 0)
+  // mLSTM blocks (D = Din)
+  TensorSlice proj_up, proj_up_b;          // [2*Din, E], [2*Din]
+  TensorSlice q, k, v;                     // [Din/bs, bs, bs]
+  TensorSlice q_b, k_b, v_b;               // [Din]
+  TensorSlice igate_w, fgate_w;            // [NH, 3*Din]
+  TensorSlice igate_b, fgate_b;            // [NH]
+  TensorSlice outnorm_w, outnorm_b;        // [Din]
+  TensorSlice skip;                        // [Din]
+  TensorSlice proj_down, proj_down_b;      // [E, Din], [E]
+  // sLSTM blocks (D = E); gate_i is the module named "fgate" (spec 4.4's name swap)
+  TensorSlice gate_i, gate_f, gate_z, gate_o;  // [NH, DH, DH]
+  TensorSlice recurrent, bias;             // _recurrent_kernel_, _bias_ [4*E]
+  TensorSlice group_norm_w;                // [E] (group_norm_weight)
+  TensorSlice ffn_norm_w, ffn_norm_b;      // [E]
+  TensorSlice ffn_up, ffn_up_b;            // [2F, E]
+  TensorSlice ffn_down, ffn_down_b;        // [E, F]
+};
+
+struct PaperTensors {
+  TensorSlice embedding;                   // token_embedding [V, E]
+  std::vector<PaperBlockTensors> blocks;
+  TensorSlice post_norm_w, post_norm_b;    // [E] (add_post_blocks_norm)
+  TensorSlice lm_head;                     // [V, E] (the embedding when tie_weights)
+};
+
+absl::StatusOr<PaperTensors> ResolvePaperTensors(const Checkpoint& ckpt,
+                                                 const ModelConfig& config);
+
 // The storage dtype a model is served with when the operator does not choose ("auto"):
 // f32 when every matrix (2-D tensor) of the checkpoint is stored as F32 or F64, so a
 // full-precision checkpoint keeps its precision; bf16 otherwise (BF16/F16 checkpoints such

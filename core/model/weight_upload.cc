@@ -1,5 +1,7 @@
 #include "core/model/weight_upload.h"
 
+#include "core/model/state_layout.h"
+
 #include <xxhash.h>
 
 #include <algorithm>
@@ -101,8 +103,9 @@ absl::StatusOr<kernels::WeightMatrix*> WeightUploader::UploadQuantizedParts(cons
       kernels::QuantizedMatrixView{first.quant, rows, first.cols, codes.data(), scales.data()});
 }
 
-void WeightUploader::AddVector(std::vector<TensorSlice> parts, int64_t total, float** out) {
-  vector_jobs_.push_back({std::move(parts), total, out});
+void WeightUploader::AddVector(std::vector<TensorSlice> parts, int64_t total, float** out,
+                               std::function<void(std::vector<float>&)> transform) {
+  vector_jobs_.push_back({std::move(parts), total, out, std::move(transform)});
 }
 
 absl::Status WeightUploader::RunMatrix(const MatrixJob& job) {
@@ -192,10 +195,13 @@ absl::Status WeightUploader::Run() {
     if (backend_->WeightDType() == kernels::DType::kBF16) {
       for (float& v : host) v = kernels::Bf16ToFloat(kernels::FloatToBf16(v));
     }
+    // Layout changes and the family-B norms' 1 + w act on the (rounded) stored values.
+    if (job.transform) job.transform(host);
     XLSTMD_ASSIGN_OR_RETURN(kernels::DeviceBuffer dev,
                             kernels::Allocate(*backend_, host.size() * sizeof(float)));
     backend_->CopyToDevice(dev.get(), host.data(), host.size() * sizeof(float));
     *job.out = dev.as<float>();
+    vector_bytes_ += dev.bytes();
     vectors_.push_back(std::move(dev));
   }
   return absl::OkStatus();
@@ -207,6 +213,13 @@ std::string WeightUploader::Digest(const ModelConfig& c) const {
       c.embedding_dim, c.num_blocks, c.num_heads, c.vocab_size, c.qk_dim(), c.v_dim(),
       c.ffn_dim(), c.gate_soft_cap, c.output_logit_soft_cap, c.norm_eps, c.eps, c.use_bias,
       c.add_out_norm);
+  if (c.family == ModelFamily::kPaper) {
+    const PaperConfig& p = c.paper;
+    absl::StrAppend(&canon, ";paper;", StateLayout::ForPaper(c).Describe(), ";bs=",
+                    p.m_qkv_blocksize, ";F=", p.ff_dim(c.embedding_dim), ";act=", p.ff_act,
+                    ";gn=", p.s_group_norm_weight, ";tie=", p.tie_weights,
+                    ";vanilla=", p.s_vanilla_layout);
+  }
   std::vector<std::pair<std::string, uint64_t>> sorted = part_hashes_;
   std::sort(sorted.begin(), sorted.end());
   for (const auto& [key, h] : sorted) absl::StrAppend(&canon, ";", key, "=", h);

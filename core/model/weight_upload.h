@@ -11,6 +11,7 @@
 #define XLSTMD_CORE_MODEL_WEIGHT_UPLOAD_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,11 +32,14 @@ class WeightUploader {
   void AddMatrix(std::vector<TensorSlice> parts, kernels::WeightMatrixPtr* out,
                  kernels::DType storage);
   // Concatenation of `parts` as float32, `total` floats; an absent part (tensor == nullptr)
-  // contributes `rows` zeros.
-  void AddVector(std::vector<TensorSlice> parts, int64_t total, float** out);
+  // contributes `rows` zeros. `transform`, if set, rewrites the host copy (after bf16
+  // rounding) before it is uploaded: layout changes, the paper family's 1 + w norm scales.
+  void AddVector(std::vector<TensorSlice> parts, int64_t total, float** out,
+                 std::function<void(std::vector<float>&)> transform = nullptr);
 
   absl::Status Run();
   size_t matrix_bytes() const { return matrix_bytes_; }
+  size_t vector_bytes() const { return vector_bytes_; }  // float32 vectors made by Run()
   // Backend buffers made for vectors (their owners).
   std::vector<kernels::DeviceBuffer> TakeVectors() { return std::move(vectors_); }
   // 32 hex chars: XXH3-128 of a canonical string of the config's dims and, per slice, its
@@ -52,6 +56,7 @@ class WeightUploader {
     std::vector<TensorSlice> parts;
     int64_t total;
     float** out;
+    std::function<void(std::vector<float>&)> transform;
   };
   absl::Status RunMatrix(const MatrixJob& job);
   absl::StatusOr<kernels::WeightMatrix*> UploadQuantizedParts(const MatrixJob& job);
@@ -63,6 +68,7 @@ class WeightUploader {
   std::vector<kernels::DeviceBuffer> vectors_;
   std::vector<std::pair<std::string, uint64_t>> part_hashes_;  // filled by Run()
   size_t matrix_bytes_ = 0;
+  size_t vector_bytes_ = 0;
 };
 
 // Converts `n` elements of F32/BF16/F16 data to float32.

@@ -26,6 +26,10 @@ using kernels::Backend;
 // [row_begin[s], row_begin[s] + length[s]) and continues from slots[s].
 void XlstmModel::RunBlocks(const Window& win, const IndexArrays& dev, const IndexArrays& host,
                            int64_t chunk_size, bool step) {
+  if (config_.family == ModelFamily::kPaper) {
+    RunPaperBlocks(win, dev, host, chunk_size, step);
+    return;
+  }
   const ModelConfig& c = config_;
   Workspace& w = *ws_;
   Backend& be = *backend_;
@@ -89,12 +93,16 @@ absl::Status XlstmModel::AppendLogits(const Window& win, const IndexArrays& dev,
       src = w.hn;
     }
     if (c.add_out_norm) {
-      be.RmsNorm({src, out_norm_w_, out_norm_b_, w.hn, n, E, E, E, c.norm_eps});
+      // Family B's post-blocks norm is a LayerNorm (spec 4.5), family A's an RMSNorm.
+      be.RmsNorm({src, out_norm_w_, out_norm_b_, w.hn, n, E, E, E, c.norm_eps,
+                  c.family == ModelFamily::kPaper});
       src = w.hn;
     }
     float* out = w.logits.as<float>() + w.logits_done * V;
     be.MatMul({src, lm_head_.get(), out, n, E, V, false});
-    be.BiasSoftCap({out, nullptr, n, V, V, c.output_logit_soft_cap});
+    if (c.output_logit_soft_cap > 0.0f) {
+      be.BiasSoftCap({out, nullptr, n, V, V, c.output_logit_soft_cap});
+    }
     w.logits_done += n;
     r0 += n;
   }

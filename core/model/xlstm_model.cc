@@ -35,6 +35,20 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
                                                              const LoadOptions& options) {
   XLSTMD_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   XLSTMD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  if (config.family == ModelFamily::kPaper) {
+    std::unique_ptr<XlstmModel> model(new XlstmModel(std::move(config), backend));
+    const ModelConfig& c = model->config_;
+    model->layout_ = StateLayout::ForPaper(c);
+    if (c.paper.has_mlstm()) {
+      const int64_t dh = c.paper.m_dh(c.embedding_dim);
+      XLSTMD_RETURN_IF_ERROR(
+          backend->CheckMlstmDims(kernels::MlstmDims{c.paper.m_heads, dh, dh, 1e-6f, 1.0f}));
+    }
+    WeightUploader up(backend, options.conversion_threads);
+    XLSTMD_RETURN_IF_ERROR(model->AddPaperWeights(*ckpt, up, options));
+    XLSTMD_RETURN_IF_ERROR(model->FinishLoad(up, options));
+    return model;
+  }
   XLSTMD_ASSIGN_OR_RETURN(XlstmTensors tensors, ResolveXlstmTensors(*ckpt, config));
   std::unique_ptr<XlstmModel> model(new XlstmModel(std::move(config), backend));
   const ModelConfig& c = model->config_;
@@ -83,19 +97,28 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
     up.AddVector({tensors.out_norm_w}, c.embedding_dim, &model->out_norm_w_);
     if (c.use_bias) up.AddVector({tensors.out_norm_b}, c.embedding_dim, &model->out_norm_b_);
   }
-  XLSTMD_RETURN_IF_ERROR(up.Run());
-  model->weight_bytes_ = up.matrix_bytes();
-  model->vectors_ = up.TakeVectors();
-  model->step_buckets_ = options.step_buckets;
-  std::sort(model->step_buckets_.begin(), model->step_buckets_.end());
-  model->weights_digest_ = up.Digest(c);
+  XLSTMD_RETURN_IF_ERROR(model->FinishLoad(up, options));
   return model;
+}
+
+absl::Status XlstmModel::FinishLoad(WeightUploader& up, const LoadOptions& options) {
+  XLSTMD_RETURN_IF_ERROR(up.Run());
+  weight_bytes_ = up.matrix_bytes();
+  vector_bytes_ = up.vector_bytes();
+  vectors_ = up.TakeVectors();
+  step_buckets_ = options.step_buckets;
+  std::sort(step_buckets_.begin(), step_buckets_.end());
+  weights_digest_ = up.Digest(config_);
+  return absl::OkStatus();
 }
 
 size_t XlstmModel::embedding_bytes() const { return backend_->MatrixBytes(embedding_.get()); }
 
 kernels::DType XlstmModel::matrix_dtype() const {
-  return blocks_.empty() ? backend_->WeightDType() : backend_->MatrixDType(blocks_[0]->w_in.get());
+  if (blocks_.empty()) return backend_->WeightDType();
+  const BlockWeights& b = *blocks_[0];
+  const kernels::WeightMatrix* m = b.w_in ? b.w_in.get() : b.w_up ? b.w_up.get() : b.w_ffn_up.get();
+  return backend_->MatrixDType(m);
 }
 
 kernels::DType XlstmModel::lm_head_dtype() const { return backend_->MatrixDType(lm_head_.get()); }
@@ -182,6 +205,7 @@ absl::Status XlstmModel::Reserve(int64_t rows, int64_t logit_rows) {
 // The activation buffers of a `rows`-row window, in floats (each padded to 16), in the order
 // of the Workspace pointers: x, hn, proj, hcell, hgate, ffn, act.
 std::array<int64_t, 7> XlstmModel::ActivationFloats(int64_t rows) const {
+  if (config_.family == ModelFamily::kPaper) return PaperActivationFloats(rows);
   const ModelConfig& c = config_;
   const int64_t E = c.embedding_dim, V = c.v_dim(), F = c.ffn_dim(), P = InProjRows(c);
   auto pad = [](int64_t n) { return (n + 15) / 16 * 16; };

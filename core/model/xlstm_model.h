@@ -1,4 +1,6 @@
-// XlstmModel: the xLSTM-Large (family A, xLSTM-7B architecture) forward pass on a Backend.
+// XlstmModel: the xLSTM forward pass on a Backend, for both families of xlstm-spec.md:
+// xLSTM-Large (family A, the xLSTM-7B architecture) and the paper's xLSTMLMModel (family B,
+// mLSTM blocks with causal conv and sLSTM blocks; paper_model.cc).
 //
 // Load() reads a Hugging Face model directory (config.json + safetensors, sharded or not),
 // checks every tensor, and converts the weights once to the backend's storage dtype; after
@@ -29,6 +31,9 @@
 #include "kernels/backend.h"
 
 namespace xlstmd::core {
+
+class Checkpoint;
+class WeightUploader;
 
 struct LoadOptions {
   int conversion_threads = 0;  // <= 0: hardware concurrency
@@ -83,6 +88,9 @@ class XlstmModel {
   kernels::Backend& backend() { return *backend_; }
   int64_t vocab_size() const { return config_.vocab_size; }
   size_t weight_bytes() const { return weight_bytes_; }
+  // Float32 vectors beside the matrices: norms and biases, and in family B the headwise
+  // projections, conv kernels and sLSTM recurrent kernels (read every step like the matrices).
+  size_t vector_bytes() const { return vector_bytes_; }
   // Of which the embedding table (read a row per token, not streamed per step).
   size_t embedding_bytes() const;
   // Storage formats as served: the projections' (the first block's input projection) and
@@ -143,6 +151,13 @@ class XlstmModel {
   absl::Status AllocateBuffers(int64_t rows, int64_t logit_rows);
   std::array<int64_t, 7> ActivationFloats(int64_t rows) const;
   static size_t IndexBytes(int64_t rows);
+  absl::Status FinishLoad(WeightUploader& up, const LoadOptions& options);
+  // Family B (paper_model.cc).
+  absl::Status AddPaperWeights(const Checkpoint& ckpt, WeightUploader& up,
+                               const LoadOptions& options);
+  void RunPaperBlocks(const Window& win, const IndexArrays& dev, const IndexArrays& host,
+                      int64_t chunk_size, bool step);
+  std::array<int64_t, 7> PaperActivationFloats(int64_t rows) const;
   static IndexArrays IndexAt(char* base, int64_t capacity);
   absl::StatusOr<LogitsView> PrefillImpl(absl::Span<const PrefillSequence> seqs,
                                          const PrefillOptions& options,
@@ -174,6 +189,7 @@ class XlstmModel {
   float* out_norm_w_ = nullptr;  // backend memory, owned by vectors_
   float* out_norm_b_ = nullptr;
   size_t weight_bytes_ = 0;
+  size_t vector_bytes_ = 0;
   std::string weights_digest_;
   kernels::DeviceBuffer arena_;
   int32_t num_slots_ = 0;

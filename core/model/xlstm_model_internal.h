@@ -32,6 +32,23 @@ struct XlstmModel::BlockWeights {
   float* norm_ffn_b = nullptr;
   float* ffn_up_b = nullptr;   // [2F]
   float* ffn_down_b = nullptr;
+
+  // Family B (paper). norm_mlstm_w/b: xlstm_norm; mh_norm_w/b: the mLSTM outnorm; gate_bias:
+  // (igate | fgate) biases; out_b: proj_down's bias; norm_ffn_w/b, w_ffn_up/down, ffn_*_b: the
+  // sLSTM block's FFN. Norm scales are stored as 1 + w.
+  bool slstm = false;
+  WeightMatrixPtr w_up;        // mLSTM proj_up [2*Din, E]
+  WeightMatrixPtr w_gates;     // mLSTM [2*NH, 3*Din] (igate | fgate)
+  WeightMatrixPtr w_down;      // mLSTM proj_down [E, Din]
+  float* up_b = nullptr;       // [2*Din]
+  float* conv_w = nullptr;     // [ks, D] (transposed from [D, 1, ks])
+  float* conv_b = nullptr;     // [D]
+  float* hw[4] = {};           // mLSTM: q, k, v [Din/bs, bs, bs]; sLSTM: i, f, z, o [NH, DH, DH]
+  float* hw_b[3] = {};         // mLSTM q, k, v biases [Din]
+  float* skip = nullptr;       // mLSTM learnable_skip [Din]
+  float* s_recurrent = nullptr;  // sLSTM [NH, DH, 4*DH] ("cuda" layout)
+  float* s_bias = nullptr;       // sLSTM [NH, 4, DH] ("cuda" layout)
+  float* group_norm_w = nullptr; // sLSTM [E]
 };
 
 // Activation buffers for up to `capacity` token rows (one window), carved from one backend
@@ -47,6 +64,9 @@ struct XlstmModel::Workspace {
   float* hgate = nullptr;  // [rows, v]
   float* ffn = nullptr;    // [rows, 2F]
   float* act = nullptr;    // [rows, F]
+  // Family B uses the same buffers with its own widths (ActivationFloats): proj = up-projection
+  // (xm | z) or the sLSTM gate inputs; hgate = the conv output; ffn = q | k | v | i | f of an
+  // mLSTM block or the sLSTM FFN's up-projection; act = the input of the down-projections.
   kernels::DeviceBuffer logits;     // [logits_capacity, vocab]
   kernels::HostBuffer host_logits;  // its host copy (device backends only)
   int64_t logits_capacity = 0;

@@ -100,7 +100,7 @@ void WriteHead(const SnapshotMeta& meta, const StateFingerprint& fp, const Encod
   const Hash128 id = FingerprintHash(fp.weights_digest, fp.layout);
   w.U64(id.low64);
   w.U64(id.high64);
-  w.U32(kLayoutFamilyMlstm);
+  w.U32(plan.li.family);
   w.U32(plan.li.num_blocks);
   w.U32(plan.li.heads);
   w.U32(plan.li.dqk);
@@ -169,7 +169,7 @@ struct ParsedHead {
 absl::Status CheckIdentity(const StateFingerprint& expected, const LayoutInfo& li, uint64_t family,
                            uint64_t blocks, uint64_t heads, uint64_t dqk, uint64_t dv,
                            uint64_t floats, std::string_view digest, std::string_view layout_text) {
-  const bool layout_differs = family != kLayoutFamilyMlstm || blocks != li.num_blocks ||
+  const bool layout_differs = family != li.family || blocks != li.num_blocks ||
                               heads != li.heads || dqk != li.dqk || dv != li.dv ||
                               floats != li.floats_per_slot || layout_text != expected.layout;
   const bool weights_differ = digest != expected.weights_digest;
@@ -182,7 +182,7 @@ absl::Status CheckIdentity(const StateFingerprint& expected, const LayoutInfo& l
   if (layout_differs) {
     absl::StrAppend(&msg, " state layout ", Quoted(layout_text), " (family ", family, ", ",
                     LayoutNumbers(blocks, heads, dqk, dv, floats), "), loaded model has ",
-                    Quoted(expected.layout), " (family ", kLayoutFamilyMlstm, ", ",
+                    Quoted(expected.layout), " (family ", li.family, ", ",
                     LayoutNumbers(li.num_blocks, li.heads, li.dqk, li.dv, li.floats_per_slot),
                     ");");
   }

@@ -35,8 +35,8 @@ std::string Quoted(std::string_view s) { return absl::StrCat("\"", absl::CHexEsc
 // The layout.
 
 std::string SectionName(const Section& s) {
-  return absl::StrCat("section ", s.block * kSectionsPerBlock + s.kind - 1, " (block ", s.block,
-                      " ", kSectionNames[s.kind], ")");
+  return absl::StrCat("section ", s.index, " (block ", s.block, " ",
+                      StateSectionName(static_cast<StateSectionKind>(s.kind)), ")");
 }
 
 absl::StatusOr<LayoutInfo> DescribeLayout(const StateLayout& layout) {
@@ -55,36 +55,31 @@ absl::StatusOr<LayoutInfo> DescribeLayout(const StateLayout& layout) {
   li.dqk = static_cast<uint64_t>(layout.dqk());
   li.dv = static_cast<uint64_t>(layout.dv());
   li.floats_per_slot = static_cast<uint64_t>(layout.floats_per_slot());
-  uint64_t section_count = 0, table_bytes = 0;
+  li.family = layout.paper() ? kLayoutFamilyPaper : kLayoutFamilyMlstm;
+  const std::vector<StateSection>& sections = layout.sections();
+  const uint64_t section_count = sections.size();
+  uint64_t table_bytes = 0;
   if (__builtin_mul_overflow(li.floats_per_slot, uint64_t{sizeof(float)}, &li.payload_bytes) ||
-      __builtin_mul_overflow(li.num_blocks, uint64_t{kSectionsPerBlock}, &section_count) ||
       __builtin_mul_overflow(section_count, kSectionEntryBytes, &table_bytes) ||
       section_count > u32_max) {
     return absl::InvalidArgumentError(
         absl::StrCat("state layout ", layout.Describe(), " is too large for the snapshot format"));
   }
-  // Sections tile the slot exactly, in order: C [c, n), n [n, m), m [m, next block's c). Each
-  // range keeps the layout's alignment padding, so a restore is bit-exact for the whole slot.
+  // Sections tile the slot exactly, in order, each keeping the layout's alignment padding, so a
+  // restore is bit-exact for the whole slot.
   li.sections.reserve(section_count);
-  for (uint64_t b = 0; b < li.num_blocks; ++b) {
-    const MlstmBlockStateOffsets& o = layout.block(static_cast<int64_t>(b));
-    const int64_t end = b + 1 < li.num_blocks ? layout.block(static_cast<int64_t>(b + 1)).c_offset
-                                              : layout.floats_per_slot();
-    const int64_t bounds[] = {o.c_offset, o.n_offset, o.m_offset, end};
-    for (uint32_t k = 0; k < kSectionsPerBlock; ++k) {
-      const int64_t prev_end =
-          li.sections.empty()
-              ? 0
-              : static_cast<int64_t>((li.sections.back().offset_bytes + li.sections.back().bytes) /
-                                     4);
-      if (bounds[k] != prev_end || bounds[k + 1] < bounds[k]) {
-        return absl::InternalError(absl::StrCat("state layout ", layout.Describe(),
-                                                " does not tile the slot contiguously"));
-      }
-      li.sections.push_back(Section{k + 1, static_cast<uint32_t>(b),
-                                    static_cast<uint64_t>(bounds[k]) * 4,
-                                    static_cast<uint64_t>(bounds[k + 1] - bounds[k]) * 4});
+  int64_t prev_end = 0;
+  for (const StateSection& sec : sections) {
+    if (sec.offset != prev_end || sec.floats < 0 || sec.block < 0 ||
+        static_cast<uint64_t>(sec.block) > u32_max) {
+      return absl::InternalError(absl::StrCat("state layout ", layout.Describe(),
+                                              " does not tile the slot contiguously"));
     }
+    li.sections.push_back(Section{static_cast<uint32_t>(sec.kind), static_cast<uint32_t>(sec.block),
+                                  static_cast<uint32_t>(li.sections.size()),
+                                  static_cast<uint64_t>(sec.offset) * 4,
+                                  static_cast<uint64_t>(sec.floats) * 4});
+    prev_end = sec.offset + sec.floats;
   }
   if ((li.sections.empty() ? 0 : li.sections.back().offset_bytes + li.sections.back().bytes) !=
       li.payload_bytes) {

@@ -36,9 +36,10 @@ inline constexpr uint64_t kChecksumBytes = 8;
 inline constexpr uint64_t kFooterBytes = 24;
 // Sections start cache-line (and AVX-512) aligned.
 inline constexpr uint64_t kPayloadAlignment = 64;
+// The layout family in the header: family A's mLSTM stack, or family B's mixed stack (the
+// section kinds are StateSectionKind's numbers).
 inline constexpr uint32_t kLayoutFamilyMlstm = 1;
-inline constexpr uint32_t kSectionsPerBlock = 3;  // C, n, m
-inline constexpr const char* kSectionNames[] = {"?", "C", "n", "m"};
+inline constexpr uint32_t kLayoutFamilyPaper = 2;
 // Copy-and-hash works in chunks that stay in L2, so the hash reads what the copy just wrote
 // instead of streaming the state from DRAM a second time.
 inline constexpr size_t kHashChunkBytes = size_t{256} << 10;
@@ -143,13 +144,15 @@ class ByteReader {
 // here, never from the bytes.
 
 struct Section {
-  uint32_t kind;  // 1 = C, 2 = n, 3 = m
+  uint32_t kind;  // StateSectionKind: 1 = C, 2 = n, 3 = m, 4 = conv window, 5..8 = sLSTM h, c, n, m
   uint32_t block;
+  uint32_t index;  // position in the section table
   uint64_t offset_bytes;  // from the start of the payload (= the slot)
   uint64_t bytes;
 };
 
 struct LayoutInfo {
+  uint32_t family = kLayoutFamilyMlstm;
   uint64_t num_blocks = 0, heads = 0, dqk = 0, dv = 0;
   uint64_t floats_per_slot = 0;
   uint64_t payload_bytes = 0;

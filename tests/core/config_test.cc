@@ -173,16 +173,6 @@ TEST(ModelConfigTest, MissingModelTypeIsInvalid) {
                                        MessageHas("test/config.json", "model_type")));
 }
 
-TEST(ModelConfigTest, FamilyBIsUnimplemented) {
-  Json j = GoldenConfigJson();
-  j["model_type"] = "xlstm-paper";
-  EXPECT_THAT(ParseStatus(j), StatusIs(absl::StatusCode::kUnimplemented,
-                                       MessageHas("family B (xlstm-paper) is not supported yet")));
-  // The stored family-B golden config must take the same path.
-  EXPECT_THAT(LoadModelConfig(kGoldenDir / "xlstm-paper-b1").status(),
-              StatusIs(absl::StatusCode::kUnimplemented, MessageHas("family B")));
-}
-
 TEST(ModelConfigTest, MissingRequiredFieldNamesIt) {
   for (const char* field : {"vocab_size", "num_heads"}) {
     Json j = GoldenConfigJson();
