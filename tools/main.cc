@@ -14,7 +14,7 @@ struct Subcommand {
 };
 
 constexpr Subcommand kSubcommands[] = {
-    {"mkmodel", "write a family-A model directory with random weights", RunMkmodel},
+    {"mkmodel", "write a model directory (family A or B) with random weights", RunMkmodel},
     {"score", "run a token sequence; write logits and final state to safetensors", RunScore},
     {"generate", "greedy generation from a prompt of token ids", RunGenerate},
     {"bench", "measure hardware limits, decode and prefill throughput (JSON lines)", RunBench},

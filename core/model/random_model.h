@@ -6,7 +6,8 @@
 // cut into fixed chunks of elements, and each chunk draws from its own counter-based stream
 // seeded from (seed, tensor index, chunk index). Chunks are generated in parallel and written
 // straight to their file offsets, so memory stays at one chunk per thread whatever the model
-// size. Files are written under temporary names and renamed when complete.
+// size. Files are written under temporary names and renamed when complete. (The writer is
+// shared with family B: random_model_paper.h.)
 //
 // Scales keep activations and gates realistic: linear weights ~ N(0, 1/in_features),
 // out_proj and proj_down further scaled by 1/sqrt(2 * num_blocks); norms ~ U(0.9, 1.1);
