@@ -188,11 +188,13 @@ struct MlstmChunkParams {
 };
 
 // Block-diagonal ("headwise") linear map, family B's q/k/v and sLSTM gate projections:
-// y[r, p*out + o] = alpha * (sum_i w[p, o, i] * x[r, p*in + i] + b[p*out + o]).
-// Each output's sum runs over i in order whatever the batch (batch invariance).
+// y[r, p*out + o] = alpha * (sum_i w[p, i, o] * x[r, p*in + i] + b[p*out + o]).
+// Each output's sum runs over i in order whatever the batch (batch invariance). The weights
+// are stored transposed against the checkpoint's [blocks, out, in], so a block is a small
+// GEMM with contiguous rows of outputs.
 struct HeadwiseParams {
   const float* x;  // [rows, blocks*in], stride ldx
-  const float* w;  // [blocks, out, in] float32 (backend memory)
+  const float* w;  // [blocks, in, out] float32 (backend memory)
   const float* b;  // [blocks*out] or nullptr
   float* y;        // [rows, blocks*out], stride ldy; must not overlap x
   int64_t rows;

@@ -40,6 +40,17 @@ auto TransposeConv(int64_t d, int64_t ks) {
   };
 }
 
+// Headwise weights [P, O, I] -> [P, I, O] (HeadwiseParams): a block becomes a small GEMM.
+auto TransposeHeadwise(int64_t blocks, int64_t out, int64_t in) {
+  return [blocks, out, in](std::vector<float>& v) {
+    std::vector<float> t(v.size());
+    for (int64_t p = 0; p < blocks; ++p)
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t i = 0; i < in; ++i) t[(p * in + i) * out + o] = v[(p * out + o) * in + i];
+    v.swap(t);
+  };
+}
+
 // The vanilla backend's recurrent kernel [NH, 4*DH (g, out), DH (in)] -> the cuda layout
 // [NH, DH (in), 4*DH (g, out)] the kernels use (spec 4.4).
 auto VanillaKernelToCuda(int64_t nh, int64_t dh) {
@@ -103,7 +114,9 @@ absl::Status XlstmModel::AddPaperWeights(const Checkpoint& ckpt, WeightUploader&
     if (t.slstm) {
       const int64_t nh = p.s_heads, dh = p.s_dh(e), f = p.ff_dim(e);
       const TensorSlice* gates[4] = {&t.gate_i, &t.gate_f, &t.gate_z, &t.gate_o};
-      for (int g = 0; g < 4; ++g) up.AddVector({*gates[g]}, nh * dh * dh, &w->hw[g]);
+      for (int g = 0; g < 4; ++g) {
+        up.AddVector({*gates[g]}, nh * dh * dh, &w->hw[g], TransposeHeadwise(nh, dh, dh));
+      }
       up.AddVector({t.recurrent}, nh * dh * 4 * dh, &w->s_recurrent,
                    p.s_vanilla_layout ? std::function<void(std::vector<float>&)>(VanillaKernelToCuda(nh, dh))
                                       : nullptr);
@@ -128,7 +141,7 @@ absl::Status XlstmModel::AddPaperWeights(const Checkpoint& ckpt, WeightUploader&
       const TensorSlice* qkv[3] = {&t.q, &t.k, &t.v};
       const TensorSlice* qkv_b[3] = {&t.q_b, &t.k_b, &t.v_b};
       for (int g = 0; g < 3; ++g) {
-        up.AddVector({*qkv[g]}, din * bs, &w->hw[g]);
+        up.AddVector({*qkv[g]}, din * bs, &w->hw[g], TransposeHeadwise(din / bs, bs, bs));
         if (qkv_b[g]->tensor != nullptr) up.AddVector({*qkv_b[g]}, din, &w->hw_b[g]);
       }
       up.AddVector({t.igate_b, t.fgate_b}, 2 * nh, &w->gate_bias);

@@ -43,7 +43,7 @@ struct XlstmModel::BlockWeights {
   float* up_b = nullptr;       // [2*Din]
   float* conv_w = nullptr;     // [ks, D] (transposed from [D, 1, ks])
   float* conv_b = nullptr;     // [D]
-  float* hw[4] = {};           // mLSTM: q, k, v [Din/bs, bs, bs]; sLSTM: i, f, z, o [NH, DH, DH]
+  float* hw[4] = {};  // mLSTM q, k, v [Din/bs, bs, bs]; sLSTM i, f, z, o [NH, DH, DH]; as [P, I, O]
   float* hw_b[3] = {};         // mLSTM q, k, v biases [Din]
   float* skip = nullptr;       // mLSTM learnable_skip [Din]
   float* s_recurrent = nullptr;  // sLSTM [NH, DH, 4*DH] ("cuda" layout)

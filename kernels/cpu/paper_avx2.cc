@@ -7,9 +7,9 @@ namespace {
 #include "kernels/cpu/paper_portable.inc"
 }  // namespace
 
-void HeadwiseBlockAvx2(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
-                      int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
-  HeadwiseBlockPortable(x, ldx, rows, w, out, in, b, alpha, y, ldy);
+void HeadwiseNarrowAvx2(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
+                       int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
+  HeadwiseNarrowPortable(x, ldx, rows, w, out, in, b, alpha, y, ldy);
 }
 
 void ConvSeqAvx2(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,

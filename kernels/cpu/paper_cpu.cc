@@ -13,13 +13,13 @@
 namespace xlstmd::kernels::cpu {
 
 // paper_avx512.cc / paper_avx2.cc and the vmath rows (elementwise_avx*.cc).
-void HeadwiseBlockAvx512(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
-                         int64_t in, const float* b, float alpha, float* y, int64_t ldy);
+void HeadwiseNarrowAvx512(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
+                          int64_t in, const float* b, float alpha, float* y, int64_t ldy);
 void ConvSeqAvx512(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,
                    const float* b, float* win, int64_t ldwin, int64_t ks, int64_t n, float* y,
                    int64_t ldy);
-void HeadwiseBlockAvx2(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
-                       int64_t in, const float* b, float alpha, float* y, int64_t ldy);
+void HeadwiseNarrowAvx2(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
+                        int64_t in, const float* b, float alpha, float* y, int64_t ldy);
 void ConvSeqAvx2(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,
                  const float* b, float* win, int64_t ldwin, int64_t ks, int64_t n, float* y,
                  int64_t ldy);
@@ -44,14 +44,26 @@ constexpr int64_t kConvStrip = 256;
 // Sessions of one sLSTM task in a decode step.
 constexpr int64_t kSlstmRowTile = 8;
 
+// One block for `rows` rows. Narrow blocks (in < 8) run a plain loop; wider ones are a small
+// GEMM through MatAcc (register-tiled on AVX-512, row- and column-tiled elsewhere), whose
+// per-element chain over i does not depend on the row count.
 void HeadwiseBlock(Isa isa, const float* x, int64_t ldx, int64_t rows, const float* w,
                    int64_t out, int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
-  if (isa == Isa::kAvx512) {
-    HeadwiseBlockAvx512(x, ldx, rows, w, out, in, b, alpha, y, ldy);
-  } else if (isa == Isa::kAvx2) {
-    HeadwiseBlockAvx2(x, ldx, rows, w, out, in, b, alpha, y, ldy);
-  } else {
-    scalar::HeadwiseBlockPortable(x, ldx, rows, w, out, in, b, alpha, y, ldy);
+  if (in < 8) {
+    if (isa == Isa::kAvx512) {
+      HeadwiseNarrowAvx512(x, ldx, rows, w, out, in, b, alpha, y, ldy);
+    } else if (isa == Isa::kAvx2) {
+      HeadwiseNarrowAvx2(x, ldx, rows, w, out, in, b, alpha, y, ldy);
+    } else {
+      scalar::HeadwiseNarrowPortable(x, ldx, rows, w, out, in, b, alpha, y, ldy);
+    }
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) std::fill(y + r * ldy, y + r * ldy + out, 0.0f);
+  MatAcc(isa, x, ldx, rows, in, w, out, out, y, ldy);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* yr = y + r * ldy;
+    for (int64_t o = 0; o < out; ++o) yr[o] = alpha * (yr[o] + (b != nullptr ? b[o] : 0.0f));
   }
 }
 
@@ -167,7 +179,7 @@ void Headwise(ThreadPool& pool, const HeadwiseParams& p, Isa isa) {
       const int64_t blk = x / tiles, r0 = (x % tiles) * kRowTile;
       const int64_t nr = std::min(kRowTile, p.rows - r0);
       HeadwiseBlock(isa, p.x + r0 * p.ldx + blk * p.in, p.ldx, nr,
-                    p.w + blk * p.out * p.in, p.out, p.in,
+                    p.w + blk * p.in * p.out, p.out, p.in,
                     p.b != nullptr ? p.b + blk * p.out : nullptr, p.alpha,
                     p.y + r0 * p.ldy + blk * p.out, p.ldy);
     }

@@ -22,11 +22,12 @@ __global__ void HeadwiseKernel(HeadwiseParams p) {
   const int64_t r = blockIdx.x;
   const int64_t col = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (col >= p.blocks * p.out) return;
-  const int64_t block = col / p.out;
+  const int64_t block = col / p.out, o = col % p.out;
   const float* x = p.x + r * p.ldx + block * p.in;
-  const float* w = p.w + col * p.in;  // [blocks, out, in]: row (block, o) is row `col`
+  // [blocks, in, out]: adjacent threads read adjacent weights (coalesced).
+  const float* w = p.w + block * p.in * p.out + o;
   float acc = 0.0f;
-  for (int64_t i = 0; i < p.in; ++i) acc = fmaf(w[i], x[i], acc);
+  for (int64_t i = 0; i < p.in; ++i) acc = fmaf(w[i * p.out], x[i], acc);
   if (p.b != nullptr) acc += p.b[col];
   p.y[r * p.ldy + col] = p.alpha * acc;
 }

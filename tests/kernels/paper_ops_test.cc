@@ -56,7 +56,7 @@ TEST_P(PaperOpsTest, HeadwiseMatchesReference) {
       for (int64_t p = 0; p < s.blocks; ++p)
         for (int64_t o = 0; o < s.out; ++o) {
           double acc = b[p * s.out + o];
-          for (int64_t i = 0; i < s.in; ++i) acc += double(w[(p * s.out + o) * s.in + i]) * x[r * ldx + p * s.in + i];
+          for (int64_t i = 0; i < s.in; ++i) acc += double(w[(p * s.in + i) * s.out + o]) * x[r * ldx + p * s.in + i];
           worst = std::max(worst, std::fabs(0.5 * acc - y[r * ldy + p * s.out + o]));
         }
     EXPECT_LT(worst, 1e-4) << s.blocks << "x" << s.out << "x" << s.in;
