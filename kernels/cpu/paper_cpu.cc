@@ -35,14 +35,16 @@ namespace scalar {
 #pragma GCC pop_options
 }  // namespace scalar
 
-// Rows of a headwise projection handed to one task: enough to reuse a weight row from L1
-// across rows, few enough that a decode batch still splits across threads.
-constexpr int64_t kRowTile = 16;
+// Rows of a headwise projection handed to one task. MatAcc streams the block's weights once
+// per call whatever the row count, so a task takes a whole decode batch of up to 64 rows;
+// blocks still split across threads.
+constexpr int64_t kRowTile = 64;
 // Channels of one conv task: sequences are split into column strips so a single long prompt
 // still uses every thread.
 constexpr int64_t kConvStrip = 256;
-// Sessions of one sLSTM task in a decode step.
-constexpr int64_t kSlstmRowTile = 8;
+// Sessions of one sLSTM task in a decode step: a head's recurrent kernel (1 MiB at DH 256) is
+// streamed once per task, so a task takes up to 64 sessions; heads split across threads.
+constexpr int64_t kSlstmRowTile = 64;
 
 // One block for `rows` rows. Narrow blocks (in < 8) run a plain loop; wider ones are a small
 // GEMM through MatAcc (register-tiled on AVX-512, row- and column-tiled elsewhere), whose
