@@ -73,6 +73,10 @@ class Backend {
   // block on CUDA); checked when a model loads, so a model that cannot run is refused then
   // (INVALID_ARGUMENT saying why) rather than failing the device at its first prefill.
   virtual absl::Status CheckMlstmDims(const MlstmDims& dims) const { return absl::OkStatus(); }
+  // The same for the sLSTM cell of a paper-family model (heads of dh units).
+  virtual absl::Status CheckSlstmDims(int64_t heads, int64_t dh) const {
+    return absl::OkStatus();
+  }
 
   // True when backend memory is ordinary host memory (the CPU backend): the host may then
   // read results in place instead of copying them out.

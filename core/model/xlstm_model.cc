@@ -44,6 +44,10 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
       XLSTMD_RETURN_IF_ERROR(
           backend->CheckMlstmDims(kernels::MlstmDims{c.paper.m_heads, dh, dh, 1e-6f, 1.0f}));
     }
+    if (c.paper.has_slstm()) {
+      XLSTMD_RETURN_IF_ERROR(
+          backend->CheckSlstmDims(c.paper.s_heads, c.paper.s_dh(c.embedding_dim)));
+    }
     WeightUploader up(backend, options.conversion_threads);
     XLSTMD_RETURN_IF_ERROR(model->AddPaperWeights(*ckpt, up, options));
     XLSTMD_RETURN_IF_ERROR(model->FinishLoad(up, options));

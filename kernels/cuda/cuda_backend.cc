@@ -63,6 +63,14 @@ class CudaBackend final : public Backend {
     return absl::InvalidArgumentError(absl::StrCat(Name(), " (", prop_.name, "): ", why,
                                                    "; serve this model on the CPU"));
   }
+  absl::Status CheckSlstmDims(int64_t heads, int64_t dh) const override {
+    const SlstmPlan plan = PlanSlstm(1, heads, dh);
+    if (plan.smem_bytes <= prop_.sharedMemPerBlockOptin) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        Name(), " (", prop_.name, "): the sLSTM cell with head dim ", dh, " needs ",
+        plan.smem_bytes, " bytes of shared memory per block; the device allows ",
+        prop_.sharedMemPerBlockOptin, "; serve this model on the CPU"));
+  }
   DeviceInfo Info() const override {
     Bind();
     DeviceInfo d;
