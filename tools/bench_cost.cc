@@ -20,7 +20,7 @@ void PaperCost(const core::XlstmModel& model, ModelCost* cost) {
     if (slstm) {
       const double dh = static_cast<double>(p.s_dh(c.embedding_dim));
       const double f = static_cast<double>(p.ff_dim(c.embedding_dim));
-      params += 4 * e * dh + 4 * e * dh + 3 * f * e;  // gates, recurrent kernel, FFN
+      params += 4 * e * dh + 4 * e * dh + (p.s_ffn ? 3 * f * e : 0);  // gates, kernel, FFN
       const double conv = 2 * static_cast<double>(p.s_conv) * e;
       cell += 20 * e + conv;  // pointwise gates and state update
       chunk_fixed += 20 * e + conv;

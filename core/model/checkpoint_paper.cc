@@ -1,7 +1,7 @@
 // Family-B tensors (xlstm-spec.md 4.6) under upstream's xLSTMLMModel module names, each checked
-// against the shape the config implies. Biases that `bias: true` adds (proj_up, proj_down,
-// q/k/v, FFN, and norm biases where a checkpoint has them) are taken when present; with
-// `bias: false` any of them is an unused tensor, hence an error.
+// against the shape the config implies. Biases are taken when their config allows them and the
+// checkpoint has them (mlstm.bias: proj_up, proj_down, q/k/v; feedforward.bias: the FFN;
+// `bias`: norm biases); a bias the config does not allow is an unused tensor, hence an error.
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "core/model/checkpoint.h"
@@ -33,15 +33,15 @@ absl::Status ResolveMlstmBlock(Resolver& r, const ModelConfig& c, const std::str
   const PaperConfig& p = c.paper;
   const int64_t e = c.embedding_dim, din = p.m_inner(e), bs = p.m_qkv_blocksize, nh = p.m_heads;
   XLSTMD_ASSIGN_OR_RETURN(bt->proj_up, r.Whole(x + "proj_up.weight", 2 * din, e));
-  XLSTMD_ASSIGN_OR_RETURN(bt->proj_up_b, OptionalBias(r, p.bias, x + "proj_up.bias", 2 * din));
+  XLSTMD_ASSIGN_OR_RETURN(bt->proj_up_b, OptionalBias(r, p.m_bias, x + "proj_up.bias", 2 * din));
   XLSTMD_RETURN_IF_ERROR(ResolveConv(r, x, din, p.m_conv, bt));
   const std::vector<int64_t> hw{din / bs, bs, bs};
   XLSTMD_ASSIGN_OR_RETURN(bt->q, r.Shaped(x + "q_proj.weight", hw));
   XLSTMD_ASSIGN_OR_RETURN(bt->k, r.Shaped(x + "k_proj.weight", hw));
   XLSTMD_ASSIGN_OR_RETURN(bt->v, r.Shaped(x + "v_proj.weight", hw));
-  XLSTMD_ASSIGN_OR_RETURN(bt->q_b, OptionalBias(r, p.bias, x + "q_proj.bias", din));
-  XLSTMD_ASSIGN_OR_RETURN(bt->k_b, OptionalBias(r, p.bias, x + "k_proj.bias", din));
-  XLSTMD_ASSIGN_OR_RETURN(bt->v_b, OptionalBias(r, p.bias, x + "v_proj.bias", din));
+  XLSTMD_ASSIGN_OR_RETURN(bt->q_b, OptionalBias(r, p.m_bias, x + "q_proj.bias", din));
+  XLSTMD_ASSIGN_OR_RETURN(bt->k_b, OptionalBias(r, p.m_bias, x + "k_proj.bias", din));
+  XLSTMD_ASSIGN_OR_RETURN(bt->v_b, OptionalBias(r, p.m_bias, x + "v_proj.bias", din));
   const std::string cell = x + "mlstm_cell.";
   XLSTMD_ASSIGN_OR_RETURN(bt->igate_w, r.Whole(cell + "igate.weight", nh, 3 * din));
   XLSTMD_ASSIGN_OR_RETURN(bt->fgate_w, r.Whole(cell + "fgate.weight", nh, 3 * din));
@@ -51,7 +51,7 @@ absl::Status ResolveMlstmBlock(Resolver& r, const ModelConfig& c, const std::str
   XLSTMD_ASSIGN_OR_RETURN(bt->outnorm_b, OptionalBias(r, p.bias, cell + "outnorm.bias", din));
   XLSTMD_ASSIGN_OR_RETURN(bt->skip, r.Whole(x + "learnable_skip", din, kVector));
   XLSTMD_ASSIGN_OR_RETURN(bt->proj_down, r.Whole(x + "proj_down.weight", e, din));
-  XLSTMD_ASSIGN_OR_RETURN(bt->proj_down_b, OptionalBias(r, p.bias, x + "proj_down.bias", e));
+  XLSTMD_ASSIGN_OR_RETURN(bt->proj_down_b, OptionalBias(r, p.m_bias, x + "proj_down.bias", e));
   return absl::OkStatus();
 }
 
@@ -73,12 +73,13 @@ absl::Status ResolveSlstmBlock(Resolver& r, const ModelConfig& c, const std::str
   if (p.s_group_norm_weight) {
     XLSTMD_ASSIGN_OR_RETURN(bt->group_norm_w, r.Whole(x + "group_norm.weight", e, kVector));
   }
+  if (!p.s_ffn) return absl::OkStatus();
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_norm_w, r.Whole(blk + "ffn_norm.weight", e, kVector));
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_norm_b, OptionalBias(r, p.bias, blk + "ffn_norm.bias", e));
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_up, r.Whole(blk + "ffn.proj_up.weight", 2 * f, e));
-  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_up_b, OptionalBias(r, p.bias, blk + "ffn.proj_up.bias", 2 * f));
+  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_up_b, OptionalBias(r, p.ff_bias, blk + "ffn.proj_up.bias", 2 * f));
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_down, r.Whole(blk + "ffn.proj_down.weight", e, f));
-  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_down_b, OptionalBias(r, p.bias, blk + "ffn.proj_down.bias", e));
+  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_down_b, OptionalBias(r, p.ff_bias, blk + "ffn.proj_down.bias", e));
   return absl::OkStatus();
 }
 
@@ -88,7 +89,12 @@ absl::StatusOr<PaperTensors> ResolvePaperTensors(const Checkpoint& ckpt, const M
   Resolver r(ckpt);
   PaperTensors out;
   const int64_t e = c.embedding_dim;
-  XLSTMD_ASSIGN_OR_RETURN(out.embedding, r.Whole("token_embedding.weight", c.vocab_size, e));
+  // safetensors' save_model keeps one name of a tied pair (lm_head.weight sorts first).
+  const bool head_only = c.paper.tie_weights && !r.Has("token_embedding.weight") &&
+                         r.Has("lm_head.weight");
+  XLSTMD_ASSIGN_OR_RETURN(out.embedding,
+                          r.Whole(head_only ? "lm_head.weight" : "token_embedding.weight",
+                                  c.vocab_size, e));
   for (int64_t b = 0; b < c.num_blocks; ++b) {
     const std::string blk = absl::StrCat("xlstm_block_stack.blocks.", b, ".");
     PaperBlockTensors bt;
@@ -108,7 +114,7 @@ absl::StatusOr<PaperTensors> ResolvePaperTensors(const Checkpoint& ckpt, const M
     XLSTMD_ASSIGN_OR_RETURN(out.post_norm_b, OptionalBias(r, c.paper.bias, norm + "bias", e));
   }
   // Upstream ties by sharing the parameter; a checkpoint may still store lm_head.weight.
-  if (c.paper.tie_weights && !r.Has("lm_head.weight")) {
+  if (c.paper.tie_weights && (head_only || !r.Has("lm_head.weight"))) {
     out.lm_head = out.embedding;
   } else {
     XLSTMD_ASSIGN_OR_RETURN(out.lm_head, r.Whole("lm_head.weight", c.vocab_size, e));

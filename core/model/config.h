@@ -23,7 +23,10 @@ enum class ModelFamily { kLarge, kPaper };
 struct PaperConfig {
   std::vector<bool> slstm;
   bool add_post_blocks_norm = true;
-  bool bias = false;  // proj_up/proj_down/q/k/v and FFN biases
+  bool bias = false;     // top-level `bias` (norm biases, where a checkpoint has them)
+  bool m_bias = false;   // mlstm_block.mlstm.bias (else `bias`): proj_up/proj_down/q/k/v biases
+  bool ff_bias = false;  // slstm_block.feedforward.bias (else `bias`): the FFN's biases
+  bool s_ffn = true;     // slstm_block.feedforward is not null: sLSTM blocks have an FFN
   bool tie_weights = false;
   // mlstm_block.mlstm
   int64_t m_heads = 4;

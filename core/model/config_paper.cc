@@ -88,6 +88,8 @@ absl::Status ReadMlstm(const Json& obj, const std::string& source, int64_t e, Pa
   XLSTMD_RETURN_IF_ERROR(r.Double("proj_factor", &p->m_proj_factor));
   XLSTMD_RETURN_IF_ERROR(r.Bool("round_proj_up_dim_up", &p->m_round_up));
   XLSTMD_RETURN_IF_ERROR(r.Int("round_proj_up_to_multiple_of", false, &p->m_round_multiple));
+  p->m_bias = p->bias;
+  XLSTMD_RETURN_IF_ERROR(r.Bool("bias", &p->m_bias));
   XLSTMD_RETURN_IF_ERROR(r.InRange("num_heads", p->m_heads, 1, kMaxDim));
   XLSTMD_RETURN_IF_ERROR(r.InRange("conv1d_kernel_size", p->m_conv, 0, 1024));
   XLSTMD_RETURN_IF_ERROR(r.InRange("qkv_proj_blocksize", p->m_qkv_blocksize, 1, kMaxDim));
@@ -139,16 +141,18 @@ absl::Status ReadSlstm(const Json& block, const std::string& source, const Json&
 
   XLSTMD_ASSIGN_OR_RETURN(const Json* ff,
                           SubObject(block, "feedforward", source, "slstm_block.feedforward"));
-  if (ff == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": field \"slstm_block.feedforward\" is missing"));
-  }
+  // Upstream builds an sLSTM block without a feed-forward part when its config is None.
+  p->s_ffn = ff != nullptr;
+  if (ff == nullptr) return absl::OkStatus();
   const std::string ff_where = source + ": slstm_block.feedforward";
   FieldReader f(*ff, ff_where);
   XLSTMD_RETURN_IF_ERROR(f.Double("proj_factor", &p->ff_proj_factor));
   XLSTMD_RETURN_IF_ERROR(f.Bool("round_proj_up_dim_up", &p->ff_round_up));
   XLSTMD_RETURN_IF_ERROR(f.Int("round_proj_up_to_multiple_of", false, &p->ff_round_multiple));
   XLSTMD_RETURN_IF_ERROR(f.String("act_fn", &p->ff_act));
+  // The FFN's biases follow its own config (upstream does not pass the stack's `bias` down).
+  p->ff_bias = p->bias;
+  XLSTMD_RETURN_IF_ERROR(f.Bool("bias", &p->ff_bias));
   std::string ff_type = "ffn_gated";
   XLSTMD_RETURN_IF_ERROR(f.String("ff_type", &ff_type));
   if (ff_type != "ffn_gated") {
@@ -191,6 +195,14 @@ absl::Status ReadPaperConfig(const Json& doc, const std::string& source, ModelCo
   XLSTMD_RETURN_IF_ERROR(r.InRange("pad_token_id", c->pad_token_id, 0, max_id));
   XLSTMD_RETURN_IF_ERROR(r.InRange("eos_token_id", c->eos_token_id, 0, max_id));
   XLSTMD_RETURN_IF_ERROR(ReadSlstmAt(doc, source, c->num_blocks, &p.slstm));
+  // Upstream's block stack makes every block an sLSTM block when there is no mLSTM config.
+  {
+    auto m = doc.find("mlstm_block");
+    if ((m == doc.end() || m->is_null()) && doc.contains("slstm_block") &&
+        doc["slstm_block"].is_object()) {
+      p.slstm.assign(static_cast<size_t>(c->num_blocks), true);
+    }
+  }
   const int64_t e = c->embedding_dim;
   if (p.has_mlstm()) {
     XLSTMD_ASSIGN_OR_RETURN(const Json* block, SubObject(doc, "mlstm_block", source, "mlstm_block"));

@@ -126,11 +126,13 @@ absl::Status XlstmModel::AddPaperWeights(const Checkpoint& ckpt, WeightUploader&
       TensorSlice gn = t.group_norm_w;
       gn.rows = e;  // absent (group_norm_weight false): zeros, i.e. scale 1
       up.AddVector({gn}, e, &w->group_norm_w, OnePlus);
-      norm(t.ffn_norm_w, t.ffn_norm_b, e, &w->norm_ffn_w, &w->norm_ffn_b);
-      up.AddMatrix({t.ffn_up}, &w->w_ffn_up, matrices);
-      up.AddMatrix({t.ffn_down}, &w->w_ffn_down, matrices);
-      if (t.ffn_up_b.tensor != nullptr) up.AddVector({t.ffn_up_b}, 2 * f, &w->ffn_up_b);
-      if (t.ffn_down_b.tensor != nullptr) up.AddVector({t.ffn_down_b}, e, &w->ffn_down_b);
+      if (p.s_ffn) {
+        norm(t.ffn_norm_w, t.ffn_norm_b, e, &w->norm_ffn_w, &w->norm_ffn_b);
+        up.AddMatrix({t.ffn_up}, &w->w_ffn_up, matrices);
+        up.AddMatrix({t.ffn_down}, &w->w_ffn_down, matrices);
+        if (t.ffn_up_b.tensor != nullptr) up.AddVector({t.ffn_up_b}, 2 * f, &w->ffn_up_b);
+        if (t.ffn_down_b.tensor != nullptr) up.AddVector({t.ffn_down_b}, e, &w->ffn_down_b);
+      }
     } else {
       const int64_t din = p.m_inner(e), nh = p.m_heads, bs = p.m_qkv_blocksize;
       up.AddMatrix({t.proj_up}, &w->w_up, matrices);
@@ -170,7 +172,7 @@ std::array<int64_t, 7> XlstmModel::PaperActivationFloats(int64_t rows) const {
   const int64_t e = c.embedding_dim;
   const int64_t din = p.has_mlstm() ? p.m_inner(e) : 0;
   const int64_t nh = p.has_mlstm() ? p.m_heads : 0;
-  const int64_t f = p.has_slstm() ? p.ff_dim(e) : 0;
+  const int64_t f = p.has_slstm() && p.s_ffn ? p.ff_dim(e) : 0;
   const int64_t proj = std::max(2 * din, 4 * e);
   const int64_t wide = std::max(din, e);
   const int64_t ffn = std::max(3 * din + 2 * nh, 2 * f);
@@ -217,6 +219,7 @@ void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev,
                         stride, so.h_offset, so.c_offset, so.n_offset, so.m_offset});
       be.HeadNormGate({w.hcell, nullptr, bw.group_norm_w, nullptr, w.x, rows, nh, dh, e, 0, e,
                        kNormEps, kn::GateAct::kNone, nullptr, nullptr, 0, /*accumulate=*/true});
+      if (!p.s_ffn) continue;
       be.RmsNorm({w.x, bw.norm_ffn_w, bw.norm_ffn_b, w.hn, rows, e, e, e, kNormEps, true});
       be.MatMul({w.hn, bw.w_ffn_up.get(), w.ffn, rows, e, 2 * f, false});
       if (bw.ffn_up_b != nullptr) be.BiasSoftCap({w.ffn, bw.ffn_up_b, rows, 2 * f, 2 * f, 0.0f});

@@ -217,7 +217,8 @@ std::string WeightUploader::Digest(const ModelConfig& c) const {
     const PaperConfig& p = c.paper;
     absl::StrAppend(&canon, ";paper;", StateLayout::ForPaper(c).Describe(), ";bs=",
                     p.m_qkv_blocksize, ";F=", p.ff_dim(c.embedding_dim), ";act=", p.ff_act,
-                    ";gn=", p.s_group_norm_weight, ";tie=", p.tie_weights,
+                    ";gn=", p.s_group_norm_weight, ";tie=", p.tie_weights, ";ffn=", p.s_ffn,
+                    ";bias=", p.bias, p.m_bias, p.ff_bias,
                     ";vanilla=", p.s_vanilla_layout);
   }
   std::vector<std::pair<std::string, uint64_t>> sorted = part_hashes_;

@@ -7,9 +7,10 @@ namespace {
 #include "kernels/cpu/paper_portable.inc"
 }  // namespace
 
-void HeadwiseNarrowAvx512(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
-                       int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
-  HeadwiseNarrowPortable(x, ldx, rows, w, out, in, b, alpha, y, ldy);
+void HeadwiseNarrowAvx512(const float* x, int64_t ldx, int64_t rows, const float* w,
+                          int64_t blocks, int64_t out, int64_t in, const float* b, float alpha,
+                          float* y, int64_t ldy) {
+  HeadwiseNarrowPortable(x, ldx, rows, w, blocks, out, in, b, alpha, y, ldy);
 }
 
 void ConvSeqAvx512(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,

@@ -13,13 +13,15 @@
 namespace xlstmd::kernels::cpu {
 
 // paper_avx512.cc / paper_avx2.cc and the vmath rows (elementwise_avx*.cc).
-void HeadwiseNarrowAvx512(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
-                          int64_t in, const float* b, float alpha, float* y, int64_t ldy);
+void HeadwiseNarrowAvx512(const float* x, int64_t ldx, int64_t rows, const float* w,
+                          int64_t blocks, int64_t out, int64_t in, const float* b, float alpha,
+                          float* y, int64_t ldy);
 void ConvSeqAvx512(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,
                    const float* b, float* win, int64_t ldwin, int64_t ks, int64_t n, float* y,
                    int64_t ldy);
-void HeadwiseNarrowAvx2(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
-                        int64_t in, const float* b, float alpha, float* y, int64_t ldy);
+void HeadwiseNarrowAvx2(const float* x, int64_t ldx, int64_t rows, const float* w,
+                        int64_t blocks, int64_t out, int64_t in, const float* b, float alpha,
+                        float* y, int64_t ldy);
 void ConvSeqAvx2(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,
                  const float* b, float* win, int64_t ldwin, int64_t ks, int64_t n, float* y,
                  int64_t ldy);
@@ -35,9 +37,9 @@ namespace scalar {
 #pragma GCC pop_options
 }  // namespace scalar
 
-// Rows of a headwise projection handed to one task. MatAcc streams the block's weights once
+// Rows of a headwise projection handed to one task. MatAcc streams a wide block's weights once
 // per call whatever the row count, so a task takes a whole decode batch of up to 64 rows;
-// blocks still split across threads.
+// blocks still split across threads (narrow projections split by row tiles only).
 constexpr int64_t kRowTile = 64;
 // Channels of one conv task: sequences are split into column strips so a single long prompt
 // still uses every thread.
@@ -46,21 +48,23 @@ constexpr int64_t kConvStrip = 256;
 // streamed once per task, so a task takes up to 64 sessions; heads split across threads.
 constexpr int64_t kSlstmRowTile = 64;
 
-// One block for `rows` rows. Narrow blocks (in < 8) run a plain loop; wider ones are a small
-// GEMM through MatAcc (register-tiled on AVX-512, row- and column-tiled elsewhere), whose
-// per-element chain over i does not depend on the row count.
-void HeadwiseBlock(Isa isa, const float* x, int64_t ldx, int64_t rows, const float* w,
-                   int64_t out, int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
-  if (in < 8) {
-    if (isa == Isa::kAvx512) {
-      HeadwiseNarrowAvx512(x, ldx, rows, w, out, in, b, alpha, y, ldy);
-    } else if (isa == Isa::kAvx2) {
-      HeadwiseNarrowAvx2(x, ldx, rows, w, out, in, b, alpha, y, ldy);
-    } else {
-      scalar::HeadwiseNarrowPortable(x, ldx, rows, w, out, in, b, alpha, y, ldy);
-    }
-    return;
+// All blocks of a narrow headwise projection (in < 8) for `rows` rows.
+void HeadwiseNarrow(Isa isa, const float* x, int64_t ldx, int64_t rows, const float* w,
+                    int64_t blocks, int64_t out, int64_t in, const float* b, float alpha,
+                    float* y, int64_t ldy) {
+  if (isa == Isa::kAvx512) {
+    HeadwiseNarrowAvx512(x, ldx, rows, w, blocks, out, in, b, alpha, y, ldy);
+  } else if (isa == Isa::kAvx2) {
+    HeadwiseNarrowAvx2(x, ldx, rows, w, blocks, out, in, b, alpha, y, ldy);
+  } else {
+    scalar::HeadwiseNarrowPortable(x, ldx, rows, w, blocks, out, in, b, alpha, y, ldy);
   }
+}
+
+// One wide block (in >= 8) for `rows` rows: a small GEMM through MatAcc (register-tiled),
+// whose per-element chain over i does not depend on the row count.
+void HeadwiseWide(Isa isa, const float* x, int64_t ldx, int64_t rows, const float* w,
+                  int64_t out, int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) std::fill(y + r * ldy, y + r * ldy + out, 0.0f);
   MatAcc(isa, x, ldx, rows, in, w, out, out, y, ldy);
   for (int64_t r = 0; r < rows; ++r) {
@@ -176,21 +180,30 @@ void Headwise(ThreadPool& pool, const HeadwiseParams& p, Isa isa) {
   if (p.rows <= 0) return;
   const int64_t tiles = (p.rows + kRowTile - 1) / kRowTile;
   const int64_t work = p.rows * p.blocks * p.out * p.in;
+  const bool narrow = p.in < 8;
+  // Narrow projections split by row tiles (every block of a row in one call, so the vector
+  // code can pair blocks); wide ones by (block, row tile).
+  const int64_t tasks = narrow ? tiles : p.blocks * tiles;
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t x = begin; x < end; ++x) {
-      const int64_t blk = x / tiles, r0 = (x % tiles) * kRowTile;
+      const int64_t blk = narrow ? 0 : x / tiles, r0 = (x % tiles) * kRowTile;
       const int64_t nr = std::min(kRowTile, p.rows - r0);
-      HeadwiseBlock(isa, p.x + r0 * p.ldx + blk * p.in, p.ldx, nr,
-                    p.w + blk * p.in * p.out, p.out, p.in,
-                    p.b != nullptr ? p.b + blk * p.out : nullptr, p.alpha,
-                    p.y + r0 * p.ldy + blk * p.out, p.ldy);
+      const float* xs = p.x + r0 * p.ldx;
+      float* ys = p.y + r0 * p.ldy;
+      if (narrow) {
+        HeadwiseNarrow(isa, xs, p.ldx, nr, p.w, p.blocks, p.out, p.in, p.b, p.alpha, ys, p.ldy);
+        continue;
+      }
+      HeadwiseWide(isa, xs + blk * p.in, p.ldx, nr, p.w + blk * p.in * p.out, p.out, p.in,
+                   p.b != nullptr ? p.b + blk * p.out : nullptr, p.alpha, ys + blk * p.out,
+                   p.ldy);
     }
   };
   // Below ~32K multiply-adds the hand-off to a worker costs more than it saves.
-  if (work < (1 << 15)) {
-    run(0, p.blocks * tiles);
+  if (work < (1 << 15) || tasks == 1) {
+    run(0, tasks);
   } else {
-    pool.ParallelFor(p.blocks * tiles, 1, run);
+    pool.ParallelFor(tasks, 1, run);
   }
 }
 

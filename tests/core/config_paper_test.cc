@@ -1,12 +1,15 @@
 // Family-B configs (xlstm-spec.md 4.1): the golden one with its derived dims, the choices a
 // config may make (slstm_at "all", no conv, vanilla layout, other activations, no block of a
 // kind), and one clear error per malformed input, naming the file and the field.
+#include <cmath>
 #include <filesystem>
 #include <string>
 
 #include "core/model/checkpoint.h"
 #include "core/model/config.h"
 #include "core/model/safetensors.h"
+#include "core/model/xlstm_model.h"
+#include "kernels/backend_registry.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -77,6 +80,23 @@ TEST(PaperConfigTest, ValidChoices) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_FALSE(c->paper.has_slstm());
   EXPECT_EQ(c->paper.m_conv, 0);
+  // Upstream: no mLSTM config makes every block sLSTM; no feed-forward config, no FFN; each
+  // part's bias follows its own config.
+  Json s = Golden();
+  s["mlstm_block"] = nullptr;
+  s["slstm_block"]["feedforward"] = nullptr;
+  c = Parse(s);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->paper.slstm, std::vector<bool>(4, true));
+  EXPECT_FALSE(c->paper.s_ffn);
+  Json b = Golden();
+  b["bias"] = false;
+  b["mlstm_block"]["mlstm"]["bias"] = true;
+  b["slstm_block"]["feedforward"]["bias"] = false;
+  c = Parse(b);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->paper.m_bias);
+  EXPECT_FALSE(c->paper.ff_bias);
 }
 
 TEST(PaperConfigTest, MalformedConfigsNameTheField) {
@@ -98,7 +118,6 @@ TEST(PaperConfigTest, MalformedConfigsNameTheField) {
       {"activation", [](Json& j) { j["slstm_block"]["feedforward"]["act_fn"] = "tanh"; }, "act_fn"},
       {"ff_type", [](Json& j) { j["slstm_block"]["feedforward"]["ff_type"] = "ffn"; }, "ff_type"},
       {"layout", [](Json& j) { j["slstm_weight_layout"] = "triton"; }, "slstm_weight_layout"},
-      {"missing mlstm block", [](Json& j) { j.erase("mlstm_block"); }, "mlstm_block"},
       {"missing slstm block", [](Json& j) { j["slstm_block"] = nullptr; }, "slstm_block"},
       {"missing E", [](Json& j) { j.erase("embedding_dim"); }, "embedding_dim"},
       {"bool as string", [](Json& j) { j["tie_weights"] = "yes"; }, "tie_weights"},
@@ -110,6 +129,57 @@ TEST(PaperConfigTest, MalformedConfigsNameTheField) {
     EXPECT_THAT(Parse(j).status(), StatusIs(absl::StatusCode::kInvalidArgument,
                                             MessageHas("test/config.json", c.field)))
         << c.what;
+  }
+}
+
+// Rewrites the golden checkpoint into `dir` with `config`, leaving out tensors `drop` rejects.
+template <typename Drop>
+void RewriteGolden(const std::filesystem::path& dir, const Json& config, Drop drop) {
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> src =
+      SafetensorsFile::Open(kGolden / "model.safetensors");
+  ASSERT_TRUE(src.ok()) << src.status();
+  WriteFile(dir / "config.json", config.dump());
+  std::vector<TensorToWrite> out;
+  for (const TensorView& t : (*src)->tensors()) {
+    if (!drop(t.name)) out.push_back({t.name, t.dtype, t.shape, t.data});
+  }
+  ASSERT_TRUE(WriteSafetensors(dir / "model.safetensors", out).ok());
+}
+
+// Checkpoints upstream can write that the golden one does not cover: sLSTM blocks without a
+// feed-forward part, and a tied head saved under lm_head.weight only (safetensors'
+// save_model keeps one name of a tied pair).
+TEST(PaperConfigTest, NoFfnAndHeadOnlyTiedCheckpointsLoadAndRun) {
+  kernels::BackendOptions opts;
+  opts.threads = 1;
+  opts.weight_dtype = kernels::DType::kF32;
+  auto be = kernels::CreateBackend("cpu", opts);
+  ASSERT_TRUE(be.ok()) << be.status();
+  struct Case {
+    const char* what;
+    void (*edit)(Json&);
+    bool (*drop)(const std::string&);
+  };
+  const Case cases[] = {
+      {"no ffn", [](Json& j) { j["slstm_block"]["feedforward"] = nullptr; },
+       [](const std::string& n) { return n.find("ffn") != std::string::npos; }},
+      {"tied head only", [](Json& j) { j["tie_weights"] = true; },
+       [](const std::string& n) { return n == "token_embedding.weight"; }},
+  };
+  for (const Case& c : cases) {
+    ScopedTempDir dir;
+    Json j = Golden();
+    c.edit(j);
+    RewriteGolden(dir.path(), j, c.drop);
+    auto m = XlstmModel::Load(dir.path(), be->get());
+    ASSERT_TRUE(m.ok()) << c.what << ": " << m.status();
+    ASSERT_TRUE((*m)->AllocateSlots(1).ok());
+    const std::vector<int32_t> toks = {5, 17, 250, 3};
+    std::vector<float> logits;
+    const PrefillSequence seq{toks, 0};
+    ASSERT_TRUE((*m)->Prefill({&seq, 1}, PrefillOptions{}, &logits).ok()) << c.what;
+    ASSERT_EQ(logits.size(), 300u);
+    for (float v : logits) ASSERT_TRUE(std::isfinite(v)) << c.what;
   }
 }
 
