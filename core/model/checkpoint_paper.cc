@@ -77,9 +77,11 @@ absl::Status ResolveSlstmBlock(Resolver& r, const ModelConfig& c, const std::str
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_norm_w, r.Whole(blk + "ffn_norm.weight", e, kVector));
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_norm_b, OptionalBias(r, p.bias, blk + "ffn_norm.bias", e));
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_up, r.Whole(blk + "ffn.proj_up.weight", 2 * f, e));
-  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_up_b, OptionalBias(r, p.ff_bias, blk + "ffn.proj_up.bias", 2 * f));
+  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_up_b,
+                          OptionalBias(r, p.ff_bias, blk + "ffn.proj_up.bias", 2 * f));
   XLSTMD_ASSIGN_OR_RETURN(bt->ffn_down, r.Whole(blk + "ffn.proj_down.weight", e, f));
-  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_down_b, OptionalBias(r, p.ff_bias, blk + "ffn.proj_down.bias", e));
+  XLSTMD_ASSIGN_OR_RETURN(bt->ffn_down_b,
+                          OptionalBias(r, p.ff_bias, blk + "ffn.proj_down.bias", e));
   return absl::OkStatus();
 }
 
@@ -90,11 +92,11 @@ absl::StatusOr<PaperTensors> ResolvePaperTensors(const Checkpoint& ckpt, const M
   PaperTensors out;
   const int64_t e = c.embedding_dim;
   // safetensors' save_model keeps one name of a tied pair (lm_head.weight sorts first).
-  const bool head_only = c.paper.tie_weights && !r.Has("token_embedding.weight") &&
-                         r.Has("lm_head.weight");
-  XLSTMD_ASSIGN_OR_RETURN(out.embedding,
-                          r.Whole(head_only ? "lm_head.weight" : "token_embedding.weight",
-                                  c.vocab_size, e));
+  const bool head_only =
+      c.paper.tie_weights && !r.Has("token_embedding.weight") && r.Has("lm_head.weight");
+  XLSTMD_ASSIGN_OR_RETURN(
+      out.embedding,
+      r.Whole(head_only ? "lm_head.weight" : "token_embedding.weight", c.vocab_size, e));
   for (int64_t b = 0; b < c.num_blocks; ++b) {
     const std::string blk = absl::StrCat("xlstm_block_stack.blocks.", b, ".");
     PaperBlockTensors bt;

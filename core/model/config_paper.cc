@@ -47,8 +47,8 @@ absl::StatusOr<const Json*> SubObject(const Json& obj, const std::string& key,
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return nullptr;
   if (!it->is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", path, "\" must be an object, got ",
-                                                   JsonTypeName(*it)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": field \"", path, "\" must be an object, got ", JsonTypeName(*it)));
   }
   return &*it;
 }
@@ -62,11 +62,13 @@ absl::Status ReadSlstmAt(const Json& doc, const std::string& source, int64_t blo
     return absl::InvalidArgumentError(absl::StrCat(source, ": field \"slstm_at\" ", what));
   };
   if (it->is_string()) {
-    if (it->get_ref<const std::string&>() != "all") return bad("must be a list of block indices or \"all\"");
+    if (it->get_ref<const std::string&>() != "all")
+      return bad("must be a list of block indices or \"all\"");
     out->assign(static_cast<size_t>(blocks), true);
     return absl::OkStatus();
   }
-  if (!it->is_array()) return bad(absl::StrCat("must be a list of block indices, got ", JsonTypeName(*it)));
+  if (!it->is_array())
+    return bad(absl::StrCat("must be a list of block indices, got ", JsonTypeName(*it)));
   for (const Json& v : *it) {
     if (!v.is_number_integer()) return bad("must hold integers");
     const int64_t b = v.get<int64_t>();
@@ -94,7 +96,8 @@ absl::Status ReadMlstm(const Json& obj, const std::string& source, int64_t e, Pa
   XLSTMD_RETURN_IF_ERROR(r.InRange("conv1d_kernel_size", p->m_conv, 0, 1024));
   XLSTMD_RETURN_IF_ERROR(r.InRange("qkv_proj_blocksize", p->m_qkv_blocksize, 1, kMaxDim));
   XLSTMD_RETURN_IF_ERROR(r.Positive("proj_factor", p->m_proj_factor, kMaxFactor));
-  XLSTMD_RETURN_IF_ERROR(r.InRange("round_proj_up_to_multiple_of", p->m_round_multiple, 1, kMaxDim));
+  XLSTMD_RETURN_IF_ERROR(
+      r.InRange("round_proj_up_to_multiple_of", p->m_round_multiple, 1, kMaxDim));
   const int64_t din = p->m_inner(e);
   if (din < 1) return r.Error("proj_factor", absl::StrCat("gives an inner dim of ", din));
   if (din % p->m_heads != 0) {
@@ -111,7 +114,8 @@ absl::Status ReadSlstm(const Json& block, const std::string& source, const Json&
                        PaperConfig* p) {
   XLSTMD_ASSIGN_OR_RETURN(const Json* cell, SubObject(block, "slstm", source, "slstm_block.slstm"));
   if (cell == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": field \"slstm_block.slstm\" is missing"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": field \"slstm_block.slstm\" is missing"));
   }
   const std::string where = source + ": slstm_block.slstm";
   FieldReader r(*cell, where);
@@ -135,7 +139,8 @@ absl::Status ReadSlstm(const Json& block, const std::string& source, const Json&
                        absl::StrCat("must be \"cuda\" or \"vanilla\", got \"", layout, "\""));
     }
   } else if (layout != "cuda" && layout != "vanilla") {
-    return r.Error("backend", absl::StrCat("must be \"cuda\" or \"vanilla\", got \"", layout, "\""));
+    return r.Error("backend",
+                   absl::StrCat("must be \"cuda\" or \"vanilla\", got \"", layout, "\""));
   }
   p->s_vanilla_layout = layout == "vanilla";
 
@@ -161,11 +166,13 @@ absl::Status ReadSlstm(const Json& block, const std::string& source, const Json&
   }
   static const std::set<std::string> kActs = {"gelu", "swish", "relu", "relu^2", "sigmoid", "selu"};
   if (kActs.count(p->ff_act) == 0) {
-    return f.Error("act_fn", absl::StrCat("must be one of gelu, swish, relu, relu^2, sigmoid, selu; got \"",
-                                          p->ff_act, "\""));
+    return f.Error("act_fn",
+                   absl::StrCat("must be one of gelu, swish, relu, relu^2, sigmoid, selu; got \"",
+                                p->ff_act, "\""));
   }
   XLSTMD_RETURN_IF_ERROR(f.Positive("proj_factor", p->ff_proj_factor, kMaxFactor));
-  XLSTMD_RETURN_IF_ERROR(f.InRange("round_proj_up_to_multiple_of", p->ff_round_multiple, 1, kMaxDim));
+  XLSTMD_RETURN_IF_ERROR(
+      f.InRange("round_proj_up_to_multiple_of", p->ff_round_multiple, 1, kMaxDim));
   if (p->ff_dim(e) < 1) {
     return f.Error("proj_factor", absl::StrCat("gives an FFN dim of ", p->ff_dim(e)));
   }
@@ -205,7 +212,8 @@ absl::Status ReadPaperConfig(const Json& doc, const std::string& source, ModelCo
   }
   const int64_t e = c->embedding_dim;
   if (p.has_mlstm()) {
-    XLSTMD_ASSIGN_OR_RETURN(const Json* block, SubObject(doc, "mlstm_block", source, "mlstm_block"));
+    XLSTMD_ASSIGN_OR_RETURN(const Json* block,
+                            SubObject(doc, "mlstm_block", source, "mlstm_block"));
     const Json* cell = nullptr;
     if (block != nullptr) {
       XLSTMD_ASSIGN_OR_RETURN(cell, SubObject(*block, "mlstm", source, "mlstm_block.mlstm"));
@@ -217,7 +225,8 @@ absl::Status ReadPaperConfig(const Json& doc, const std::string& source, ModelCo
     XLSTMD_RETURN_IF_ERROR(ReadMlstm(*cell, source, e, &p));
   }
   if (p.has_slstm()) {
-    XLSTMD_ASSIGN_OR_RETURN(const Json* block, SubObject(doc, "slstm_block", source, "slstm_block"));
+    XLSTMD_ASSIGN_OR_RETURN(const Json* block,
+                            SubObject(doc, "slstm_block", source, "slstm_block"));
     if (block == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
           source, ": field \"slstm_block\" is missing, but slstm_at names sLSTM blocks"));

@@ -118,11 +118,13 @@ absl::Status XlstmModel::AddPaperWeights(const Checkpoint& ckpt, WeightUploader&
         up.AddVector({*gates[g]}, nh * dh * dh, &w->hw[g], TransposeHeadwise(nh, dh, dh));
       }
       up.AddVector({t.recurrent}, nh * dh * 4 * dh, &w->s_recurrent,
-                   p.s_vanilla_layout ? std::function<void(std::vector<float>&)>(VanillaKernelToCuda(nh, dh))
-                                      : nullptr);
+                   p.s_vanilla_layout
+                       ? std::function<void(std::vector<float>&)>(VanillaKernelToCuda(nh, dh))
+                       : nullptr);
       up.AddVector({t.bias}, 4 * e, &w->s_bias,
-                   p.s_vanilla_layout ? std::function<void(std::vector<float>&)>(VanillaBiasToCuda(nh, dh))
-                                      : nullptr);
+                   p.s_vanilla_layout
+                       ? std::function<void(std::vector<float>&)>(VanillaBiasToCuda(nh, dh))
+                       : nullptr);
       TensorSlice gn = t.group_norm_w;
       gn.rows = e;  // absent (group_norm_weight false): zeros, i.e. scale 1
       up.AddVector({gn}, e, &w->group_norm_w, OnePlus);
@@ -154,8 +156,8 @@ absl::Status XlstmModel::AddPaperWeights(const Checkpoint& ckpt, WeightUploader&
   }
   if (tensors.embedding.quant != kn::DType::kF32) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint ", ckpt.dir().string(), ": the embedding table ", tensors.embedding.tensor->name,
-        " is quantized; it must be stored as a float"));
+        "checkpoint ", ckpt.dir().string(), ": the embedding table ",
+        tensors.embedding.tensor->name, " is quantized; it must be stored as a float"));
   }
   up.AddMatrix({tensors.embedding}, &embedding_, backend_->WeightDType());
   up.AddMatrix({tensors.lm_head}, &lm_head_, head);
@@ -182,8 +184,8 @@ std::array<int64_t, 7> XlstmModel::PaperActivationFloats(int64_t rows) const {
           pad(rows * wide), pad(rows * ffn), pad(rows * act)};
 }
 
-void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev,
-                                const IndexArrays& host, int64_t chunk_size, bool step) {
+void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev, const IndexArrays& host,
+                                int64_t chunk_size, bool step) {
   const ModelConfig& c = config_;
   const PaperConfig& p = c.paper;
   Workspace& w = *ws_;
@@ -194,8 +196,8 @@ void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev,
   const int64_t num_seqs = static_cast<int64_t>(win.slots.size());
   const kn::RowSequences seqs =
       step ? kn::RowSequences{dev.slots, nullptr, nullptr, nullptr, nullptr, rows}
-           : kn::RowSequences{dev.slots, dev.row_begin, dev.length, host.row_begin, host.length,
-                              num_seqs};
+           : kn::RowSequences{dev.slots,      dev.row_begin, dev.length,
+                              host.row_begin, host.length,   num_seqs};
 
   for (size_t b = 0; b < blocks_.size(); ++b) {
     const BlockWeights& bw = *blocks_[b];
@@ -260,9 +262,17 @@ void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev,
       be.MlstmStep({qp, kp, vp, gates, gates + nh, w.hcell, dev.slots, rows, q, q, q, q, q, din,
                     dims, state});
     } else {
-      be.MlstmChunkwise({qp, kp, vp, gates, gates + nh, w.hcell, dev.slots, dev.row_begin,
-                         dev.length, host.row_begin, host.length, num_seqs, chunk_size, q, q, q, q,
-                         q, din, dims, state});
+      be.MlstmChunkwise({qp,          kp,
+                         vp,          gates,
+                         gates + nh,  w.hcell,
+                         dev.slots,   dev.row_begin,
+                         dev.length,  host.row_begin,
+                         host.length, num_seqs,
+                         chunk_size,  q,
+                         q,           q,
+                         q,           q,
+                         din,         dims,
+                         state});
     }
     be.HeadNormGate({w.hcell, z, bw.mh_norm_w, bw.mh_norm_b, w.act, rows, nh, dh, din, up, din,
                      kNormEps, kn::GateAct::kSilu, bw.skip, xc, ldxc, false});

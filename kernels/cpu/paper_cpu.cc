@@ -13,15 +13,15 @@
 namespace xlstmd::kernels::cpu {
 
 // paper_avx512.cc / paper_avx2.cc and the vmath rows (elementwise_avx*.cc).
-void HeadwiseNarrowAvx512(const float* x, int64_t ldx, int64_t rows, const float* w,
-                          int64_t blocks, int64_t out, int64_t in, const float* b, float alpha,
-                          float* y, int64_t ldy);
+void HeadwiseNarrowAvx512(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t blocks,
+                          int64_t out, int64_t in, const float* b, float alpha, float* y,
+                          int64_t ldy);
 void ConvSeqAvx512(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,
                    const float* b, float* win, int64_t ldwin, int64_t ks, int64_t n, float* y,
                    int64_t ldy);
-void HeadwiseNarrowAvx2(const float* x, int64_t ldx, int64_t rows, const float* w,
-                        int64_t blocks, int64_t out, int64_t in, const float* b, float alpha,
-                        float* y, int64_t ldy);
+void HeadwiseNarrowAvx2(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t blocks,
+                        int64_t out, int64_t in, const float* b, float alpha, float* y,
+                        int64_t ldy);
 void ConvSeqAvx2(const float* x, int64_t ldx, int64_t len, const float* w, int64_t ldw,
                  const float* b, float* win, int64_t ldwin, int64_t ks, int64_t n, float* y,
                  int64_t ldy);
@@ -50,8 +50,8 @@ constexpr int64_t kSlstmRowTile = 64;
 
 // All blocks of a narrow headwise projection (in < 8) for `rows` rows.
 void HeadwiseNarrow(Isa isa, const float* x, int64_t ldx, int64_t rows, const float* w,
-                    int64_t blocks, int64_t out, int64_t in, const float* b, float alpha,
-                    float* y, int64_t ldy) {
+                    int64_t blocks, int64_t out, int64_t in, const float* b, float alpha, float* y,
+                    int64_t ldy) {
   if (isa == Isa::kAvx512) {
     HeadwiseNarrowAvx512(x, ldx, rows, w, blocks, out, in, b, alpha, y, ldy);
   } else if (isa == Isa::kAvx2) {
@@ -63,8 +63,8 @@ void HeadwiseNarrow(Isa isa, const float* x, int64_t ldx, int64_t rows, const fl
 
 // One wide block (in >= 8) for `rows` rows: a small GEMM through MatAcc (register-tiled),
 // whose per-element chain over i does not depend on the row count.
-void HeadwiseWide(Isa isa, const float* x, int64_t ldx, int64_t rows, const float* w,
-                  int64_t out, int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
+void HeadwiseWide(Isa isa, const float* x, int64_t ldx, int64_t rows, const float* w, int64_t out,
+                  int64_t in, const float* b, float alpha, float* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) std::fill(y + r * ldy, y + r * ldy + out, 0.0f);
   MatAcc(isa, x, ldx, rows, in, w, out, out, y, ldy);
   for (int64_t r = 0; r < rows; ++r) {
@@ -195,8 +195,7 @@ void Headwise(ThreadPool& pool, const HeadwiseParams& p, Isa isa) {
         continue;
       }
       HeadwiseWide(isa, xs + blk * p.in, p.ldx, nr, p.w + blk * p.in * p.out, p.out, p.in,
-                   p.b != nullptr ? p.b + blk * p.out : nullptr, p.alpha, ys + blk * p.out,
-                   p.ldy);
+                   p.b != nullptr ? p.b + blk * p.out : nullptr, p.alpha, ys + blk * p.out, p.ldy);
     }
   };
   // Below ~32K multiply-adds the hand-off to a worker costs more than it saves.
@@ -257,7 +256,8 @@ void SlstmSequence(ThreadPool& pool, const SlstmParams& p, Isa isa) {
       const int64_t r0 = p.seqs.row_begin[sq], len = p.seqs.length[sq];
       float* base = p.arena + p.seqs.slots[sq] * p.slot_stride;
       for (int64_t t = 0; t < len; ++t) {
-        std::memcpy(hprev.data(), base + p.h_offset + j * dh, static_cast<size_t>(dh) * sizeof(float));
+        std::memcpy(hprev.data(), base + p.h_offset + j * dh,
+                    static_cast<size_t>(dh) * sizeof(float));
         std::fill(rec.begin(), rec.end(), 0.0f);
         MatAcc(isa, hprev.data(), dh, 1, dh, p.r + j * dh * 4 * dh, 4 * dh, 4 * dh, rec.data(),
                4 * dh);

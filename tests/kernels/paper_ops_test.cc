@@ -45,24 +45,30 @@ class PaperOpsTest : public ::testing::TestWithParam<Isa> {
 };
 
 TEST_P(PaperOpsTest, HeadwiseMatchesReference) {
-  struct Shape { int64_t blocks, out, in; };
+  struct Shape {
+    int64_t blocks, out, in;
+  };
   for (const Shape s : {Shape{32, 4, 4}, Shape{4, 16, 16}, Shape{3, 5, 7}, Shape{2, 33, 19}}) {
     const int64_t rows = 37, ldx = s.blocks * s.in + 3, ldy = s.blocks * s.out + 5;
-    const auto x = Randn(rows * ldx, 1), w = Randn(s.blocks * s.out * s.in, 2), b = Randn(s.blocks * s.out, 3);
+    const auto x = Randn(rows * ldx, 1), w = Randn(s.blocks * s.out * s.in, 2),
+               b = Randn(s.blocks * s.out, 3);
     std::vector<float> y(rows * ldy, 0.0f);
-    be_->Headwise({x.data(), w.data(), b.data(), y.data(), rows, s.blocks, s.out, s.in, ldx, ldy, 0.5f});
+    be_->Headwise(
+        {x.data(), w.data(), b.data(), y.data(), rows, s.blocks, s.out, s.in, ldx, ldy, 0.5f});
     double worst = 0;
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t p = 0; p < s.blocks; ++p)
         for (int64_t o = 0; o < s.out; ++o) {
           double acc = b[p * s.out + o];
-          for (int64_t i = 0; i < s.in; ++i) acc += double(w[(p * s.in + i) * s.out + o]) * x[r * ldx + p * s.in + i];
+          for (int64_t i = 0; i < s.in; ++i)
+            acc += double(w[(p * s.in + i) * s.out + o]) * x[r * ldx + p * s.in + i];
           worst = std::max(worst, std::fabs(0.5 * acc - y[r * ldy + p * s.out + o]));
         }
     EXPECT_LT(worst, 1e-4) << s.blocks << "x" << s.out << "x" << s.in;
     // A row alone gives the same bits as in the batch.
     std::vector<float> y1(ldy, 0.0f);
-    be_->Headwise({x.data() + 11 * ldx, w.data(), b.data(), y1.data(), 1, s.blocks, s.out, s.in, ldx, ldy, 0.5f});
+    be_->Headwise({x.data() + 11 * ldx, w.data(), b.data(), y1.data(), 1, s.blocks, s.out, s.in,
+                   ldx, ldy, 0.5f});
     EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + 11 * ldy, s.blocks * s.out * sizeof(float)));
   }
 }
@@ -109,10 +115,11 @@ TEST_P(PaperOpsTest, CausalConvCarriesItsWindowAcrossCalls) {
     std::memcpy(x.data(), hist.data() + (T - 1) * d, d * sizeof(float));  // unused by the ref below
     RowSequences step{slots, nullptr, nullptr, nullptr, nullptr, 3};
     std::vector<float> before(arena);
-    be_->CausalConv({x.data(), w.data(), b.data(), y.data(), step, d, ks, d, d, false,
-                     arena.data(), stride, 16});
+    be_->CausalConv({x.data(), w.data(), b.data(), y.data(), step, d, ks, d, d, false, arena.data(),
+                     stride, 16});
     for (int64_t c = 0; c < d; ++c) EXPECT_EQ(y[d + c], 0.0f) << "padding row";
-    for (int64_t i = stride; i < 2 * stride; ++i) EXPECT_EQ(arena[i], before[i]) << "slot 1 untouched";
+    for (int64_t i = stride; i < 2 * stride; ++i)
+      EXPECT_EQ(arena[i], before[i]) << "slot 1 untouched";
     // The fresh slot's output uses only its own input.
     for (int64_t c = 0; c < d; ++c) {
       EXPECT_NEAR(y[2 * d + c], b[c] + w[(ks - 1) * d + c] * x[2 * d + c], 1e-5);
@@ -124,8 +131,8 @@ TEST_P(PaperOpsTest, CausalConvCarriesItsWindowAcrossCalls) {
 struct RefSlstm {
   std::vector<double> h, c, n, m;
   explicit RefSlstm(int64_t dim) : h(dim, 0), c(dim, 0), n(dim, 0), m(dim, 0) {}
-  std::vector<double> Step(const float* gx, const std::vector<float>& R, const std::vector<float>& B,
-                           int64_t heads, int64_t dh) {
+  std::vector<double> Step(const float* gx, const std::vector<float>& R,
+                           const std::vector<float>& B, int64_t heads, int64_t dh) {
     const int64_t dim = heads * dh;
     std::vector<double> out(dim);
     std::vector<double> hp = h;
@@ -134,14 +141,16 @@ struct RefSlstm {
         double raw[4];
         for (int g = 0; g < 4; ++g) {
           double acc = gx[g * dim + j * dh + u] + B[(j * 4 + g) * dh + u];
-          for (int64_t dd = 0; dd < dh; ++dd) acc += hp[j * dh + dd] * R[(j * dh + dd) * 4 * dh + g * dh + u];
+          for (int64_t dd = 0; dd < dh; ++dd)
+            acc += hp[j * dh + dd] * R[(j * dh + dd) * 4 * dh + g * dh + u];
           raw[g] = acc;
         }
         const int64_t k = j * dh + u;
         const double lf = std::min(raw[1], 0.0) - std::log1p(std::exp(-std::fabs(raw[1])));
         const double lfm = m[k] + lf;
         const double mn = n[k] == 0.0 ? raw[0] : std::max(raw[0], lfm);
-        const double ia = std::min(std::exp(raw[0] - mn), 1.0), fa = std::min(std::exp(lfm - mn), 1.0);
+        const double ia = std::min(std::exp(raw[0] - mn), 1.0),
+                     fa = std::min(std::exp(lfm - mn), 1.0);
         c[k] = fa * c[k] + ia * std::tanh(raw[2]);
         n[k] = fa * n[k] + ia;
         m[k] = mn;
@@ -168,7 +177,8 @@ TEST_P(PaperOpsTest, SlstmPrefillAndStepsMatchReferenceAndBatchInvariance) {
                         arena.data(), stride, ho, co, no, mo});
     for (int64_t t = 0; t < 5; ++t) {
       const auto want = ref.Step(gx.data() + t * ldg, R, B, heads, dh);
-      EXPECT_LT(MaxDiff(std::vector<float>(h.begin() + t * dim, h.begin() + (t + 1) * dim), want), 1e-4);
+      EXPECT_LT(MaxDiff(std::vector<float>(h.begin() + t * dim, h.begin() + (t + 1) * dim), want),
+                1e-4);
     }
   }
   std::vector<float> alone_arena = arena;
@@ -177,7 +187,8 @@ TEST_P(PaperOpsTest, SlstmPrefillAndStepsMatchReferenceAndBatchInvariance) {
     // Batched: rows (slot 3 fresh, padding, slot 1); the same token for every real row.
     const int32_t slots[3] = {3, -1, 1};
     std::vector<float> x(3 * ldg);
-    for (int r = 0; r < 3; ++r) std::memcpy(x.data() + r * ldg, gx.data() + t * ldg, ldg * sizeof(float));
+    for (int r = 0; r < 3; ++r)
+      std::memcpy(x.data() + r * ldg, gx.data() + t * ldg, ldg * sizeof(float));
     std::vector<float> h(3 * dim, 7.0f);
     RowSequences step{slots, nullptr, nullptr, nullptr, nullptr, 3};
     be_->SlstmSequence({x.data(), R.data(), B.data(), h.data(), step, heads, dh, ldg, dim,
@@ -193,7 +204,8 @@ TEST_P(PaperOpsTest, SlstmPrefillAndStepsMatchReferenceAndBatchInvariance) {
                         dim, alone_arena.data(), stride, ho, co, no, mo});
     EXPECT_EQ(0, std::memcmp(h1.data(), row.data(), dim * sizeof(float))) << "t " << t;
   }
-  EXPECT_EQ(0, std::memcmp(alone_arena.data() + stride, arena.data() + stride, stride * sizeof(float)));
+  EXPECT_EQ(
+      0, std::memcmp(alone_arena.data() + stride, arena.data() + stride, stride * sizeof(float)));
   for (int64_t i = 0; i < stride; ++i) EXPECT_EQ(arena[i], 0.0f) << "slot 0 untouched";
 }
 
@@ -212,28 +224,40 @@ TEST_P(PaperOpsTest, LayerNormGluActsAndPaperNormModes) {
     for (int64_t c = 0; c < dim; ++c)
       EXPECT_NEAR(y[r * dim + c], (x[r * dim + c] - mean) / std::sqrt(var + 1e-5) * w[c], 1e-4);
   }
-  const GluAct acts[] = {GluAct::kSilu, GluAct::kGelu, GluAct::kRelu, GluAct::kReluSq,
-                         GluAct::kSigmoid, GluAct::kSelu};
+  const GluAct acts[] = {GluAct::kSilu,   GluAct::kGelu,    GluAct::kRelu,
+                         GluAct::kReluSq, GluAct::kSigmoid, GluAct::kSelu};
   for (GluAct act : acts) {
     be_->SwiGlu({x.data(), o.data(), y.data(), rows, dim, dim, dim, act});
     for (int64_t i = 0; i < rows * dim; ++i) {
       const double g = x[i];
       double a = 0;
       switch (act) {
-        case GluAct::kSilu: a = g / (1 + std::exp(-g)); break;
-        case GluAct::kGelu: a = 0.5 * g * (1 + std::erf(g / std::sqrt(2.0))); break;
-        case GluAct::kRelu: a = g > 0 ? g : 0; break;
-        case GluAct::kReluSq: a = g > 0 ? g * g : 0; break;
-        case GluAct::kSigmoid: a = 1 / (1 + std::exp(-g)); break;
-        case GluAct::kSelu: a = 1.0507009873554805 * (g > 0 ? g : 1.6732632423543772 * std::expm1(g)); break;
+        case GluAct::kSilu:
+          a = g / (1 + std::exp(-g));
+          break;
+        case GluAct::kGelu:
+          a = 0.5 * g * (1 + std::erf(g / std::sqrt(2.0)));
+          break;
+        case GluAct::kRelu:
+          a = g > 0 ? g : 0;
+          break;
+        case GluAct::kReluSq:
+          a = g > 0 ? g * g : 0;
+          break;
+        case GluAct::kSigmoid:
+          a = 1 / (1 + std::exp(-g));
+          break;
+        case GluAct::kSelu:
+          a = 1.0507009873554805 * (g > 0 ? g : 1.6732632423543772 * std::expm1(g));
+          break;
       }
       EXPECT_NEAR(y[i], a * o[i], 1e-4 * (1 + std::fabs(a * o[i]))) << static_cast<int>(act);
     }
   }
   // Outnorm + skip + SiLU gate, and the accumulating group norm without a gate.
   std::vector<float> acc(rows * dim, 1.5f);
-  be_->HeadNormGate({x.data(), o.data(), w.data(), nullptr, y.data(), rows, heads, dh, dim, dim, dim,
-                     1e-5f, GateAct::kSilu, skip.data(), xs.data(), dim, false});
+  be_->HeadNormGate({x.data(), o.data(), w.data(), nullptr, y.data(), rows, heads, dh, dim, dim,
+                     dim, 1e-5f, GateAct::kSilu, skip.data(), xs.data(), dim, false});
   be_->HeadNormGate({x.data(), nullptr, w.data(), nullptr, acc.data(), rows, heads, dh, dim, 0, dim,
                      1e-5f, GateAct::kNone, nullptr, nullptr, 0, true});
   for (int64_t r = 0; r < rows; ++r)

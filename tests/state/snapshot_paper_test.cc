@@ -28,9 +28,12 @@ using ::xlstmd::testing::StatusIs;
 
 ModelConfig PaperConfig(const std::string& slstm_at, int64_t m_conv = 4, int64_t s_conv = 4) {
   const std::string json = R"({"model_type": "xlstm-paper", "vocab_size": 300,
-    "embedding_dim": 64, "num_blocks": 4, "slstm_at": )" + slstm_at + R"(,
-    "mlstm_block": {"mlstm": {"num_heads": 4, "conv1d_kernel_size": )" + std::to_string(m_conv) + R"(}},
-    "slstm_block": {"slstm": {"num_heads": 4, "conv1d_kernel_size": )" + std::to_string(s_conv) + R"(},
+    "embedding_dim": 64, "num_blocks": 4, "slstm_at": )" +
+                           slstm_at + R"(,
+    "mlstm_block": {"mlstm": {"num_heads": 4, "conv1d_kernel_size": )" +
+                           std::to_string(m_conv) + R"(}},
+    "slstm_block": {"slstm": {"num_heads": 4, "conv1d_kernel_size": )" +
+                           std::to_string(s_conv) + R"(},
                     "feedforward": {"proj_factor": 1.3, "act_fn": "gelu"}}})";
   absl::StatusOr<ModelConfig> c = ParseModelConfig(json, "test config");
   EXPECT_TRUE(c.ok()) << c.status();
@@ -62,7 +65,8 @@ TEST(PaperSnapshotTest, RoundTripsEverySectionBitForBit) {
 TEST(PaperSnapshotTest, OtherFamilyOrBlockMapIsAForeignLayout) {
   const StateLayout paper = StateLayout::ForPaper(PaperConfig("[1, 3]"));
   const std::vector<float> state = RandomState(paper, 4);
-  absl::StatusOr<std::string> bytes = EncodeSnapshot(SampleMeta(), Fingerprint(paper), paper, state);
+  absl::StatusOr<std::string> bytes =
+      EncodeSnapshot(SampleMeta(), Fingerprint(paper), paper, state);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   const StateLayout large = StateLayout::ForMlstmStack(4, 4, 32, 32);
   const absl::Status s = DecodeSnapshot(*bytes, Fingerprint(large), large).status();
@@ -78,7 +82,8 @@ TEST(PaperSnapshotTest, OtherFamilyOrBlockMapIsAForeignLayout) {
   }
   // And a family-A snapshot is refused by the paper model.
   const std::vector<float> a_state = RandomState(large, 5);
-  absl::StatusOr<std::string> a_bytes = EncodeSnapshot(SampleMeta(), Fingerprint(large), large, a_state);
+  absl::StatusOr<std::string> a_bytes =
+      EncodeSnapshot(SampleMeta(), Fingerprint(large), large, a_state);
   ASSERT_TRUE(a_bytes.ok());
   EXPECT_THAT(DecodeSnapshot(*a_bytes, Fingerprint(paper), paper),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("paper-v1")));
