@@ -6,7 +6,8 @@ The daemon serves ../shared/golden/xlstm-paper-b1. Every greedy turn is compared
 `xlstm generate` over the session's whole history (a one-shot replay from a zero state), so
 resuming a session from its stored state (conv windows and sLSTM states included) must give
 the same ids as reading the history again: over several turns, for 8 sessions at once, after a
-restart on the same --state-dir, and after export and import into another daemon. A
+restart on the same --state-dir, after export and import into another daemon, after a rewind
+and from a fork, and moved between two daemons through Redis. A
 snapshot of a family-A model is refused by the family-B daemon (and the other way round)
 with FAILED_PRECONDITION naming both layouts.
 """
@@ -18,7 +19,8 @@ import threading
 import grpc
 
 import harness
-from harness import Conversation
+from harness import Conversation, sampling
+from test_redis import RedisServer
 
 Code = grpc.StatusCode
 MODEL = "xlstm-paper-b1"
@@ -103,6 +105,39 @@ class PaperFamilyTest(harness.E2ETestCase):
         moved = Conversation(b, cb.import_session(snapshot).session_id, conv.history, conv.version)
         moved.check_session(cb, "imported")
         moved.turn(cb, prompt(2)[:3], max_tokens=5, context="continued on b")
+
+    def test_rewind_and_fork_continue_from_kept_checkpoints(self):
+        d = self.start(["--keep-turn-checkpoints", "2"])
+        c = d.client()
+        s = c.create_session().session_id
+        history = []
+        for k in range(3):
+            inp = prompt(k)[:4]
+            t = c.turn(s, tokens=inp, sampling=sampling(max_tokens=5))
+            self.assertEqual(t.ids, d.reference(sum(history, []) + inp, 5), f"turn {k}")
+            history.append(inp + t.ids)
+        self.assertEqual(c.rewind_session(s, 1).version, 1)
+        edited = c.turn(s, tokens=[55, 56], sampling=sampling(max_tokens=5))
+        self.assertEqual(edited.ids, d.reference(history[0] + [55, 56], 5),
+                         "a turn after a rewind == replay of the kept history + new input")
+        f = c.fork_session(s, version=1)
+        branch = c.turn(f.session_id, tokens=[55, 56], sampling=sampling(max_tokens=5))
+        self.assertEqual(branch.ids, edited.ids, "a fork at v1 continues like the rewind to v1")
+
+    def test_a_session_moves_between_daemons_through_redis(self):
+        redis = RedisServer()
+        self.addCleanup(redis.stop)
+        a = self.start(["--redis-url", redis.url], name="xlstmd(paper A)")
+        b = self.start(["--redis-url", redis.url], name="xlstmd(paper B)")
+        ca, cb = a.client(), b.client()
+        s = ca.create_session().session_id
+        history = []
+        for k, (client, daemon) in enumerate(((ca, a), (cb, b), (ca, a))):
+            inp = prompt(k)[:3]
+            t = client.turn(s, tokens=inp, sampling=sampling(max_tokens=5))
+            self.assertEqual(t.ids, daemon.reference(history + inp, 5),
+                             f"turn {k} on {daemon.name} == replay of the whole history")
+            history += inp + t.ids
 
     def test_snapshots_of_the_other_family_are_refused(self):
         paper = self.start(name="xlstmd(paper)")
