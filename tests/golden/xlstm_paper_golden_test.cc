@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend_registry.h"
 #include "tests/testing/golden.h"
+#include "tests/testing/golden_runs.h"
 #include "tests/testing/isa.h"
 
 namespace xlstmd {
@@ -45,30 +46,13 @@ class PaperGoldenTest : public ::testing::Test {
   }
 
   std::vector<float> PrefillAll(const std::vector<int32_t>& tokens, int32_t slot, int64_t chunk) {
-    std::vector<float> logits;
-    PrefillOptions o;
-    o.chunk_size = chunk;
-    o.logits = LogitsMode::kAll;
-    const PrefillSequence s{tokens, slot};
-    EXPECT_TRUE(model_->Prefill({&s, 1}, o, &logits).ok());
-    return logits;
+    return testing::PrefillAll(*model_, tokens, slot, chunk);
   }
-
   std::vector<float> StepAll(const std::vector<int32_t>& tokens, int32_t slot) {
-    std::vector<float> all, one;
-    for (int32_t t : tokens) {
-      EXPECT_TRUE(model_->Step({&t, 1}, {&slot, 1}, &one).ok());
-      all.insert(all.end(), one.begin(), one.end());
-    }
-    return all;
+    return testing::StepAll(*model_, tokens, slot);
   }
-
   void ExpectLogits(const std::vector<float>& got, const std::string& name) {
-    const std::vector<float> want = golden_.F32(name);
-    ASSERT_EQ(got.size(), want.size()) << name;
-    EXPECT_EQ(testing::WorstViolation(got, want, golden_.logits_atol, golden_.logits_rtol), 0.0)
-        << name << ": max |diff| " << testing::MaxAbsDiff(got, want) << " vs atol "
-        << golden_.logits_atol;
+    testing::ExpectGoldenLogits(golden_, got, name);
   }
 
   // Relative to the tensor's largest magnitude (C, n, c, h, conv windows) or absolute (m).
@@ -151,70 +135,13 @@ TEST_F(PaperGoldenTest, TwoTurnsContinueFromCarriedState) {
 }
 
 TEST_F(PaperGoldenTest, GreedyContinuationMatches) {
-  model_->ResetSlot(2);
-  std::vector<float> logits;
-  const PrefillSequence s{golden_.greedy_prompt, 2};
-  ASSERT_TRUE(model_->Prefill({&s, 1}, PrefillOptions{}, &logits).ok());
-  std::vector<int32_t> out;
-  const int32_t slot = 2;
-  while (out.size() < golden_.greedy_generated.size()) {
-    const int32_t next =
-        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    out.push_back(next);
-    ASSERT_TRUE(model_->Step({&next, 1}, {&slot, 1}, &logits).ok());
-  }
-  EXPECT_EQ(out, golden_.greedy_generated);
+  EXPECT_EQ(testing::GreedyIds(*model_, golden_, 2), golden_.greedy_generated);
 }
 
 // The golden sequences as one batch of sessions, prefilled together, then stepped together at
 // staggered positions: every row equals the same session run alone, bit for bit.
 TEST_F(PaperGoldenTest, BatchEqualsAloneBitForBit) {
-  const auto& seqs = golden_.sequences;
-  const int64_t V = model_->vocab_size();
-  const size_t n = seqs.size();
-  ASSERT_LE(n, 4u);
-  std::vector<std::vector<float>> alone_prefill, alone_steps;
-  for (size_t s = 0; s < n; ++s) {
-    model_->ResetSlot(0);
-    alone_prefill.push_back(PrefillAll(seqs[s].tokens, 0, 16));
-    alone_steps.push_back(StepAll(golden_.greedy_prompt, 0));
-  }
-  std::vector<PrefillSequence> batch;
-  for (size_t s = 0; s < n; ++s) {
-    model_->ResetSlot(static_cast<int32_t>(4 + s));
-    batch.push_back({seqs[s].tokens, static_cast<int32_t>(4 + s)});
-  }
-  std::vector<float> logits;
-  PrefillOptions o;
-  o.chunk_size = 16;
-  o.logits = LogitsMode::kAll;
-  ASSERT_TRUE(model_->Prefill(batch, o, &logits).ok());
-  size_t off = 0;
-  for (size_t s = 0; s < n; ++s) {
-    const std::vector<float> got(logits.begin() + off,
-                                 logits.begin() + off + alone_prefill[s].size());
-    EXPECT_EQ(got, alone_prefill[s]) << "prefill rows of " << seqs[s].name;
-    off += alone_prefill[s].size();
-  }
-  const auto& prompt = golden_.greedy_prompt;
-  const int64_t P = static_cast<int64_t>(prompt.size());
-  std::vector<std::vector<float>> got(n);
-  for (int64_t t = 0; t < P + static_cast<int64_t>(n); ++t) {
-    std::vector<int32_t> toks, slots;
-    std::vector<size_t> who;
-    for (size_t s = 0; s < n; ++s) {
-      const int64_t pos = t - static_cast<int64_t>(s);
-      if (pos < 0 || pos >= P) continue;
-      toks.push_back(prompt[pos]);
-      slots.push_back(static_cast<int32_t>(4 + s));
-      who.push_back(s);
-    }
-    ASSERT_TRUE(model_->Step(toks, slots, &logits).ok());
-    for (size_t r = 0; r < who.size(); ++r) {
-      got[who[r]].insert(got[who[r]].end(), logits.begin() + r * V, logits.begin() + (r + 1) * V);
-    }
-  }
-  for (size_t s = 0; s < n; ++s) EXPECT_EQ(got[s], alone_steps[s]) << "decode of " << seqs[s].name;
+  testing::ExpectBatchEqualsAlone(*model_, golden_);
 }
 
 }  // namespace
