@@ -5,9 +5,13 @@
 // Lines starting with '/' are commands: /new, /fork, /quit, /help ("//text" sends "/text").
 // EOF ends the conversation. `--message TEXT` runs exactly one turn instead (for scripts).
 //
-// stdout carries only reply text (each reply ends with a newline); stderr carries
-// `session: <id>` whenever the current session changes, the prompt when stdin and stderr are
-// terminals, `--stats` lines, and errors as one line `xlstm chat: error: <CODE>: <message>`.
+// stdout carries only reply text (each reply ends with a newline); on a terminal, control
+// characters in it (a model may emit ESC, NUL, ...) are shown escaped instead of reaching the
+// terminal (terminal_text.h). stderr carries `session: <id>` whenever the current session
+// changes, the prompt when stdin and stderr are terminals, `--stats` lines, the `resume with`
+// hint on exit, and errors as one line `xlstm chat: error: <CODE>: <message>`. `--message`
+// deletes the session it created when it exits (unless --keep), also after a refused turn, so
+// that one-shot runs leave nothing behind; a session given with --session is never deleted.
 // A failed turn leaves the session at its previous version (server side); interactive mode
 // reports it and goes on, --message mode exits 1. In interactive mode Ctrl-C while a reply
 // streams cancels that turn (the server rolls it back) and returns to the prompt; Ctrl-C at
@@ -27,9 +31,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "core/base/flags.h"
 #include "tools/commands.h"
 #include "tools/grpc_client.h"
+#include "tools/terminal_text.h"
 #include "tools/tool_model.h"
 #include "xlstmd/v1/chat.grpc.pb.h"
 
@@ -56,6 +62,7 @@ struct ChatArgs {
   ClientTls tls;
   double timeout = 0;
   bool stats = false;
+  bool keep = false;
 };
 
 const char* FinishReasonName(pb::FinishReason r) {
@@ -76,6 +83,12 @@ const char* FinishReasonName(pb::FinishReason r) {
 // and otherwise ends the process.
 class InterruptWatcher {
  public:
+  // The line printed when Ctrl-C at the prompt ends the program.
+  void SetExitHint(std::string hint) {
+    std::lock_guard<std::mutex> lock(mu_);
+    exit_hint_ = std::move(hint);
+  }
+
   void Install() {
     sigset_t set;
     sigemptyset(&set);
@@ -88,6 +101,7 @@ class InterruptWatcher {
         std::lock_guard<std::mutex> lock(mu_);
         if (call_ == nullptr) {
           std::fputc('\n', stderr);
+          if (!exit_hint_.empty()) std::fputs(exit_hint_.c_str(), stderr);
           std::fflush(stdout);
           std::_Exit(130);
         }
@@ -110,6 +124,7 @@ class InterruptWatcher {
   std::mutex mu_;
   grpc::ClientContext* call_ = nullptr;
   bool cancelled_ = false;
+  std::string exit_hint_;
 };
 
 class ChatClient {
@@ -117,9 +132,28 @@ class ChatClient {
   // `interrupts` may be null (no Ctrl-C handling).
   ChatClient(const ChatArgs& args, std::shared_ptr<grpc::Channel> channel,
              InterruptWatcher* interrupts)
-      : args_(args), stub_(pb::ChatService::NewStub(channel)), interrupts_(interrupts) {}
+      : args_(args),
+        stub_(pb::ChatService::NewStub(channel)),
+        interrupts_(interrupts),
+        terminal_(::isatty(STDOUT_FILENO) != 0) {}
 
   const std::string& session() const { return session_; }
+
+  absl::Status Delete() {
+    grpc::ClientContext ctx;
+    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS);
+    pb::DeleteSessionRequest req;
+    req.set_session_id(session_);
+    pb::DeleteSessionResponse resp;
+    return FromGrpc(stub_->DeleteSession(&ctx, req, &resp));
+  }
+
+  // "resume with ... --session ID" for the current session (for stderr).
+  std::string ResumeHint() const {
+    if (session_.empty()) return std::string();
+    return absl::StrCat("resume with: xlstm chat --server ", args_.server, " --session ",
+                        session_, "\n");
+  }
 
   absl::Status CreateSession() {
     grpc::ClientContext ctx;
@@ -186,7 +220,8 @@ class ChatClient {
         }
         tokens += d.token_ids_size();
         if (!d.text().empty()) {
-          std::fwrite(d.text().data(), 1, d.text().size(), stdout);
+          const std::string shown = terminal_ ? ForTerminal(d.text()) : d.text();
+          std::fwrite(shown.data(), 1, shown.size(), stdout);
           std::fflush(stdout);
           printed = true;
           ends_with_newline = d.text().back() == '\n';
@@ -223,11 +258,13 @@ class ChatClient {
     session_ = id;
     std::fprintf(stderr, "session: %s\n", id.c_str());
     std::fflush(stderr);
+    if (interrupts_ != nullptr) interrupts_->SetExitHint(ResumeHint());
   }
 
   const ChatArgs& args_;
   std::unique_ptr<pb::ChatService::Stub> stub_;
   InterruptWatcher* interrupts_;
+  const bool terminal_;
   std::string session_;
 };
 
@@ -250,7 +287,7 @@ int Interactive(ChatClient& client) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     if (line[0] == '/' && line.rfind("//", 0) != 0) {
-      if (line == "/quit" || line == "/exit") return kExitOk;
+      if (line == "/quit" || line == "/exit") break;
       absl::Status s;
       if (line == "/new") {
         s = client.CreateSession();
@@ -273,6 +310,7 @@ int Interactive(ChatClient& client) {
     if (line.rfind("//", 0) == 0) line.erase(0, 1);
     if (absl::Status s = client.Turn(line); !s.ok()) ReportAndContinue(s);
   }
+  std::fputs(client.ResumeHint().c_str(), stderr);
   return kExitOk;
 }
 
@@ -285,8 +323,12 @@ int RunChat(int argc, char** argv) {
       "Streaming chat with a running xlstmd. Reads one message per stdin line and prints\n"
       "the reply as it streams; `session: <id>` goes to stderr whenever the session\n"
       "changes. Commands: /new (new session), /fork (fork the current session and\n"
-      "switch to the fork), /quit; EOF also ends. With --message, runs one turn and\n"
-      "exits. Errors: one line `xlstm chat: error: <CODE>: <message>` on stderr.");
+      "switch to the fork), /help, /quit; //text sends /text; EOF also ends, and so does\n"
+      "Ctrl-C at the prompt (exit 130; during a reply it cancels the reply). On exit it\n"
+      "prints how to resume the session. With --message, runs one turn and exits,\n"
+      "deleting the session it created unless --keep. On a terminal, control characters\n"
+      "in replies are shown escaped. Errors: one line\n"
+      "`xlstm chat: error: <CODE>: <message>` on stderr.");
   flags.String("server", &a.server, "daemon address HOST:PORT (any gRPC target)", true);
   flags.String("session", &a.session, "resume this session id instead of creating one");
   flags.String("message", &a.message, "send this one message, print the reply, exit");
@@ -301,6 +343,8 @@ int RunChat(int argc, char** argv) {
   flags.Double("timeout", &a.timeout, 0, 1e6, "deadline of each reply in seconds (0 = none)");
   flags.Bool("stats", &a.stats,
              "after each reply, print finish reason, tokens, version and latency on stderr");
+  flags.Bool("keep", &a.keep,
+             "with --message: keep the session it creates (and print how to resume it)");
   if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   if (a.server.empty()) {
     flags.PrintError("--server: empty address");
@@ -326,7 +370,16 @@ int RunChat(int argc, char** argv) {
   const absl::Status opened = a.session.empty() ? client.CreateSession() : client.Resume(a.session);
   if (!opened.ok()) return ReportRuntimeError(kCommand, opened);
   if (!interactive) {
-    if (absl::Status s = client.Turn(a.message); !s.ok()) return ReportRuntimeError(kCommand, s);
+    const absl::Status s = client.Turn(a.message);
+    // A one-shot run cleans up the session it created, whether the turn ran or was refused.
+    if (a.session.empty() && !a.keep) {
+      if (absl::Status d = client.Delete(); !d.ok() && s.ok()) {
+        return ReportRuntimeError(kCommand, d);
+      }
+    } else if (s.ok()) {
+      std::fputs(client.ResumeHint().c_str(), stderr);
+    }
+    if (!s.ok()) return ReportRuntimeError(kCommand, s);
     return kExitOk;
   }
   return Interactive(client);

@@ -43,6 +43,9 @@ int RunQuantize(int argc, char** argv);
 // gRPC clients of a running xlstmd (cmd_chat.cc, cmd_loadgen.cc).
 int RunChat(int argc, char** argv);
 int RunLoadgen(int argc, char** argv);
+// Session management and model info of a running xlstmd (cmd_sessions.cc).
+int RunSessions(int argc, char** argv);
+int RunInfo(int argc, char** argv);
 
 }  // namespace xlstmd::tools
 

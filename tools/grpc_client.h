@@ -2,7 +2,8 @@
 // `loadgen`): connecting with a deadline, per-call metadata and deadlines, and the mapping of a
 // gRPC status to absl::Status (the codes are numerically identical).
 //
-// gRPC headers are slow to compile: include this only from cmd_chat.cc and cmd_loadgen.cc.
+// gRPC headers are slow to compile: include this only from the client subcommands (cmd_chat.cc,
+// cmd_loadgen.cc, cmd_sessions.cc).
 #ifndef XLSTMD_TOOLS_GRPC_CLIENT_H_
 #define XLSTMD_TOOLS_GRPC_CLIENT_H_
 

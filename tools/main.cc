@@ -26,6 +26,9 @@ constexpr Subcommand kSubcommands[] = {
     {"detokenize", "decode token ids to text", RunDetokenize},
     {"chat", "interactive streaming chat with a running xlstmd", RunChat},
     {"loadgen", "drive a running xlstmd with concurrent multi-turn sessions (JSON)", RunLoadgen},
+    {"sessions", "list, get, delete, fork, rewind, export or import sessions of an xlstmd",
+     RunSessions},
+    {"info", "the model a running xlstmd serves (dimensions, state size, backend)", RunInfo},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -61,9 +61,15 @@ void Engine::Impl::RewindSession(std::string owner, std::string id, uint64_t ver
       index_->Release(id);
       return done(info.status());
     }
+    // The info was read while this call held the session busy; the caller gets it as it is
+    // once the rewind is stored and the claim released (no turn running).
+    InfoDone report = [done = std::move(done)](absl::StatusOr<SessionInfo> r) mutable {
+      if (r.ok()) r->turn_running = false;
+      done(std::move(r));
+    };
     // Versions go backwards here, which a version check cannot express: overwrite.
     tiers_->AckWhenStored(id, *info, /*new_session=*/false, ExpectedVersion::Any(),
-                          std::move(done));
+                          std::move(report));
   });
 }
 
