@@ -178,7 +178,8 @@ absl::StatusOr<std::string> Authenticator::Authenticate(
   if (!keys_.has_value()) return std::string();
   if (authorization.empty()) {
     return absl::UnauthenticatedError(
-        "missing credentials: send metadata 'authorization: Bearer <key>'");
+        "missing API key: this server requires one (xlstm tools: --api-key KEY or "
+        "$XLSTMD_API_KEY; other clients: metadata or header 'authorization: Bearer <key>')");
   }
   if (authorization.size() > 1) {
     return absl::UnauthenticatedError("more than one 'authorization' metadata entry");

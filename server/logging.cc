@@ -133,10 +133,16 @@ void GrpcLogToSpdlog(gpr_log_func_args* args) {
   if (args->message != nullptr && std::strncmp(args->message, "Failed accept4", 14) == 0) {
     g_grpc_accept_failures.fetch_add(1, std::memory_order_relaxed);
   }
+  spdlog::level::level_enum level = GrpcLevel(args->severity);
+  // A port that cannot be bound: the daemon reports it itself, in one line naming --listen;
+  // gRPC's own long internal status would only come first and bury it.
+  if (args->message != nullptr && std::strstr(args->message, "No address added out of total")) {
+    level = spdlog::level::debug;
+  }
   LogLine("grpc")
       .Add("message", args->message == nullptr ? "" : args->message)
       .Add("source", absl::StrCat(args->file == nullptr ? "?" : args->file, ":", args->line))
-      .Log(GrpcLevel(args->severity));
+      .Log(level);
 }
 
 // After TearDownLogging: plain stderr, nothing that a static destructor may have freed.

@@ -105,7 +105,9 @@ int Main(int argc, char** argv) {
                http, web, model_dir->string());
 
   absl::StatusOr<LoadedModel> model = LoadModel(options, *model_dir, (*server)->engine_observer());
-  if (!model.ok()) return StartupFailure("cannot load the model", model.status());
+  // LoadModel's message names the part that failed (model, backend, tokenizer, chat
+  // template, --state-dir): a locked state directory is not a model problem.
+  if (!model.ok()) return StartupFailure("cannot start", model.status());
 
   if (signals.count() == 0) {
     const core::XlstmModel& m = model->engine->model();

@@ -118,7 +118,7 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
     return Annotate(engine.status(),
                     options.state_dir.empty()
                         ? std::string("engine")
-                        : absl::StrCat("engine (--state-dir ", options.state_dir, ")"));
+                        : absl::StrCat("--state-dir ", options.state_dir));
   }
   out.engine = *std::move(engine);
   return out;

@@ -95,6 +95,26 @@ inline absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredenti
   return grpc::SslCredentials(o);
 }
 
+// `--server` must name a port ("localhost" alone would only fail later as "connection
+// failed"): HOST:PORT, [IPV6]:PORT, or a gRPC target with a scheme (unix:, dns:, ipv4:, ...).
+inline absl::Status CheckServerTarget(const std::string& server) {
+  for (const char* scheme : {"unix:", "unix-abstract:", "vsock:", "dns:", "ipv4:", "ipv6:"}) {
+    if (server.rfind(scheme, 0) == 0) return absl::OkStatus();
+  }
+  const size_t colon = server.rfind(':');
+  const bool bracketed = !server.empty() && server[0] == '[';
+  const bool has_port =
+      colon != std::string::npos && colon + 1 < server.size() &&
+      server.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+      (!bracketed || (colon > 0 && server[colon - 1] == ']')) &&
+      (bracketed || server.find(':') == colon);
+  if (has_port) return absl::OkStatus();
+  const std::string host = bracketed ? "[::1]" : server.substr(0, server.find(':'));
+  return absl::InvalidArgumentError(absl::StrCat("--server ", server,
+                                                 ": no port; use HOST:PORT (e.g. ", host,
+                                                 ":50051) or a gRPC target such as unix:/path"));
+}
+
 // Opens a channel to `server` (TLS when `tls` says so) and waits until it is READY. A refused
 // or failed connection (a TLS handshake failure included) fails at once; a silent peer fails
 // after `timeout_s`. Both are UNAVAILABLE. Distinct `channel_index` values get distinct TCP
@@ -103,6 +123,7 @@ inline absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::
                                                                      double timeout_s,
                                                                      int channel_index = 0,
                                                                      const ClientTls& tls = {}) {
+  if (absl::Status s = CheckServerTarget(server); !s.ok()) return s;
   grpc::ChannelArguments args;
   // Channels with different arguments never share a subchannel (connection).
   args.SetInt("xlstm.channel_index", channel_index);

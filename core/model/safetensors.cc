@@ -402,7 +402,16 @@ absl::Status WriteSafetensors(const std::filesystem::path& path,
     tmp = path;
     tmp += absl::StrCat(".tmp-", ::getpid(), "-", temp_counter.fetch_add(1));
     raw_fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (raw_fd < 0 && errno != EEXIST) return IoError(tmp, "create", errno);
+    if (raw_fd < 0 && errno != EEXIST) {
+      // Named by the user's path: the temp file is an implementation detail.
+      const int err = errno;
+      const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : ".";
+      if (err == ENOENT) {
+        return absl::NotFoundError(absl::StrCat("cannot write ", path.string(), ": directory ",
+                                                parent.string(), " does not exist"));
+      }
+      return base::IoError(path, "create", err);
+    }
   }
   if (raw_fd < 0) return IoError(tmp, "create", EEXIST);
   ScopedFd fd(raw_fd);

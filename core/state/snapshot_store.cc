@@ -134,7 +134,8 @@ absl::StatusOr<std::unique_ptr<SnapshotDir>> SnapshotDir::Open(const std::filesy
     if (errno == EWOULDBLOCK) {
       return absl::FailedPreconditionError(absl::StrCat("state directory ", dir.string(),
                                                         " is in use by another xlstmd (", kLockName,
-                                                        " is locked)"));
+                                                        " is locked): stop that daemon or use another "
+                                                        "state directory"));
     }
     return IoError(dir, kLockName, "flock", errno);
   }

@@ -164,9 +164,13 @@ TEST_F(SafetensorsTest, WriterRejectsBadInput) {
   const std::vector<TensorToWrite> bad_utf8 = {{"a\xff", TensorDType::kF32, {2}, x}};
   EXPECT_FALSE(WriteSafetensors(path(), bad_utf8).ok());
   EXPECT_FALSE(std::filesystem::exists(path()));
-  EXPECT_THAT(WriteSafetensors(dir_.path() / "no_dir" / "x.safetensors",
-                               absl::MakeConstSpan(dup).subspan(0, 1)),
-              StatusIs(absl::StatusCode::kNotFound, MessageHas("no_dir")));
+  // A missing directory is named with the user's path, never the writer's temp file.
+  const std::filesystem::path missing = dir_.path() / "no_dir" / "x.safetensors";
+  const absl::Status no_dir = WriteSafetensors(missing, absl::MakeConstSpan(dup).subspan(0, 1));
+  EXPECT_THAT(no_dir, StatusIs(absl::StatusCode::kNotFound,
+                               MessageHas("cannot write " + missing.string() + ": directory " +
+                                          missing.parent_path().string() + " does not exist")));
+  EXPECT_EQ(std::string(no_dir.message()).find(".tmp-"), std::string::npos) << no_dir;
 }
 
 TEST_F(SafetensorsTest, MissingFileIsNotFound) {

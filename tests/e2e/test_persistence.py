@@ -284,6 +284,10 @@ class PersistenceTest(harness.E2ETestCase):
         p = run(["--state-dir", sd])
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn(sd, p.stderr)
+        # ... and says so, naming the flag, not the model.
+        self.assertIn(f"--state-dir {sd}: state directory {sd} is in use by another xlstmd",
+                      p.stderr)
+        self.assertNotIn("model", p.stderr.splitlines()[-1])
 
 
 if __name__ == "__main__":

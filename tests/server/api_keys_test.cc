@@ -140,8 +140,11 @@ TEST(AuthenticatorTest, BearerKeyMapsToItsTenant) {
 
 TEST(AuthenticatorTest, MissingMalformedOrWrongCredentialsAreUnauthenticated) {
   Authenticator auth(ApiKeys::Parse(kKeys, "keys").value());
+  // The message names the fix: the tools' flag, and the metadata for other clients.
   EXPECT_THAT(auth.Authenticate({}),
-              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("missing credentials")));
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       AllOf(HasSubstr("missing API key"), HasSubstr("--api-key"),
+                             HasSubstr("authorization: Bearer"))));
   for (absl::string_view v :
        {"key-alice-1", "Basic key-alice-1", "Bearer", "Bearer ", "Bearerkey-alice-1"}) {
     const std::vector<absl::string_view> values = {v};

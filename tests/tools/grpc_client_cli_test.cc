@@ -186,6 +186,26 @@ TEST(GrpcClientCliTest, FlagValidationErrorsPrintOneLineAndExit2) {
   }
 }
 
+TEST(GrpcClientCliTest, ServerWithoutPortIsExplained) {
+  for (const std::string cmd : {"chat", "sessions", "info"}) {
+    std::vector<std::string> args = {cmd, "--server", "localhost"};
+    if (cmd == "sessions") args.insert(args.begin() + 1, "list");
+    if (cmd == "chat") args.insert(args.end(), {"--message", "hi"});
+    const ToolResult r = RunTool(args);
+    EXPECT_EQ(r.exit_code, 1) << cmd;
+    EXPECT_EQ(r.ErrLines(), 1) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--server localhost: no port; use HOST:PORT (e.g. "
+                                 "localhost:50051)"))
+        << cmd;
+  }
+  // Targets with a port or a scheme pass the check (and then fail to connect).
+  for (const std::string target : {"127.0.0.1:1", "[::1]:1", "unix:/nonexistent/sock"}) {
+    const ToolResult r = RunTool({"info", "--server", target, "--connect-timeout", "1"});
+    EXPECT_EQ(r.exit_code, 1) << target;
+    EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE")) << target << ": " << r.err;
+  }
+}
+
 TEST(GrpcClientCliTest, RefusedConnectionIsOneLineExit1Quickly) {
   LoopbackSocket sock(/*listen=*/false);
   const std::string addr = sock.Address();
