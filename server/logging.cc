@@ -21,7 +21,7 @@
 namespace xlstmd::server {
 namespace {
 
-constexpr char kTextPattern[] = "%Y-%m-%dT%H:%M:%S.%e %l %v";
+constexpr char kTextPattern[] = "%Y-%m-%dT%H:%M:%S.%e %* %v";
 
 // The structured line being logged on this thread, and the payload it was logged with (the
 // formatter only uses it for that exact message, never for another one logged meanwhile).
@@ -79,10 +79,26 @@ std::string TextValue(std::string_view v, bool quote) {
   return out;
 }
 
+// The names --log-level takes: spdlog's own name for `warn` is "warning", so a user who set
+// --log-level warn would grep for a word the log never contains.
 std::string LevelName(spdlog::level::level_enum level) {
+  if (level == spdlog::level::warn) return "warn";
   const spdlog::string_view_t name = spdlog::level::to_string_view(level);
   return std::string(name.data(), name.size());
 }
+
+// `%*` in the text pattern: LevelName.
+class LevelFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string name = LevelName(msg.level);
+    dest.append(name.data(), name.data() + name.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<LevelFlag>();
+  }
+};
 
 // {"ts":...,"level":...,"msg":...} per line; a structured line's fields follow "msg".
 class JsonFormatter final : public spdlog::formatter {
@@ -169,7 +185,9 @@ LogFormat ParseLogFormat(std::string_view name) {
 
 std::unique_ptr<spdlog::formatter> NewLogFormatter(LogFormat format) {
   if (format == LogFormat::kJson) return std::make_unique<JsonFormatter>();
-  return std::make_unique<spdlog::pattern_formatter>(kTextPattern);
+  auto text = std::make_unique<spdlog::pattern_formatter>();
+  text->add_flag<LevelFlag>('*').set_pattern(kTextPattern);
+  return text;
 }
 
 void TearDownLogging() {

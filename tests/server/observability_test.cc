@@ -221,6 +221,22 @@ TEST(LoggingTest, TextFormatterShowsTheLogfmtLine) {
               ::testing::MatchesRegex("[0-9T:.-]+ info turn session=abc request_id=\"x y\"\n"));
 }
 
+TEST(LoggingTest, LevelsAreNamedAsLogLevelTakesThem) {
+  for (LogFormat format : {LogFormat::kText, LogFormat::kJson}) {
+    std::ostringstream out;
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+    auto logger = std::make_shared<spdlog::logger>("level-test", sink);
+    logger->set_formatter(NewLogFormatter(format));
+    logger->warn("w");
+    logger->error("e");
+    const std::string text = out.str();
+    // --log-level warn: the lines say "warn", never spdlog's "warning".
+    EXPECT_THAT(text, HasSubstr(format == LogFormat::kJson ? "\"level\":\"warn\"" : " warn w"));
+    EXPECT_THAT(text, HasSubstr(format == LogFormat::kJson ? "\"level\":\"error\"" : " error e"));
+    EXPECT_THAT(text, Not(HasSubstr("warning")));
+  }
+}
+
 TEST(LoggingTest, SessionIdHashIsAStableSha256Prefix) {
   EXPECT_EQ(HashSessionId("abc"), "ba7816bf8f01cfea");  // SHA-256("abc") = ba7816bf8f01cfea...
   EXPECT_EQ(HashSessionId("abc"), HashSessionId("abc"));
