@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -196,6 +197,16 @@ int RunMkmodel(int argc, char** argv) {
     status = core::WriteRandomModel(spec, a.out);
   }
   if (!status.ok()) return ReportRuntimeError("mkmodel", status);
+  std::error_code ec;
+  uintmax_t bytes = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(a.out, ec)) {
+    if (entry.path().extension() == ".safetensors") bytes += entry.file_size(ec);
+  }
+  std::printf("wrote %s: %s, %lld blocks, embedding %lld, vocab %lld, %s, %.1f MB of weights "
+              "(random, seed %lld)\n",
+              a.out.c_str(), a.family.c_str(), static_cast<long long>(a.num_blocks),
+              static_cast<long long>(a.embedding_dim), static_cast<long long>(a.vocab),
+              a.dtype.c_str(), static_cast<double>(bytes) / 1e6, static_cast<long long>(a.seed));
   return kExitOk;
 }
 

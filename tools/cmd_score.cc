@@ -2,6 +2,7 @@
 // position plus the final recurrent state to a safetensors file, under the golden names
 // (`logits` [T, V], `state/block_{i}/C` [NH, DQK, DV], `.../n` [NH, DQK], `.../m` [NH, 1]).
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -144,6 +145,10 @@ int RunScore(int argc, char** argv) {
   absl::Status s = RunSequence(*m->model, a, &logits);
   if (s.ok()) s = WriteScore(*m->model, a, logits);
   if (!s.ok()) return ReportRuntimeError("score", s);
+  std::printf("wrote %s: logits [%zu, %lld] and the final state after %zu tokens (%s%s)\n",
+              a.out.c_str(), a.tokens.size(), static_cast<long long>(m->model->vocab_size()),
+              a.tokens.size(), a.mode.c_str(),
+              a.mode == "prefill" ? absl::StrCat(", chunk ", a.chunk_size).c_str() : "");
   return kExitOk;
 }
 

@@ -64,6 +64,10 @@ class GoldenCliTest : public ::testing::Test {
     const ToolResult r = RunTool(args);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(r.err, "");
+    // One summary line on success.
+    EXPECT_THAT(r.out, ::testing::MatchesRegex("wrote .*score.safetensors: logits \\[[0-9]+, "
+                                               "[0-9]+\\] and the final state after [0-9]+ "
+                                               "tokens \\((prefill, chunk [0-9]+|step)\\)\n"));
     auto f = core::SafetensorsFile::Open(tmp_.path() / "score.safetensors");
     EXPECT_TRUE(f.ok()) << f.status();
     return f.ok() ? std::move(*f) : nullptr;

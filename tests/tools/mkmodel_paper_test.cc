@@ -438,6 +438,10 @@ TEST(MkmodelPaperCliTest, FlagsWriteTheSpecsModel) {
   const ToolResult r = RunTool(args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err, "");
+  // One summary line on success, saying the weights are random.
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("wrote .*cli: xlstm-paper, 4 blocks, embedding 64, "
+                                             "vocab 97, [a-z0-9]+, [0-9.]+ MB of weights "
+                                             "\\(random, seed 11\\)\n"));
 
   PaperModelSpec spec = SmallSpec(11);
   spec.slstm_at = {0, 2};
