@@ -50,7 +50,9 @@ int RunGenerate(int argc, char** argv) {
                 "Greedy generation: prefills --tokens, then feeds back the argmax token (ties ->\n"
                 "lowest id) one step at a time. Prints the generated ids comma-separated.");
   flags.String("model", &model_dir, "model directory (config.json + safetensors)", true);
-  flags.IntList("tokens", &tokens, 0, INT32_MAX, "prompt token ids, comma-separated", true);
+  flags.IntList("tokens", &tokens, 0, INT32_MAX,
+                "prompt token ids, comma-separated (or the JSON array `xlstm tokenize` prints)",
+                true);
   flags.Int("max-tokens", &max_tokens, 1, 1 << 24, "number of tokens to generate", true);
   weights.Declare(flags);
   flags.Int("threads", &threads, 0, 1024, "backend threads (0 = one per core)");

@@ -116,7 +116,8 @@ int RunScore(int argc, char** argv) {
       "path (in two calls on the same state with --split-at); step mode feeds one token\n"
       "at a time.");
   flags.String("model", &a.model_dir, "model directory (config.json + safetensors)", true);
-  flags.IntList("tokens", &a.tokens, 0, INT32_MAX, "token ids, comma-separated", true);
+  flags.IntList("tokens", &a.tokens, 0, INT32_MAX,
+                "token ids, comma-separated (or the JSON array `xlstm tokenize` prints)", true);
   flags.Int("split-at", &a.split_at, 0, INT32_MAX,
             "prefill tokens[:K] then tokens[K:] on the same state (0 = no split)");
   flags.Choice("mode", &a.mode, {"prefill", "step"}, "execution path");

@@ -8,6 +8,7 @@
 #include <functional>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -133,8 +134,14 @@ void FlagSet::IntList(const std::string& name, std::vector<int64_t>* dst, int64_
                       const std::string& help, bool required) {
   Add({name, help, "N,N,...", absl::StrJoin(*dst, ","), required, false, FlagSource::kDefault,
        [dst, min, max](const std::string& v) -> std::string {
+         // Also a JSON array ("[72, 101]"), as `xlstm tokenize` prints ids: tools chain.
+         absl::string_view list = absl::StripAsciiWhitespace(v);
+         if (list.size() >= 2 && list.front() == '[' && list.back() == ']') {
+           list = list.substr(1, list.size() - 2);
+         }
          std::vector<int64_t> out;
-         for (const absl::string_view part : absl::StrSplit(v, ',')) {
+         for (const absl::string_view raw : absl::StrSplit(list, ',')) {
+           const absl::string_view part = absl::StripAsciiWhitespace(raw);
            int64_t x = 0;
            if (!ParseInt64(std::string(part), &x)) {
              return absl::StrCat("'", part, "' is not an integer");

@@ -472,6 +472,27 @@ TEST(FlagSetTest, RequiredFlagIsSatisfiedByItsEnvironmentTwin) {
   EXPECT_EQ(s, "v");
 }
 
+TEST(FlagSetTest, IntListAlsoTakesTheJsonArrayTokenizePrints) {
+  for (const std::string value : {"72,101,0", "[72,101,0]", " [72, 101, 0] "}) {
+    std::vector<int64_t> ids;
+    base::FlagSet flags("generate", "summary");
+    flags.IntList("tokens", &ids, 0, 1000, "ids");
+    std::string a0 = "generate", a1 = "--tokens", a2 = value;
+    char* argv[] = {a0.data(), a1.data(), a2.data()};
+    ASSERT_EQ(flags.Parse(3, argv), base::ParseOutcome::kOk) << value;
+    EXPECT_EQ(ids, (std::vector<int64_t>{72, 101, 0})) << value;
+  }
+  for (const std::string value : {"[72,101", "[]", "72,,101"}) {
+    std::vector<int64_t> ids;
+    base::FlagSet flags("generate", "summary");
+    flags.IntList("tokens", &ids, 0, 1000, "ids");
+    std::string a0 = "generate", a1 = "--tokens", a2 = value;
+    char* argv[] = {a0.data(), a1.data(), a2.data()};
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(flags.Parse(3, argv), base::ParseOutcome::kError) << value;
+    EXPECT_THAT(::testing::internal::GetCapturedStderr(), HasSubstr("is not an integer")) << value;
+  }
+}
 
 TEST(ServerOptionsTest, WebFlags) {
   ParseResult r = Parse({});
