@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -104,7 +105,10 @@ int Main(int argc, char** argv) {
   spdlog::info("listening on {} (http {}, web {}); loading model {}", (*server)->listen_address(),
                http, web, model_dir->string());
 
+  const auto load_start = std::chrono::steady_clock::now();
   absl::StatusOr<LoadedModel> model = LoadModel(options, *model_dir, (*server)->engine_observer());
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   // LoadModel's message names the part that failed (model, backend, tokenizer, chat
   // template, --state-dir): a locked state directory is not a model problem.
   if (!model.ok()) return StartupFailure("cannot start", model.status());
@@ -116,14 +120,15 @@ int Main(int argc, char** argv) {
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
         "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} http={} "
-        "redis={} lm_head_dtype={} weight_bytes={} backend_why={} max_batch={} web={}",
+        "redis={} lm_head_dtype={} weight_bytes={} backend_why={} max_batch={} web={} "
+        "load_s={:.2f}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
         kernels::DTypeName(m.matrix_dtype()), m.state_bytes_per_session(),
         model->engine_options.resident_slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
         options.durability, http, options.redis_url.empty() ? "none" : "on",
         kernels::DTypeName(m.lm_head_dtype()), m.weight_bytes(), model->backend_why,
-        model->engine_options.max_batch, web);
+        model->engine_options.max_batch, web, load_s);
     if (!model->sizing_note.empty()) spdlog::info("--slots {}", model->sizing_note);
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);
