@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_replace.h"
+#include "core/model/random_model.h"
 #include "kernels/backend.h"
 #include "server/api_keys.h"
 #include "server/logging.h"
@@ -115,20 +116,26 @@ int Main(int argc, char** argv) {
 
   if (signals.count() == 0) {
     const core::XlstmModel& m = model->engine->model();
+    const bool random = core::HasRandomWeights(*model_dir);
+    if (random) {
+      spdlog::warn("model {} has random weights (written by `xlstm mkmodel`): replies are noise; "
+                   "serve a trained model, e.g. the bundled models/demo (no --model)",
+                   model_dir->string());
+    }
     // (The engine has logged what it found in the state dir.)
     // Fields are only ever appended: scripts parse `listen=(\S+)` and the others by name.
     const std::string line = fmt::format(
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
         "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} http={} "
         "redis={} lm_head_dtype={} weight_bytes={} backend_why={} max_batch={} web={} "
-        "load_s={:.2f}",
+        "load_s={:.2f} random_weights={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
         kernels::DTypeName(m.matrix_dtype()), m.state_bytes_per_session(),
         model->engine_options.resident_slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
         options.durability, http, options.redis_url.empty() ? "none" : "on",
         kernels::DTypeName(m.lm_head_dtype()), m.weight_bytes(), model->backend_why,
-        model->engine_options.max_batch, web, load_s);
+        model->engine_options.max_batch, web, load_s, random ? "true" : "false");
     if (!model->sizing_note.empty()) spdlog::info("--slots {}", model->sizing_note);
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);

@@ -1,6 +1,7 @@
 #include "core/model/random_model.h"
 
 #include <cmath>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -110,10 +111,20 @@ std::string ConfigJson(const RandomModelSpec& spec) {
   j["v_dim_factor"] = spec.v_dim_factor;
   j["vocab_size"] = spec.vocab;
   j["weight_mode"] = "single";
+  j[kRandomWeightsKey] = true;
   return j.dump(2) + "\n";
 }
 
 }  // namespace
+
+bool HasRandomWeights(const std::filesystem::path& model_dir) {
+  std::ifstream in(model_dir / "config.json");
+  if (!in) return false;
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return false;
+  const auto it = j.find(kRandomWeightsKey);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
 
 absl::Status ValidateRandomModelSpec(const RandomModelSpec& spec) {
   auto bad = [](const std::string& what) { return absl::InvalidArgumentError(what); };

@@ -45,6 +45,14 @@ struct RandomModelSpec {
 // dims are not whole (num_heads must divide int(E * qk_dim_factor) and int(E * v_dim_factor)).
 absl::Status ValidateRandomModelSpec(const RandomModelSpec& spec);
 
+// config.json key that marks weights written by mkmodel (random, not trained): the daemon
+// says so at startup and clients warn, so a screen of noise is never mistaken for a bug.
+inline constexpr const char* kRandomWeightsKey = "xlstmd_random_weights";
+
+// True when `model_dir`/config.json carries kRandomWeightsKey = true (false when the file
+// is missing or unreadable: loading reports those).
+bool HasRandomWeights(const std::filesystem::path& model_dir);
+
 // Creates `out_dir` if missing and writes the model into it. ALREADY_EXISTS when
 // out_dir/config.json exists and !spec.overwrite; INVALID_ARGUMENT for a bad spec; I/O errors
 // carry the path.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/base/status_macros.h"
+#include "core/model/random_model.h"
 #include "core/model/config.h"
 #include "core/model/random_model_internal.h"
 #include "nlohmann/json.hpp"
@@ -243,6 +244,7 @@ std::string ConfigJson(const PaperModelSpec& spec) {
     block_types.push_back(p.slstm[b] ? "slstm" : "mlstm");
   }
   Json j;
+  j[kRandomWeightsKey] = true;
   j["_block_map"] = absl::StrJoin(block_map, ",");
   j["_block_types"] = block_types;
   j["_note"] = absl::StrCat(

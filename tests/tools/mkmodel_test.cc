@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/backend_registry.h"
+#include "tests/testing/golden.h"
 #include "tests/tools/tool_runner.h"
 
 namespace xlstmd::testing {
@@ -71,6 +72,10 @@ TEST(MkmodelTest, TinyModelLoadsWithRealisticLogits) {
   EXPECT_TRUE(fs::exists(dir / "config.json"));
   EXPECT_TRUE(fs::exists(dir / "model.safetensors"));
   EXPECT_FALSE(fs::exists(dir / "model.safetensors.index.json"));
+  // Marked as random, and the marker is what the daemon and clients read.
+  EXPECT_TRUE(core::HasRandomWeights(dir));
+  EXPECT_FALSE(core::HasRandomWeights(GoldenDir("xlstm-large-a1")));
+  EXPECT_FALSE(core::HasRandomWeights(tmp.path() / "missing"));
 
   auto backend = kernels::CreateBackend("cpu", {1, kernels::DType::kF32});
   ASSERT_TRUE(backend.ok()) << backend.status();
