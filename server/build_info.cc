@@ -8,5 +8,6 @@ namespace xlstmd::server {
 
 const char kBuildVersion[] = XLSTMD_VERSION;
 const char kBuildCommit[] = XLSTMD_GIT_COMMIT;
+const char kBuildType[] = XLSTMD_BUILD_TYPE;
 
 }  // namespace xlstmd::server

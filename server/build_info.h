@@ -8,6 +8,7 @@ namespace xlstmd::server {
 
 extern const char kBuildVersion[];
 extern const char kBuildCommit[];
+extern const char kBuildType[];  // CMAKE_BUILD_TYPE
 
 }  // namespace xlstmd::server
 

@@ -18,10 +18,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "core/model/random_model.h"
 #include "kernels/backend.h"
+#include "kernels/backend_registry.h"
 #include "server/api_keys.h"
+#include "server/build_info.h"
 #include "server/logging.h"
 #include "server/model_loader.h"
 #include "server/options.h"
@@ -68,6 +71,13 @@ int Main(int argc, char** argv) {
   // Before anything can start a thread.
   ShutdownSignals signals;
 
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--version") == 0) {
+      std::printf("xlstmd %s (commit %s, %s build, backends: %s)\n", kBuildVersion, kBuildCommit,
+                  kBuildType, absl::StrJoin(kernels::CompiledBackends(), ", ").c_str());
+      return kExitOk;
+    }
+  }
   ServerOptions options;
   switch (ParseServerOptions(argc, argv, base::GetEnv, &options)) {
     case base::ParseOutcome::kHelp:

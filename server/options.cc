@@ -274,7 +274,9 @@ absl::StatusOr<HostPort> ParseHostPort(const std::string& address) {
 base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLookup& env,
                                       ServerOptions* out) {
   ServerOptions o;
-  base::FlagSet flags("", "xlstmd: serves an xLSTM language model as a streaming chat over gRPC.");
+  base::FlagSet flags("",
+                      "xlstmd: serves an xLSTM language model as a streaming chat over gRPC.\n"
+                      "--version prints the version, git commit, build type and backends.");
   DeclareServerFlags(&o, &flags, env);
   const base::ParseOutcome outcome = flags.Parse(argc, argv);
   if (outcome != base::ParseOutcome::kOk) return outcome;

@@ -34,7 +34,9 @@ constexpr Subcommand kSubcommands[] = {
 void PrintUsage(std::FILE* out) {
   std::fputs("usage: xlstm <subcommand> [flags]\n\nsubcommands:\n", out);
   for (const Subcommand& s : kSubcommands) std::fprintf(out, "  %-12s %s\n", s.name, s.summary);
-  std::fputs("\nRun `xlstm <subcommand> --help` for its flags.\n", out);
+  std::fputs("\nRun `xlstm <subcommand> --help` for its flags; `xlstm --version` prints the\n"
+             "version, git commit, build type and compiled backends.\n",
+             out);
 }
 
 int Main(int argc, char** argv) {
@@ -48,6 +50,7 @@ int Main(int argc, char** argv) {
     PrintUsage(stdout);
     return kExitOk;
   }
+  if (std::strcmp(cmd, "--version") == 0) return RunVersion();
   for (const Subcommand& s : kSubcommands) {
     if (std::strcmp(cmd, s.name) == 0) return s.run(argc - 1, argv + 1);
   }

@@ -3,7 +3,8 @@
 
 - a --listen port another process holds: exit 2 and exactly one stderr line that names
   --listen and the address (gRPC's own internal status is not printed before it);
-- --model pointing nowhere: exit 2, one line naming --model and the path.
+- --model pointing nowhere: exit 2, one line naming --model and the path;
+- --version: version, git commit, build type and compiled backends, exit 0.
 """
 import os
 import socket
@@ -35,6 +36,13 @@ class StartupErrorsTest(harness.E2ETestCase):
         self.assertIn("--listen", lines[0])
         self.assertIn(addr, lines[0])
         self.assertNotIn("chttp2", p.stderr)
+
+    def test_version_names_commit_build_type_and_backends(self):
+        p = run(["--version"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"^xlstmd \d+\.\d+\.\d+ \(commit ([0-9a-f]+(-dirty)?|unknown), "
+                                   r"\w+ build, backends: cpu(, cuda)?\)\n$")
+        self.assertIn("--version", run(["--help"]).stdout)
 
     def test_missing_model_dir_names_the_flag_and_path(self):
         p = run(["--model", "/nonexistent/model", "--listen", "127.0.0.1:0"])

@@ -27,6 +27,15 @@ TEST(XlstmCliTest, TopLevelHelpListsEverySubcommand) {
   for (const std::string& cmd : kSubcommands) EXPECT_THAT(r.out, HasSubstr(cmd));
 }
 
+TEST(XlstmCliTest, VersionNamesCommitBuildTypeAndBackends) {
+  const ToolResult r = RunTool({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.err, "");
+  EXPECT_THAT(r.out, ::testing::MatchesRegex("xlstm [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit "
+                                             "([0-9a-f]+(-dirty)?|unknown), [A-Za-z]+ build, "
+                                             "backends: cpu(, cuda)?\\)\n"));
+}
+
 TEST(XlstmCliTest, EverySubcommandHasHelp) {
   for (const std::string& cmd : kSubcommands) {
     SCOPED_TRACE(cmd);
