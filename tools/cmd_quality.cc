@@ -170,8 +170,9 @@ int RunQuality(int argc, char** argv) {
   a.weights.Declare(flags);
   flags.Int("positions", &a.positions, 1, 1 << 24, "next-token predictions compared");
   flags.String("text", &a.text_file,
-               "held-out text, tokenized with the model's tokenizer (default: pseudo-random "
-               "tokens, which only measure logit drift)");
+               "file of held-out text, tokenized with the model's tokenizer (default: "
+               "pseudo-random tokens, which only measure logit drift)");
+  flags.SetValueHint("text", "FILE");
   flags.Int("window", &a.window, 1, 1 << 16, "tokens per prefill call (state carried over)");
   flags.Int("threads", &a.threads, 0, 1024, "backend threads (0 = one per core)");
   flags.Int("seed", &a.seed, 0, INT32_MAX, "seed of the pseudo-random tokens");
