@@ -50,7 +50,7 @@ constexpr const char* kCommand = "chat";
 constexpr double kUnaryTimeoutS = 300;
 
 struct ChatArgs {
-  std::string server;
+  std::string server = kDefaultServer;
   std::string session;
   std::string message;
   std::string system;
@@ -329,7 +329,7 @@ int RunChat(int argc, char** argv) {
       "deleting the session it created unless --keep. On a terminal, control characters\n"
       "in replies are shown escaped. Errors: one line\n"
       "`xlstm chat: error: <CODE>: <message>` on stderr.");
-  flags.String("server", &a.server, "daemon address HOST:PORT (any gRPC target)", true);
+  flags.String("server", &a.server, kServerHelp);
   flags.String("session", &a.session, "resume this session id instead of creating one");
   flags.String("message", &a.message, "send this one message, print the reply, exit");
   flags.String("system", &a.system, "system prompt of the sessions this command creates");

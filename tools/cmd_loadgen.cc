@@ -66,7 +66,7 @@ constexpr const char* kCommand = "loadgen";
 constexpr double kUnaryTimeoutS = 300;
 
 struct LoadgenArgs {
-  std::string server;
+  std::string server = kDefaultServer;
   int64_t sessions = 0;
   int64_t turns = 0;
   int64_t prompt_tokens = 0;
@@ -509,7 +509,7 @@ int RunLoadgen(int argc, char** argv) {
       "--max-tokens generated ones; prints one JSON object (TTFT, inter-token latency,\n"
       "throughput, errors by code, median TTFT per turn index). --replay is the\n"
       "stateless baseline: a fresh session per turn that re-sends the whole history.");
-  flags.String("server", &a.server, "daemon address HOST:PORT (any gRPC target)", true);
+  flags.String("server", &a.server, kServerHelp);
   flags.Int("sessions", &a.sessions, 1, 1024, "concurrent sessions", true);
   flags.Int("turns", &a.turns, 1, 100000, "sequential turns per session", true);
   flags.Int("prompt-tokens", &a.prompt_tokens, 1, 1 << 24, "new token ids sent per turn", true);

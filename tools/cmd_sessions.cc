@@ -32,7 +32,6 @@ namespace {
 
 namespace pb = ::xlstmd::v1;
 
-constexpr const char* kDefaultServer = "127.0.0.1:50051";
 constexpr const char* kVerbs = "list, get, delete, fork, rewind, export, import";
 // Snapshots move in chunks well under gRPC's default 4 MiB message limit.
 constexpr size_t kImportChunkBytes = 1 << 20;
@@ -46,7 +45,7 @@ struct ClientArgs {
   bool json = false;
 
   void Declare(FlagSet& flags) {
-    flags.String("server", &server, "daemon address HOST:PORT (any gRPC target)");
+    flags.String("server", &server, kServerHelp);
     flags.String("api-key", &api_key, kApiKeyHelp);
     flags.Double("connect-timeout", &connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
     flags.Double("timeout", &timeout, 0.001, 1e6, "deadline of each call in seconds");

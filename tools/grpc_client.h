@@ -28,6 +28,9 @@
 
 namespace xlstmd::tools {
 
+// Where xlstmd listens by default (--listen 0.0.0.0:50051), as seen from the same machine.
+inline constexpr const char* kDefaultServer = "127.0.0.1:50051";
+inline constexpr const char* kServerHelp = "daemon address HOST:PORT (any gRPC target)";
 inline constexpr const char* kApiKeyEnv = "XLSTMD_API_KEY";
 inline constexpr const char* kApiKeyHelp =
     "API key, sent as `authorization: Bearer KEY` (default: $XLSTMD_API_KEY)";
