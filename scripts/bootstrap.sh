@@ -9,10 +9,12 @@ PKGS=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libssl-dev
-  python3-grpcio python3-protobuf python3-yaml redis-server
+  python3-grpcio python3-protobuf python3-yaml python3-numpy python3-regex redis-server
   prometheus
   openssl xz-utils chromium
 )
+# python3-numpy, python3-regex: the demo model's tests (tests/e2e/test_demo_model.py reads
+# logits; tests/train runs tools/train's tokenizer trainer, which splits with \p{L}).
 # chromium: tests/web/browser_test.cjs drives it headless (playwright-core from npm, pinned in
 # tests/web/package-lock.json and installed into build/npm-web by tests/web/run.sh).
 # openssl: tests/e2e/test_tls.py makes its certificates with the CLI at run time. xz-utils:
@@ -57,10 +59,10 @@ if [ ! -f build/build.ninja ]; then
 fi
 cmake --build build -j"$(nproc)"
 
-# The bundled default model that `build/bin/xlstmd` serves when given no --model: small
-# random weights (loads in well under a second), vocabulary 257 = the byte tokenizer's 256
-# bytes + <|endoftext|>. Written once; delete models/default to regenerate it.
-if [ ! -f models/default/config.json ]; then
-  build/bin/xlstm mkmodel --family xlstm --embedding-dim 256 --num-blocks 4 --num-heads 4 \
-    --vocab 257 --dtype bf16 --seed 1 --out models/default --force
+# `build/bin/xlstmd` with no --model serves models/demo: a small xLSTM trained by
+# tools/train on Debian-packaged text (models/demo/README.md), committed with the repository.
+# Random models for tests and benchmarks come from `build/bin/xlstm mkmodel`.
+if [ ! -f models/demo/config.json ]; then
+  echo "bootstrap: models/demo is missing from this checkout (git checkout models/demo)" >&2
+  exit 1
 fi

@@ -47,9 +47,9 @@ absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_f
   std::vector<std::filesystem::path> candidates;
   if (!exe_path.empty()) {
     candidates.push_back(
-        (exe_path.parent_path() / ".." / ".." / "models" / "default").lexically_normal());
+        (exe_path.parent_path() / ".." / ".." / "models" / "demo").lexically_normal());
   }
-  candidates.push_back((cwd / "models" / "default").lexically_normal());
+  candidates.push_back((cwd / "models" / "demo").lexically_normal());
   for (const std::filesystem::path& c : candidates) {
     if (IsDirectory(c)) return c;
   }
@@ -58,8 +58,9 @@ absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_f
     absl::StrAppend(&looked, looked.empty() ? "" : ", ", c.string());
   }
   return absl::FailedPreconditionError(
-      absl::StrCat("no --model given and the bundled default model is missing (looked in ", looked,
-                   "); run scripts/bootstrap.sh to create it, or pass --model DIR"));
+      absl::StrCat("no --model given and the bundled demo model is missing (looked in ", looked,
+                   "); it ships with the repository (restore it with `git checkout models/demo`), "
+                   "or pass --model DIR"));
 }
 
 absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,

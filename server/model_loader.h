@@ -32,9 +32,9 @@ struct LoadedModel {
 absl::Status SizeEngine(const core::XlstmModel& model, const kernels::Backend& backend,
                         core::EngineOptions* e, std::string* note);
 
-// The model directory to serve: --model when given (it must exist), else the bundled model
-// written by scripts/bootstrap.sh: `<exe_dir>/../../models/default` (the binary lives in
-// build/bin), then `<cwd>/models/default`. FAILED_PRECONDITION with advice when none exists.
+// The model directory to serve: --model when given (it must exist), else the bundled demo
+// model committed in the repository: `<exe_dir>/../../models/demo` (the binary lives in
+// build/bin), then `<cwd>/models/demo`. FAILED_PRECONDITION with advice when none exists.
 absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_flag,
                                                       const std::filesystem::path& exe_path,
                                                       const std::filesystem::path& cwd);

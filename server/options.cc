@@ -38,8 +38,8 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   f->EnableEnvTwins(kEnvPrefix, std::move(env));
 
   Str(f, &o->model_dir, "model", "DIR", "",
-      "model directory (config.json + safetensors); default: the bundled models/default "
-      "written by scripts/bootstrap.sh");
+      "model directory (config.json + safetensors); default: the bundled demo model "
+      "models/demo (trained by tools/train)");
   Str(f, &o->tokenizer_file, "tokenizer", "FILE", "",
       "tokenizer.json to use; default: the model directory's tokenizer.json, else the byte "
       "tokenizer");

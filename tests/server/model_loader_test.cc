@@ -42,24 +42,25 @@ TEST_F(ResolveModelDirTest, ExplicitDirectoryMustExist) {
 }
 
 TEST_F(ResolveModelDirTest, BundledModelBesideTheBuildTreeComesFirst) {
-  fs::create_directories(root_ / "repo" / "models" / "default");
-  fs::create_directories(root_ / "elsewhere" / "models" / "default");
+  fs::create_directories(root_ / "repo" / "models" / "demo");
+  fs::create_directories(root_ / "elsewhere" / "models" / "demo");
   EXPECT_EQ(ResolveModelDir("", exe(), root_ / "elsewhere").value(),
-            root_ / "repo" / "models" / "default");
+            root_ / "repo" / "models" / "demo");
 }
 
 TEST_F(ResolveModelDirTest, FallsBackToTheWorkingDirectory) {
-  fs::create_directories(root_ / "elsewhere" / "models" / "default");
+  fs::create_directories(root_ / "elsewhere" / "models" / "demo");
   EXPECT_EQ(ResolveModelDir("", exe(), root_ / "elsewhere").value(),
-            root_ / "elsewhere" / "models" / "default");
+            root_ / "elsewhere" / "models" / "demo");
   EXPECT_EQ(ResolveModelDir("", fs::path(), root_ / "elsewhere").value(),
-            root_ / "elsewhere" / "models" / "default");
+            root_ / "elsewhere" / "models" / "demo");
 }
 
-TEST_F(ResolveModelDirTest, MissingBundledModelSaysToRunBootstrap) {
+TEST_F(ResolveModelDirTest, MissingBundledModelSaysHowToGetItBack) {
   EXPECT_THAT(ResolveModelDir("", exe(), root_ / "elsewhere"),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       AllOf(HasSubstr("scripts/bootstrap.sh"), HasSubstr("--model"))));
+                       AllOf(HasSubstr("models/demo"), HasSubstr("git checkout models/demo"),
+                             HasSubstr("--model"))));
 }
 
 TEST(LoadModelTest, MissingWeightsFailWithTheDirectoryNamed) {

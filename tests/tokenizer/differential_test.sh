@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Differential test of our tokenizer against the npm package @huggingface/tokenizers (an
 # independent, pure-JS implementation of tokenizer.json) on generated strings:
-# GPT-NeoX-20B's file as shipped, and a variant with Split/Sequence and pair-format merges.
+# GPT-NeoX-20B's file as shipped, a variant with Split/Sequence and pair-format merges, and the
+# bundled demo model's own BPE (models/demo, trained by tools/train/bpe.py).
 # Identical ids are required on every string. Missing node/npm or tokenizer file = FAIL.
 #   differential_test.sh BUILD_DIR SHARED_DIR [COUNT]
 set -euo pipefail
@@ -10,9 +11,11 @@ SHARED=$2
 COUNT=${3:-12000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOK=$SHARED/tokenizers/gpt-neox-20b/tokenizer.json
+DEMO_TOK=$HERE/../../models/demo/tokenizer.json
 
 fail() { echo "FAIL: $*"; exit 1; }
 [ -f "$TOK" ] || fail "missing $TOK"
+[ -f "$DEMO_TOK" ] || fail "missing $DEMO_TOK"
 command -v node >/dev/null || fail "node not found (scripts/bootstrap.sh installs nodejs)"
 command -v npm >/dev/null || fail "npm not found (scripts/bootstrap.sh installs npm)"
 [ -x "$BUILD/bin/xlstm" ] || fail "missing $BUILD/bin/xlstm (build it first)"
@@ -31,9 +34,10 @@ mkdir -p "$WORK"
 node "$HERE/js/make_variant.cjs" "$TOK" "$WORK/variant.json"
 
 status=0
-for name in neox variant; do
+for name in neox variant demo; do
   file=$TOK
   [ "$name" = variant ] && file=$WORK/variant.json
+  [ "$name" = demo ] && file=$DEMO_TOK
   "$BUILD/bin/xlstm" tokenize --tokenizer "$file" --jsonl "$WORK/corpus.jsonl" \
     >"$WORK/ours_$name.jsonl"
   node "$HERE/js/hf_encode.cjs" "$NPM_PREFIX" "$file" "$WORK/corpus.jsonl" \
