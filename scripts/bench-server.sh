@@ -6,7 +6,7 @@
 #   {"bench":"ttft_by_turn", "turns":T, "ttft_ratio":..., "replay_ttft_ratio":...}
 # Usage: scripts/bench-server.sh MODEL [THREADS] [SESSIONS_LIST] [TURNS]
 # Example (issue 4's figures): build/bin/xlstm mkmodel --family xlstm --embedding-dim 1024
-#   --num-blocks 12 --num-heads 8 --vocab 50304 --dtype bf16 --seed 1 --out /tmp/m1024
+#   --num-blocks 12 --num-heads 8 --vocab 50304 --weight-dtype bf16 --seed 1 --out /tmp/m1024
 #   scripts/bench-server.sh /tmp/m1024 2 1,8,32,64 64
 # The daemon and the load generator share the machine, so on a small host the client's own
 # CPU time counts against the server; the in-process run has no such cost.

@@ -96,7 +96,7 @@ run() {
   for shape in 1b 7b; do
     echo "== bench $shape"
     if ! "${loader[@]}" bin/xlstm bench --backend cuda --synthetic "$shape" \
-        --batch 1,8,64,256 --prompt-len 2048,16384 --seconds 2 \
+        --batch 1,8,64,256 --prompt-len 2048,16384 --min-time 2s \
         > "$results/bench_$shape.jsonl" 2> "$results/bench_$shape.err"; then
       cat "$results/bench_$shape.err" >&2
       status=1

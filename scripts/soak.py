@@ -74,7 +74,7 @@ def soak(args, report):
         seconds = args.minutes * 60
         extra = ["--sessions", "3", "--turns", "20", "--prompt-tokens", "24", "--max-tokens",
                  "24", "--temperature", "0.8", "--cancel-fraction", "0.1",
-                 "--deadline-fraction", "0.05", "--duration-s", str(seconds)]
+                 "--deadline-fraction", "0.05", "--duration", f"{seconds}s"]
         procs = [loadgen(args, d.address, extra, seed) for seed in range(1, 5)]
         rss, killed, finished_reports = [], 0, []
         start = time.monotonic()
@@ -190,7 +190,7 @@ def tenants(args, report):
     report["tenants"] = {"max_batch": batch, "a_sessions": 3 * batch, "b_sessions": 2}
     try:
         for a_cap in (batch - 2, 2):
-            d = harness.Daemon(args=["--api-keys", keys, "--slots", "64", "--max-batch",
+            d = harness.Daemon(args=["--api-keys-file", keys, "--slots", "64", "--max-batch",
                                      str(batch), "--queue-depth", "64",
                                      "--tenant-max-running", str(a_cap)],
                                model_dir=args.tenants_model or args.model,
@@ -230,7 +230,7 @@ def tenant_round(args, d, batch):
     idle = run_b(1)
     flood = loadgen(args, d.address,
                     ["--sessions", str(3 * batch), "--turns", "1000", "--prompt-tokens", "16",
-                     "--max-tokens", "32", "--duration-s", "600",
+                     "--max-tokens", "32", "--duration", "600s",
                      "--api-key", "key-of-tenant-a-0123456789"], 2)
     time.sleep(3)  # A's turns fill their batch places and the queue
     busy = run_b(3)

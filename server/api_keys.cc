@@ -125,7 +125,7 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(absl::string_view text, absl::string_view
     return absl::InvalidArgumentError(
         absl::StrCat(source,
                      ": no keys (expected lines '<tenant> <key>'; to run without authentication, "
-                     "omit --api-keys)"));
+                     "omit --api-keys-file)"));
   }
   return keys;
 }

@@ -94,7 +94,7 @@ int Main(int argc, char** argv) {
   if (!options.api_keys_file.empty()) {
     std::vector<std::string> warnings;
     absl::StatusOr<ApiKeys> keys = ApiKeys::LoadFile(options.api_keys_file, &warnings);
-    if (!keys.ok()) return StartupFailure("--api-keys", keys.status());
+    if (!keys.ok()) return StartupFailure("--api-keys-file", keys.status());
     for (const std::string& w : warnings) spdlog::warn("{}", w);
     spdlog::info("authentication on: {} API key(s), quotas for {} tenant(s)", keys->size(),
                  keys->quotas().size());
@@ -177,8 +177,9 @@ int Main(int argc, char** argv) {
           "failed, {} still in flight{}); they resume at their last durable version",
           options.state_dir, ms, report.sessions_not_written(), report.snapshots_written,
           report.snapshot_write_failures, report.writes_in_flight,
-          report.flushed ? ""
-                         : fmt::format(" when --flush-timeout-s {} passed", options.flush_timeout_s));
+          report.flushed
+              ? ""
+              : fmt::format(" when --flush-timeout {}s passed", options.flush_timeout_s));
       exit_code = kExitFlushIncomplete;
     }
   }

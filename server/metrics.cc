@@ -113,7 +113,7 @@ class ServerMetrics::EngineHooks final : public core::EngineObserver {
         "xlstmd_evictions_total",
         "Committed states evicted, by reason (slot_pressure: a turn needed the slot; "
         "host_budget: host RAM over --host-state-bytes; idle_ttl: session deleted after "
-        "--idle-ttl-s).",
+        "--idle-ttl).",
         {"reason"});
     // Every tier gets its series up front (so dashboards see zeros) except redis, which
     // appears with the first state that reaches it: most deployments have no Redis tier.

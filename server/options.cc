@@ -30,6 +30,14 @@ void Num(base::FlagSet* f, int64_t* dst, const char* name, int64_t def, int64_t 
   *dst = def;
   f->Int(name, dst, min, max, help);
 }
+// A duration in whole seconds; `old` is the flag's name from before durations took units
+// (it counted bare seconds), kept as a hidden alias for one release.
+void Seconds(base::FlagSet* f, int64_t* dst, const char* name, const char* old, int64_t def,
+             int64_t min, int64_t max, const char* help) {
+  *dst = def;
+  f->Duration(name, dst, base::FlagSet::Unit::kSeconds, min, max, help);
+  f->Renamed(old, name, "s");
+}
 
 }  // namespace
 
@@ -72,15 +80,18 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   Num(f, &o->grpc_memory_mb, "grpc-memory-mb", 1024, 16, 1 << 20,
       "memory gRPC may use for connections and buffers (its resource quota); past it, new "
       "calls are refused rather than the process growing");
-  Num(f, &o->max_connection_idle_s, "max-connection-idle-s", 600, 0, int64_t{1} << 30,
+  Seconds(f, &o->max_connection_idle_s, "max-connection-idle", "max-connection-idle-s", 600, 0,
+          int64_t{1} << 30,
       "close a connection with no calls for this long (a GOAWAY; clients reconnect); 0 = "
       "never");
-  Num(f, &o->max_connection_age_s, "max-connection-age-s", 0, 0, int64_t{1} << 30,
+  Seconds(f, &o->max_connection_age_s, "max-connection-age", "max-connection-age-s", 0, 0,
+          int64_t{1} << 30,
       "close connections older than this (after a 30 s grace for their calls), so clients "
       "spread over new replicas; 0 = never");
-  Str(f, &o->api_keys_file, "api-keys", "FILE", "",
-      "API keys file, one '<tenant> <key>' per line (docs/server.md); unset = no "
-      "authentication, one anonymous tenant");
+  Str(f, &o->api_keys_file, "api-keys-file", "FILE", "",
+      "API keys file, one '<tenant> <key>' per line (docs/server.md); clients send one with "
+      "xlstm --api-key; unset = no authentication, one anonymous tenant");
+  f->Renamed("api-keys", "api-keys-file");
 
   Str(f, &o->tls_cert, "tls-cert", "FILE", "",
       "PEM certificate chain: serve gRPC and HTTP over TLS (with --tls-key); without TLS, API "
@@ -103,8 +114,8 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   Str(f, &o->web_cors_origins, "web-cors-origins", "ORIGINS", "",
       "comma-separated origins (https://app.example.com) whose pages may call the web API; "
       "unset = same-origin only; '*' is refused");
-  Num(f, &o->web_heartbeat_s, "web-heartbeat-s", 15, 1, 3600,
-      "seconds between ': ping' comments on an idle SSE stream (keeps proxies from closing "
+  Seconds(f, &o->web_heartbeat_s, "web-heartbeat", "web-heartbeat-s", 15, 1, 3600,
+          "time between ': ping' comments on an idle SSE stream (keeps proxies from closing "
       "it, and finds clients that left while their turn waits)");
   f->Bool("no-web-ui", &o->no_web_ui, "do not serve the chat page at / on the web port");
 
@@ -138,19 +149,22 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "0 = no quota");
   Num(f, &o->max_prompt_tokens, "max-prompt-tokens", 8192, 1, kI32Max,
       "input tokens per turn (template and BOS included)");
-  Num(f, &o->max_new_tokens, "max-new-tokens", 16384, 1, kI32Max,
-      "largest max_tokens a request may ask for");
+  Num(f, &o->max_new_tokens, "max-tokens-limit", 16384, 1, kI32Max,
+      "largest max_tokens (xlstm --max-tokens) a request may ask for; beyond: "
+      "RESOURCE_EXHAUSTED");
+  f->Renamed("max-new-tokens", "max-tokens-limit");
   Num(f, &o->default_max_tokens, "default-max-tokens", 512, 1, kI32Max,
       "max_tokens of a request that leaves it at 0");
   Num(f, &o->max_sessions, "max-sessions", 10000, 1, kI32Max, "sessions held at once");
-  Num(f, &o->idle_ttl_s, "idle-ttl-s", 0, 0, int64_t{1} << 40,
-      "delete sessions idle longer than this many seconds; 0 = never");
-  Num(f, &o->max_turn_s, "max-turn-s", 600, 0, int64_t{1} << 30,
+  Seconds(f, &o->idle_ttl_s, "idle-ttl", "idle-ttl-s", 0, 0, int64_t{1} << 40,
+          "delete sessions idle longer than this; 0 = never");
+  Seconds(f, &o->max_turn_s, "max-turn-time", "max-turn-s", 600, 0, int64_t{1} << 30,
       "a turn running longer (queue time included) is rolled back with DEADLINE_EXCEEDED; "
       "0 = no limit");
   Num(f, &o->stream_buffer, "stream-buffer", 64, 1, 1 << 20,
       "events buffered per turn for a slow reader before the turn pauses");
-  Num(f, &o->stalled_stream_s, "stalled-stream-s", 30, 0, int64_t{1} << 30,
+  Seconds(f, &o->stalled_stream_s, "stalled-stream-timeout", "stalled-stream-s", 30, 0,
+          int64_t{1} << 30,
       "a turn whose client has not read its reply for this long (its stream buffer full) is "
       "rolled back with RESOURCE_EXHAUSTED and releases its slot; 0 = never");
 
@@ -174,17 +188,20 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "shared Redis tier, redis://[[user]:password@]host[:port][/db] or unix:///path: every "
       "commit is stored there (version-checked) before it is acknowledged, so daemons serving "
       "the same model continue each other's sessions (docs/redis-tier.md); unset = none");
-  Num(f, &o->redis_timeout_ms, "redis-timeout-ms", 2000, 10, 600000,
-      "connect and per-I/O timeout of Redis calls, in milliseconds");
+  o->redis_timeout_ms = 2000;
+  f->Duration("redis-timeout", &o->redis_timeout_ms, base::FlagSet::Unit::kMilliseconds, 10,
+              600000, "connect and per-I/O timeout of Redis calls");
+  f->Renamed("redis-timeout-ms", "redis-timeout", "ms");
   Num(f, &o->keep_turn_checkpoints, "keep-turn-checkpoints", 0, 0, 1024,
       "earlier committed versions kept per session for RewindSession (host RAM, counted in "
       "--host-state-bytes and dropped first under pressure); 0 = rewind off");
 
-  Num(f, &o->grace_period_s, "grace-period-s", 30, 0, 86400,
-      "on SIGTERM/SIGINT, seconds running turns may take to finish before they are cancelled");
-  Num(f, &o->flush_timeout_s, "flush-timeout-s", 60, 0, 86400,
-      "on SIGTERM/SIGINT, after the turns: seconds writing every committed state to "
-      "--state-dir may take");
+  Seconds(f, &o->grace_period_s, "grace-period", "grace-period-s", 30, 0, 86400,
+          "on SIGTERM/SIGINT, how long running turns may take to finish before they are "
+          "cancelled");
+  Seconds(f, &o->flush_timeout_s, "flush-timeout", "flush-timeout-s", 60, 0, 86400,
+          "on SIGTERM/SIGINT, after the turns: how long writing every committed state to "
+          "--state-dir may take");
   o->log_level = "info";
   f->Choice("log-level", &o->log_level, {"trace", "debug", "info", "warn", "error", "off"},
             "log verbosity (stderr)");
@@ -325,7 +342,7 @@ base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLook
   }
   if (o.default_max_tokens > o.max_new_tokens) {
     flags.PrintError(absl::StrCat("--default-max-tokens (", o.default_max_tokens,
-                                  ") must not exceed --max-new-tokens (", o.max_new_tokens, ")"));
+                                  ") must not exceed --max-tokens-limit (", o.max_new_tokens, ")"));
     return base::ParseOutcome::kError;
   }
   if (o.slots_text == "auto") {

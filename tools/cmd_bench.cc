@@ -391,7 +391,9 @@ int RunBench(int argc, char** argv) {
   flags.IntList("prompt-len", &a.prompt_lens, 1, 1 << 20, "prefill lengths");
   flags.Int("threads", &a.threads, 0, 1024, "threads for limits and backend (0 = one per core)");
   a.weights.Declare(flags);
-  flags.Double("seconds", &a.seconds, 0.01, 3600, "minimum timed seconds per measurement");
+  flags.DurationSeconds("min-time", &a.seconds, 0.01, 3600,
+                        "minimum timed duration of each measurement");
+  flags.Renamed("seconds", "min-time", "s");
   flags.Int("dram-mib", &a.dram_mib, 16, 1 << 20, "DRAM probe buffer (must dwarf the L3)");
   flags.Int("decode-prompt-len", &a.decode_prompt_len, 1, 1 << 20,
             "prompt prefilled into each decode session");

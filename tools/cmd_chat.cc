@@ -60,7 +60,7 @@ struct ChatArgs {
   int64_t seed = 0;
   double connect_timeout = 5;
   ClientTls tls;
-  double timeout = 0;
+  double timeout = 600;
   bool stats = false;
   bool keep = false;
 };
@@ -338,9 +338,9 @@ int RunChat(int argc, char** argv) {
             "most tokens per reply (0 = the server's default)");
   flags.Double("temperature", &a.temperature, 0, 100, "sampling temperature (0 = greedy)");
   flags.Int("seed", &a.seed, 0, INT64_MAX, "sampling seed");
-  flags.Double("connect-timeout", &a.connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
+  flags.DurationSeconds("connect-timeout", &a.connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
   a.tls.Declare(flags);
-  flags.Double("timeout", &a.timeout, 0, 1e6, "deadline of each reply in seconds (0 = none)");
+  flags.DurationSeconds("timeout", &a.timeout, 0, 1e6, "deadline of each reply (0 = none)");
   flags.Bool("stats", &a.stats,
              "after each reply, print finish reason, tokens, version and latency on stderr");
   flags.Bool("keep", &a.keep,

@@ -521,12 +521,13 @@ int RunLoadgen(int argc, char** argv) {
   flags.Double("temperature", &a.temperature, 0, 100, "sampling temperature (0 = greedy)");
   flags.Int("channels", &a.channels, 0, 256,
             "TCP connections the sessions share round-robin (0 = min(sessions, 4))");
-  flags.Double("connect-timeout", &a.connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
+  flags.DurationSeconds("connect-timeout", &a.connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
   a.tls.Declare(flags);
-  flags.Double("timeout", &a.timeout, 0, 1e6, "deadline of each turn in seconds (0 = none)");
-  flags.Double("duration-s", &a.duration_s, 0, 1e7,
-               "run until this many seconds passed (sessions start over in a new session "
-               "after --turns turns); 0 = exactly --turns turns per session");
+  flags.DurationSeconds("timeout", &a.timeout, 0, 1e6, "deadline of each turn (0 = none)");
+  flags.DurationSeconds("duration", &a.duration_s, 0, 1e7,
+                        "run until this much time passed (sessions start over in a new "
+                        "session after --turns turns); 0 = exactly --turns turns per session");
+  flags.Renamed("duration-s", "duration", "s");
   flags.Double("cancel-fraction", &a.cancel_fraction, 0, 1,
                "fraction of turns the client cancels after a random number of tokens");
   flags.Double("deadline-fraction", &a.deadline_fraction, 0, 1,

@@ -80,8 +80,9 @@ void DeclareFlags(FlagSet& flags, MkmodelArgs& a) {
                "xlstm-paper: storage layout of the sLSTM recurrent kernel and bias");
   flags.Int("context-length", &a.context_length, 1, int64_t{1} << 30,
             "xlstm-paper: config context_length (upstream's mask size; not a limit here)");
-  flags.Choice("dtype", &a.dtype, {"f32", "bf16"}, "on-disk weight dtype");
-  flags.Int("seed", &a.seed, 0, INT64_MAX, "PRNG seed", true);
+  flags.Choice("weight-dtype", &a.dtype, {"f32", "bf16"}, "on-disk weight dtype");
+  flags.Renamed("dtype", "weight-dtype");
+  flags.Int("seed", &a.seed, 0, INT64_MAX, "PRNG seed (the same seed gives the same weights)");
   flags.String("out", &a.out, "output directory (created if missing)", true);
   flags.Bool("force", &a.force, "overwrite a model already in --out");
   flags.Int("threads", &a.threads, 0, 1024, "generator threads (0 = one per core)");

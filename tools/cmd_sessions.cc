@@ -47,8 +47,8 @@ struct ClientArgs {
   void Declare(FlagSet& flags) {
     flags.String("server", &server, kServerHelp);
     flags.String("api-key", &api_key, kApiKeyHelp);
-    flags.Double("connect-timeout", &connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
-    flags.Double("timeout", &timeout, 0.001, 1e6, "deadline of each call in seconds");
+    flags.DurationSeconds("connect-timeout", &connect_timeout, 0.001, 3600, kConnectTimeoutHelp);
+    flags.DurationSeconds("timeout", &timeout, 0.001, 1e6, "deadline of each call");
     tls.Declare(flags);
     flags.Bool("json", &json, "print JSON (for scripts) instead of text");
   }

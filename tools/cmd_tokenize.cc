@@ -163,7 +163,9 @@ int RunDetokenize(int argc, char** argv) {
                 "(ids that split a character) are shown as U+FFFD.");
   flags.String("tokenizer", &tokenizer_path,
                "tokenizer.json, or a model directory (byte tokenizer if it has none)", true);
-  flags.IntList("ids", &ids, 0, INT32_MAX, "token ids, comma-separated", true);
+  flags.IntList("tokens", &ids, 0, INT32_MAX,
+                "token ids, comma-separated or a JSON array (as tokenize prints them)", true);
+  flags.Renamed("ids", "tokens");
   if (const int stop = ParseOrExitCode(flags, argc, argv); stop >= 0) return stop;
   absl::StatusOr<std::unique_ptr<core::Tokenizer>> tok = LoadForTool(tokenizer_path);
   if (!tok.ok()) return ReportRuntimeError("detokenize", tok.status());

@@ -35,7 +35,7 @@ inline constexpr const char* kApiKeyEnv = "XLSTMD_API_KEY";
 inline constexpr const char* kApiKeyHelp =
     "API key, sent as `authorization: Bearer KEY` (default: $XLSTMD_API_KEY)";
 inline constexpr const char* kConnectTimeoutHelp =
-    "seconds to wait for the connection before giving up";
+    "how long to wait for the connection before giving up";
 
 inline absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();

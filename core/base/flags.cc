@@ -35,6 +35,59 @@ bool ParseDouble(const std::string& s, double* out) {
   return true;
 }
 
+bool ParseDurationMs(const std::string& s, double* ms, bool* bare_number) {
+  if (bare_number != nullptr) *bare_number = false;
+  if (s.empty() || s.size() > 64) return false;
+  double v = 0;
+  if (ParseDouble(s, &v)) {
+    if (v != 0) {
+      if (bare_number != nullptr) *bare_number = true;
+      return false;
+    }
+    *ms = 0;
+    return true;
+  }
+  // A sequence of <number><unit>, as "1h30m": each number non-negative, units largest first
+  // is not required (Go and Abseil do not require it either).
+  double total = 0;
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t num_start = i;
+    while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+    const size_t unit_start = i;
+    while (i < s.size() && std::isalpha(static_cast<unsigned char>(s[i]))) ++i;
+    double n = 0;
+    if (unit_start == num_start || !ParseDouble(s.substr(num_start, unit_start - num_start), &n)) {
+      return false;
+    }
+    const std::string unit = s.substr(unit_start, i - unit_start);
+    double scale = 0;
+    if (unit == "ms") {
+      scale = 1;
+    } else if (unit == "s") {
+      scale = 1e3;
+    } else if (unit == "m") {
+      scale = 60e3;
+    } else if (unit == "h") {
+      scale = 3600e3;
+    } else {
+      return false;
+    }
+    total += n * scale;
+  }
+  if (!std::isfinite(total) || total > 9.0e15) return false;
+  *ms = std::round(total);
+  return true;
+}
+
+std::string FormatDurationMs(int64_t ms) {
+  if (ms == 0) return "0";
+  if (ms % 3600000 == 0) return absl::StrCat(ms / 3600000, "h");
+  if (ms % 60000 == 0) return absl::StrCat(ms / 60000, "m");
+  if (ms % 1000 == 0) return absl::StrCat(ms / 1000, "s");
+  return absl::StrCat(ms, "ms");
+}
+
 std::optional<std::string> GetEnv(const std::string& name) {
   const char* v = std::getenv(name.c_str());
   if (v == nullptr) return std::nullopt;
@@ -170,6 +223,120 @@ void FlagSet::Bool(const std::string& name, bool* dst, const std::string& help) 
        }});
 }
 
+namespace {
+
+constexpr const char* kDurationHelp = "a duration with a unit (30s, 500ms, 10m, 1h)";
+
+// Reads a duration flag's text into milliseconds; a bare number counts seconds (the spelling
+// before units were required) and sets `*warning`.
+std::string DurationMs(const std::string& v, double* ms, std::string* warning) {
+  bool bare = false;
+  if (ParseDurationMs(v, ms, &bare)) return "";
+  if (!bare) return absl::StrCat("'", v, "' is not ", kDurationHelp);
+  double seconds = 0;
+  ParseDouble(v, &seconds);
+  if (seconds < 0) return absl::StrCat("'", v, "' is not ", kDurationHelp);
+  *ms = std::round(seconds * 1e3);
+  *warning = absl::StrCat("a bare number (", v, ") is read as seconds for one more release; write ",
+                          v, "s");
+  return "";
+}
+
+}  // namespace
+
+void FlagSet::Duration(const std::string& name, int64_t* dst, Unit unit, int64_t min, int64_t max,
+                       const std::string& help) {
+  const int64_t per = unit == Unit::kSeconds ? 1000 : 1;
+  Add({name, help, "DURATION", FormatDurationMs(*dst * per), false, false, FlagSource::kDefault,
+       [this, dst, per, min, max](const std::string& v) -> std::string {
+         double ms = 0;
+         const std::string err = DurationMs(v, &ms, &pending_warning_);
+         if (!err.empty()) return err;
+         if (std::fmod(ms, static_cast<double>(per)) != 0) {
+           return absl::StrCat("'", v, "' is not a whole number of seconds");
+         }
+         const double x = ms / static_cast<double>(per);
+         if (x < static_cast<double>(min) || x > static_cast<double>(max)) {
+           return RangeError(v, FormatDurationMs(min * per), FormatDurationMs(max * per));
+         }
+         *dst = static_cast<int64_t>(x);
+         return "";
+       }});
+}
+
+void FlagSet::DurationSeconds(const std::string& name, double* dst, double min, double max,
+                              const std::string& help) {
+  Add({name, help, "DURATION", FormatDurationMs(static_cast<int64_t>(std::round(*dst * 1e3))),
+       false, false, FlagSource::kDefault,
+       [this, dst, min, max](const std::string& v) -> std::string {
+         double ms = 0;
+         const std::string err = DurationMs(v, &ms, &pending_warning_);
+         if (!err.empty()) return err;
+         const double x = ms / 1e3;
+         if (x < min || x > max) {
+           return RangeError(v, FormatDurationMs(static_cast<int64_t>(min * 1e3)),
+                             FormatDurationMs(static_cast<int64_t>(max * 1e3)));
+         }
+         *dst = x;
+         return "";
+       }});
+}
+
+void FlagSet::Renamed(const std::string& old_name, const std::string& current,
+                      const std::string& unit_suffix) {
+  renames_.push_back({old_name, current, unit_suffix});
+}
+
+FlagSet::Rename* FlagSet::FindRename(const std::string& old_name) {
+  for (Rename& r : renames_) {
+    if (r.old_name == old_name) return &r;
+  }
+  return nullptr;
+}
+
+void FlagSet::Warn(const std::string& message) {
+  warnings_.push_back(absl::StrCat(Prefix(), ": warning: ", message, "\n"));
+}
+
+std::string FlagSet::Apply(Flag* f, Rename* via, const std::string& value,
+                           const std::string& origin, FlagSource source) {
+  if (source == FlagSource::kCommandLine && f->source == FlagSource::kCommandLine) {
+    // The same flag twice is fine (the last wins), but under its old and new names it is
+    // almost certainly a half-migrated script.
+    for (const Rename& r : renames_) {
+      if (r.current == f->name && (via == nullptr) != (r.source == FlagSource::kDefault)) {
+        return absl::StrCat("--", r.old_name, " and --", f->name,
+                            " are the same flag (the first is its old name); give --", f->name,
+                            " once");
+      }
+    }
+  }
+  std::string text = value;
+  if (via != nullptr && !via->unit_suffix.empty()) {
+    double n = 0;
+    if (!ParseDouble(value, &n)) {
+      return absl::StrCat(origin, ": '", value, "' is not a number (it counts ",
+                          via->unit_suffix == "ms" ? "milliseconds" : "seconds", "; --", f->name,
+                          " takes units, as 30s or 500ms)");
+    }
+    text = value + via->unit_suffix;
+  }
+  pending_warning_.clear();
+  const std::string err = f->set(text);
+  if (!err.empty()) return absl::StrCat(origin, ": ", err);
+  if (via != nullptr) {
+    const std::string now = source == FlagSource::kEnvironment ? EnvName(f->name)
+                                                              : absl::StrCat("--", f->name);
+    Warn(absl::StrCat(origin, " is renamed ", now,
+                      "; the old name will be removed in the next release"));
+    via->source = source;
+  }
+  if (!pending_warning_.empty()) Warn(absl::StrCat(origin, ": ", pending_warning_));
+  pending_warning_.clear();
+  f->source = source;
+  return "";
+}
+
 void FlagSet::SetValueHint(const std::string& name, std::string hint) {
   if (Flag* f = Find(name)) f->value_hint = std::move(hint);
 }
@@ -215,6 +382,8 @@ ParseOutcome FlagSet::Parse(int argc, char** argv) {
     const size_t eq = arg.find('=');
     const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
     Flag* f = Find(name);
+    Rename* via = f == nullptr ? FindRename(name) : nullptr;
+    if (via != nullptr) f = Find(via->current);
     if (f == nullptr) {
       PrintError(absl::StrCat("unknown flag --", name, " (see ", Prefix(), " --help)"));
       return ParseOutcome::kError;
@@ -230,27 +399,41 @@ ParseOutcome FlagSet::Parse(int argc, char** argv) {
       PrintError(absl::StrCat("flag --", name, " needs a value"));
       return ParseOutcome::kError;
     }
-    const std::string err = f->set(value);
+    const std::string err =
+        Apply(f, via, value, absl::StrCat("--", name), FlagSource::kCommandLine);
     if (!err.empty()) {
-      PrintError(absl::StrCat("--", name, ": ", err));
+      PrintError(err);
       return ParseOutcome::kError;
     }
-    f->source = FlagSource::kCommandLine;
   }
   // Environment twins fill in only what the command line left alone, so a flag always wins
   // and a stale variable shadowed by a flag cannot fail the start.
+  // Current names first, then old ones, so a variable under the new name wins.
   if (!env_prefix_.empty()) {
     for (Flag& f : flags_) {
-      if (f.source == FlagSource::kCommandLine) continue;
+      if (f.source != FlagSource::kDefault) continue;
       const std::string var = EnvName(f.name);
       const std::optional<std::string> value = env_lookup_ ? env_lookup_(var) : std::nullopt;
       if (!value.has_value() || value->empty()) continue;
-      const std::string err = f.set(*value);
+      const std::string err = Apply(&f, nullptr, *value, absl::StrCat("environment variable ", var),
+                                    FlagSource::kEnvironment);
       if (!err.empty()) {
-        PrintError(absl::StrCat("environment variable ", var, ": ", err));
+        PrintError(err);
         return ParseOutcome::kError;
       }
-      f.source = FlagSource::kEnvironment;
+    }
+    for (Rename& r : renames_) {
+      Flag* f = Find(r.current);
+      if (f == nullptr || f->source != FlagSource::kDefault) continue;
+      const std::string var = EnvName(r.old_name);
+      const std::optional<std::string> value = env_lookup_ ? env_lookup_(var) : std::nullopt;
+      if (!value.has_value() || value->empty()) continue;
+      const std::string err = Apply(f, &r, *value, absl::StrCat("environment variable ", var),
+                                    FlagSource::kEnvironment);
+      if (!err.empty()) {
+        PrintError(err);
+        return ParseOutcome::kError;
+      }
     }
   }
   for (const Flag& f : flags_) {
@@ -259,6 +442,8 @@ ParseOutcome FlagSet::Parse(int argc, char** argv) {
       return ParseOutcome::kError;
     }
   }
+  for (const std::string& w : warnings_) std::fputs(w.c_str(), stderr);
+  warnings_.clear();
   return ParseOutcome::kOk;
 }
 

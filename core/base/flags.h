@@ -12,6 +12,10 @@
 // `--foo-bar` also reads `<PREFIX>FOO_BAR`. Precedence: command line > environment >
 // default. An empty variable counts as unset; a variable whose flag is given on the command
 // line is not read at all. A bad value is one error line naming the variable.
+//
+// Durations always carry a unit ("30s", "500ms", "10m", "1h30m"; "0" needs none). Renamed
+// flags keep their old spelling for one release as a hidden alias that still works (and
+// still reads its old environment variable) but prints a warning naming the new flag.
 // Single-threaded; destinations must outlive Parse.
 #ifndef XLSTMD_CORE_BASE_FLAGS_H_
 #define XLSTMD_CORE_BASE_FLAGS_H_
@@ -67,6 +71,19 @@ class FlagSet {
   void IntList(const std::string& name, std::vector<int64_t>* dst, int64_t min, int64_t max,
                const std::string& help, bool required = false);
   void Bool(const std::string& name, bool* dst, const std::string& help);
+  // A duration stored as a whole number of `unit` in [min, max] (in that unit): "1500ms" is
+  // refused for a seconds flag rather than rounded. The usage shows the default with a unit.
+  enum class Unit { kMilliseconds, kSeconds };
+  void Duration(const std::string& name, int64_t* dst, Unit unit, int64_t min, int64_t max,
+                const std::string& help);
+  // A duration stored as (fractional) seconds in [min, max].
+  void DurationSeconds(const std::string& name, double* dst, double min, double max,
+                       const std::string& help);
+  // `old_name` becomes a hidden alias of the declared flag `current`, with a warning on use.
+  // `unit_suffix` ("s", "ms") is appended to the old flag's bare number, for old duration
+  // flags whose name carried the unit (`--idle-ttl-s 30` = `--idle-ttl 30s`).
+  void Renamed(const std::string& old_name, const std::string& current,
+               const std::string& unit_suffix = "");
   // Replaces the placeholder shown for a declared flag's value in the usage ("STR" -> "DIR").
   void SetValueHint(const std::string& name, std::string hint);
 
@@ -94,8 +111,22 @@ class FlagSet {
     // ("'x' is not an integer"): the caller prefixes `--name: ` or the variable's name.
     std::function<std::string(const std::string&)> set;
   };
+  // A hidden old spelling of a flag, and the unit its bare number counted ("" if none).
+  struct Rename {
+    std::string old_name;
+    std::string current;
+    std::string unit_suffix;
+    FlagSource source = FlagSource::kDefault;
+  };
   Flag* Find(const std::string& name);
   void Add(Flag flag);
+  Rename* FindRename(const std::string& old_name);
+  // Sets `f` from `value` (from `origin`: "--name" or a variable's name), reached through its
+  // old name `via` (or nullptr). Returns "" or the error line's text.
+  std::string Apply(Flag* f, Rename* via, const std::string& value, const std::string& origin,
+                    FlagSource source);
+  // Queues a warning; Parse prints them only when it succeeds, so an error stays one line.
+  void Warn(const std::string& message);
   // "xlstm score" or "xlstmd".
   std::string Prefix() const;
 
@@ -105,11 +136,20 @@ class FlagSet {
   std::string env_prefix_;  // "" = no environment twins
   EnvLookup env_lookup_;
   std::vector<Flag> flags_;
+  std::vector<Rename> renames_;
+  std::vector<std::string> warnings_;
+  std::string pending_warning_;  // set by a setter (a bare-number duration), said by Apply
 };
 
 // Strict parsers shared with the subcommands: the whole string must be the number.
 bool ParseInt64(const std::string& s, int64_t* out);
 bool ParseDouble(const std::string& s, double* out);
+// A duration with units ("1h30m", "250ms", "0.5s"; "0" alone needs none) in milliseconds,
+// rounded to the nearest one. Units: ms, s, m, h. A bare number other than 0 is not a
+// duration (`bare_number` is set so callers can say what to write instead).
+bool ParseDurationMs(const std::string& s, double* ms, bool* bare_number = nullptr);
+// The shortest exact spelling of `ms` milliseconds: "0", "250ms", "30s", "10m", "2h".
+std::string FormatDurationMs(int64_t ms);
 
 }  // namespace xlstmd::base
 

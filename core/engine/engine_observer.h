@@ -20,7 +20,7 @@ enum class StateTier { kResident, kHost, kDisk, kRedis };
 enum class EvictionReason {
   kSlotPressure,  // its slot was taken for a turn that needed one
   kHostBudget,    // host RAM over --host-state-bytes
-  kIdleTtl,       // the session was idle past --idle-ttl-s and was deleted
+  kIdleTtl,       // the session was idle past --idle-ttl and was deleted
 };
 
 const char* StateTierName(StateTier tier);              // "resident", "host", "disk", "redis"

@@ -94,7 +94,7 @@ def make_random_model(prefix="xlstmd-model-", embedding_dim=512, num_blocks=6, d
     subprocess.run([CONFIG.xlstm, "mkmodel", "--family", "xlstm", "--embedding-dim",
                     str(embedding_dim), "--num-blocks", str(num_blocks), "--num-heads", "4",
                     "--vocab", "257", "--seed", "1", "--out", out, "--force",
-                    *(["--dtype", dtype] if dtype else [])],
+                    *(["--weight-dtype", dtype] if dtype else [])],
                    check=True, stdout=subprocess.DEVNULL)
     return out
 

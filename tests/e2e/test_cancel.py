@@ -25,7 +25,7 @@ class CancelTest(harness.E2ETestCase):
     @classmethod
     def setUpClass(cls):
         # Two slots and a batch of two: a leaked slot would show up as a hang in the next turn.
-        cls.daemon = harness.Daemon(["--max-new-tokens", str(LONG), "--slots", "2",
+        cls.daemon = harness.Daemon(["--max-tokens-limit", str(LONG), "--slots", "2",
                                      "--max-batch", "2"], name="xlstmd(cancel)").start()
         cls.client = cls.daemon.client()
 

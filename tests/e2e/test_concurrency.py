@@ -174,7 +174,7 @@ class ConcurrencyTest(harness.E2ETestCase):
     def test_slow_reader_pauses_only_its_own_turn(self):
         """A client that stops reading holds back its own turn only; when it reads again it
         gets every token, in order, none lost or repeated."""
-        d = self.start_daemon(["--stream-buffer", "2", "--max-new-tokens", "100000"],
+        d = self.start_daemon(["--stream-buffer", "2", "--max-tokens-limit", "100000"],
                               name="xlstmd(slow-reader)")
         c = d.client()
         prompt = [155, 60, 131, 158, 254, 209, 277, 242, 13]

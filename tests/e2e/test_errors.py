@@ -5,7 +5,7 @@ Codes (DESIGN.md section 5, core/engine/engine.h): unknown or foreign session NO
 missing/bad API key UNAUTHENTICATED; a second turn on a busy session or an expected_version
 mismatch ABORTED; a committed request_id ALREADY_EXISTS naming the version (and it does not
 run twice); no input, empty tokens, out-of-vocab ids, invalid UTF-8, bad sampling parameters
-INVALID_ARGUMENT; prompt over --max-prompt-tokens, max_tokens over --max-new-tokens, a message
+INVALID_ARGUMENT; prompt over --max-prompt-tokens, max_tokens over --max-tokens-limit, a message
 over --max-message-bytes, sessions over --max-sessions, a full queue RESOURCE_EXHAUSTED.
 After every error the daemon must still be alive and SERVING, the session untouched, and (with
 --slots 2) two sessions must still be able to run turns at the same time.
@@ -39,7 +39,7 @@ class ErrorsTest(harness.E2ETestCase):
     def setUpClass(cls):
         cls.daemon = harness.Daemon(
             ["--slots", "2", "--max-batch", "2", "--max-prompt-tokens", str(MAX_PROMPT),
-             "--max-new-tokens", str(LONG), "--max-message-bytes", str(MAX_MESSAGE_BYTES)],
+             "--max-tokens-limit", str(LONG), "--max-message-bytes", str(MAX_MESSAGE_BYTES)],
             name="xlstmd(errors)").start()
         cls.client = cls.daemon.client()
 
@@ -327,7 +327,7 @@ class QueueFullTest(harness.E2ETestCase):
 
     def test_queue_full_resource_exhausted(self):
         d = self.start_daemon(["--max-batch", "1", "--queue-depth", "1",
-                               "--max-new-tokens", str(LONG)], name="xlstmd(queue)")
+                               "--max-tokens-limit", str(LONG)], name="xlstmd(queue)")
         c = d.client()
         sessions = [c.create_session().session_id for _ in range(4)]
         readers = []
@@ -389,7 +389,7 @@ class QueueFullTest(harness.E2ETestCase):
         """A turn whose deadline passes while it waits for a batch place ends with
         DEADLINE_EXCEEDED and leaves its session free (not busy until the queue moves)."""
         d = self.start_daemon(["--max-batch", "1", "--queue-depth", "4",
-                               "--max-new-tokens", str(LONG)], name="xlstmd(queue-deadline)")
+                               "--max-tokens-limit", str(LONG)], name="xlstmd(queue-deadline)")
         c = d.client()
         a, b = c.create_session().session_id, c.create_session().session_id
         running = harness.StreamReader(c.chat_call(a, tokens=[1],
@@ -425,7 +425,7 @@ class ApiKeysTest(harness.E2ETestCase):
             f.write("alice key-alice-0123456789\nbob key-bob-9876543210\n")
         os.chmod(keys, 0o600)
         self.addCleanup(lambda: (os.unlink(keys), os.rmdir(tmp)))
-        d = self.start_daemon(["--api-keys", keys], name="xlstmd(api-keys)")
+        d = self.start_daemon(["--api-keys-file", keys], name="xlstmd(api-keys)")
         ch = d.channel()
         alice = harness.Client(ch, key="key-alice-0123456789")
         bob = harness.Client(ch, key="key-bob-9876543210")

@@ -30,7 +30,7 @@ MiB = 1 << 20
 def mkmodel(out, *flags):
     """A random model from `xlstm mkmodel` (float32, vocabulary 300: the byte tokenizer)."""
     cmd = [harness.CONFIG.xlstm, "mkmodel", "--family", "xlstm", "--vocab", "300",
-           "--dtype", "f32", "--threads", "1", "--out", out, *flags]
+           "--weight-dtype", "f32", "--threads", "1", "--out", out, *flags]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=120)
     return out
 
@@ -46,7 +46,7 @@ class ExportImportTest(harness.E2ETestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="xlstmd-e2e-export-")
-        cls.daemon = harness.Daemon(["--max-new-tokens", "1000000"],
+        cls.daemon = harness.Daemon(["--max-tokens-limit", "1000000"],
                                     name="xlstmd(export)").start()
         cls.client = cls.daemon.client()
 
@@ -305,7 +305,7 @@ class ExportImportTest(harness.E2ETestCase):
         with open(keys, "w") as f:
             f.write("alice key-alice-0123456789\nbob key-bob-9876543210\n")
         os.chmod(keys, 0o600)
-        d = self.start_daemon(["--api-keys", keys], name="xlstmd(export, api-keys)")
+        d = self.start_daemon(["--api-keys-file", keys], name="xlstmd(export, api-keys)")
         ch = d.channel()
         alice = harness.Client(ch, key="key-alice-0123456789")
         bob = harness.Client(ch, key="key-bob-9876543210")

@@ -41,7 +41,7 @@ class MetricsTest(harness.E2ETestCase):
         self.assertIsNotNone(promtool, "promtool not found (Debian package prometheus); "
                                        "run scripts/bootstrap.sh")
         d = self.start_daemon(["--http-listen", "127.0.0.1:0", "--log-format", "json",
-                               "--grace-period-s", "30", "--max-new-tokens", "1000000"],
+                               "--grace-period", "30s", "--max-tokens-limit", "1000000"],
                               name="xlstmd(metrics)")
         self.assertIsNotNone(d.http_address, "the serving line has no http=HOST:PORT")
         self.assertRegex(d.http_address, r"^127\.0\.0\.1:[1-9]\d*$")

@@ -218,7 +218,7 @@ class RedisTierTest(harness.E2ETestCase):
         port = free_port()  # nothing listens there
         cmd = [harness.CONFIG.xlstmd, "--model", harness.golden_dir(), "--listen",
                "127.0.0.1:0", "--threads", "1", "--redis-url", f"redis://127.0.0.1:{port}",
-               "--redis-timeout-ms", "300"]
+               "--redis-timeout", "300ms"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("XLSTMD_")}
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=60, env=env)
@@ -232,7 +232,7 @@ class RedisTierTest(harness.E2ETestCase):
         # Redis going away under a running daemon: turns fail UNAVAILABLE and roll back.
         redis = RedisServer()
         try:
-            d = harness.Daemon(["--redis-url", redis.url, "--redis-timeout-ms", "500"],
+            d = harness.Daemon(["--redis-url", redis.url, "--redis-timeout", "500ms"],
                                name="xlstmd(redis dies)").start()
             self.addCleanup(d.stop)
             c = d.client()

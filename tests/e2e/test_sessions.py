@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """E2E (d, session API): ForkSession, DeleteSession, ListSessions paging, GetModelInfo,
-session metadata, --default-max-tokens, --idle-ttl-s, grpc.health.v1 and server reflection.
+session metadata, --default-max-tokens, --idle-ttl, grpc.health.v1 and server reflection.
 """
 
 import json
@@ -178,8 +178,8 @@ class SessionsTest(harness.E2ETestCase):
         self.assertEqual(t.finished.finish_reason, harness.pb().FINISH_REASON_MAX_TOKENS)
 
     def test_idle_ttl(self):
-        """--idle-ttl-s deletes idle sessions, never one with a turn running."""
-        d = self.start_daemon(["--idle-ttl-s", "1", "--max-new-tokens", "1000000"],
+        """--idle-ttl deletes idle sessions, never one with a turn running."""
+        d = self.start_daemon(["--idle-ttl", "1s", "--max-tokens-limit", "1000000"],
                               name="xlstmd(ttl)")
         c = d.client()
         idle = c.create_session().session_id
@@ -196,7 +196,7 @@ class SessionsTest(harness.E2ETestCase):
                     self.assertEqual(e.code(), Code.NOT_FOUND, e.details())
                     break
                 self.assertLess(time.monotonic(), deadline,
-                                "an idle session outlived --idle-ttl-s 1 by 5s")
+                                "an idle session outlived --idle-ttl 1s by 5s")
                 time.sleep(0.1)
             time.sleep(1.5)  # the busy session has been running for well over the TTL now
             self.assertTrue(c.get_session(busy).turn_running, "a running session was expired")

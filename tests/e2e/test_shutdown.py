@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """E2E (e): SIGTERM while streaming.
 
-With a long enough --grace-period-s a running turn finishes and commits, health answers
+With a long enough --grace-period a running turn finishes and commits, health answers
 NOT_SERVING and new work is UNAVAILABLE during the drain, and the daemon exits 0. With a short
 grace period a long turn is cancelled with UNAVAILABLE and the process exits 0 within grace
 plus a few seconds. An idle daemon exits 0 promptly on SIGTERM and on SIGINT.
@@ -23,7 +23,7 @@ DRAIN_TURN = 20000  # tokens: more than gRPC buffers for a paused reader; done w
 class ShutdownTest(harness.E2ETestCase):
 
     def test_sigterm_drains_running_turn(self):
-        d = self.start_daemon(["--grace-period-s", "60", "--max-new-tokens", str(LONG),
+        d = self.start_daemon(["--grace-period", "60s", "--max-tokens-limit", str(LONG),
                                "--stream-buffer", "4"], name="xlstmd(drain)")
         c = d.client()
         s = c.create_session()
@@ -69,7 +69,7 @@ class ShutdownTest(harness.E2ETestCase):
 
     def test_sigterm_short_grace_cancels_turn(self):
         grace = 1
-        d = self.start_daemon(["--grace-period-s", str(grace), "--max-new-tokens", str(LONG)],
+        d = self.start_daemon(["--grace-period", f"{grace}s", "--max-tokens-limit", str(LONG)],
                               name="xlstmd(short-grace)")
         c = d.client()
         s = c.create_session()
@@ -95,7 +95,7 @@ class ShutdownTest(harness.E2ETestCase):
 
     def test_sigterm_drains_queued_turn(self):
         """A turn still waiting for a batch place at SIGTERM also runs and commits."""
-        d = self.start_daemon(["--grace-period-s", "60", "--max-batch", "1"],
+        d = self.start_daemon(["--grace-period", "60s", "--max-batch", "1"],
                               name="xlstmd(drain-queued)")
         c = d.client()
         a, b = c.create_session().session_id, c.create_session().session_id
@@ -127,7 +127,7 @@ class ShutdownTest(harness.E2ETestCase):
     def test_second_sigterm_skips_the_wait(self):
         """A second SIGTERM skips the grace period (the daemon logs so): the running turn is
         rolled back with UNAVAILABLE and the daemon exits 0 promptly."""
-        d = self.start_daemon(["--grace-period-s", "60", "--max-new-tokens", str(LONG)],
+        d = self.start_daemon(["--grace-period", "60s", "--max-tokens-limit", str(LONG)],
                               name="xlstmd(double-term)")
         c = d.client()
         s = c.create_session()

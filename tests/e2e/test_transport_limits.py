@@ -23,7 +23,7 @@ LONG = 1_000_000
 class TransportLimitsTest(harness.E2ETestCase):
 
     def test_streams_per_connection_hold_back_only_that_connection(self):
-        d = self.start_daemon(["--max-streams-per-connection", "2", "--max-new-tokens", str(LONG),
+        d = self.start_daemon(["--max-streams-per-connection", "2", "--max-tokens-limit", str(LONG),
                                "--max-batch", "8"], name="xlstmd(streams)")
         shared = d.client()
         sessions = [shared.create_session().session_id for _ in range(4)]

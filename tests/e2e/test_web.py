@@ -45,8 +45,8 @@ class WebTest(harness.E2ETestCase):
     def setUpClass(cls):
         cls.daemon = harness.Daemon(
             ["--web-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-             "--max-new-tokens", str(LONG), "--slots", "4", "--max-batch", "2",
-             "--keep-turn-checkpoints", "4", "--web-heartbeat-s", "1"],
+             "--max-tokens-limit", str(LONG), "--slots", "4", "--max-batch", "2",
+             "--keep-turn-checkpoints", "4", "--web-heartbeat", "1s"],
             name="xlstmd(web)").start()
         cls.addr = cls.daemon.web_address
         cls.client = cls.daemon.client()
@@ -427,7 +427,7 @@ class WebLimitsTest(harness.E2ETestCase):
 
     def web_daemon(self, *extra, name="xlstmd(web)"):
         return self.start_daemon(["--web-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-                                  "--max-new-tokens", str(LONG), *extra], name=name)
+                                  "--max-tokens-limit", str(LONG), *extra], name=name)
 
     def long_stream(self, d, headers=None):
         s = web.SseStream(d.web_address, "POST", "/v1/chat/completions",
@@ -462,7 +462,7 @@ class WebLimitsTest(harness.E2ETestCase):
         with open(keys, "w") as f:
             f.write("alice key-alice-1234567890\nbob key-bob-1234567890\n")
         os.chmod(keys, 0o600)
-        d = self.web_daemon("--api-keys", keys)
+        d = self.web_daemon("--api-keys-file", keys)
         a = {"Authorization": "Bearer key-alice-1234567890"}
         b = {"Authorization": "Bearer key-bob-1234567890"}
         r = web.request(d.web_address, "GET", "/v1/models")
@@ -515,7 +515,7 @@ class WebLimitsTest(harness.E2ETestCase):
         self.assertEqual(r.headers["x-should-retry"], "false")
 
     def test_sigterm_mid_stream_ends_with_an_error_not_a_hang(self):
-        d = self.web_daemon("--grace-period-s", "1")
+        d = self.web_daemon("--grace-period", "1s")
         s, it = self.long_stream(d)
         d.send_signal(signal.SIGTERM)
         t0 = time.monotonic()

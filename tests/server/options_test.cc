@@ -127,30 +127,30 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
                                "9",
                                "--max-prompt-tokens",
                                "100",
-                               "--max-new-tokens",
+                               "--max-tokens-limit",
                                "50",
                                "--default-max-tokens",
                                "20",
                                "--max-sessions",
                                "7",
-                               "--idle-ttl-s",
-                               "60",
-                               "--max-turn-s",
-                               "5",
-                               "--stalled-stream-s",
-                               "12",
-                               "--grace-period-s",
-                               "2",
-                               "--api-keys",
+                               "--idle-ttl",
+                               "1m",
+                               "--max-turn-time",
+                               "5s",
+                               "--stalled-stream-timeout",
+                               "12s",
+                               "--grace-period",
+                               "2s",
+                               "--api-keys-file",
                                "/keys",
                                "--max-streams-per-connection",
                                "7",
                                "--grpc-memory-mb",
                                "64",
-                               "--max-connection-idle-s",
-                               "30",
-                               "--max-connection-age-s",
-                               "3600",
+                               "--max-connection-idle",
+                               "30s",
+                               "--max-connection-age",
+                               "1h",
                                "--max-message-bytes",
                                "65536",
                                "--stream-buffer",
@@ -202,7 +202,7 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
 TEST(ServerOptionsTest, StateTierFlagsMapIntoEngineOptions) {
   const ParseResult r = Parse({"--state-dir", "/var/lib/xlstmd", "--durability", "sync",
                                "--host-state-bytes", "1048576", "--disk-state-bytes", "1073741824",
-                               "--io-threads", "5", "--flush-timeout-s", "7",
+                               "--io-threads", "5", "--flush-timeout", "7s",
                                "--keep-turn-checkpoints", "4"});
   ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
   const ServerOptions& o = r.options;
@@ -266,7 +266,7 @@ TEST(ServerOptionsTest, EnvironmentTwinsApplyWhenNoFlagIsGiven) {
                                    {"XLSTMD_WEIGHT_DTYPE", "q4"},
                                    {"XLSTMD_LM_HEAD_DTYPE", "int8"},
                                    {"XLSTMD_MAX_PROMPT_TOKENS", "77"},
-                                   {"XLSTMD_GRACE_PERIOD_S", "0"}});
+                                   {"XLSTMD_GRACE_PERIOD", "0"}});
   ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
   EXPECT_EQ(r.options.slots, 12);
   EXPECT_EQ(r.options.model_dir, "/env/model");
@@ -332,7 +332,7 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"--no-such-flag"},
       {"--slots"},
       {"positional"},
-      {"--default-max-tokens", "100", "--max-new-tokens", "10"},
+      {"--default-max-tokens", "100", "--max-tokens-limit", "10"},
       {"--prefill-piece", "1024", "--prefill-budget", "512"},
       {"--durability", "always"},
       {"--tls-cert", "/c.pem"},
@@ -342,7 +342,13 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"--host-state-bytes", "4G"},  // plain bytes only
       {"--disk-state-bytes", "-5", "--state-dir", "/s"},
       {"--io-threads", "0"},
-      {"--flush-timeout-s", "-1"},
+      {"--flush-timeout", "-1s"},
+      {"--flush-timeout", "1500ms"},  // whole seconds only
+      {"--flush-timeout", "2 s"},
+      {"--flush-timeout", "2d"},
+      {"--idle-ttl-s", "10m"},  // the old name counts bare seconds
+      {"--redis-timeout", "5ms"},  // below its 10ms minimum
+      {"--grace-period-s", "1", "--grace-period", "2s"},
   };
   for (const auto& args : cases) {
     const ParseResult r = Parse(args);
@@ -368,25 +374,28 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "prefill-piece",
                            "queue-depth",
                            "max-prompt-tokens",
-                           "max-new-tokens",
-                           "stalled-stream-s",
+                           "max-tokens-limit",
+                           "stalled-stream-timeout",
                            "default-max-tokens",
                            "max-sessions",
-                           "idle-ttl-s",
-                           "grace-period-s",
-                           "api-keys",
+                           "idle-ttl",
+                           "max-turn-time",
+                           "grace-period",
+                           "api-keys-file",
                            "max-message-bytes",
                            "max-streams-per-connection",
                            "grpc-memory-mb",
-                           "max-connection-idle-s",
-                           "max-connection-age-s",
+                           "max-connection-idle",
+                           "max-connection-age",
+                           "web-heartbeat",
+                           "redis-timeout",
                            "stream-buffer",
                            "state-dir",
                            "durability",
                            "host-state-bytes",
                            "disk-state-bytes",
                            "io-threads",
-                           "flush-timeout-s",
+                           "flush-timeout",
                            "log-level",
                            "log-format",
                            "log-prompts",
@@ -398,6 +407,79 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
   }
   EXPECT_THAT(r.out, HasSubstr("default 0.0.0.0:50051"));
   EXPECT_THAT(r.out, HasSubstr("--listen HOST:PORT"));
+  // Durations show their unit; old names stay out of the usage.
+  EXPECT_THAT(r.out, HasSubstr("--max-turn-time DURATION"));
+  EXPECT_THAT(r.out, HasSubstr("(default 10m; env XLSTMD_MAX_TURN_TIME)"));
+  EXPECT_THAT(r.out, HasSubstr("(default 2s; env XLSTMD_REDIS_TIMEOUT)"));
+  for (const char* old : {"--idle-ttl-s", "--max-new-tokens", "--api-keys ", "--redis-timeout-ms",
+                          "--grace-period-s", "--max-turn-s"}) {
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr(old))) << old;
+  }
+}
+
+TEST(ServerOptionsTest, DurationsTakeUnits) {
+  const ParseResult r = Parse({"--idle-ttl", "1h30m", "--max-turn-time", "90s", "--redis-timeout",
+                               "1.5s", "--grace-period", "0", "--flush-timeout", "2m"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.idle_ttl_s, 5400);
+  EXPECT_EQ(r.options.max_turn_s, 90);
+  EXPECT_EQ(r.options.redis_timeout_ms, 1500);
+  EXPECT_EQ(r.options.grace_period_s, 0);
+  EXPECT_EQ(r.options.flush_timeout_s, 120);
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(ServerOptionsTest, BareNumberDurationIsSecondsWithAWarning) {
+  const ParseResult r = Parse({"--max-turn-time", "45"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.max_turn_s, 45);
+  EXPECT_THAT(r.err, HasSubstr("xlstmd: warning: --max-turn-time: a bare number (45) is read as "
+                               "seconds"));
+  EXPECT_THAT(r.err, HasSubstr("write 45s"));
+}
+
+TEST(ServerOptionsTest, OldFlagNamesStillWorkForOneReleaseWithAWarning) {
+  const ParseResult r =
+      Parse({"--idle-ttl-s", "60", "--max-turn-s", "5", "--stalled-stream-s", "12",
+             "--grace-period-s", "2", "--flush-timeout-s", "7", "--redis-timeout-ms", "300",
+             "--web-heartbeat-s", "3", "--max-connection-idle-s", "30", "--max-connection-age-s",
+             "40", "--api-keys", "/keys", "--max-new-tokens", "999"});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  const ServerOptions& o = r.options;
+  EXPECT_EQ(o.idle_ttl_s, 60);
+  EXPECT_EQ(o.max_turn_s, 5);
+  EXPECT_EQ(o.stalled_stream_s, 12);
+  EXPECT_EQ(o.grace_period_s, 2);
+  EXPECT_EQ(o.flush_timeout_s, 7);
+  EXPECT_EQ(o.redis_timeout_ms, 300);
+  EXPECT_EQ(o.web_heartbeat_s, 3);
+  EXPECT_EQ(o.max_connection_idle_s, 30);
+  EXPECT_EQ(o.max_connection_age_s, 40);
+  EXPECT_EQ(o.api_keys_file, "/keys");
+  EXPECT_EQ(o.max_new_tokens, 999);
+  EXPECT_THAT(r.err, HasSubstr("xlstmd: warning: --idle-ttl-s is renamed --idle-ttl; the old name "
+                               "will be removed in the next release"));
+  EXPECT_THAT(r.err, HasSubstr("--api-keys is renamed --api-keys-file"));
+  EXPECT_THAT(r.err, HasSubstr("--max-new-tokens is renamed --max-tokens-limit"));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 11) << r.err;
+}
+
+TEST(ServerOptionsTest, OldEnvironmentNamesStillWorkButTheNewOneWins) {
+  ParseResult r = Parse({}, {{"XLSTMD_IDLE_TTL_S", "60"}, {"XLSTMD_API_KEYS", "/k"}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.idle_ttl_s, 60);
+  EXPECT_EQ(r.options.api_keys_file, "/k");
+  EXPECT_THAT(r.err, HasSubstr("environment variable XLSTMD_IDLE_TTL_S is renamed "
+                               "XLSTMD_IDLE_TTL"));
+
+  r = Parse({}, {{"XLSTMD_IDLE_TTL_S", "60"}, {"XLSTMD_IDLE_TTL", "2m"}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.idle_ttl_s, 120);
+  EXPECT_EQ(r.err, "") << "a shadowed old variable is not read";
+
+  r = Parse({"--idle-ttl", "5s"}, {{"XLSTMD_IDLE_TTL_S", "junk"}});
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_EQ(r.options.idle_ttl_s, 5);
 }
 
 TEST(ParseHostPortTest, AcceptsHostsAndBracketedIpv6) {
@@ -492,6 +574,59 @@ TEST(FlagSetTest, IntListAlsoTakesTheJsonArrayTokenizePrints) {
     EXPECT_EQ(flags.Parse(3, argv), base::ParseOutcome::kError) << value;
     EXPECT_THAT(::testing::internal::GetCapturedStderr(), HasSubstr("is not an integer")) << value;
   }
+}
+
+TEST(FlagSetTest, DurationsParseAndPrintWithUnits) {
+  const std::vector<std::pair<std::string, double>> good = {
+      {"0", 0},         {"250ms", 250},     {"30s", 30000},  {"1.5s", 1500},
+      {"10m", 600000},  {"2h", 7200000},    {"1h30m", 5.4e6}, {"0s", 0},
+      {"1m0.5s", 60500}};
+  for (const auto& [text, ms] : good) {
+    double got = -1;
+    EXPECT_TRUE(base::ParseDurationMs(text, &got)) << text;
+    EXPECT_EQ(got, ms) << text;
+  }
+  for (const std::string bad : {"", "s", "5", "-5s", "5 s", "5sec", "5d", "1e3s", "inf", "nan",
+                                "5us", "s5", "1.2.3s"}) {
+    double got = -1;
+    bool bare = false;
+    EXPECT_FALSE(base::ParseDurationMs(bad, &got, &bare)) << bad;
+    EXPECT_EQ(bare, bad == "5") << bad;
+  }
+  EXPECT_EQ(base::FormatDurationMs(0), "0");
+  EXPECT_EQ(base::FormatDurationMs(1500), "1500ms");
+  EXPECT_EQ(base::FormatDurationMs(30000), "30s");
+  EXPECT_EQ(base::FormatDurationMs(600000), "10m");
+  EXPECT_EQ(base::FormatDurationMs(7200000), "2h");
+  EXPECT_EQ(base::FormatDurationMs(90000), "90s");
+}
+
+TEST(FlagSetTest, ToolDurationSecondsAndRenamedFlags) {
+  double timeout = 600, duration = 0;
+  std::vector<int64_t> ids;
+  base::FlagSet flags("loadgen", "summary");
+  flags.DurationSeconds("timeout", &timeout, 0, 1e6, "per turn");
+  flags.DurationSeconds("duration", &duration, 0, 1e7, "run time");
+  flags.Renamed("duration-s", "duration", "s");
+  flags.IntList("tokens", &ids, 0, 1000, "ids");
+  flags.Renamed("ids", "tokens");
+  EXPECT_THAT(flags.Usage(), HasSubstr("--timeout DURATION"));
+  EXPECT_THAT(flags.Usage(), HasSubstr("(default 10m)"));
+  EXPECT_THAT(flags.Usage(), ::testing::Not(HasSubstr("duration-s")));
+  EXPECT_THAT(flags.Usage(), ::testing::Not(HasSubstr("--ids")));
+  std::vector<std::string> args = {"loadgen", "--timeout", "250ms", "--duration-s",
+                                   "1.5", "--ids", "[1,2]"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(flags.Parse(static_cast<int>(argv.size()), argv.data()), base::ParseOutcome::kOk);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_DOUBLE_EQ(timeout, 0.25);
+  EXPECT_DOUBLE_EQ(duration, 1.5);
+  EXPECT_EQ(ids, (std::vector<int64_t>{1, 2}));
+  EXPECT_TRUE(flags.WasSet("duration"));
+  EXPECT_THAT(err, HasSubstr("xlstm loadgen: warning: --duration-s is renamed --duration"));
+  EXPECT_THAT(err, HasSubstr("xlstm loadgen: warning: --ids is renamed --tokens"));
 }
 
 TEST(ServerOptionsTest, WebFlags) {

@@ -29,7 +29,8 @@ TEST(TokenizeCliTest, TextAndDetokenizeRoundTrip) {
   EXPECT_EQ(enc.exit_code, 0) << enc.err;
   EXPECT_EQ(enc.out, "[12092,1533,2,733,434]\n");
   const ToolResult dec =
-      RunTool({"detokenize", "--tokenizer", NeoxTokenizerPath(), "--ids", "12092,1533,2,733,434"});
+      RunTool({"detokenize", "--tokenizer", NeoxTokenizerPath(), "--tokens",
+               "12092,1533,2,733,434"});
   EXPECT_EQ(dec.exit_code, 0) << dec.err;
   EXPECT_EQ(dec.out, "Hello world! It's\n");
 }
@@ -49,8 +50,8 @@ TEST(TokenizeCliTest, FlagErrorsExit2) {
       {"tokenize", "--tokenizer", NeoxTokenizerPath()},  // no input
       {"tokenize", "--tokenizer", NeoxTokenizerPath(), "--text", "a", "--jsonl", "x"},
       {"tokenize", "--text", "a"},  // no tokenizer
-      {"detokenize", "--tokenizer", NeoxTokenizerPath(), "--ids", "1,x"},
-      {"detokenize", "--tokenizer", NeoxTokenizerPath(), "--ids", "50277"},  // out of vocab
+      {"detokenize", "--tokenizer", NeoxTokenizerPath(), "--tokens", "1,x"},
+      {"detokenize", "--tokenizer", NeoxTokenizerPath(), "--tokens", "50277"},  // out of vocab
   };
   for (const auto& args : cases) {
     const ToolResult r = RunTool(args);

@@ -67,7 +67,7 @@ TEST(XlstmCliTest, FlagValidationErrorsPrintOneLineAndExit2) {
   const std::string model = GoldenModelDir();
   const std::vector<std::string> mk = {
       "mkmodel", "--family", "xlstm", "--embedding-dim", "64",  "--num-blocks", "2", "--num-heads",
-      "2",       "--vocab",  "97",    "--dtype",         "f32", "--seed",       "1"};
+      "2",       "--vocab",  "97",    "--weight-dtype", "f32", "--seed",       "1"};
   auto with = [](std::vector<std::string> base, std::vector<std::string> extra) {
     base.insert(base.end(), extra.begin(), extra.end());
     return base;
@@ -86,7 +86,7 @@ TEST(XlstmCliTest, FlagValidationErrorsPrintOneLineAndExit2) {
       {{"score", "--model", model, "--tokens", "1,2", "--split-at", "2", "--out", "x"},
        "--split-at"},
       {{"bench", "--model", model, "--threads", "-1"}, "out of range"},
-      {{"bench", "--model", model, "--seconds", "nan"}, "not a number"},
+      {{"bench", "--model", model, "--min-time", "nan"}, "not a duration"},
       {{"bench", "positional"}, "unexpected argument"},
       {{"bench"}, "exactly one of --model DIR and --synthetic"},
       {{"bench", "--model", model, "--synthetic", "tiny"}, "exactly one of"},
@@ -94,7 +94,7 @@ TEST(XlstmCliTest, FlagValidationErrorsPrintOneLineAndExit2) {
       {{"bench-state", "--repeat", "0"}, "out of range"},
       {with(mk, {"--out", "/tmp/unused", "--embedding-dim", "0"}), "out of range"},
       {with(mk, {"--out", "/tmp/unused", "--num-heads", "3"}), "does not divide"},
-      {with(mk, {"--out", "/tmp/unused", "--dtype", "f16"}), "not one of"},
+      {with(mk, {"--out", "/tmp/unused", "--weight-dtype", "f16"}), "not one of"},
       {with(mk, {}), "missing required flag --out"},
   };
   for (const FlagErrorCase& c : cases) {
@@ -114,7 +114,7 @@ TEST(XlstmCliTest, RuntimeFailureIsOneLineExit1) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"score", "--model", missing, "--tokens", "1", "--out", (tmp.path() / "o").string()},
            {"generate", "--model", missing, "--tokens", "1", "--max-tokens", "2"},
-           {"bench", "--model", missing, "--seconds", "0.01"},
+           {"bench", "--model", missing, "--min-time", "0.01s"},
            {"bench", "--synthetic", "9b", "--synthetic-dir", missing}}) {
     SCOPED_TRACE(args[0]);
     const ToolResult r = RunTool(args);
@@ -131,7 +131,7 @@ TEST(XlstmCliTest, BenchSyntheticModelAndCudaWithoutADevice) {
   ToolTempDir tmp;
   const std::string dir = (tmp.path() / "synthetic").string();
   const ToolResult r = RunTool({"bench", "--synthetic", "tiny", "--synthetic-dir", dir,
-                                "--batch", "2", "--prompt-len", "40", "--seconds", "0.05",
+                                "--batch", "2", "--prompt-len", "40", "--min-time", "0.05s",
                                 "--dram-mib", "64"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("\"model\":\"synthetic:tiny\""));
@@ -139,7 +139,7 @@ TEST(XlstmCliTest, BenchSyntheticModelAndCudaWithoutADevice) {
   EXPECT_THAT(r.out, HasSubstr("\"phase\":\"prefill\""));
   EXPECT_FALSE(std::filesystem::exists(dir));
   const ToolResult gpu = RunTool({"bench", "--synthetic", "tiny", "--synthetic-dir", dir,
-                                  "--backend", "cuda", "--seconds", "0.05"});
+                                  "--backend", "cuda", "--min-time", "0.05s"});
   if (gpu.exit_code == 0) GTEST_SKIP() << "a CUDA device is usable here";
   EXPECT_EQ(gpu.exit_code, 1);
   EXPECT_EQ(gpu.ErrLines(), 1) << gpu.err;

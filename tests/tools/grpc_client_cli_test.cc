@@ -273,7 +273,7 @@ class Daemon {
     std::vector<std::string> args = {
         DaemonPath(), "--model",          GoldenDir("xlstm-large-a1").string(),
         "--listen",   "127.0.0.1:0",      "--threads",
-        "1",          "--grace-period-s", "5"};
+        "1",          "--grace-period", "5s"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
@@ -404,7 +404,7 @@ TEST_F(DaemonClientTest, ChatErrorsAreOneLineWithTheCode) {
   EXPECT_EQ(unknown.ErrLines(), 1) << unknown.err;
   EXPECT_THAT(unknown.err, StartsWith("xlstm chat: error: NOT_FOUND: "));
 
-  // A turn the server rejects (max_tokens above its --max-new-tokens): the session line, then
+  // A turn the server rejects (max_tokens above its --max-tokens-limit): the session line, then
   // the error line.
   const ToolResult too_many =
       RunTool({"chat", "--server", Addr(), "--message", "hi", "--max-tokens", "2000000000"});
@@ -617,7 +617,7 @@ TEST(DaemonAuthTest, ChatSendsTheApiKeyFromFlagOrEnvironment) {
   const std::filesystem::path keys = tmp.path() / "keys";
   std::ofstream(keys) << "alice key-alice-123\n";
   ::chmod(keys.c_str(), 0600);
-  Daemon daemon({"--api-keys", keys.string()});
+  Daemon daemon({"--api-keys-file", keys.string()});
   ASSERT_EQ(daemon.error(), "");
   const std::vector<std::string> base = {
       "chat", "--server", daemon.address(), "--message", "hi", "--max-tokens", "2"};

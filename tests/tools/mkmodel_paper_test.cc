@@ -433,7 +433,7 @@ TEST(MkmodelPaperCliTest, FlagsWriteTheSpecsModel) {
                            "vanilla",
                            "--context-length",
                            "512",
-                           "--dtype",
+                           "--weight-dtype",
                            "bf16",
                            "--threads",
                            "2"});

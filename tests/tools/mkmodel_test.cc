@@ -31,7 +31,7 @@ std::vector<std::string> TinyArgs(const fs::path& out, const std::string& seed) 
           "2",
           "--vocab",
           "97",
-          "--dtype",
+          "--weight-dtype",
           "f32",
           "--seed",
           seed,

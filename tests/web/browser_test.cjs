@@ -104,7 +104,7 @@ test('the reply streams, equals gRPC, and a reload resumes the session', async (
 });
 
 test('Stop leaves the version unchanged; markup stays text', async () => {
-  const d = await new Daemon(['--max-new-tokens', '100000'], model).start();
+  const d = await new Daemon(['--max-tokens-limit', '100000'], model).start();
   try {
     const { page, problems } = await openPage(d.web);
     let dialogs = 0;
@@ -153,7 +153,7 @@ test('the API-key flow', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstmd-web-keys-'));
   const keys = path.join(dir, 'keys');
   fs.writeFileSync(keys, 'alice key-alice-1234567890\n', { mode: 0o600 });
-  const d = await new Daemon(['--api-keys', keys], model).start();
+  const d = await new Daemon(['--api-keys-file', keys], model).start();
   try {
     const context = await browser.newContext();
     const page = await context.newPage();

@@ -14,7 +14,7 @@ let d;
 let client;
 
 test.before(async () => {
-  d = await new Daemon(['--keep-turn-checkpoints', '4', '--max-new-tokens', '100000']).start();
+  d = await new Daemon(['--keep-turn-checkpoints', '4', '--max-tokens-limit', '100000']).start();
   client = new OpenAI({ baseURL: d.web + '/v1', apiKey: 'unused', maxRetries: 0 });
 });
 
@@ -147,7 +147,7 @@ test('API keys: 401 is an AuthenticationError', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlstmd-web-keys-'));
   const keys = path.join(dir, 'keys');
   fs.writeFileSync(keys, 'alice key-alice-1234567890\n', { mode: 0o600 });
-  const k = await new Daemon(['--api-keys', keys]).start();
+  const k = await new Daemon(['--api-keys-file', keys]).start();
   try {
     const bad = new OpenAI({ baseURL: k.web + '/v1', apiKey: 'wrong', maxRetries: 0 });
     await assert.rejects(bad.models.list(), (e) => e instanceof OpenAI.AuthenticationError);
@@ -160,7 +160,7 @@ test('API keys: 401 is an AuthenticationError', async () => {
 });
 
 test('SIGTERM mid-stream ends the stream with an error, not a hang', async () => {
-  const t = await new Daemon(['--grace-period-s', '1', '--max-new-tokens', '1000000']).start();
+  const t = await new Daemon(['--grace-period', '1s', '--max-tokens-limit', '1000000']).start();
   const c = new OpenAI({ baseURL: t.web + '/v1', apiKey: 'unused', maxRetries: 0 });
   const stream = await c.chat.completions.create(
     { model: t.modelName, messages: [{ role: 'user', content: 'Go on' }], max_tokens: 1000000, stream: true });
