@@ -161,7 +161,7 @@ class TlsTest(harness.E2ETestCase):
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         no_tls = subprocess.run([harness.CONFIG.xlstm, "chat", "--server", d.address,
-                                 "--message", "Hi", "--connect-timeout", "3"],
+                                 "--message", "Hi", "--connect-timeout", "3s"],
                                 capture_output=True, text=True, timeout=60)
         self.assertEqual(no_tls.returncode, 1)
         self.assertIn("UNAVAILABLE", no_tls.stderr)

@@ -209,7 +209,7 @@ TEST(GrpcClientCliTest, ServerWithoutPortIsExplained) {
   }
   // Targets with a port or a scheme pass the check (and then fail to connect).
   for (const std::string target : {"127.0.0.1:1", "[::1]:1", "unix:/nonexistent/sock"}) {
-    const ToolResult r = RunTool({"info", "--server", target, "--connect-timeout", "1"});
+    const ToolResult r = RunTool({"info", "--server", target, "--connect-timeout", "1s"});
     EXPECT_EQ(r.exit_code, 1) << target;
     EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE")) << target << ": " << r.err;
   }
@@ -240,9 +240,9 @@ TEST(GrpcClientCliTest, SilentPeerHitsTheConnectDeadline) {
   // The kernel accepts the TCP connection, but no HTTP/2 server ever answers.
   LoopbackSocket sock(/*listen=*/true);
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"chat", "--server", sock.Address(), "--message", "hi", "--connect-timeout", "1"},
+           {"chat", "--server", sock.Address(), "--message", "hi", "--connect-timeout", "1s"},
            {"loadgen", "--server", sock.Address(), "--sessions", "1", "--turns", "1",
-            "--prompt-tokens", "2", "--max-tokens", "2", "--connect-timeout", "1"}}) {
+            "--prompt-tokens", "2", "--max-tokens", "2", "--connect-timeout", "1s"}}) {
     SCOPED_TRACE(args[0]);
     const Clock::time_point start = Clock::now();
     const ToolResult r = RunTool(args);
