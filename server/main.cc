@@ -20,7 +20,6 @@
 
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "core/model/random_model.h"
 #include "kernels/backend.h"
 #include "kernels/backend_registry.h"
 #include "server/api_keys.h"
@@ -126,7 +125,7 @@ int Main(int argc, char** argv) {
 
   if (signals.count() == 0) {
     const core::XlstmModel& m = model->engine->model();
-    const bool random = core::HasRandomWeights(*model_dir);
+    const bool random = model->random_weights;
     if (random) {
       spdlog::warn("model {} has random weights (written by `xlstm mkmodel`): replies are noise; "
                    "serve a trained model, e.g. the bundled models/demo (no --model)",

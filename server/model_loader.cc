@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "core/model/checkpoint.h"
+#include "core/model/random_model.h"
 #include "core/tokenizer/chat_template.h"
 #include "core/tokenizer/tokenizer.h"
 #include "kernels/backend_registry.h"
@@ -71,6 +72,7 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
   std::filesystem::path abs = std::filesystem::absolute(model_dir).lexically_normal();
   out.model_name =
       abs.has_filename() ? abs.filename().string() : abs.parent_path().filename().string();
+  out.random_weights = core::HasRandomWeights(model_dir);
 
   absl::StatusOr<core::WeightFormat> format =
       core::ResolveWeightFormat(model_dir, options.weight_dtype, options.lm_head_dtype);

@@ -22,6 +22,7 @@ struct LoadedModel {
   std::unique_ptr<core::Engine> engine;
   std::filesystem::path model_dir;  // as resolved (see ResolveModelDir)
   std::string model_name;           // the directory's name, for ModelInfo.model
+  bool random_weights = false;      // config.json says so (xlstm mkmodel): ModelInfo, log
   std::string backend_why;          // one token: why this backend (CreateBackend)
   core::EngineOptions engine_options;  // as resolved for the backend (engine_sizing.h)
   std::string sizing_note;          // how --slots auto was sized ("" when given)

@@ -343,7 +343,8 @@ void Server::Serve(LoadedModel model) {
   info.lm_head_dtype = kernels::DTypeName(m.lm_head_dtype());
   info.backend = m.backend().Name();
   impl_->metrics.SetModelInfo(info, static_cast<int64_t>(m.state_bytes_per_session()));
-  impl_->state.SetEngine(impl_->model->engine.get(), impl_->model->model_name);
+  impl_->state.SetEngine(impl_->model->engine.get(), impl_->model->model_name,
+                         impl_->model->random_weights);
   impl_->SetHealth(true);
 }
 

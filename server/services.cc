@@ -271,6 +271,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModelInfo(grpc::CallbackServerCon
   }
   ToProto(engine->model(), state_->model_name(), response);
   response->set_max_snapshot_bytes(engine->max_snapshot_bytes());
+  response->set_random_weights(state_->random_weights());
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -58,11 +58,13 @@ class ServingState {
   core::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
   // `model_name` is ModelInfo.model. Publishes the engine with release order, so the name
   // written first is visible to every thread that sees the engine.
-  void SetEngine(core::Engine* engine, std::string model_name) {
+  void SetEngine(core::Engine* engine, std::string model_name, bool random_weights) {
     model_name_ = std::move(model_name);
+    random_weights_ = random_weights;
     engine_.store(engine, std::memory_order_release);
   }
   const std::string& model_name() const { return model_name_; }
+  bool random_weights() const { return random_weights_; }
   // Snapshot bytes held by ImportSession / ExportSession calls (--snapshot-bytes-in-flight).
   ByteBudget* snapshot_budget() const { return &snapshot_budget_; }
   // What an import or export is charged against: the shared budget and its tenant's quota.
@@ -77,6 +79,7 @@ class ServingState {
   const Observability obs_;
   std::atomic<bool> draining_{false};
   std::string model_name_;
+  bool random_weights_ = false;
   std::atomic<core::Engine*> engine_{nullptr};
   mutable ByteBudget snapshot_budget_;
   mutable ByteBudget streams_;

@@ -127,6 +127,23 @@ class InterruptWatcher {
   std::string exit_hint_;
 };
 
+// Warns once on stderr when the server says its weights are random (an `xlstm mkmodel` model),
+// so gibberish replies are not mistaken for a broken server. Any failure is ignored: an older
+// server, or a key without access to ModelService, just gets no warning.
+void WarnIfRandomModel(const std::shared_ptr<grpc::Channel>& channel, const ChatArgs& args) {
+  grpc::ClientContext ctx;
+  PrepareContext(&ctx, args.api_key, kUnaryTimeoutS);
+  pb::ModelInfo info;
+  const grpc::Status s =
+      pb::ModelService::NewStub(channel)->GetModelInfo(&ctx, pb::GetModelInfoRequest(), &info);
+  if (!s.ok() || !info.random_weights()) return;
+  std::fprintf(stderr,
+               "xlstm chat: warning: the server's model %s has random weights (written by xlstm "
+               "mkmodel): its replies are noise; serve a trained model (xlstmd without --model "
+               "serves the bundled demo model)\n",
+               info.model().c_str());
+}
+
 class ChatClient {
  public:
   // `interrupts` may be null (no Ctrl-C handling).
@@ -366,6 +383,7 @@ int RunChat(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       ConnectChannel(a.server, a.connect_timeout, 0, a.tls);
   if (!channel.ok()) return ReportRuntimeError(kCommand, channel.status());
+  WarnIfRandomModel(*channel, a);
   ChatClient client(a, *channel, interactive ? &interrupts : nullptr);
   const absl::Status opened = a.session.empty() ? client.CreateSession() : client.Resume(a.session);
   if (!opened.ok()) return ReportRuntimeError(kCommand, opened);

@@ -352,7 +352,8 @@ int RunInfo(int argc, char** argv) {
                                     {"isa", m.isa()},
                                     {"weight_dtype", m.weight_dtype()},
                                     {"weights_digest", m.weights_digest()},
-                                    {"max_snapshot_bytes", m.max_snapshot_bytes()}};
+                                    {"max_snapshot_bytes", m.max_snapshot_bytes()},
+                                    {"random_weights", m.random_weights()}};
   if (a.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {

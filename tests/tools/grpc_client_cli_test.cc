@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/golden.h"
+#include "tests/tools/daemon_runner.h"
 #include "tests/tools/tool_runner.h"
 
 namespace xlstmd::testing {
@@ -37,45 +38,6 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
-using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-std::vector<std::string> LinesStartingWith(const std::string& text, const std::string& prefix) {
-  std::vector<std::string> out;
-  for (const std::string& l : Lines(text)) {
-    if (l.rfind(prefix, 0) == 0) out.push_back(l);
-  }
-  return out;
-}
-
-// The integer after `key=` in `line`, or -1.
-int64_t Field(const std::string& line, const std::string& key) {
-  const size_t at = line.find(" " + key + "=");
-  if (at == std::string::npos) return -1;
-  return std::stoll(line.substr(at + key.size() + 2));
-}
-
-RunToolOptions WithInput(std::string input) {
-  RunToolOptions o;
-  o.input = std::move(input);
-  return o;
-}
-
-RunToolOptions WithEnv(std::vector<std::string> env) {
-  RunToolOptions o;
-  o.env = std::move(env);
-  return o;
-}
 
 // A loopback TCP socket bound to a free port; listening (accepting nothing) when asked.
 class LoopbackSocket {
@@ -257,117 +219,6 @@ TEST(GrpcClientCliTest, SilentPeerHitsTheConnectDeadline) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Against the real daemon.
-
-std::string DaemonPath() { return std::string(XLSTMD_BIN_DIR) + "/xlstmd"; }
-
-// XLSTMD_BIN_DIR/xlstmd on 127.0.0.1:0 with the golden model; stops it (SIGTERM) on destruction.
-class Daemon {
- public:
-  explicit Daemon(std::vector<std::string> extra_args) {
-    if (!std::filesystem::exists(DaemonPath())) {
-      error_ = "no daemon binary at " + DaemonPath() + " (build the xlstmd target)";
-      return;
-    }
-    log_ = dir_.path() / "xlstmd.log";
-    std::vector<std::string> args = {
-        DaemonPath(), "--model",          GoldenDir("xlstm-large-a1").string(),
-        "--listen",   "127.0.0.1:0",      "--threads",
-        "1",          "--grace-period", "5s"};
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    const int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      error_ = "posix_spawn " + DaemonPath() + " failed";
-      pid_ = -1;
-      return;
-    }
-    const Clock::time_point start = Clock::now();
-    while (SecondsSince(start) < 120) {
-      for (const std::string& line : Lines(ReadWholeFile(log_))) {
-        size_t at = line.find("listen=");
-        while (at != std::string::npos && at > 0 && line[at - 1] != ' ') {
-          at = line.find("listen=", at + 1);
-        }
-        if (at == std::string::npos) continue;
-        std::string addr = line.substr(at + 7);
-        addr = addr.substr(0, addr.find_first_of(" \t,\"'"));
-        if (!addr.empty()) {
-          address_ = addr;
-          return;
-        }
-      }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        error_ = "xlstmd exited before serving; its log:\n" + ReadWholeFile(log_);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    error_ = "xlstmd logged no listen= line within 120 s; its log:\n" + ReadWholeFile(log_);
-  }
-
-  ~Daemon() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    const Clock::time_point start = Clock::now();
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (SecondsSince(start) > 20) {
-        ADD_FAILURE() << "xlstmd did not exit within 20 s of SIGTERM";
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-
-  Daemon(const Daemon&) = delete;
-  Daemon& operator=(const Daemon&) = delete;
-
-  // "" once serving, else what went wrong.
-  const std::string& error() const { return error_; }
-  const std::string& address() const { return address_; }
-  std::string Log() const { return ReadWholeFile(log_); }
-  const std::filesystem::path& dir() const { return dir_.path(); }
-
- private:
-  ToolTempDir dir_;
-  std::filesystem::path log_;
-  pid_t pid_ = -1;
-  std::string address_;
-  std::string error_;
-};
-
-class DaemonClientTest : public ::testing::Test {
- protected:
-  // Turn checkpoints: `xlstm sessions rewind` needs them.
-  static void SetUpTestSuite() { daemon_ = new Daemon({"--keep-turn-checkpoints", "4"}); }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-  void SetUp() override { ASSERT_EQ(daemon_->error(), ""); }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << "xlstmd log:\n" << daemon_->Log();
-  }
-  static const std::string& Addr() { return daemon_->address(); }
-
-  static Daemon* daemon_;
-};
-
-Daemon* DaemonClientTest::daemon_ = nullptr;
-
 TEST_F(DaemonClientTest, ChatMessageRunsOneTurnAndResumes) {
   const ToolResult first = RunTool(
       {"chat", "--server", Addr(), "--message", "hi", "--max-tokens", "4", "--stats", "--keep"});
@@ -419,113 +270,6 @@ TEST_F(DaemonClientTest, ChatErrorsAreOneLineWithTheCode) {
 }
 
 // The session id from a run's `session: ID` line ("" when there is none).
-std::string SessionOf(const ToolResult& r) {
-  const std::vector<std::string> lines = LinesStartingWith(r.err, "session: ");
-  return lines.empty() ? std::string() : lines.back().substr(9);
-}
-
-TEST_F(DaemonClientTest, ChatMessageDeletesItsSessionUnlessKept) {
-  const ToolResult once =
-      RunTool({"chat", "--server", Addr(), "--message", "hi", "--max-tokens", "2"});
-  ASSERT_EQ(once.exit_code, 0) << once.err;
-  ASSERT_NE(SessionOf(once), "");
-  EXPECT_THAT(once.err, Not(HasSubstr("resume with")));
-  const ToolResult gone =
-      RunTool({"sessions", "get", "--server", Addr(), "--session", SessionOf(once)});
-  EXPECT_EQ(gone.exit_code, 1) << gone.out;
-  EXPECT_THAT(gone.err, StartsWith("xlstm sessions get: error: NOT_FOUND: "));
-
-  // A turn refused for its parameters leaves nothing behind either.
-  const ToolResult refused =
-      RunTool({"chat", "--server", Addr(), "--message", "hi", "--max-tokens", "2000000000"});
-  EXPECT_EQ(refused.exit_code, 1);
-  ASSERT_NE(SessionOf(refused), "");
-  EXPECT_EQ(
-      RunTool({"sessions", "get", "--server", Addr(), "--session", SessionOf(refused)}).exit_code,
-      1);
-}
-
-TEST_F(DaemonClientTest, SessionsCommandsManageSessions) {
-  const ToolResult kept =
-      RunTool({"chat", "--server", Addr(), "--message", "hi", "--max-tokens", "3", "--keep"});
-  ASSERT_EQ(kept.exit_code, 0) << kept.err;
-  const std::string id = SessionOf(kept);
-  auto json_of = [](const ToolResult& r) {
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
-  };
-  auto sessions = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), {"sessions"});
-    args.insert(args.begin() + 2, {"--server", Addr()});
-    return RunTool(args);
-  };
-
-  const nlohmann::json list = json_of(sessions({"list", "--json"}));
-  ASSERT_TRUE(list.is_array()) << list;
-  bool listed = false;
-  for (const auto& s : list) listed |= s.at("session_id") == id && s.at("version") == 1;
-  EXPECT_TRUE(listed) << list;
-  EXPECT_THAT(sessions({"list"}).out, HasSubstr(id + " version=1 tokens="));
-
-  const nlohmann::json got = json_of(sessions({"get", "--session", id, "--json"}));
-  EXPECT_EQ(got.value("version", -1), 1);
-  EXPECT_EQ(got.value("turn_running", true), false);
-
-  const nlohmann::json fork = json_of(sessions({"fork", "--session", id, "--json"}));
-  const std::string fork_id = fork.value("session_id", "");
-  EXPECT_NE(fork_id, "");
-  EXPECT_NE(fork_id, id);
-  EXPECT_EQ(fork.value("version", -1), 1);
-
-  const nlohmann::json rewound =
-      json_of(sessions({"rewind", "--session", id, "--version", "0", "--json"}));
-  EXPECT_EQ(rewound.value("version", -1), 0);
-  EXPECT_EQ(rewound.value("turn_running", true), false) << "the reply describes the idle session";
-
-  const std::filesystem::path snap = daemon_->dir() / "fork.snapshot";
-  const ToolResult exported = sessions({"export", "--session", fork_id, "--out", snap.string()});
-  ASSERT_EQ(exported.exit_code, 0) << exported.err;
-  EXPECT_GT(std::filesystem::file_size(snap), 0u);
-  EXPECT_FALSE(std::filesystem::exists(snap.string() + ".partial"));
-
-  const ToolResult deleted = sessions({"delete", "--session", fork_id});
-  EXPECT_EQ(deleted.exit_code, 0) << deleted.err;
-  EXPECT_EQ(deleted.out, "deleted " + fork_id + "\n");
-  EXPECT_EQ(sessions({"get", "--session", fork_id}).exit_code, 1);
-
-  const nlohmann::json imported = json_of(sessions({"import", "--in", snap.string(), "--json"}));
-  EXPECT_EQ(imported.value("version", -1), 1);
-  EXPECT_NE(imported.value("session_id", fork_id), fork_id);
-
-  const ToolResult info_run = RunTool({"info", "--server", Addr(), "--json"});
-  const nlohmann::json info = json_of(info_run);
-  EXPECT_EQ(info.value("family", ""), "xlstm");
-  EXPECT_EQ(info.value("model", ""), "xlstm-large-a1");
-  EXPECT_GT(info.value("state_bytes_per_session", 0), 0);
-  EXPECT_THAT(RunTool({"info", "--server", Addr()}).out, HasSubstr("vocab_size"));
-}
-
-TEST_F(DaemonClientTest, SessionsCommandErrors) {
-  EXPECT_EQ(RunTool({"sessions"}).exit_code, 2);
-  const ToolResult help = RunTool({"sessions", "--help"});
-  EXPECT_EQ(help.exit_code, 0);
-  EXPECT_THAT(help.out, AllOf(HasSubstr("list"), HasSubstr("rewind"), HasSubstr("import")));
-  const ToolResult bogus = RunTool({"sessions", "bogus"});
-  EXPECT_EQ(bogus.exit_code, 2);
-  EXPECT_THAT(bogus.err, HasSubstr("unknown verb 'bogus'"));
-  const ToolResult no_id = RunTool({"sessions", "get", "--server", Addr()});
-  EXPECT_EQ(no_id.exit_code, 2);
-  EXPECT_THAT(no_id.err, HasSubstr("missing required flag --session"));
-  const ToolResult no_dir = RunTool({"sessions", "export", "--server", Addr(), "--session",
-                                     "AAAAAAAAAAAAAAAAAAAAAA", "--out", "/nonexistent/dir/x"});
-  EXPECT_EQ(no_dir.exit_code, 1);
-  EXPECT_THAT(no_dir.err, HasSubstr("/nonexistent/dir/x"));
-  const ToolResult no_file =
-      RunTool({"sessions", "import", "--server", Addr(), "--in", "/nonexistent/snap"});
-  EXPECT_EQ(no_file.exit_code, 1);
-  EXPECT_THAT(no_file.err, HasSubstr("--in /nonexistent/snap: cannot read it"));
-}
-
 TEST_F(DaemonClientTest, ChatInteractiveCommands) {
   const ToolResult r = RunTool({"chat", "--server", Addr(), "--max-tokens", "3", "--stats"},
                                WithInput("hello\n/fork\nsecond\n/bogus\n\n/new\nthird\n"));
