@@ -1,9 +1,12 @@
 #include "server/model_loader.h"
 
+#include <chrono>
+#include <filesystem>
 #include <system_error>
 #include <utility>
 
 #include "core/model/weight_format.h"
+#include "core/base/progress_bar.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
@@ -13,6 +16,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "kernels/backend_registry.h"
 #include "server/engine_sizing.h"
+#include "spdlog/spdlog.h"
 
 namespace xlstmd::server {
 namespace {
@@ -85,9 +89,29 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
   if (!backend.ok()) return Annotate(backend.status(), "backend");
   out.backend = *std::move(backend);
 
-  const core::LoadOptions lo = format->ToLoadOptions(static_cast<int>(options.threads));
+  core::LoadOptions lo = format->ToLoadOptions(static_cast<int>(options.threads));
+  // One log line per finished shard (a 7B checkpoint takes a while, and a stuck shard is then
+  // visible), and a progress bar when stderr is a terminal showing text logs.
+  base::ProgressBar bar("loading weights", base::ProgressBar::Units::kBytes, stderr,
+                        options.log_format == "text");
+  const auto load_start = std::chrono::steady_clock::now();
+  lo.progress = [&bar, load_start](const core::LoadProgress& p) {
+    if (p.file_done) {
+      bar.Clear();
+      const double s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+      spdlog::info("loaded shard {}/{} {} ({:.1f} MB) at {:.1f} s ({:.0f}% of the weights)",
+                   p.files_done, p.files_total,
+                   std::filesystem::path(p.file).filename().string(),
+                   static_cast<double>(p.file_bytes) / 1e6, s,
+                   p.bytes_total == 0 ? 100.0 : 100.0 * static_cast<double>(p.bytes_done) /
+                                                    static_cast<double>(p.bytes_total));
+    }
+    bar.Update(p.bytes_done, p.bytes_total);
+  };
   absl::StatusOr<std::unique_ptr<core::XlstmModel>> model =
       core::XlstmModel::Load(model_dir, out.backend.get(), lo);
+  bar.Clear();
   if (!model.ok()) return Annotate(model.status(), absl::StrCat("model ", model_dir.string()));
 
   absl::StatusOr<std::unique_ptr<core::Tokenizer>> tokenizer =

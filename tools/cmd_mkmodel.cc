@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/base/flags.h"
+#include "core/base/progress_bar.h"
 #include "core/model/random_model.h"
 #include "core/model/random_model_paper.h"
 #include "tools/commands.h"
@@ -173,8 +174,11 @@ int RunMkmodel(int argc, char** argv) {
     }
   }
   absl::Status status;
+  base::ProgressBar bar("writing weights");  // on a terminal only
+  auto progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
   if (paper) {
     core::PaperModelSpec spec = PaperSpec(a, flags);
+    spec.progress = progress;
     std::string error;
     if (!ParseSlstmAt(a.slstm_at, a.num_blocks, &spec.slstm_at, &error)) {
       flags.PrintError(error);
@@ -190,13 +194,15 @@ int RunMkmodel(int argc, char** argv) {
       flags.PrintError("missing required flag --num-heads (for --family xlstm)");
       return kExitUsage;
     }
-    const core::RandomModelSpec spec = LargeSpec(a);
+    core::RandomModelSpec spec = LargeSpec(a);
+    spec.progress = progress;
     if (absl::Status s = core::ValidateRandomModelSpec(spec); !s.ok()) {
       flags.PrintError(std::string(s.message()));
       return kExitUsage;
     }
     status = core::WriteRandomModel(spec, a.out);
   }
+  bar.Clear();
   if (!status.ok()) return ReportRuntimeError("mkmodel", status);
   std::error_code ec;
   uintmax_t bytes = 0;

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/file_io.h"
 #include "core/base/json_file.h"
+#include "core/base/progress_bar.h"
 #include "core/base/status_macros.h"
 #include "core/model/checkpoint.h"
 #include "core/model/config.h"
@@ -78,11 +79,16 @@ absl::Status RunJobs(std::vector<Job>& jobs, int threads) {
   std::atomic<size_t> next{0};
   std::mutex mu;
   absl::Status first;
+  uint64_t total = 0, done = 0;
+  for (const Job& j : jobs) total += j.tensor->bytes;
+  base::ProgressBar bar("quantizing");  // on a terminal only
   auto worker = [&] {
     for (size_t i; (i = next.fetch_add(1)) < jobs.size();) {
       absl::Status s = QuantizeTensor(&jobs[i]);
       std::lock_guard<std::mutex> lock(mu);
       if (!s.ok() && first.ok()) first = s;
+      done += jobs[i].tensor->bytes;
+      bar.Update(done, total);
     }
   };
   std::vector<std::thread> pool;

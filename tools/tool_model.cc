@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/progress_bar.h"
 #include "core/base/status_macros.h"
 #include "kernels/backend_registry.h"
 #include "core/model/checkpoint.h"
@@ -31,8 +32,10 @@ absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlag
   options.weight_dtype = format.float_dtype;
   ToolModel m;
   XLSTMD_ASSIGN_OR_RETURN(m.backend, kernels::CreateBackend(backend, options));
-  XLSTMD_ASSIGN_OR_RETURN(m.model,
-                          core::XlstmModel::Load(dir, m.backend.get(), format.ToLoadOptions(threads)));
+  core::LoadOptions lo = format.ToLoadOptions(threads);
+  base::ProgressBar bar("loading weights");  // on a terminal only
+  lo.progress = [&bar](const core::LoadProgress& p) { bar.Update(p.bytes_done, p.bytes_total); };
+  XLSTMD_ASSIGN_OR_RETURN(m.model, core::XlstmModel::Load(dir, m.backend.get(), lo));
   return m;
 }
 

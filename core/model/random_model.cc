@@ -165,6 +165,7 @@ absl::Status WriteRandomModel(const RandomModelSpec& spec, const std::filesystem
   options.max_shard_bytes = spec.max_shard_bytes;
   options.threads = spec.threads;
   options.overwrite = spec.overwrite;
+  options.progress = spec.progress;
   return random_model_internal::WriteModelDir(PlanTensors(spec), options, ConfigJson(spec),
                                               out_dir);
 }

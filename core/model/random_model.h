@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "kernels/op_params.h"
@@ -39,6 +40,9 @@ struct RandomModelSpec {
   uint64_t max_shard_bytes = uint64_t{2} << 30;
   int threads = 0;         // <= 0: hardware concurrency; never changes the bytes written
   bool overwrite = false;  // replace an existing config.json in out_dir
+  // Bytes of tensor data written so far of the total, after each chunk; may be called from
+  // several threads at once. Unset = no reports.
+  std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
 // INVALID_ARGUMENT naming the field when a dimension is out of range or the derived head

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,6 +71,9 @@ struct WriteOptions {
   uint64_t max_shard_bytes = uint64_t{2} << 30;
   int threads = 0;  // <= 0: hardware concurrency
   bool overwrite = false;
+  // Bytes of tensor data written so far of the total, after each chunk; may be called from
+  // several threads at once. Unset = no reports.
+  std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
 // Creates `dir` if missing, removes a previous model there (ALREADY_EXISTS when

@@ -359,6 +359,7 @@ absl::Status WritePaperRandomModel(const PaperModelSpec& spec,
   options.max_shard_bytes = spec.max_shard_bytes;
   options.threads = spec.threads;
   options.overwrite = spec.overwrite;
+  options.progress = spec.progress;
   return random_model_internal::WriteModelDir(Planner(spec).Plan(), options, ConfigJson(spec),
                                               out_dir);
 }

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,9 @@ struct PaperModelSpec {
   uint64_t max_shard_bytes = uint64_t{2} << 30;
   int threads = 0;  // <= 0: hardware concurrency; never changes the bytes written
   bool overwrite = false;
+  // Bytes of tensor data written so far of the total, after each chunk; may be called from
+  // several threads at once. Unset = no reports.
+  std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
 // INVALID_ARGUMENT naming the spec field when a value is out of range or a derived dimension

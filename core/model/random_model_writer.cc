@@ -183,6 +183,9 @@ absl::Status WriteAllChunks(const std::vector<TensorPlan>& plans,
   }
   const bool bf16 = options.dtype == kernels::DType::kBF16;
   const size_t dsize = bf16 ? 2 : 4;
+  uint64_t total_bytes = 0;
+  for (const TensorPlan& p : plans) total_bytes += static_cast<uint64_t>(p.elements) * dsize;
+  std::atomic<uint64_t> done_bytes{0};
   std::atomic<size_t> next{0};
   std::mutex mu;
   absl::Status first_error;
@@ -202,6 +205,11 @@ absl::Status WriteAllChunks(const std::vector<TensorPlan>& plans,
       const ShardFile& s = shards[p.shard];
       const uint64_t offset = 8 + s.header.size() + p.begin + static_cast<uint64_t>(start) * dsize;
       absl::Status st = PwriteAll(s.fd, src, static_cast<size_t>(n) * dsize, offset, s.tmp_path);
+      if (options.progress) {
+        options.progress(done_bytes.fetch_add(static_cast<uint64_t>(n) * dsize) +
+                             static_cast<uint64_t>(n) * dsize,
+                         total_bytes);
+      }
       if (!st.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         if (first_error.ok()) first_error = st;

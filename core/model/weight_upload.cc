@@ -153,7 +153,42 @@ absl::Status WeightUploader::RunMatrix(const MatrixJob& job) {
   return absl::OkStatus();
 }
 
+void WeightUploader::Progress(const std::vector<TensorSlice>& parts) {
+  if (!progress_) return;
+  std::lock_guard<std::mutex> lock(progress_mu_);
+  for (const TensorSlice& p : parts) {
+    if (p.tensor == nullptr) continue;
+    report_.bytes_done += p.bytes();
+    auto& [left, total] = file_bytes_[p.tensor->file];
+    left -= std::min<uint64_t>(left, p.bytes());
+    if (left == 0 && total != 0) {
+      ++report_.files_done;
+      report_.file = p.tensor->file;
+      report_.file_done = true;
+      report_.file_bytes = total;
+      progress_(report_);
+      total = 0;  // reported
+    }
+  }
+  report_.file_done = false;
+  progress_(report_);
+}
+
 absl::Status WeightUploader::Run() {
+  if (progress_) {
+    auto add = [this](const std::vector<TensorSlice>& parts) {
+      for (const TensorSlice& p : parts) {
+        if (p.tensor == nullptr) continue;
+        auto& [left, total] = file_bytes_[p.tensor->file];
+        left += p.bytes();
+        total += p.bytes();
+        report_.bytes_total += p.bytes();
+      }
+    };
+    for (const MatrixJob& job : matrices_) add(job.parts);
+    for (const VectorJob& job : vector_jobs_) add(job.parts);
+    report_.files_total = static_cast<int>(file_bytes_.size());
+  }
   // Matrices in parallel (the backend allows concurrent UploadMatrix); the first error wins.
   std::atomic<size_t> next{0};
   std::mutex mu;
@@ -163,6 +198,7 @@ absl::Status WeightUploader::Run() {
     for (size_t i; (i = next.fetch_add(1)) < matrices_.size();) {
       for (const TensorSlice& p : matrices_[i].parts) hashes[i].emplace_back(SliceKey(p), HashSlice(p));
       absl::Status s = RunMatrix(matrices_[i]);
+      Progress(matrices_[i].parts);
       if (!s.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         if (first_error.ok()) first_error = s;
@@ -203,6 +239,7 @@ absl::Status WeightUploader::Run() {
     *job.out = dev.as<float>();
     vector_bytes_ += dev.bytes();
     vectors_.push_back(std::move(dev));
+    Progress(job.parts);
   }
   return absl::OkStatus();
 }

@@ -12,12 +12,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "core/model/checkpoint.h"
 #include "core/model/config.h"
+#include "core/model/load_progress.h"
 #include "kernels/backend.h"
 
 namespace xlstmd::core {
@@ -37,6 +40,8 @@ class WeightUploader {
   void AddVector(std::vector<TensorSlice> parts, int64_t total, float** out,
                  std::function<void(std::vector<float>&)> transform = nullptr);
 
+  // Reports progress from Run() (see LoadProgressFn).
+  void set_progress(LoadProgressFn progress) { progress_ = std::move(progress); }
   absl::Status Run();
   size_t matrix_bytes() const { return matrix_bytes_; }
   size_t vector_bytes() const { return vector_bytes_; }  // float32 vectors made by Run()
@@ -60,6 +65,8 @@ class WeightUploader {
   };
   absl::Status RunMatrix(const MatrixJob& job);
   absl::StatusOr<kernels::WeightMatrix*> UploadQuantizedParts(const MatrixJob& job);
+  // Counts `parts` as uploaded and reports (under progress_mu_).
+  void Progress(const std::vector<TensorSlice>& parts);
 
   kernels::Backend* backend_;
   int threads_;
@@ -69,6 +76,10 @@ class WeightUploader {
   std::vector<std::pair<std::string, uint64_t>> part_hashes_;  // filled by Run()
   size_t matrix_bytes_ = 0;
   size_t vector_bytes_ = 0;
+  LoadProgressFn progress_;
+  std::mutex progress_mu_;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> file_bytes_;  // file -> left, total
+  LoadProgress report_;
 };
 
 // Converts `n` elements of F32/BF16/F16 data to float32.

@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
           backend->CheckSlstmDims(c.paper.s_heads, c.paper.s_dh(c.embedding_dim)));
     }
     WeightUploader up(backend, options.conversion_threads);
+    up.set_progress(options.progress);
     XLSTMD_RETURN_IF_ERROR(model->AddPaperWeights(*ckpt, up, options));
     XLSTMD_RETURN_IF_ERROR(model->FinishLoad(up, options));
     return model;
@@ -61,6 +62,7 @@ absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesyst
       kernels::MlstmDims{c.num_heads, c.dqk(), c.dv(), c.eps, 1.0f}));
 
   WeightUploader up(backend, options.conversion_threads);
+  up.set_progress(options.progress);
   const kernels::DType matrices = options.matrix_dtype.value_or(backend->WeightDType());
   const kernels::DType head = options.lm_head_dtype.value_or(matrices);
   for (int64_t b = 0; b < c.num_blocks; ++b) {

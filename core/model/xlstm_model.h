@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/model/config.h"
+#include "core/model/load_progress.h"
 #include "core/model/state_layout.h"
 #include "kernels/backend.h"
 
@@ -48,6 +49,8 @@ struct LoadOptions {
   // touch no state) and, on a backend that records op sequences, replay one recording per
   // size. Empty: the backend's buckets (Backend::StepBucket; none on the CPU).
   std::vector<int64_t> step_buckets;
+  // Called as the weights are uploaded (load_progress.h); unset = no reports.
+  LoadProgressFn progress;
 };
 
 enum class LogitsMode { kNone, kLast, kAll };
