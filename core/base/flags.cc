@@ -47,8 +47,8 @@ bool ParseDurationMs(const std::string& s, double* ms, bool* bare_number) {
     *ms = 0;
     return true;
   }
-  // A sequence of <number><unit>, as "1h30m": each number non-negative, units largest first
-  // is not required (Go and Abseil do not require it either).
+  // A sequence of <number><unit> ("1h30m"), numbers non-negative; as in Go's and Abseil's
+  // parsers, the units may come in any order.
   double total = 0;
   size_t i = 0;
   while (i < s.size()) {
