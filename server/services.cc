@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "core/base/retry.h"
+#include "server/build_info.h"
 #include "server/chat_reactor.h"
 #include "server/convert.h"
 #include "server/grpc_post.h"
@@ -272,6 +273,9 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModelInfo(grpc::CallbackServerCon
   ToProto(engine->model(), state_->model_name(), response);
   response->set_max_snapshot_bytes(engine->max_snapshot_bytes());
   response->set_random_weights(state_->random_weights());
+  response->set_server_version(kBuildVersion);
+  response->set_server_commit(kBuildCommit);
+  response->set_server_build_type(kBuildType);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -353,7 +353,10 @@ int RunInfo(int argc, char** argv) {
                                     {"weight_dtype", m.weight_dtype()},
                                     {"weights_digest", m.weights_digest()},
                                     {"max_snapshot_bytes", m.max_snapshot_bytes()},
-                                    {"random_weights", m.random_weights()}};
+                                    {"random_weights", m.random_weights()},
+                                    {"server_version", m.server_version()},
+                                    {"server_commit", m.server_commit()},
+                                    {"server_build_type", m.server_build_type()}};
   if (a.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {

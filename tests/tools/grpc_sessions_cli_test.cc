@@ -100,6 +100,9 @@ TEST_F(DaemonClientTest, SessionsCommandsManageSessions) {
   EXPECT_EQ(info.value("model", ""), "xlstm-large-a1");
   EXPECT_GT(info.value("state_bytes_per_session", 0), 0);
   EXPECT_EQ(info.value("random_weights", true), false);
+  EXPECT_FALSE(info.value("server_version", "").empty());
+  EXPECT_FALSE(info.value("server_commit", "").empty());
+  EXPECT_FALSE(info.value("server_build_type", "").empty());
   EXPECT_THAT(RunTool({"info", "--server", Addr()}).out, HasSubstr("vocab_size"));
 }
 
