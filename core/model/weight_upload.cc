@@ -189,32 +189,8 @@ absl::Status WeightUploader::Run() {
     for (const VectorJob& job : vector_jobs_) add(job.parts);
     report_.files_total = static_cast<int>(file_bytes_.size());
   }
-  // Matrices in parallel (the backend allows concurrent UploadMatrix); the first error wins.
-  std::atomic<size_t> next{0};
-  std::mutex mu;
-  absl::Status first_error;
-  std::vector<std::vector<std::pair<std::string, uint64_t>>> hashes(matrices_.size());
-  auto worker = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < matrices_.size();) {
-      for (const TensorSlice& p : matrices_[i].parts) hashes[i].emplace_back(SliceKey(p), HashSlice(p));
-      absl::Status s = RunMatrix(matrices_[i]);
-      Progress(matrices_[i].parts);
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (first_error.ok()) first_error = s;
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  const int n = std::min<int>(threads_, static_cast<int>(matrices_.size()));
-  for (int t = 1; t < n; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  XLSTMD_RETURN_IF_ERROR(first_error);
-  for (size_t i = 0; i < matrices_.size(); ++i) {
-    matrix_bytes_ += backend_->MatrixBytes(matrices_[i].out->get());
-    for (auto& h : hashes[i]) part_hashes_.push_back(std::move(h));
-  }
+  // Vectors first (small, one thread), so that a shard counts as loaded as soon as its
+  // matrices are: progress reports then finish the shards in order instead of all at the end.
   for (const VectorJob& job : vector_jobs_) {
     std::vector<float> host(static_cast<size_t>(job.total), 0.0f);
     int64_t off = 0;
@@ -240,6 +216,32 @@ absl::Status WeightUploader::Run() {
     vector_bytes_ += dev.bytes();
     vectors_.push_back(std::move(dev));
     Progress(job.parts);
+  }
+  // Matrices in parallel (the backend allows concurrent UploadMatrix); the first error wins.
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  absl::Status first_error;
+  std::vector<std::vector<std::pair<std::string, uint64_t>>> hashes(matrices_.size());
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < matrices_.size();) {
+      for (const TensorSlice& p : matrices_[i].parts) hashes[i].emplace_back(SliceKey(p), HashSlice(p));
+      absl::Status s = RunMatrix(matrices_[i]);
+      Progress(matrices_[i].parts);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first_error.ok()) first_error = s;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  const int n = std::min<int>(threads_, static_cast<int>(matrices_.size()));
+  for (int t = 1; t < n; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  XLSTMD_RETURN_IF_ERROR(first_error);
+  for (size_t i = 0; i < matrices_.size(); ++i) {
+    matrix_bytes_ += backend_->MatrixBytes(matrices_[i].out->get());
+    for (auto& h : hashes[i]) part_hashes_.push_back(std::move(h));
   }
   return absl::OkStatus();
 }
