@@ -3,7 +3,10 @@
 
 - every flag `xlstmd --help` prints has a row in docs/server.md's option tables with the same
   default, and every row there is a flag the daemon has;
-- every flag of every `xlstm` subcommand is named in docs/ or the README (`--flag`);
+- every old daemon flag name in docs/server.md's renames table still works, with a warning
+  naming the new one;
+- every flag of every `xlstm` subcommand is named in docs/ or the README (`--flag`), and
+  docs/tools.md's mkmodel table lists exactly mkmodel's flags with their defaults;
 - the README's layout table lists only folders that exist, and every top-level folder of the
   repository that holds code is in it.
 
@@ -132,6 +135,27 @@ class DocsMatchTest(unittest.TestCase):
                 if not re.search(re.escape(flag) + r"\b", docs):
                     missing.append(f"xlstm {cmd} {flag}")
         self.assertEqual(missing, [], "tool flags no doc names")
+
+    def test_mkmodel_table_matches_its_help(self):
+        """docs/tools.md's mkmodel table names exactly mkmodel's flags, with their defaults."""
+        flags = help_flags([os.path.join(BIN_DIR, "xlstm"), "mkmodel"])
+        documented, wrong = set(), []
+        for line in tables("docs/tools.md", "| flag | default |")[2:]:
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            names = re.findall(r"`(--[a-z0-9-]+)", cells[0])
+            defaults = re.findall(r"`([^`]*)`", cells[1].split(" (")[0])
+            for i, name in enumerate(names):
+                documented.add(name)
+                want = flags.get(name)
+                if name not in flags:
+                    wrong.append(f"{name}: documented but not a flag of xlstm mkmodel")
+                elif want is not None and not cells[1].startswith("required"):
+                    doc = defaults[i] if len(defaults) == len(names) else (defaults or [""])[0]
+                    if normalize(doc) != normalize(want):
+                        wrong.append(f"{name}: --help says {want!r}, docs/tools.md says {doc!r}")
+        missing = sorted(set(flags) - documented)
+        self.assertEqual(missing, [], "xlstm mkmodel flags without a row in docs/tools.md")
+        self.assertEqual(wrong, [], "docs/tools.md's mkmodel table")
 
     def test_readme_layout_lists_what_exists(self):
         readme = read("README.md")
