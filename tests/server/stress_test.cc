@@ -190,7 +190,15 @@ TEST_F(StressTest, ChatDeleteRewindForkExportOnTheSameSessions) {
     EXPECT_EQ(t.base_version, before->version());
     EXPECT_EQ(t.finish.session_version(), before->version() + 1);
   }
-  const std::string metrics = server_->RenderMetrics();
+  // The gauge drops when the scheduler retires the turn, just after the client has its
+  // `finished` event: wait for it rather than race it (a slow TSan build loses that race).
+  std::string metrics = server_->RenderMetrics();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (metrics.find("\nxlstmd_running_turns 0\n") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    metrics = server_->RenderMetrics();
+  }
   EXPECT_NE(metrics.find("\nxlstmd_running_turns 0\n"), std::string::npos) << metrics;
 }
 
