@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -132,15 +133,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto turn = xlstmd::server::ToTurnRequest(request, "fuzz");
   if (!turn.ok()) return 0;
 
-  std::mutex mu;
-  std::condition_variable cv;
-  int64_t pokes = 0;
-  auto stream = world.engine->StartTurn(std::move(*turn), [&] {
-    std::lock_guard<std::mutex> lock(mu);
-    ++pokes;
-    cv.notify_all();
-  });
-  if (stream.ok()) (void)Drain(**stream, mu, cv, pokes);
+  // The engine holds each turn's stream (and its wakeup) until it retires the turn, which
+  // can be after this function has returned: the wakeup's state must not live on its stack.
+  struct Wakeups {
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t pokes = 0;
+  };
+  auto w = std::make_shared<Wakeups>();
+  auto wakeup = [w] {
+    std::lock_guard<std::mutex> lock(w->mu);
+    ++w->pokes;
+    w->cv.notify_all();
+  };
+  auto stream = world.engine->StartTurn(std::move(*turn), wakeup);
+  if (stream.ok()) (void)Drain(**stream, w->mu, w->cv, w->pokes);
 
   // Whatever happened, the session must take the next turn.
   core::TurnRequest probe;
@@ -148,13 +155,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   probe.owner = "fuzz";
   probe.tokens = {1};
   probe.sampling.max_tokens = 1;
-  auto next = world.engine->StartTurn(std::move(probe), [&] {
-    std::lock_guard<std::mutex> lock(mu);
-    ++pokes;
-    cv.notify_all();
-  });
+  auto next = world.engine->StartTurn(std::move(probe), wakeup);
   if (!next.ok()) Fail("the session refuses the next turn", next.status());
-  if (absl::Status s = Drain(**next, mu, cv, pokes); !s.ok()) Fail("next turn failed", s);
+  if (absl::Status s = Drain(**next, w->mu, w->cv, w->pokes); !s.ok()) Fail("next turn failed", s);
   return 0;
 }
 
