@@ -26,17 +26,8 @@ PKGS=(
 # Never add kubernetes-client here: it conflicts with the preinstalled kubectl and
 # makes the whole apt line fail (BUILD.md gotcha 1).
 
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. scripts/apt-install.sh
+apt_install_missing "${PKGS[@]}"
 
 # The tokenizer's differential test runs the npm package @huggingface/tokenizers under node.
 # Machines that already have node from elsewhere (e.g. nodesource, which bundles npm) keep it:

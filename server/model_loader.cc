@@ -5,13 +5,13 @@
 #include <system_error>
 #include <utility>
 
-#include "core/model/weight_format.h"
-#include "core/base/progress_bar.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/base/progress_bar.h"
 #include "core/base/status_macros.h"
 #include "core/model/checkpoint.h"
 #include "core/model/random_model.h"
+#include "core/model/weight_format.h"
 #include "core/tokenizer/chat_template.h"
 #include "core/tokenizer/tokenizer.h"
 #include "kernels/backend_registry.h"

@@ -5,15 +5,6 @@
 # training then runs ~20x slower.
 set -euo pipefail
 PKGS=(python3-torch libopenblas0-pthread python3-numpy python3-regex)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. "$(dirname "$0")/../../scripts/apt-install.sh"
+apt_install_missing "${PKGS[@]}"
 /usr/bin/python3 -c 'import torch, numpy, regex; print("tools/train: torch", torch.__version__)'
