@@ -151,11 +151,15 @@ absl::StatusOr<ApiKeys> ApiKeys::LoadFile(const std::filesystem::path& path,
   absl::StatusOr<ApiKeys> keys = Parse(ss.str(), path.string());
   if (!keys.ok()) return keys.status();
 
+  // Group read is allowed: a Kubernetes Secret mounted with defaultMode 0440 and the pod's
+  // fsGroup reaches a non-root daemon only through the group (docs/deploy.md). Anything others
+  // may read, or the group may write, is a leak or a tampering path.
   struct stat st {};
-  if (warnings != nullptr && ::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
-    warnings->push_back(
-        absl::StrCat("API keys file ", path.string(), " is accessible by group or others (mode ",
-                     absl::StrFormat("%04o", st.st_mode & 0777), "); chmod 600 it"));
+  if (warnings != nullptr && ::stat(path.c_str(), &st) == 0 && (st.st_mode & 027) != 0) {
+    warnings->push_back(absl::StrCat(
+        "API keys file ", path.string(), " is ",
+        (st.st_mode & 007) != 0 ? "accessible by others" : "writable by its group", " (mode ",
+        absl::StrFormat("%04o", st.st_mode & 0777), "); chmod 600 (or 640) it"));
   }
   return keys;
 }

@@ -53,6 +53,9 @@ absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_f
   if (!exe_path.empty()) {
     candidates.push_back(
         (exe_path.parent_path() / ".." / ".." / "models" / "demo").lexically_normal());
+    // `cmake --install` (and the container image) put it at PREFIX/share/xlstmd/models/demo.
+    candidates.push_back((exe_path.parent_path() / ".." / "share" / "xlstmd" / "models" / "demo")
+                             .lexically_normal());
   }
   candidates.push_back((cwd / "models" / "demo").lexically_normal());
   for (const std::filesystem::path& c : candidates) {

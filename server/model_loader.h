@@ -35,7 +35,8 @@ absl::Status SizeEngine(const core::XlstmModel& model, const kernels::Backend& b
 
 // The model directory to serve: --model when given (it must exist), else the bundled demo
 // model committed in the repository: `<exe_dir>/../../models/demo` (the binary lives in
-// build/bin), then `<cwd>/models/demo`. FAILED_PRECONDITION with advice when none exists.
+// build/bin), then an installed copy `<exe_dir>/../share/xlstmd/models/demo` (cmake --install,
+// the container image), then `<cwd>/models/demo`. FAILED_PRECONDITION with advice when none exists.
 absl::StatusOr<std::filesystem::path> ResolveModelDir(const std::string& model_flag,
                                                       const std::filesystem::path& exe_path,
                                                       const std::filesystem::path& cwd);

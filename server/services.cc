@@ -44,6 +44,22 @@ absl::Status Enter(const ServingState& state, grpc::CallbackServerContext* ctx, 
   return absl::OkStatus();
 }
 
+// Envoy's ring hash routes on the x-session-id metadata (docs/deploy.md). One that names
+// another session than the request would place this session's turns by the other's hash: each
+// would land on a pod that restores it from Redis. The mismatch is a client bug; say so.
+absl::Status CheckAffinityMetadata(const grpc::CallbackServerContext* ctx,
+                                   absl::string_view session_id) {
+  const auto range = ctx->client_metadata().equal_range("x-session-id");
+  for (auto it = range.first; it != range.second; ++it) {
+    if (absl::string_view(it->second.data(), it->second.size()) != session_id) {
+      return absl::InvalidArgumentError(
+          "x-session-id metadata names another session than the request's session_id (send "
+          "the same id in both, or leave the metadata out)");
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Takes one of --max-streams for a streaming call; RESOURCE_EXHAUSTED when all are open.
 absl::Status TakeStream(const ServingState& state, BudgetHold* hold) {
   if (hold->Take(state.streams(), 1)) return absl::OkStatus();
@@ -67,6 +83,7 @@ bool BeginUnary(const ServingState& state, grpc::CallbackServerContext* ctx,
   if (s.ok()) s = ParseRequest(request, req);
   if constexpr (requires { req->session_id(); }) {
     if (s.ok()) s = ValidateSessionId(req->session_id());
+    if (s.ok()) s = CheckAffinityMetadata(ctx, req->session_id());
   }
   if (s.ok()) return true;
   FinishWith(reactor, s);
@@ -123,6 +140,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::Chat(grpc::Callback
   }
   reactor->Describe(tenant, req);
   absl::StatusOr<core::TurnRequest> turn = ToTurnRequest(req, std::move(tenant));
+  if (turn.ok()) {
+    if (absl::Status a = CheckAffinityMetadata(ctx, turn->session_id); !a.ok()) turn = a;
+  }
   if (!turn.ok()) {
     reactor->Reject(turn.status());
     return reactor;
@@ -237,6 +257,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ExportSession(
   v1::ExportSessionRequest req;
   s = ParseRequest(request, &req);
   if (s.ok()) s = ValidateSessionId(req.session_id());
+  if (s.ok()) s = CheckAffinityMetadata(ctx, req.session_id());
   if (!s.ok()) {
     reactor->Reject(s);
     return reactor;

@@ -293,8 +293,15 @@ absl::Status ParseChatBody(Call& call, const Json& body, ChatBody* out, std::str
       }
     }
   }
-  if (out->session_id.empty()) {
-    if (const std::string* h = call.req.header("x-session-id")) out->session_id = *h;
+  if (const std::string* h = call.req.header("x-session-id")) {
+    if (out->session_id.empty()) {
+      out->session_id = *h;
+    } else if (*h != out->session_id) {
+      // The header is what a ring-hash proxy routes on (docs/deploy.md): it must not
+      // disagree with the session the body names.
+      *param = "session_id";
+      return Bad("the X-Session-Id header names another session than the body's session_id");
+    }
   }
   auto msgs = body.find("messages");
   if (msgs == body.end() || !msgs->is_array() || msgs->empty()) {

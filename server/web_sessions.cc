@@ -158,6 +158,13 @@ void HandleSessions(Call& call, const std::vector<std::string>& parts) {
   }
   const std::string& id = parts[1];
   if (absl::Status s = ValidateSessionId(id); !s.ok()) return SendError(call, s, "session_id");
+  if (const std::string* h = call.req.header("x-session-id"); h != nullptr && *h != id) {
+    // What a ring-hash proxy routes on (docs/deploy.md) must name the session of the path.
+    return SendError(call,
+                     absl::InvalidArgumentError(
+                         "the X-Session-Id header names another session than the request path"),
+                     "session_id");
+  }
   if (parts.size() == 2) {
     if (call.req.method == "GET") return SendSession(call, 200, LookupSessionSync(call, id));
     if (!Method(call, "DELETE")) return;

@@ -158,7 +158,7 @@ class ChatClient {
 
   absl::Status Delete() {
     grpc::ClientContext ctx;
-    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS);
+    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS, session_);
     pb::DeleteSessionRequest req;
     req.set_session_id(session_);
     pb::DeleteSessionResponse resp;
@@ -186,7 +186,7 @@ class ChatClient {
   // Checks that `id` exists (and belongs to this caller) before resuming it.
   absl::Status Resume(const std::string& id) {
     grpc::ClientContext ctx;
-    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS);
+    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS, id);
     pb::GetSessionRequest req;
     req.set_session_id(id);
     pb::Session s;
@@ -197,7 +197,7 @@ class ChatClient {
 
   absl::Status Fork() {
     grpc::ClientContext ctx;
-    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS);
+    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS, session_);
     pb::ForkSessionRequest req;
     req.set_session_id(session_);
     pb::Session s;
@@ -210,7 +210,7 @@ class ChatClient {
   // ends with a newline on stdout; after an error, partial text is ended with one too.
   absl::Status Turn(const std::string& text) {
     grpc::ClientContext ctx;
-    PrepareContext(&ctx, args_.api_key, args_.timeout);
+    PrepareContext(&ctx, args_.api_key, args_.timeout, session_);
     pb::ChatRequest req;
     req.set_session_id(session_);
     req.set_message(text);

@@ -234,7 +234,7 @@ class SessionRunner {
 
   void Delete(const std::string& id) {
     grpc::ClientContext ctx;
-    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS);
+    PrepareContext(&ctx, args_.api_key, kUnaryTimeoutS, id);
     pb::DeleteSessionRequest req;
     req.set_session_id(id);
     pb::DeleteSessionResponse resp;
@@ -263,7 +263,8 @@ class SessionRunner {
     grpc::ClientContext ctx;
     PrepareContext(&ctx, args_.api_key,
                    short_deadline ? static_cast<double>(1 + SplitMix64(&chaos) % 20) / 1000.0
-                                  : args_.timeout);
+                                  : args_.timeout,
+                   id);
     pb::ChatRequest req;
     req.set_session_id(id);
     req.mutable_tokens()->mutable_ids()->Assign(input.begin(), input.end());

@@ -46,6 +46,8 @@ int RunLoadgen(int argc, char** argv);
 // Session management and model info of a running xlstmd (cmd_sessions.cc).
 int RunSessions(int argc, char** argv);
 int RunInfo(int argc, char** argv);
+// grpc.health.v1 Check of a running xlstmd, for HEALTHCHECKs (cmd_health.cc).
+int RunHealth(int argc, char** argv);
 // `xlstm --version` (version.cc): version, git commit, build type, compiled backends.
 int RunVersion();
 

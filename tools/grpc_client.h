@@ -149,10 +149,15 @@ inline absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::
   return channel;
 }
 
-// Adds `authorization: Bearer <api_key>` when a key is set, and a deadline when timeout_s > 0.
-inline void PrepareContext(grpc::ClientContext* ctx, const std::string& api_key, double timeout_s) {
+// Adds `authorization: Bearer <api_key>` when a key is set, a deadline when timeout_s > 0, and
+// `x-session-id` when the call is about one session: a ring-hash proxy in front of several
+// replicas routes on it, so a session's calls keep reaching the pod that holds its state
+// (docs/deploy.md).
+inline void PrepareContext(grpc::ClientContext* ctx, const std::string& api_key, double timeout_s,
+                           const std::string& session_id = std::string()) {
   if (!api_key.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", api_key));
   if (timeout_s > 0) ctx->set_deadline(DeadlineIn(timeout_s));
+  if (!session_id.empty()) ctx->AddMetadata("x-session-id", session_id);
 }
 
 }  // namespace xlstmd::tools

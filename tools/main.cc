@@ -29,6 +29,8 @@ constexpr Subcommand kSubcommands[] = {
     {"sessions", "list, get, delete, fork, rewind, export or import sessions of an xlstmd",
      RunSessions},
     {"info", "the model a running xlstmd serves (dimensions, state size, backend)", RunInfo},
+    {"health", "exit 0 when a running xlstmd serves (grpc.health.v1; for HEALTHCHECKs)",
+     RunHealth},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -182,6 +182,18 @@ class WebTest(harness.E2ETestCase):
         self.assertEqual(r2.headers["x-session-version"], "2")
         u = r2.json()["usage"]
         self.assertEqual(u["prompt_tokens_details"]["cached_tokens"], int(count))
+        # A header naming another session than the body (or the path) is the client's bug:
+        # a ring-hash proxy would route the turn by the wrong session (docs/deploy.md).
+        other = self.new_session()
+        r = web.request(self.addr, "POST", "/v1/chat/completions",
+                        chat_body("x", xlstmd={"session_id": sid}), headers={"X-Session-Id": other})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("X-Session-Id", r.json()["error"]["message"])
+        r = web.request(self.addr, "GET", f"/v1/sessions/{sid}", headers={"X-Session-Id": other})
+        self.assertEqual(r.status, 400, r)
+        ok = web.request(self.addr, "GET", f"/v1/sessions/{sid}", headers={"X-Session-Id": sid})
+        self.assertEqual(ok.status, 200, ok)
+        self.assertEqual(int(self.session(sid)["version"]), 2)
         # History in a stateful request is refused: the server holds it.
         bad = chat_body(xlstmd={"session_id": sid})
         bad["messages"].insert(0, {"role": "user", "content": "again"})

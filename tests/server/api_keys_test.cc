@@ -110,11 +110,21 @@ TEST(ApiKeysTest, LoadFileReadsTheFileAndWarnsAboutLoosePermissions) {
   EXPECT_EQ(keys->size(), 3u);
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_THAT(warnings[0], HasSubstr("0644"));
+  EXPECT_THAT(warnings[0], HasSubstr("accessible by others"));
 
-  ::chmod(path.c_str(), 0600);
+  ::chmod(path.c_str(), 0660);
   warnings.clear();
   ASSERT_TRUE(ApiKeys::LoadFile(path, &warnings).ok());
-  EXPECT_TRUE(warnings.empty());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("writable by its group"));
+
+  // 0600, and the group-readable 0640/0440 of a Kubernetes Secret with fsGroup, are quiet.
+  for (const mode_t mode : {0600, 0640, 0440}) {
+    ::chmod(path.c_str(), mode);
+    warnings.clear();
+    ASSERT_TRUE(ApiKeys::LoadFile(path, &warnings).ok());
+    EXPECT_TRUE(warnings.empty()) << std::oct << mode;
+  }
   std::filesystem::remove(path);
 
   EXPECT_THAT(ApiKeys::LoadFile(dir / "no-such-keys-file", nullptr),

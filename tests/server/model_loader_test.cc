@@ -48,6 +48,15 @@ TEST_F(ResolveModelDirTest, BundledModelBesideTheBuildTreeComesFirst) {
             root_ / "repo" / "models" / "demo");
 }
 
+TEST_F(ResolveModelDirTest, FindsTheInstalledCopy) {
+  const fs::path prefix = root_ / "usr";
+  fs::create_directories(prefix / "bin");
+  fs::create_directories(prefix / "share" / "xlstmd" / "models" / "demo");
+  fs::create_directories(root_ / "elsewhere" / "models" / "demo");
+  EXPECT_EQ(ResolveModelDir("", prefix / "bin" / "xlstmd", root_ / "elsewhere").value(),
+            prefix / "share" / "xlstmd" / "models" / "demo");
+}
+
 TEST_F(ResolveModelDirTest, FallsBackToTheWorkingDirectory) {
   fs::create_directories(root_ / "elsewhere" / "models" / "demo");
   EXPECT_EQ(ResolveModelDir("", exe(), root_ / "elsewhere").value(),

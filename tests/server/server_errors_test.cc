@@ -57,6 +57,33 @@ TEST_F(ServerTest, BadRequestsGetTheDocumentedCodes) {
   EXPECT_FALSE(s->turn_running());
 }
 
+// x-session-id is what a ring-hash proxy routes on (docs/deploy.md): when sent it must name
+// the request's session; calls without one, or about no session, do not look at it.
+TEST_F(ServerTest, SessionAffinityMetadataMustNameTheRequestsSession) {
+  StartServer();
+  Client c(server_->listen_address());
+  const std::string id = c.CreateSession().value().session_id();
+  const std::string other = c.CreateSession().value().session_id();
+
+  Client routed(server_->listen_address());
+  routed.set_affinity(id);
+  EXPECT_TRUE(routed.GetSession(id).ok());
+  EXPECT_TRUE(routed.Chat(TokensRequest(id, {1, 2}, 2)).status.ok());
+  EXPECT_TRUE(routed.CreateSession().ok()) << "no session in the request: nothing to compare";
+  EXPECT_TRUE(routed.ListSessions(0).ok());
+
+  const auto mismatch = StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("x-session-id"));
+  EXPECT_THAT(routed.GetSession(other), mismatch);
+  EXPECT_THAT(routed.Chat(TokensRequest(other, {1}, 1)).status, mismatch);
+  EXPECT_THAT(routed.ForkSession(other), mismatch);
+  EXPECT_THAT(routed.DeleteSession(other), mismatch);
+  // Refused before anything ran: the other session is untouched.
+  absl::StatusOr<v1::Session> s = c.GetSession(other);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->version(), 0u);
+  EXPECT_EQ(c.GetSession(id).value().version(), 1u);
+}
+
 TEST_F(ServerTest, CancelRollsBackAndASecondTurnMeanwhileIsAborted) {
   StartServer();
   Client c(server_->listen_address());

@@ -54,9 +54,11 @@ inline std::chrono::system_clock::time_point In(std::chrono::milliseconds ms) {
   return std::chrono::system_clock::now() + ms;
 }
 
-inline void SetCallOptions(grpc::ClientContext* ctx, const std::string& key) {
+inline void SetCallOptions(grpc::ClientContext* ctx, const std::string& key,
+                           const std::string& affinity = "") {
   ctx->set_deadline(In(std::chrono::seconds(60)));
   if (!key.empty()) ctx->AddMetadata("authorization", "Bearer " + key);
+  if (!affinity.empty()) ctx->AddMetadata("x-session-id", affinity);
 }
 
 // The outcome of one Chat call.
@@ -80,9 +82,12 @@ class Client {
         model_(v1::ModelService::NewStub(channel_)),
         key_(std::move(key)) {}
 
+  // Sends `x-session-id: id` (the ring-hash routing key) with every call from now on.
+  void set_affinity(std::string id) { affinity_ = std::move(id); }
+
   absl::StatusOr<v1::Session> CreateSession(const std::string& system_prompt = "") {
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     v1::CreateSessionRequest req;
     req.set_system_prompt(system_prompt);
     v1::Session out;
@@ -93,7 +98,7 @@ class Client {
 
   absl::StatusOr<v1::Session> GetSession(const std::string& id) {
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     v1::GetSessionRequest req;
     req.set_session_id(id);
     v1::Session out;
@@ -105,7 +110,7 @@ class Client {
   absl::StatusOr<v1::ListSessionsResponse> ListSessions(int32_t page_size,
                                                         const std::string& token = "") {
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     v1::ListSessionsRequest req;
     req.set_page_size(page_size);
     req.set_page_token(token);
@@ -117,7 +122,7 @@ class Client {
 
   absl::StatusOr<v1::Session> ForkSession(const std::string& id) {
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     v1::ForkSessionRequest req;
     req.set_session_id(id);
     v1::Session out;
@@ -128,7 +133,7 @@ class Client {
 
   absl::Status DeleteSession(const std::string& id) {
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     v1::DeleteSessionRequest req;
     req.set_session_id(id);
     v1::DeleteSessionResponse out;
@@ -137,7 +142,7 @@ class Client {
 
   absl::StatusOr<v1::ModelInfo> GetModelInfo() {
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     v1::ModelInfo out;
     const grpc::Status s = model_->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &out);
     if (!s.ok()) return FromGrpcStatus(s);
@@ -146,7 +151,7 @@ class Client {
 
   Turn Chat(const v1::ChatRequest& req) {
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     auto reader = chat_->Chat(&ctx, req);
     return Collect(reader.get());
   }
@@ -209,7 +214,7 @@ class Client {
     grpc::Slice slice(body);
     grpc::ByteBuffer in(&slice, 1), out;
     grpc::ClientContext ctx;
-    SetCallOptions(&ctx, key_);
+    SetCallOptions(&ctx, key_, affinity_);
     grpc::GenericStub stub(channel_);
     std::promise<grpc::Status> done;
     stub.UnaryCall(&ctx, method, grpc::StubOptions(), &in, &out,
@@ -225,6 +230,7 @@ class Client {
   std::unique_ptr<v1::ChatService::Stub> chat_;
   std::unique_ptr<v1::ModelService::Stub> model_;
   std::string key_;
+  std::string affinity_;
 };
 
 inline v1::ChatRequest TokensRequest(const std::string& session, const std::vector<int32_t>& ids,

@@ -100,7 +100,7 @@ TEST(GrpcClientCliTest, HelpListsEveryFlag) {
 // Every client defaults to the daemon's default address on this machine.
 TEST(GrpcClientCliTest, ServerDefaultsToTheLocalDaemon) {
   for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
-           {"chat"}, {"loadgen"}, {"sessions", "list"}, {"info"}}) {
+           {"chat"}, {"loadgen"}, {"sessions", "list"}, {"info"}, {"health"}}) {
     std::vector<std::string> args = cmd;
     args.push_back("--help");
     const ToolResult r = RunTool(args);

@@ -106,6 +106,29 @@ TEST_F(DaemonClientTest, SessionsCommandsManageSessions) {
   EXPECT_THAT(RunTool({"info", "--server", Addr()}).out, HasSubstr("vocab_size"));
 }
 
+// `xlstm health`: the exit status is the answer (0 serving, 1 not or unreachable, 2 usage).
+TEST_F(DaemonClientTest, HealthExitStatusSaysWhetherTheDaemonServes) {
+  const ToolResult ok = RunTool({"health", "--server", Addr()});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.out, "SERVING\n");
+  EXPECT_EQ(RunTool({"health", "--server", Addr(), "--service", "xlstmd.v1.ChatService"}).exit_code,
+            0);
+  const ToolResult unknown = RunTool({"health", "--server", Addr(), "--service", "no.Such"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(RunTool({"health", "--bogus"}).exit_code, 2);
+  const ToolResult no_port = RunTool({"health", "--server", "localhost"});
+  EXPECT_EQ(no_port.exit_code, 2);
+  EXPECT_THAT(no_port.err, HasSubstr("no port"));
+}
+
+TEST(GrpcClientCliTest, HealthOfNothingListeningExitsOne) {
+  const ToolResult r = RunTool({"health", "--server", "127.0.0.1:1", "--timeout", "2s"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "UNAVAILABLE\n");
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+}
+
 TEST_F(DaemonClientTest, SessionsCommandErrors) {
   EXPECT_EQ(RunTool({"sessions"}).exit_code, 2);
   const ToolResult help = RunTool({"sessions", "--help"});
