@@ -3,7 +3,11 @@
 # commits without a re-configure; the file is rewritten only when its content changes, so an
 # unchanged commit recompiles nothing.
 #   cmake -DSOURCE_DIR=... -DVERSION=... -DBUILD_TYPE=... -DOUT=... -P build_info.cmake
+# A tree without .git (a container build context) names its commit through the environment.
 set(commit "unknown")
+if(DEFINED ENV{XLSTMD_GIT_COMMIT} AND "$ENV{XLSTMD_GIT_COMMIT}" MATCHES "^[0-9a-f]+(-dirty)?$")
+  set(commit "$ENV{XLSTMD_GIT_COMMIT}")
+endif()
 set(build_type "${BUILD_TYPE}")
 if(build_type STREQUAL "")
   set(build_type "unspecified")

@@ -1,18 +1,41 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages xlstmd needs and builds a Release tree into build/
 # (binaries in build/bin/). Idempotent and non-interactive: safe to re-run.
+#   scripts/bootstrap.sh               everything for building and testing, then the build
+#   scripts/bootstrap.sh --deps build  only the packages the daemon and tool build needs, no
+#                                      build (the Dockerfile's build stage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(
-  cmake ninja-build pkg-config ccache g++
+MODE=all
+case "${1:-}" in
+  "") ;;
+  --deps)
+    [ "${2:-}" = build ] || { echo "bootstrap.sh: --deps takes 'build'" >&2; exit 2; }
+    MODE=build-deps ;;
+  *) echo "bootstrap.sh: unknown argument '$1' (usage: bootstrap.sh [--deps build])" >&2; exit 2 ;;
+esac
+
+# What compiling xlstmd and xlstm needs (the Dockerfile derives the runtime packages from the
+# binaries it builds with these).
+BUILD_PKGS=(
+  cmake ninja-build pkg-config g++
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev libhiredis-dev libssl-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev libicu-dev
+  libhiredis-dev libssl-dev
+)
+PKGS=(
+  "${BUILD_PKGS[@]}" ccache
+  libgtest-dev libgmock-dev libbenchmark-dev
   python3-grpcio python3-protobuf python3-yaml python3-numpy python3-regex redis-server
   prometheus
   openssl xz-utils chromium
+  golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev
+  golang-github-xeipuuv-gojsonschema-dev yamllint python3-jsonschema
 )
+# golang-* (Debian's Go sources, built offline in GOPATH mode), yamllint, python3-jsonschema:
+# the Helm chart's tests render it with tools/chart-render and lint and validate the result
+# (tests/deploy).
 # python3-numpy, python3-regex: the demo model's tests (tests/e2e/test_demo_model.py reads
 # logits; tests/train runs tools/train's tokenizer trainer, which splits with \p{L}).
 # chromium: tests/web/browser_test.cjs drives it headless (playwright-core from npm, pinned in
@@ -27,6 +50,10 @@ PKGS=(
 # makes the whole apt line fail (BUILD.md gotcha 1).
 
 . scripts/apt-install.sh
+if [ "$MODE" = build-deps ]; then
+  apt_install_missing "${BUILD_PKGS[@]}"
+  exit 0
+fi
 apt_install_missing "${PKGS[@]}"
 
 # The tokenizer's differential test runs the npm package @huggingface/tokenizers under node.

@@ -15,12 +15,8 @@ command -v npm >/dev/null || fail "npm not found (scripts/bootstrap.sh installs 
 [ -x "$BUILD/bin/xlstmd" ] || fail "missing $BUILD/bin/xlstmd (build it first)"
 
 NPM_DIR=$BUILD/npm-web
-if ! cmp -s "$HERE/package-lock.json" "$NPM_DIR/package-lock.json"; then
-  mkdir -p "$NPM_DIR"
-  cp "$HERE/package.json" "$HERE/package-lock.json" "$NPM_DIR/"
-  (cd "$NPM_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-    fail "npm ci in $NPM_DIR failed"
-fi
+. "$HERE/../../scripts/npm-ci.sh"
+npm_ci_into "$NPM_DIR" "$HERE" || exit 1
 export NODE_PATH=$NPM_DIR/node_modules
 export XLSTMD_BIN_DIR=$BUILD/bin XLSTMD_SHARED_DIR=$SHARED XLSTMD_BUILD_DIR=$BUILD
 case "$WHAT" in

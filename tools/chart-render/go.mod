@@ -1,0 +1,3 @@
+module chartrender
+
+go 1.19
