@@ -184,6 +184,9 @@ class ChartTest(unittest.TestCase):
                 self.assertNotEqual(psc.get("runAsUser"), 0, what)
                 self.assertEqual(psc.get("seccompProfile"), {"type": "RuntimeDefault"}, what)
                 self.assertIs(spec.get("automountServiceAccountToken"), False, what)
+                # Service links would add XLSTMD_PORT, XLSTMD_SERVICE_HOST, ... (a Service
+                # named xlstmd) to the daemon's own environment namespace.
+                self.assertIs(spec.get("enableServiceLinks"), False, what)
                 for c in spec["containers"]:
                     cw = f"{what} container {c['name']}"
                     sc = c.get("securityContext", {})
