@@ -41,7 +41,7 @@ RUN if [ "${VARIANT}" = cuda ]; then \
     cmake --install /build --prefix /opt/xlstmd --strip && \
     scripts/runtime-packages.sh /opt/xlstmd/bin/xlstmd /opt/xlstmd/bin/xlstm \
       > /opt/xlstmd/runtime-packages.txt && \
-    cat /opt/xlstmd/runtime-packages.txt
+    sed 's/^/runtime package: /' /opt/xlstmd/runtime-packages.txt
 
 FROM ${BASE_IMAGE} AS runtime
 ARG VARIANT

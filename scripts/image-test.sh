@@ -55,7 +55,7 @@ podman build --isolation=chroot --format docker --build-arg BASE_IMAGE="$BASE" \
   { tail -40 "$WORK/build.log"; echo "FAIL: podman build"; exit 1; }
 build_s=$(( $(date +%s) - start ))
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-echo "runtime packages: $(grep -A40 'runtime-packages.sh' "$WORK/build.log" | grep -E '^lib|^zlib' | sort -u | tr '\n' ' ')"
+echo "runtime packages: $(sed -n 's/^runtime package: //p' "$WORK/build.log" | sort -u | tr '\n' ' ')"
 
 echo "== run the image's entrypoint as uid 10001 on a read-only root"
 MNT=$(podman image mount "$IMAGE")
