@@ -2,10 +2,10 @@
 
 Written from ../shared/xlstm-spec.md sections 1-3: parameter names and shapes are the
 checkpoint's (section 3.3), so `state_dict()` exports without renaming. Training sequences
-always start from the zero state, so the mLSTM runs the chunkwise form of spec 2.3 with one
-chunk covering the whole sequence and zero boundary state: that keeps the initial-state
-candidate `b_r + m_0` in the stabiliser, which makes it the same function as the recurrent
-step the runtime uses for decoding (2.2, the parallel form, drops that candidate).
+always start from the zero state, so the mLSTM runs the chunkwise form of spec 2.3 from a zero
+boundary state (chunks of 64): that keeps the initial-state candidate `b_r + m_0` in the
+stabiliser, which makes it the same function as the recurrent step the runtime uses for
+decoding (2.2, the parallel form, drops that candidate).
 """
 import math
 
@@ -94,19 +94,53 @@ class MultiHeadLayerNorm(nn.Module):
         return h.transpose(1, 2).reshape(b, s, nh * dv) * self.weight
 
 
-def mlstm_zero_state(q, k, v, i, f, eps):
-    """q, k [B, NH, S, DQK], v [B, NH, S, DV], i, f [B, NH, S] (capped pre-activations)."""
-    s = q.shape[2]
-    b = torch.cumsum(F.logsigmoid(f), dim=-1)                     # [B, NH, S]
-    log_d = b.unsqueeze(-1) - b.unsqueeze(-2) + i.unsqueeze(-2)   # [r, s] = b_r - b_s + i_s
-    causal = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
+def mlstm_zero_state(q, k, v, i, f, eps, chunk=64):
+    """q, k [B, NH, S, DQK], v [B, NH, S, DV], i, f [B, NH, S] (capped pre-activations).
+
+    Chunkwise form of spec 2.3 from the zero state (C_0 = 0, n_0 = 0, m_0 = 0): each chunk's
+    output combines the carried state with the chunk's own quadratic part. For every position
+    the stabiliser is the maximum of the same candidates as in the one-chunk form (b_r + m_0
+    and every b_r - b_s + i_s), so any chunk size computes the same function as the recurrent
+    step; chunks keep the [L, L] tensors, which dominate a CPU training step, small. The
+    stabiliser carries no gradient (it cancels between numerator and denominator)."""
+    bsz, nh, s, dqk = q.shape
+    if s % chunk or s <= chunk:
+        chunk = s
+    nc, L = s // chunk, chunk
+    q = q * (1.0 / math.sqrt(dqk))
+    qc, kc = q.view(bsz, nh, nc, L, dqk), k.view(bsz, nh, nc, L, dqk)
+    vc = v.view(bsz, nh, nc, L, -1)
+    bl = torch.cumsum(F.logsigmoid(f).view(bsz, nh, nc, L), dim=-1)  # within-chunk gates
+    ic = i.view(bsz, nh, nc, L)
+    g = bl[..., -1]                                                  # [B, NH, NC]
+    # Carried state: m_c = max(g_c + m_{c-1}, max_s (g_c - bl_s + i_s)); C and n are stored
+    # divided by exp(m_c).
+    w_log = g.unsqueeze(-1) - bl + ic                                # [B, NH, NC, L]
+    m_loc = w_log.max(dim=-1).values.detach()
+    m_prev = [torch.zeros_like(g[..., 0])]
+    c_prev = [q.new_zeros(bsz, nh, dqk, vc.shape[-1])]
+    n_prev = [q.new_zeros(bsz, nh, dqk)]
+    for c in range(nc - 1):
+        m_new = torch.maximum(g[..., c] + m_prev[-1], m_loc[..., c])
+        decay = torch.exp(g[..., c] + m_prev[-1] - m_new)
+        kw = kc[:, :, c] * torch.exp(w_log[..., c, :] - m_new.unsqueeze(-1)).unsqueeze(-1)
+        c_prev.append(decay[..., None, None] * c_prev[-1] + kw.transpose(-1, -2) @ vc[:, :, c])
+        n_prev.append(decay.unsqueeze(-1) * n_prev[-1] + kw.sum(dim=-2))
+        m_prev.append(m_new)
+    c_prev, n_prev = torch.stack(c_prev, 2), torch.stack(n_prev, 2)  # [B, NH, NC, ...]
+    m_prev = torch.stack(m_prev, 2)
+    # Within each chunk: [r, s] = bl_r - bl_s + i_s for s <= r, next to the state's b_r + m.
+    log_d = bl.unsqueeze(-1) - (bl - ic).unsqueeze(-2)               # [B, NH, NC, L, L]
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
     log_d = log_d.masked_fill(~causal, float("-inf"))
-    # Stabiliser (no gradient: it cancels between numerator and denominator).
-    m = torch.maximum(b, log_d.max(dim=-1).values).detach()       # with m_0 = 0 -> b_r
-    p = torch.exp(log_d - m.unsqueeze(-1)) * (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    num = p @ v
-    den = p.sum(dim=-1)
-    return num / (torch.maximum(den.abs(), torch.exp(-m)) + eps).unsqueeze(-1)
+    a = bl + m_prev.unsqueeze(-1)                                    # [B, NH, NC, L]
+    m = torch.maximum(a, log_d.max(dim=-1).values).detach()
+    p = torch.exp(log_d - m.unsqueeze(-1)) * (qc @ kc.transpose(-1, -2))
+    inter = torch.exp(a - m).unsqueeze(-1)
+    num = p @ vc + inter * (qc @ c_prev)
+    den = p.sum(dim=-1) + inter.squeeze(-1) * (qc @ n_prev.unsqueeze(-1)).squeeze(-1)
+    h = num / (torch.maximum(den.abs(), torch.exp(-m)) + eps).unsqueeze(-1)
+    return h.reshape(bsz, nh, s, -1)
 
 
 class MlstmLayer(nn.Module):
@@ -201,9 +235,14 @@ class XlstmLM(nn.Module):
                 lay.fgate_preact.bias.copy_(torch.linspace(3.0, 6.0, self.cfg.num_heads))
         nn.init.normal_(self.lm_head.weight, std=small)
 
-    def forward(self, tokens):  # [B, S] -> logits [B, S, V]
+    def hidden(self, tokens):  # [B, S] -> normed hidden states [B, S, E]
         x = self.backbone.embeddings(tokens)
         for blk in self.backbone.blocks:
             x = blk(x)
-        x = self.backbone.out_norm(x)
-        return softcap(self.lm_head(x), self.cfg.output_logit_soft_cap)
+        return self.backbone.out_norm(x)
+
+    def head(self, h):  # [..., E] -> logits [..., V]
+        return softcap(self.lm_head(h), self.cfg.output_logit_soft_cap)
+
+    def forward(self, tokens):  # [B, S] -> logits [B, S, V]
+        return self.head(self.hidden(tokens))

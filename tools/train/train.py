@@ -49,14 +49,16 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def encode_stream(path, enc, rng, max_turns=4, only_src=None):
+def encode_stream(path, enc, rng, max_turns=4, only_src=None, skip_src=None):
     """Packs the pairs of `path` into one token stream of conversations of 1..max_turns
     turns; mask[t] = 1 where token t is a target the loss counts (answer or stop).
-    `only_src`: keep only pairs from these sources."""
+    `only_src`: keep only pairs from these sources; `skip_src`: drop these."""
     with open(path, encoding="utf-8") as f:
         pairs = [json.loads(line) for line in f]
     if only_src:
         pairs = [p for p in pairs if p["src"] in only_src]
+    if skip_src:
+        pairs = [p for p in pairs if p["src"] not in skip_src]
     ids, mask = [], []
     i = 0
     while i < len(pairs):
@@ -80,11 +82,16 @@ def windows(ids, mask, seq):
     return torch.from_numpy(x.copy()).long(), torch.from_numpy(m.copy()).bool()
 
 
-def masked_loss(logits, x, m):
-    tgt = x[:, 1:]
+def masked_loss(net, x, m):
+    """Mean cross-entropy over the target positions only. The LM head, soft cap and softmax
+    run on those rows alone (a third of a window is questions): the same loss and gradients
+    as scoring every position and masking, at two thirds of the vocabulary-sized work."""
     w = m[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
-    return (ce * w.reshape(-1)).sum() / w.sum().clamp(min=1), int(w.sum())
+    h = net.hidden(x[:, :-1])[w]
+    n = int(w.sum())
+    if n == 0:
+        return h.sum() * 0.0, 0
+    return F.cross_entropy(net.head(h), x[:, 1:][w]), n
 
 
 @torch.no_grad()
@@ -93,7 +100,7 @@ def evaluate(net, xs, ms, batch):
     total, count = 0.0, 0
     for s in range(0, len(xs), batch):
         x, m = xs[s: s + batch], ms[s: s + batch]
-        loss, n = masked_loss(net(x[:, :-1]), x, m)
+        loss, n = masked_loss(net, x, m)
         total += float(loss) * n
         count += n
     net.train()
@@ -183,6 +190,10 @@ def main():
     ap.add_argument("--export-only", action="store_true", help="export WORK/ckpt.pt and stop")
     ap.add_argument("--only-src", default="",
                     help="train on these pair sources only (comma-separated, e.g. wordnet)")
+    ap.add_argument("--skip-src", default="",
+                    help="leave these pair sources out of training (comma-separated)")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop (and checkpoint) at this step; the LR schedule still spans --steps")
     ap.add_argument("--restart-at", type=int, default=None,
                     help="with --resume: start a new cosine LR phase at this step")
     args = ap.parse_args()
@@ -194,15 +205,20 @@ def main():
     vocab = len(enc.vocab)
 
     only = set(filter(None, args.only_src.split(",")))
-    cache = os.path.join(work, "tokens.npz" if not only else
-                         "tokens-" + "-".join(sorted(only)) + ".npz")
+    skip = set(filter(None, args.skip_src.split(",")))
+    cache = "tokens"
+    if only:
+        cache += "-" + "-".join(sorted(only))
+    if skip:
+        cache += "-skip-" + "-".join(sorted(skip))
+    cache = os.path.join(work, cache + ".npz")
     if os.path.exists(cache):
         z = np.load(cache)
         tr_ids, tr_mask, ho_ids, ho_mask = z["tr_ids"], z["tr_mask"], z["ho_ids"], z["ho_mask"]
     else:
         t0 = time.time()
         tr_ids, tr_mask = encode_stream(os.path.join(work, "train.jsonl"), enc, rng,
-                                        only_src=only)
+                                        only_src=only, skip_src=skip)
         ho_ids, ho_mask = encode_stream(os.path.join(work, "heldout.jsonl"), enc,
                                         random.Random(args.seed + 1))
         np.savez(cache, tr_ids=tr_ids, tr_mask=tr_mask, ho_ids=ho_ids, ho_mask=ho_mask)
@@ -238,8 +254,9 @@ def main():
         f"of {args.batch}, threads {torch.get_num_threads()}")
 
     step = start
+    end = args.steps if args.stop_at is None else min(args.stop_at, args.steps)
     t_last, run_loss = time.time(), []
-    while step < args.steps and not args.export_only:
+    while step < end and not args.export_only:
         lr = lr_at(step, args.steps, args.lr, args.warmup, args.restart_at)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -249,20 +266,20 @@ def main():
             order = torch.randperm(len(xs), generator=torch.Generator().manual_seed(args.seed + step))
             idx = order[: args.batch]
         x, m = xs[idx], ms[idx]
-        loss, _ = masked_loss(net(x[:, :-1]), x, m)
+        loss, _ = masked_loss(net, x, m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1
         run_loss.append(float(loss))
-        if step % 25 == 0 or step == args.steps:
+        if step % 25 == 0 or step == end:
             now = time.time()
             seconds += now - t_last
             tps = 25 * args.batch * args.seq / (now - t_last)
             t_last = now
             held = ""
-            if step % args.eval_every == 0 or step == args.steps:
+            if step % args.eval_every == 0 or step == end:
                 # A fixed slice of the held-out windows keeps the curve cheap; the
                 # full held-out set is scored once, at export.
                 held = f"{evaluate(net, hx[:128], hm[:128], 32)[0]:.4f}"
@@ -274,7 +291,7 @@ def main():
                         f"{tps:.0f}\t{held}\n")
             log(f"step {step}/{args.steps} loss {mean:.4f} lr {lr:.2e} {tps:.0f} tok/s "
                 f"{seconds / 60:.1f} min" + (f" held-out {held}" if held else ""))
-            if step % 250 == 0 or step == args.steps:
+            if step % 250 == 0 or step == end:
                 torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                             "seconds": seconds, "order": order}, ckpt + ".tmp")
                 os.replace(ckpt + ".tmp", ckpt)
