@@ -120,6 +120,12 @@ class Backend {
 
   // Ops (see op_params.h for exact semantics).
   virtual void MatMul(const MatMulParams& p) = 0;
+  // Scratch for prefill MatMuls of up to `rows` rows (the CUDA backend stages x as bf16 hi
+  // and lo parts for cuBLASLt), sized for the widest matrix uploaded so far. The model's
+  // workspace reservation calls it, so nothing is allocated while serving; a prefill MatMul
+  // of more rows runs in windows of `rows` (rows are independent of each other).
+  virtual absl::Status ReserveMatMul(int64_t /*rows*/) { return absl::OkStatus(); }
+  virtual size_t MatMulScratchBytes(int64_t /*rows*/) const { return 0; }
   virtual void RmsNorm(const RmsNormParams& p) = 0;
   virtual void Embed(const EmbedParams& p) = 0;
   virtual void BiasSoftCap(const BiasSoftCapParams& p) = 0;

@@ -45,6 +45,11 @@ struct MatMulParams {
   int64_t ldx;
   int64_t ldy;
   bool accumulate;
+  // Rows of prompt pieces (prefill) rather than of a decode step. A backend may multiply the
+  // two kinds differently (CUDA: cuBLASLt for prefill, its own weight-streaming kernel for
+  // decode), but chooses only by this flag and the weight's shape, never by m, so a row's
+  // result is the same alone or in any batch of its kind.
+  bool prefill = false;
 };
 
 // y = x / sqrt(mean(x^2) + eps) * w (+ b). Reductions in float32. With `center`, a LayerNorm:

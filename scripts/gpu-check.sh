@@ -15,8 +15,8 @@
 #                                       table. Results go to OUT (default $OUT, else DIR/out).
 #
 # The binaries run under the bundled loader (lib/ld-linux-x86-64.so.2 --library-path lib), so
-# the GPU machine's older or newer glibc and libstdc++ do not matter; only libcuda.so.1 comes
-# from the machine. Exit status: 0 when the tests passed and every bench line was produced.
+# the GPU machine's older or newer glibc and libstdc++ do not matter; only libcuda.so.1 and
+# CUDA 13's libcublasLt.so.13 (its toolkit's or its Python's nvidia-cublas) come from the machine. Exit status: 0 when the tests passed and every bench line was produced.
 set -euo pipefail
 
 usage() {
@@ -52,7 +52,8 @@ bundle() {
   for lib in $(ldd build/bin/gpu_test build/bin/xlstm | awk '/=>/ {print $3} /^[ \t]*\// {print $1}' |
                sort -u); do
     case "$(basename "$lib")" in
-      libcuda.so*|linux-vdso*) ;;
+      # cuBLASLt (540 MB) comes from the GPU machine's CUDA 13, as the driver does.
+      libcuda.so*|linux-vdso*|libcublas.so*|libcublasLt.so*) ;;
       # ICU's 31 MB data table (the tokenizer's; xz: 7 MB) would break the size limit.
       libicudata.so*) xz -9 -T"$(nproc)" -c "$lib" > "$out/lib/$(basename "$lib").xz" ;;
       *) cp -L "$lib" "$out/lib/" ;;
@@ -82,7 +83,22 @@ run() {
     python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
       "$packed" "$results/lib/$(basename "${packed%.xz}")"
   done
-  loader=("$here/lib/ld-linux-x86-64.so.2" --library-path "$here/lib:$results/lib")
+  # cuBLASLt from the machine: its CUDA toolkit, the loader's cache, else the CUDA 13 wheels
+  # of its Python (nvidia/cu13/lib; older wheels nvidia/cublas/lib).
+  local cublas_dir="" dir
+  for dir in "${CUDA_HOME:-/usr/local/cuda}/lib64" "${CUDA_HOME:-/usr/local/cuda}/lib" \
+      /usr/local/cuda/targets/x86_64-linux/lib \
+      "$(ldconfig -p 2>/dev/null | awk '/libcublasLt\.so\.13 / {print $NF; exit}' | xargs -r dirname)" \
+      $(python3 -c 'import nvidia, os
+for p in nvidia.__path__:
+    print(os.path.join(p, "cu13", "lib"), os.path.join(p, "cublas", "lib"))' 2>/dev/null); do
+    if [ -n "$dir" ] && [ -e "$dir/libcublasLt.so.13" ]; then cublas_dir=$dir; break; fi
+  done
+  if [ -z "$cublas_dir" ]; then
+    echo "gpu-check run: no libcublasLt.so.13 (CUDA 13 cuBLAS) on this machine" >&2
+    exit 1
+  fi
+  loader=("$here/lib/ld-linux-x86-64.so.2" --library-path "$here/lib:$results/lib:$cublas_dir")
   export XLSTMD_SHARED_DIR="$here/shared" XLSTMD_REQUIRE_GPU=1
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
     --format=csv | tee "$results/nvidia-smi.csv"

@@ -223,16 +223,16 @@ void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev, const
                        kNormEps, kn::GateAct::kNone, nullptr, nullptr, 0, /*accumulate=*/true});
       if (!p.s_ffn) continue;
       be.RmsNorm({w.x, bw.norm_ffn_w, bw.norm_ffn_b, w.hn, rows, e, e, e, kNormEps, true});
-      be.MatMul({w.hn, bw.w_ffn_up.get(), w.ffn, rows, e, 2 * f, false});
+      be.MatMul({w.hn, bw.w_ffn_up.get(), w.ffn, rows, e, 2 * f, false, !step});
       if (bw.ffn_up_b != nullptr) be.BiasSoftCap({w.ffn, bw.ffn_up_b, rows, 2 * f, 2 * f, 0.0f});
       be.SwiGlu({w.ffn, w.ffn + f, w.act, rows, f, 2 * f, f, ActOf(p.ff_act)});
-      be.MatMul({w.act, bw.w_ffn_down.get(), w.x, rows, f, e, true});
+      be.MatMul({w.act, bw.w_ffn_down.get(), w.x, rows, f, e, true, !step});
       if (bw.ffn_down_b != nullptr) be.BiasSoftCap({w.x, bw.ffn_down_b, rows, e, e, 0.0f});
       continue;
     }
     const int64_t din = p.m_inner(e), nh = p.m_heads, dh = p.m_dh(e), bs = p.m_qkv_blocksize;
     const int64_t up = 2 * din, q = 3 * din + 2 * nh, blocks = din / bs;
-    be.MatMul({w.hn, bw.w_up.get(), w.proj, rows, e, up, false});
+    be.MatMul({w.hn, bw.w_up.get(), w.proj, rows, e, up, false, !step});
     if (bw.up_b != nullptr) be.BiasSoftCap({w.proj, bw.up_b, rows, up, up, 0.0f});
     const float* xm = w.proj;
     const float* z = w.proj + din;
@@ -251,7 +251,7 @@ void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev, const
     be.Headwise({xc, bw.hw[0], bw.hw_b[0], qp, rows, blocks, bs, bs, ldxc, q, 1.0f});
     be.Headwise({xc, bw.hw[1], bw.hw_b[1], kp, rows, blocks, bs, bs, ldxc, q, 1.0f});
     be.Headwise({xm, bw.hw[2], bw.hw_b[2], vp, rows, blocks, bs, bs, up, q, 1.0f});
-    be.MatMul({w.ffn, bw.w_gates.get(), gates, rows, q, q, false});
+    be.MatMul({w.ffn, bw.w_gates.get(), gates, rows, q, q, false, !step});
     be.BiasSoftCap({gates, bw.gate_bias, rows, 2 * nh, q, 0.0f});
     // The cell's k carries 1/sqrt(DH) (its state holds the scaled keys, spec 2.5).
     be.Headwise({xc, bw.hw[1], bw.hw_b[1], kp, rows, blocks, bs, bs, ldxc, q,
@@ -276,7 +276,7 @@ void XlstmModel::RunPaperBlocks(const Window& win, const IndexArrays& dev, const
     }
     be.HeadNormGate({w.hcell, z, bw.mh_norm_w, bw.mh_norm_b, w.act, rows, nh, dh, din, up, din,
                      kNormEps, kn::GateAct::kSilu, bw.skip, xc, ldxc, false});
-    be.MatMul({w.act, bw.w_down.get(), w.x, rows, din, e, true});
+    be.MatMul({w.act, bw.w_down.get(), w.x, rows, din, e, true, !step});
     if (bw.out_b != nullptr) be.BiasSoftCap({w.x, bw.out_b, rows, e, e, 0.0f});
   }
 }

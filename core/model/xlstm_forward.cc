@@ -47,7 +47,7 @@ void XlstmModel::RunBlocks(const Window& win, const IndexArrays& dev, const Inde
     const kn::MlstmStateRef state{arena, layout_.floats_per_slot(), so.c_offset, so.n_offset,
                                   so.m_offset};
     be.RmsNorm({w.x, bw.norm_mlstm_w, bw.norm_mlstm_b, w.hn, rows, E, E, E, c.norm_eps});
-    be.MatMul({w.hn, bw.w_in.get(), w.proj, rows, E, P, false});
+    be.MatMul({w.hn, bw.w_in.get(), w.proj, rows, E, P, false, !step});
     if (bw.in_bias != nullptr) be.BiasSoftCap({w.proj, bw.in_bias, rows, P, P, 0.0f});
     // Input and forget gates are adjacent: one bias + soft-cap pass for both.
     be.BiasSoftCap({w.proj + oi, bw.gate_bias, rows, 2 * NH, P, c.gate_soft_cap});
@@ -62,23 +62,24 @@ void XlstmModel::RunBlocks(const Window& win, const IndexArrays& dev, const Inde
     }
     be.HeadNormGate({w.hcell, w.proj + oo, bw.mh_norm_w, bw.mh_norm_b, w.hgate, rows, NH,
                      c.dv(), VD, P, VD, c.norm_eps});
-    be.MatMul({w.hgate, bw.w_out.get(), w.x, rows, VD, E, true});
+    be.MatMul({w.hgate, bw.w_out.get(), w.x, rows, VD, E, true, !step});
     if (bw.out_b != nullptr) be.BiasSoftCap({w.x, bw.out_b, rows, E, E, 0.0f});
 
     be.RmsNorm({w.x, bw.norm_ffn_w, bw.norm_ffn_b, w.hn, rows, E, E, E, c.norm_eps});
-    be.MatMul({w.hn, bw.w_ffn_up.get(), w.ffn, rows, E, 2 * F, false});
+    be.MatMul({w.hn, bw.w_ffn_up.get(), w.ffn, rows, E, 2 * F, false, !step});
     if (bw.ffn_up_b != nullptr) be.BiasSoftCap({w.ffn, bw.ffn_up_b, rows, 2 * F, 2 * F, 0.0f});
     be.SwiGlu({w.ffn, w.ffn + F, w.act, rows, F, 2 * F, F});
-    be.MatMul({w.act, bw.w_ffn_down.get(), w.x, rows, F, E, true});
+    be.MatMul({w.act, bw.w_ffn_down.get(), w.x, rows, F, E, true, !step});
     if (bw.ffn_down_b != nullptr) be.BiasSoftCap({w.x, bw.ffn_down_b, rows, E, E, 0.0f});
   }
 }
 
 // Final norm + lm_head + soft cap for the window's logit rows (all rows when `all_rows`,
 // else the residual rows listed in dev.gather), appended to the logits buffer. When the
-// buffer is full, its rows go to `spill` (the vector API) or the call fails.
+// buffer is full, its rows go to `spill` (the vector API) or the call fails. `prefill`: the
+// window holds prompt pieces (MatMulParams::prefill).
 absl::Status XlstmModel::AppendLogits(const Window& win, const IndexArrays& dev, bool all_rows,
-                                      std::vector<float>* spill) {
+                                      bool prefill, std::vector<float>* spill) {
   const ModelConfig& c = config_;
   Workspace& w = *ws_;
   Backend& be = *backend_;
@@ -99,7 +100,7 @@ absl::Status XlstmModel::AppendLogits(const Window& win, const IndexArrays& dev,
       src = w.hn;
     }
     float* out = w.logits.as<float>() + w.logits_done * V;
-    be.MatMul({src, lm_head_.get(), out, n, E, V, false});
+    be.MatMul({src, lm_head_.get(), out, n, E, V, false, prefill});
     if (c.output_logit_soft_cap > 0.0f) {
       be.BiasSoftCap({out, nullptr, n, V, V, c.output_logit_soft_cap});
     }
@@ -167,7 +168,7 @@ absl::Status XlstmModel::ComputeWindow(const Window& win, const IndexArrays& hos
   backend_->Embed({embedding_.get(), dev.ids, ws_->x, win.rows(), config_.embedding_dim});
   RunBlocks(win, dev, host, chunk_size, step);
   if (mode != LogitsMode::kNone) {
-    XLSTMD_RETURN_IF_ERROR(AppendLogits(win, dev, mode == LogitsMode::kAll, spill));
+    XLSTMD_RETURN_IF_ERROR(AppendLogits(win, dev, mode == LogitsMode::kAll, !step, spill));
   }
   return absl::OkStatus();
 }

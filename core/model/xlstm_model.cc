@@ -229,6 +229,7 @@ size_t XlstmModel::ForwardBytes(int64_t rows, int64_t logit_rows) const {
   // A device backend keeps a pinned host copy of the index arrays and of the logits.
   const size_t copies = backend_->HostVisible() ? 1 : 2;
   return static_cast<size_t>(floats) * sizeof(float) + IndexBytes(rows) * copies +
+         backend_->MatMulScratchBytes(rows) +
          static_cast<size_t>(logit_rows) * static_cast<size_t>(config_.vocab_size) *
              sizeof(float) * copies;
 }
@@ -278,6 +279,7 @@ absl::Status XlstmModel::AllocateBuffers(int64_t rows, int64_t logit_rows) {
     if (!backend_->HostVisible()) {
       XLSTMD_ASSIGN_OR_RETURN(w.dev_index, kernels::Allocate(*backend_, IndexBytes(rows)));
     }
+    XLSTMD_RETURN_IF_ERROR(backend_->ReserveMatMul(rows));
     w.capacity = rows;
   }
   if (logit_rows != w.logits_capacity) {

@@ -176,7 +176,7 @@ class XlstmModel {
   void RunBlocks(const Window& win, const IndexArrays& dev, const IndexArrays& host,
                  int64_t chunk_size, bool step);
   absl::Status AppendLogits(const Window& win, const IndexArrays& dev, bool all_rows,
-                            std::vector<float>* spill);
+                            bool prefill, std::vector<float>* spill);
   absl::Status FlushLogits(std::vector<float>* spill);
   absl::StatusOr<LogitsView> FinishLogits();
   int64_t StepBucket(int64_t rows) const;

@@ -9,11 +9,15 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_gemm_lt.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch_plan.h"
 #include "kernels/quant.h"
@@ -35,11 +39,17 @@ const CudaMatrix* Mat(const WeightMatrix* w) { return static_cast<const CudaMatr
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, DType weight_dtype, const cudaDeviceProp& prop, cudaStream_t stream)
-      : device_(device), weight_dtype_(weight_dtype), prop_(prop), stream_(stream) {}
+  CudaBackend(int device, DType weight_dtype, const cudaDeviceProp& prop, cudaStream_t stream,
+              std::unique_ptr<PrefillGemm> prefill)
+      : device_(device),
+        weight_dtype_(weight_dtype),
+        prop_(prop),
+        stream_(stream),
+        prefill_(std::move(prefill)) {}
   ~CudaBackend() override {
     Bind();
     cudaStreamSynchronize(stream_);
+    prefill_.reset();
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     cudaStreamDestroy(stream_);
   }
@@ -212,6 +222,10 @@ class CudaBackend final : public Backend {
       return absl::InternalError(absl::StrCat(Name(), ": weight upload: ", ErrorText(e)));
     }
     m->w = DeviceWeights{dev, storage == DType::kBF16, rows, cols, ld};
+    if (storage == DType::kBF16) {
+      std::lock_guard<std::mutex> lock(upload_mu_);
+      max_bf16_cols_ = std::max(max_bf16_cols_, cols);
+    }
     m->dtype = storage;
     m->bytes = bytes;
     return m.release();
@@ -235,7 +249,29 @@ class CudaBackend final : public Backend {
 
   void MatMul(const MatMulParams& p) override {
     Bind();
+    if (p.prefill) {
+      const absl::StatusOr<bool> done =
+          prefill_->Run(p.x, p.ldx, Mat(p.w)->w, p.y, p.ldy, p.m, p.accumulate);
+      if (!done.ok()) return Fail(std::string(done.status().message()));
+      if (*done) return;
+    }
     Check(LaunchGemm(p.x, p.ldx, Mat(p.w)->w, p.y, p.ldy, p.m, p.accumulate, stream_));
+  }
+  absl::Status ReserveMatMul(int64_t rows) override {
+    Bind();
+    int64_t k = 0;
+    {
+      std::lock_guard<std::mutex> lock(upload_mu_);
+      k = max_bf16_cols_;
+    }
+    if (k == 0) return absl::OkStatus();  // f32 weights only: nothing is staged
+    absl::Status s = prefill_->Reserve(rows, k);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(Name(), ": ", s.message()));
+    return absl::OkStatus();
+  }
+  size_t MatMulScratchBytes(int64_t rows) const override {
+    std::lock_guard<std::mutex> lock(upload_mu_);
+    return PrefillStagingBytes(rows, max_bf16_cols_);
   }
   void RmsNorm(const RmsNormParams& p) override {
     Bind();
@@ -397,6 +433,9 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   size_t mlstm_smem_allowed_ = 0;
   size_t slstm_smem_allowed_ = 0;
+  std::unique_ptr<PrefillGemm> prefill_;
+  mutable std::mutex upload_mu_;  // matrices are uploaded from the loader's threads
+  int64_t max_bf16_cols_ = 0;     // widest bf16 matrix: the prefill staging's row width
   std::map<int64_t, cudaGraphExec_t> graphs_;  // decode-step recordings by key
   std::mutex pinned_mu_;
   std::map<const char*, size_t> pinned_;  // AllocHost blocks by start
@@ -445,8 +484,14 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions&
                                                ") is sm_", prop.major, prop.minor,
                                                "; the CUDA backend needs sm_80 or newer"));
   }
-  return std::unique_ptr<Backend>(
-      new CudaBackend(options.device, options.weight_dtype, prop, stream));
+  absl::StatusOr<std::unique_ptr<PrefillGemm>> prefill = PrefillGemm::Create(stream);
+  if (!prefill.ok()) {
+    cudaStreamDestroy(stream);
+    return absl::UnavailableError(absl::StrCat("cuda:", options.device, " (", prop.name,
+                                               "): ", prefill.status().message()));
+  }
+  return std::unique_ptr<Backend>(new CudaBackend(options.device, options.weight_dtype, prop,
+                                                  stream, std::move(*prefill)));
 }
 
 }  // namespace xlstmd::kernels::cuda

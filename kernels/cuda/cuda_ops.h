@@ -26,6 +26,10 @@ struct DeviceWeights {
 
 cudaError_t LaunchGemm(const float* x, int64_t ldx, const DeviceWeights& w, float* y,
                        int64_t ldy, int64_t m, bool accumulate, cudaStream_t stream);
+// Stages the f32 rows x[m, k] (stride ldx) as bf16 hi and lo parts (stride ld) for the
+// prefill GEMM (launch_plan.h, PrefillGemmKey).
+cudaError_t LaunchSplitBf16(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* hi,
+                            uint16_t* lo, int64_t ld, cudaStream_t stream);
 cudaError_t LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
 cudaError_t LaunchEmbed(const DeviceWeights& table, const int32_t* ids, float* y, int64_t rows,
                         int64_t ldy, cudaStream_t stream);

@@ -4,8 +4,10 @@
 // One warp per output row; lane l chains the products of the 16-byte weight vectors at
 // k = vec * (l + 32 j) in order, then the lanes meet in a fixed butterfly. That order depends
 // on K alone (launch_plan.h), so a row's result never depends on M or on the other rows.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -102,7 +104,35 @@ cudaError_t Launch(const float* x, int64_t ldx, const DeviceWeights& w, float* y
   return cudaGetLastError();
 }
 
+// x = hi + lo + r with hi = bf16(x), lo = bf16(x - hi), |r| <= 2^-16 |x|: both parts round
+// to nearest even. Columns k..ld of the staged rows are left as they are (the GEMM reads k).
+__global__ void SplitBf16Kernel(const float* __restrict__ x, int64_t ldx, int64_t m, int64_t k,
+                                uint16_t* __restrict__ hi, uint16_t* __restrict__ lo,
+                                int64_t ld) {
+  const int64_t total = m * k;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / k, c = i % k;
+    const float v = x[r * ldx + c];
+    const __nv_bfloat16 hb = __float2bfloat16_rn(v);
+    const float h = __bfloat162float(hb);
+    hi[r * ld + c] = __bfloat16_as_ushort(hb);
+    // An infinite or NaN x is carried by hi alone (inf - inf would make lo a NaN).
+    lo[r * ld + c] = __bfloat16_as_ushort(__float2bfloat16_rn(isfinite(h) ? v - h : 0.0f));
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchSplitBf16(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* hi,
+                            uint16_t* lo, int64_t ld, cudaStream_t stream) {
+  if (m <= 0 || k <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const int64_t blocks = std::min<int64_t>((m * k + kThreads - 1) / kThreads, 8192);
+  SplitBf16Kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x, ldx, m, k, hi, lo,
+                                                                           ld);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchGemm(const float* x, int64_t ldx, const DeviceWeights& w, float* y,
                        int64_t ldy, int64_t m, bool accumulate, cudaStream_t stream) {

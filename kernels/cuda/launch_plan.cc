@@ -1,6 +1,7 @@
 #include "kernels/cuda/launch_plan.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace xlstmd::kernels::cuda {
 namespace {
@@ -15,6 +16,34 @@ int64_t MlstmThreads(int64_t dv) { return std::clamp<int64_t>(RoundUp(dv, 32), 3
 int64_t PaddedWeightCols(int64_t k, size_t weight_elem_bytes) {
   const int64_t vec = 16 / static_cast<int64_t>(weight_elem_bytes);
   return RoundUp(std::max<int64_t>(k, 1), vec);
+}
+
+bool PrefillGemmKey::operator<(const PrefillGemmKey& o) const {
+  return std::tie(n, k, ldw, ldb, ldy, weight_bytes, x_align, y_align) <
+         std::tie(o.n, o.k, o.ldw, o.ldb, o.ldy, o.weight_bytes, o.x_align, o.y_align);
+}
+
+int32_t OperandAlignment(uintptr_t address, int64_t row_stride_bytes) {
+  int32_t a = 16;
+  while (a > 1 && ((address % static_cast<uintptr_t>(a)) != 0 || row_stride_bytes % a != 0)) {
+    a /= 2;
+  }
+  return a;
+}
+
+int64_t StagedCols(int64_t k) { return RoundUp(std::max<int64_t>(k, 1), 8); }
+
+size_t PrefillStagingBytes(int64_t rows, int64_t max_k) {
+  if (rows <= 0 || max_k <= 0) return 0;
+  // hi and lo, 2 bytes per element each.
+  return 2 * static_cast<size_t>(rows) * static_cast<size_t>(StagedCols(max_k)) * 2;
+}
+
+std::vector<std::pair<int64_t, int64_t>> PrefillWindows(int64_t m, int64_t rows_per_window) {
+  std::vector<std::pair<int64_t, int64_t>> w;
+  const int64_t step = std::max<int64_t>(rows_per_window, 1);
+  for (int64_t b = 0; b < m; b += step) w.emplace_back(b, std::min(m, b + step));
+  return w;
 }
 
 DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, size_t weight_elem_bytes) {

@@ -12,8 +12,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <deque>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace xlstmd::kernels::cuda {
@@ -41,6 +42,36 @@ constexpr int64_t kGemmWarps = 8;
 DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, size_t weight_elem_bytes);
 // Weight rows are stored padded to whole vectors (zeros), so lane loads never straddle rows.
 int64_t PaddedWeightCols(int64_t k, size_t weight_elem_bytes);
+
+// Prefill GEMMs (MatMulParams::prefill) run through cuBLASLt: bf16 weights times the f32
+// activations split into bf16 hi + lo parts (x - hi - lo is below 2^-16 |x|), two tensor-core
+// products into one f32 result; f32 weights as an f32 GEMM (never TF32). The algorithm is
+// pinned per PrefillGemmKey, which holds everything cuBLASLt's choice may depend on except M,
+// so a row's result never depends on how many rows share the call.
+struct PrefillGemmKey {
+  int64_t n = 0, k = 0;
+  int64_t ldw = 0;           // the weight rows' padded stride (elements)
+  int64_t ldb = 0;           // the B operand's row stride: staged hi/lo, or x for f32 weights
+  int64_t ldy = 0;           // y's row stride
+  int32_t weight_bytes = 0;  // 2 (bf16) or 4 (f32)
+  int32_t x_align = 0;       // alignment (bytes, power of two <= 16) of the B operand
+  int32_t y_align = 0;       // of y and its row stride
+  bool operator<(const PrefillGemmKey& o) const;
+  bool operator==(const PrefillGemmKey&) const = default;
+};
+// The most rows one cuBLASLt call multiplies (the largest M its pinned algorithm is checked
+// for); longer calls run in windows.
+constexpr int64_t kPrefillMaxRows = 65536;
+// The largest power of two <= 16 that divides both the address and the row stride in bytes.
+int32_t OperandAlignment(uintptr_t address, int64_t row_stride_bytes);
+// Row stride (elements) of the staged bf16 hi / lo copies of a [rows, k] activation: whole
+// 16-byte vectors, so every staged row is 16-byte aligned.
+int64_t StagedCols(int64_t k);
+// Bytes of the staging buffers (hi and lo) for `rows` rows of width up to `max_k`.
+size_t PrefillStagingBytes(int64_t rows, int64_t max_k);
+// Row windows [begin, end) of an m-row prefill GEMM when at most `rows_per_window` rows are
+// staged at once; per-row results do not depend on the split.
+std::vector<std::pair<int64_t, int64_t>> PrefillWindows(int64_t m, int64_t rows_per_window);
 
 // Row ops (norms, soft cap, SwiGLU, gather): one CTA per row (per row and head for the head
 // norm) with a thread count that depends only on the width.

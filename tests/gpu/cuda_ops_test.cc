@@ -29,7 +29,9 @@ class CudaOpsTest : public ::testing::TestWithParam<DType> {
   std::mt19937 rng_{5};
 };
 
-// y = x W^T on both backends, for shapes around the kernel's vector and tile edges.
+// y = x W^T on both backends, for shapes around the kernel's vector and tile edges, through
+// the decode kernel and the prefill path (cuBLASLt; with bf16 weights on x split into bf16
+// hi + lo, which leaves up to 2^-16 of each x out, hence the looser bound).
 TEST_P(CudaOpsTest, MatMulMatchesCpu) {
   for (int64_t k : {1, 7, 8, 64, 300, 1031}) {
     for (int64_t n : {1, 37, 130}) {
@@ -38,45 +40,85 @@ TEST_P(CudaOpsTest, MatMulMatchesCpu) {
       auto wg = gpu_->UploadMatrix(w.data(), DType::kF32, n, k);
       ASSERT_TRUE(wc.ok() && wg.ok());
       kernels::WeightMatrixPtr pc(*wc, {cpu_.get()}), pg(*wg, {gpu_.get()});
+      ASSERT_TRUE(gpu_->ReserveMatMul(300).ok());
       for (int64_t m : {1, 5, 33, 300}) {
         const std::vector<float> x = Gaussian(m * k, rng_);
         const std::vector<float> y0 = Gaussian(m * n, rng_);
         for (bool acc : {false, true}) {
           std::vector<float> yc = y0;
           cpu_->MatMul({x.data(), pc.get(), yc.data(), m, k, n, acc});
-          BackendArray xg(gpu_.get(), x), yg(gpu_.get(), y0);
-          gpu_->MatMul({xg.get(), pg.get(), yg.get(), m, k, n, acc});
-          EXPECT_LT(RelDiff(yg.Read(), yc), 1e-5) << m << "x" << n << "x" << k << " acc " << acc;
+          for (bool prefill : {false, true}) {
+            BackendArray xg(gpu_.get(), x), yg(gpu_.get(), y0);
+            gpu_->MatMul({xg.get(), pg.get(), yg.get(), m, k, n, acc, prefill});
+            const double bound = prefill && GetParam() == DType::kBF16 ? 5e-5 : 1e-5;
+            EXPECT_LT(RelDiff(yg.Read(), yc), bound)
+                << m << "x" << n << "x" << k << " acc " << acc << " prefill " << prefill;
+          }
+          ASSERT_TRUE(gpu_->Synchronize().ok());
         }
       }
     }
   }
 }
 
-// Row m of a batched product is bit-identical to the same row alone, for M = 1..300.
+// Row m of a batched product is bit-identical to the same row alone, for M = 1..300, on
+// either path (the prefill one staged in windows of 64 rows, so windows are crossed too).
 TEST_P(CudaOpsTest, MatMulIsBatchInvariant) {
   const int64_t n = 97, k = 515;
   const std::vector<float> w = Gaussian(n * k, rng_, 0.1f);
   auto wg = gpu_->UploadMatrix(w.data(), DType::kF32, n, k);
   ASSERT_TRUE(wg.ok());
   kernels::WeightMatrixPtr pg(*wg, {gpu_.get()});
+  ASSERT_TRUE(gpu_->ReserveMatMul(64).ok());
   const std::vector<float> x = Gaussian(300 * k, rng_);
   BackendArray xg(gpu_.get(), x);
-  std::vector<std::vector<float>> alone(300);
-  for (int64_t r = 0; r < 300; ++r) {
-    BackendArray y(gpu_.get(), std::vector<float>(n));
-    gpu_->MatMul({xg.get() + r * k, pg.get(), y.get(), 1, k, n, false});
-    alone[r] = y.Read();
-  }
-  for (int64_t m = 1; m <= 300; m += (m < 40 ? 1 : 13)) {
-    BackendArray y(gpu_.get(), std::vector<float>(m * n));
-    gpu_->MatMul({xg.get(), pg.get(), y.get(), m, k, n, false});
-    const std::vector<float> got = y.Read();
-    for (int64_t r = 0; r < m; ++r) {
-      ASSERT_EQ(std::memcmp(got.data() + r * n, alone[r].data(), n * sizeof(float)), 0)
-          << "row " << r << " of M=" << m;
+  for (bool prefill : {false, true}) {
+    std::vector<std::vector<float>> alone(300);
+    for (int64_t r = 0; r < 300; ++r) {
+      BackendArray y(gpu_.get(), std::vector<float>(n));
+      gpu_->MatMul({xg.get() + r * k, pg.get(), y.get(), 1, k, n, false, prefill});
+      alone[r] = y.Read();
     }
+    for (int64_t m = 1; m <= 300; m += (m < 40 ? 1 : 13)) {
+      BackendArray y(gpu_.get(), std::vector<float>(m * n));
+      gpu_->MatMul({xg.get(), pg.get(), y.get(), m, k, n, false, prefill});
+      const std::vector<float> got = y.Read();
+      for (int64_t r = 0; r < m; ++r) {
+        ASSERT_EQ(std::memcmp(got.data() + r * n, alone[r].data(), n * sizeof(float)), 0)
+            << "row " << r << " of M=" << m << " prefill " << prefill;
+      }
+    }
+    ASSERT_TRUE(gpu_->Synchronize().ok());
   }
+}
+
+// The prefill path with row strides wider than the rows (x: k + 5, y: n + 3), accumulating,
+// across 64-row staging windows: against the CPU, and each row bit-identical to itself alone.
+TEST_P(CudaOpsTest, PrefillMatMulWithStridesAccumulatesExactlyPerRow) {
+  const int64_t n = 41, k = 203, ldx = k + 5, ldy = n + 3, rows = 130;
+  const std::vector<float> w = Gaussian(n * k, rng_, 0.1f);
+  auto wc = cpu_->UploadMatrix(w.data(), DType::kF32, n, k);
+  auto wg = gpu_->UploadMatrix(w.data(), DType::kF32, n, k);
+  ASSERT_TRUE(wc.ok() && wg.ok());
+  kernels::WeightMatrixPtr pc(*wc, {cpu_.get()}), pg(*wg, {gpu_.get()});
+  ASSERT_TRUE(gpu_->ReserveMatMul(64).ok());
+  const std::vector<float> x = Gaussian(rows * ldx, rng_);
+  const std::vector<float> y0 = Gaussian(rows * ldy, rng_);
+  std::vector<float> yc = y0;
+  cpu_->MatMul({x.data(), pc.get(), yc.data(), rows, ldx, ldy, true});
+  BackendArray xg(gpu_.get(), x), yg(gpu_.get(), y0);
+  gpu_->MatMul({xg.get(), pg.get(), yg.get(), rows, ldx, ldy, true, true});
+  const std::vector<float> all = yg.Read();
+  const double bound = GetParam() == DType::kBF16 ? 5e-5 : 1e-5;
+  EXPECT_LT(RelDiff(all, yc), bound);
+  for (int64_t r = 0; r < rows; r += 7) {
+    BackendArray y1(gpu_.get(), std::vector<float>(y0.begin() + r * ldy,
+                                                   y0.begin() + (r + 1) * ldy));
+    gpu_->MatMul({xg.get() + r * ldx, pg.get(), y1.get(), 1, ldx, ldy, true, true});
+    const std::vector<float> one = y1.Read();
+    ASSERT_EQ(std::memcmp(one.data(), all.data() + r * ldy, n * sizeof(float)), 0) << "row " << r;
+  }
+  ASSERT_TRUE(gpu_->Synchronize().ok());
 }
 
 TEST_P(CudaOpsTest, RowOpsMatchCpu) {

@@ -1,7 +1,8 @@
 // The CUDA backend's launch planning, tested without a GPU: the decode GEMM's reduction
 // depends only on K (batch invariance), grids cover every output, the mLSTM chunk fits the
 // shared memory it is given, the sLSTM CTA depends only on the head dim, graph buckets pad
-// upwards, and the pinned ring never hands out overlapping bytes.
+// upwards, the pinned ring never hands out overlapping bytes, and the prefill GEMM's staging
+// and algorithm key do not depend on the rows of a call.
 #include "kernels/cuda/launch_plan.h"
 
 #include <random>
@@ -35,6 +36,52 @@ TEST(LaunchPlanTest, DecodeGemmReductionDependsOnlyOnKAndDtype) {
   EXPECT_EQ(PaddedWeightCols(4095, 2), 4096);
   EXPECT_EQ(PaddedWeightCols(4095, 4), 4096);
   EXPECT_EQ(PaddedWeightCols(9, 2), 16);
+}
+
+TEST(LaunchPlanTest, PrefillGemmStagingAndWindows) {
+  // Staged rows are whole 16-byte vectors of bf16, so every row of hi and lo stays aligned.
+  for (int64_t k : {1, 7, 8, 9, 255, 4096, 10944}) {
+    EXPECT_EQ(StagedCols(k) % 8, 0);
+    EXPECT_GE(StagedCols(k), k);
+    EXPECT_LT(StagedCols(k) - 8, k);
+  }
+  EXPECT_EQ(PrefillStagingBytes(4096, 10944), 2u * 4096 * 10944 * 2);
+  EXPECT_EQ(PrefillStagingBytes(0, 4096), 0u);
+  EXPECT_EQ(PrefillStagingBytes(16, 0), 0u);
+  // Windows tile [0, m) in order, each at most the staged rows.
+  for (int64_t m : {1, 5, 512, 513, 5000}) {
+    for (int64_t rows : {1, 7, 512}) {
+      int64_t next = 0;
+      for (const auto& [b, e] : PrefillWindows(m, rows)) {
+        EXPECT_EQ(b, next);
+        EXPECT_GT(e, b);
+        EXPECT_LE(e - b, rows);
+        next = e;
+      }
+      EXPECT_EQ(next, m);
+    }
+  }
+  EXPECT_TRUE(PrefillWindows(0, 16).empty());
+}
+
+TEST(LaunchPlanTest, PrefillGemmKeyHoldsAlignmentNotRows) {
+  EXPECT_EQ(OperandAlignment(0x1000, 4096 * 4), 16);
+  EXPECT_EQ(OperandAlignment(0x1004, 4096 * 4), 4);
+  EXPECT_EQ(OperandAlignment(0x1000, 4 * 5), 4);   // an odd f32 row stride
+  EXPECT_EQ(OperandAlignment(0x1008, 4 * 6), 8);
+  EXPECT_EQ(OperandAlignment(0x1001, 16), 1);
+  // The key that pins an algorithm has no M: two calls of any rows on the same weight and
+  // buffers share it, and order is strict.
+  PrefillGemmKey a{4096, 11008, 11008, 11008, 4096, 2, 16, 16};
+  PrefillGemmKey b = a;
+  EXPECT_EQ(a, b);
+  EXPECT_FALSE(a < b || b < a);
+  b.y_align = 4;
+  EXPECT_TRUE(b < a || a < b);
+  EXPECT_NE(a < b, b < a);
+  b = a;
+  b.ldy = 4100;
+  EXPECT_NE(a < b, b < a);
 }
 
 TEST(LaunchPlanTest, RowThreadsDependOnWidthOnly) {
