@@ -1,5 +1,7 @@
 #include "kernels/backend.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace xlstmd::kernels {
 
 size_t DTypeSize(DType t) {
@@ -15,6 +17,17 @@ size_t DTypeSize(DType t) {
       return 0;  // half a byte plus scales: not an element size
   }
   return 0;  // Not a valid DType; callers treat 0 as "unknown".
+}
+
+const char* MathModeName(MathMode m) {
+  return m == MathMode::kBf16 ? "bf16" : "exact";
+}
+
+absl::StatusOr<MathMode> ParseMathMode(std::string_view name) {
+  if (name == "exact") return MathMode::kExact;
+  if (name == "bf16") return MathMode::kBf16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("math mode \"", std::string(name), "\" is not one of exact, bf16"));
 }
 
 const char* DTypeName(DType t) {

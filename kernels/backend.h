@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -39,6 +40,16 @@ namespace xlstmd::kernels {
 size_t DTypeSize(DType t);
 const char* DTypeName(DType t);
 
+// How a backend's projections compute (--cuda-math). kExact: weights read exactly, activations
+// and accumulation in f32 (every backend; meets the golden tolerances). kBf16: weights stored
+// as bf16 and projection inputs rounded to bf16 before the product, accumulation, states and
+// row ops still f32 -- NX-AI's GPU numerics, faster for prefill, within golden.json's
+// `bf16_compute_drift` rather than the f32 tolerances. CUDA only.
+enum class MathMode { kExact, kBf16 };
+const char* MathModeName(MathMode m);  // "exact", "bf16"
+// The inverse of MathModeName; INVALID_ARGUMENT for any other text.
+absl::StatusOr<MathMode> ParseMathMode(std::string_view name);
+
 // Options shared by every backend. `threads` <= 0 means "one per available core".
 struct BackendOptions {
   int threads = 0;
@@ -46,6 +57,9 @@ struct BackendOptions {
   // matrix (e.g. quantized projections next to a bf16 embedding).
   DType weight_dtype = DType::kBF16;
   int device = 0;  // device index (CUDA); ignored by the CPU backend
+  // kBf16 needs the CUDA backend: CreateBackend refuses it for "cpu", and "auto" falling
+  // back to the CPU computes exactly (Backend::Math() says which applies).
+  MathMode math = MathMode::kExact;
 };
 
 // What a backend knows of its device, for sizing (--slots auto) and the bench's rooflines.
@@ -55,6 +69,21 @@ struct DeviceInfo {
   size_t free_bytes = 0;           // free device memory now
   double nominal_gbps = 0;         // memory bandwidth from the device's attributes; 0 = unknown
   double nominal_fp32_gflops = 0;  // FP32 FMA peak from the device's attributes; 0 = unknown
+  // Dense bf16 tensor-core peak (f32 accumulation), from the SM count, clock and the
+  // architecture's MMA rate per SM; 0 = unknown (and on the CPU).
+  double nominal_bf16_mma_gflops = 0;
+};
+
+// Where a forward pass spends its time (`xlstm bench`'s split of a step): the summed time of
+// each class of op, and the span from the first op's start to the last one's end; what the
+// span holds beyond the three sums is copies, launch gaps and host work ("gaps").
+struct OpTimes {
+  double gemm_ms = 0;    // MatMul, Headwise
+  double mlstm_ms = 0;   // the recurrent cells: MlstmStep/Chunkwise, SlstmSequence, CausalConv
+  double rowops_ms = 0;  // norms, soft cap, SwiGLU, gates, embedding and row gathers
+  double span_ms = 0;
+  int64_t ops = 0;
+  double gaps_ms() const { return span_ms - gemm_ms - mlstm_ms - rowops_ms; }
 };
 
 class Backend {
@@ -67,6 +96,7 @@ class Backend {
   virtual std::string Isa() const = 0;   // e.g. "avx512", "avx2", "scalar", "sm_90"
   virtual int Threads() const = 0;
   virtual DType WeightDType() const = 0;
+  virtual MathMode Math() const { return MathMode::kExact; }
 
   virtual DeviceInfo Info() const = 0;
   // Whether this backend's mLSTM kernels can run heads of these dims (shared memory per
@@ -143,6 +173,17 @@ class Backend {
   // the device is unusable (a sticky CUDA error): INTERNAL, and every later call fails too.
   // Always OK on the CPU backend, whose calls finish before they return.
   virtual absl::Status Synchronize() = 0;
+
+  // Op timing for the bench: between StartOpTiming and StopOpTiming every op is timed
+  // (host clock on the CPU; a pair of CUDA events around each op on the GPU, with recording
+  // off so the ops run eagerly), which slows them a little. StopOpTiming waits for the work
+  // and returns the totals since StartOpTiming. UNIMPLEMENTED where a backend cannot.
+  virtual absl::Status StartOpTiming() {
+    return absl::UnimplementedError("this backend does not time its ops");
+  }
+  virtual absl::StatusOr<OpTimes> StopOpTiming() {
+    return absl::UnimplementedError("this backend does not time its ops");
+  }
 
   // Recorded op sequences (CUDA graphs; not supported on the CPU). Between BeginCapture and
   // EndCapture(key) ops are recorded instead of run (no copies, allocations or Synchronize

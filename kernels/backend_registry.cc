@@ -52,11 +52,19 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name,
   std::string ignored;
   if (why == nullptr) why = &ignored;
   auto cpu_backend = [&]() -> absl::StatusOr<std::unique_ptr<Backend>> {
-    absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> be = cpu::CpuBackend::Create(options);
+    BackendOptions o = options;
+    o.math = MathMode::kExact;  // the CPU computes exactly; Math() tells the caller
+    absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> be = cpu::CpuBackend::Create(o);
     if (!be.ok()) return be.status();
     return std::unique_ptr<Backend>(std::move(*be));
   };
   if (name == "cpu") {
+    if (options.math != MathMode::kExact) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--cuda-math ", MathModeName(options.math),
+                       " needs the CUDA backend; the CPU backend computes in f32 only (use "
+                       "--cuda-math exact, or --backend auto|cuda)"));
+    }
     *why = "requested";
     return cpu_backend();
   }

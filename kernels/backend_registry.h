@@ -21,7 +21,9 @@ std::vector<std::string> CompiledBackends();
 
 // `why` (optional) receives one token saying why this backend: "requested", or for "auto"
 // e.g. "auto:cuda_device_usable" / "auto:no_usable_CUDA_device_(cudaErrorNoDevice:...)" /
-// "auto:built_without_cuda". "cuda:N" overrides options.device.
+// "auto:built_without_cuda". "cuda:N" overrides options.device. options.math kBf16 is
+// INVALID_ARGUMENT for "cpu"; "auto" falling back to the CPU computes exactly instead (the
+// backend's Math() says so, and the caller should warn).
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name,
                                                        const BackendOptions& options,
                                                        std::string* why = nullptr);

@@ -11,16 +11,19 @@
 #   DIR/gpu-check.sh run [OUT]          on the GPU machine, from the bundle: the gpu tests with
 #                                       XLSTMD_REQUIRE_GPU=1 (a skip is a failure there), then
 #                                       `xlstm bench --backend cuda --synthetic 1b|7b` (decode
-#                                       batch 1/8/64/256, prefill 2k/16k), then one summary
-#                                       table. Results go to OUT (default $OUT, else DIR/out).
+#                                       batch 1/8/64/256, prefill 2k/16k) under --cuda-math
+#                                       exact and bf16, then one summary table with each line's
+#                                       per-op split. Results go to OUT (default $OUT, else
+#                                       DIR/out).
 #
 # The binaries run under the bundled loader (lib/ld-linux-x86-64.so.2 --library-path lib), so
 # the GPU machine's older or newer glibc and libstdc++ do not matter; only libcuda.so.1 and
-# CUDA 13's libcublasLt.so.13 (its toolkit's or its Python's nvidia-cublas) come from the machine. Exit status: 0 when the tests passed and every bench line was produced.
+# CUDA 13's libcublasLt.so.13 (its toolkit's or its Python's nvidia-cublas) come from the
+# machine. Exit status: 0 when the tests passed and every bench line was produced.
 set -euo pipefail
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -108,41 +111,45 @@ for p in nvidia.__path__:
     status=1
   fi
 
-  local shape
+  local shape math
   for shape in 1b 7b; do
-    echo "== bench $shape"
-    if ! "${loader[@]}" bin/xlstm bench --backend cuda --synthetic "$shape" \
-        --batch 1,8,64,256 --prompt-len 2048,16384 --min-time 2s \
-        > "$results/bench_$shape.jsonl" 2> "$results/bench_$shape.err"; then
-      cat "$results/bench_$shape.err" >&2
-      status=1
-    fi
+    for math in exact bf16; do
+      echo "== bench $shape --cuda-math $math"
+      if ! "${loader[@]}" bin/xlstm bench --backend cuda --synthetic "$shape" \
+          --cuda-math "$math" --batch 1,8,64,256 --prompt-len 2048,16384 --min-time 1s \
+          > "$results/bench_${shape}_$math.jsonl" 2> "$results/bench_${shape}_$math.err"; then
+        cat "$results/bench_${shape}_$math.err" >&2
+        status=1
+      fi
+    done
   done
 
   echo "== summary"
   python3 - "$results" <<'PY' | tee "$results/summary.txt"
 import json, os, sys
 out = sys.argv[1]
-print(f"{'model':6} {'phase':8} {'size':>6} {'tok/s':>10} {'ms':>9} {'GB/s':>8} {'GFLOP/s':>9} "
-      f"{'bound':8} {'roofline':>8}")
+print(f"{'model':6} {'math':6} {'phase':8} {'size':>6} {'tok/s':>10} {'ms':>9} {'GB/s':>8} "
+      f"{'GFLOP/s':>9} {'bound':8} {'roofline':>8}  split (ms: gemm/mlstm/rowops/gaps)")
 for shape in ("1b", "7b"):
-    path = os.path.join(out, f"bench_{shape}.jsonl")
-    if not os.path.exists(path):
-        continue
-    for line in open(path):
-        j = json.loads(line)
-        if "limit" in j:
-            print(f"{shape:6} limit    {j['limit']}={j['value']} " +
-                  " ".join(f"{k}={v}" for k, v in j.items() if k not in ("limit", "value")))
-        elif "phase" in j:
-            size = j["batch"] if j["phase"] == "decode" else j["prompt_len"]
-            ms = j.get("ms_per_step", j.get("ms_per_prefill"))
-            print(f"{shape:6} {j['phase']:8} {size:>6} {j['tokens_per_s']:>10} {ms:>9} "
-                  f"{j['achieved_gbps']:>8} {j['achieved_gflops']:>9} {j['bound']:8} "
-                  f"{j['roofline_fraction']:>8}")
+    for math in ("exact", "bf16"):
+        path = os.path.join(out, f"bench_{shape}_{math}.jsonl")
+        if not os.path.exists(path):
+            continue
+        for line in open(path):
+            j = json.loads(line)
+            if "limit" in j:
+                print(f"{shape:6} {math:6} limit    {j['limit']}={j['value']} " +
+                      " ".join(f"{k}={v}" for k, v in j.items() if k not in ("limit", "value")))
+            elif j.get("phase") in ("decode", "prefill"):
+                size = j["batch"] if j["phase"] == "decode" else j["prompt_len"]
+                ms = j.get("ms_per_step", j.get("ms_per_prefill"))
+                split = j.get("split_ms", {})
+                keys = ("gemm", "mlstm", "rowops", "gaps")
+                split = "/".join(str(split.get(k, "-")) for k in keys)
+                print(f"{shape:6} {math:6} {j['phase']:8} {size:>6} {j['tokens_per_s']:>10} "
+                      f"{ms:>9} {j['achieved_gbps']:>8} {j['achieved_gflops']:>9} "
+                      f"{j['bound']:8} {j['roofline_fraction']:>8}  {split}")
 PY
-  grep -h '"math"' "$results"/bench_*.jsonl >/dev/null 2>&1 || \
-    echo "math mode: exact only (the bf16 mode is not built yet)" | tee -a "$results/summary.txt"
   return $status
 }
 

@@ -137,14 +137,15 @@ int Main(int argc, char** argv) {
         "xlstmd serving model={} family={} backend={} isa={} weight_dtype={} "
         "state_bytes_per_session={} slots={} listen={} state_dir={} durability={} http={} "
         "redis={} lm_head_dtype={} weight_bytes={} backend_why={} max_batch={} web={} "
-        "load_s={:.2f} random_weights={}",
+        "load_s={:.2f} random_weights={} cuda_math={}",
         model_dir->string(), m.config().model_type, m.backend().Name(), m.backend().Isa(),
         kernels::DTypeName(m.matrix_dtype()), m.state_bytes_per_session(),
         model->engine_options.resident_slots,
         (*server)->listen_address(), options.state_dir.empty() ? "none" : options.state_dir,
         options.durability, http, options.redis_url.empty() ? "none" : "on",
         kernels::DTypeName(m.lm_head_dtype()), m.weight_bytes(), model->backend_why,
-        model->engine_options.max_batch, web, load_s, random ? "true" : "false");
+        model->engine_options.max_batch, web, load_s, random ? "true" : "false",
+        kernels::MathModeName(m.backend().Math()));
     if (!model->sizing_note.empty()) spdlog::info("--slots {}", model->sizing_note);
     (*server)->Serve(*std::move(model));
     spdlog::info("{}", line);

@@ -87,10 +87,18 @@ absl::StatusOr<LoadedModel> LoadModel(const ServerOptions& options,
   kernels::BackendOptions bo;
   bo.threads = static_cast<int>(options.threads);
   bo.weight_dtype = format->float_dtype;
+  absl::StatusOr<kernels::MathMode> math = kernels::ParseMathMode(options.cuda_math);
+  if (!math.ok()) return Annotate(math.status(), "--cuda-math");
+  bo.math = *math;
   absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
       kernels::CreateBackend(options.backend, bo, &out.backend_why);
   if (!backend.ok()) return Annotate(backend.status(), "backend");
   out.backend = *std::move(backend);
+  if (out.backend->Math() != bo.math) {
+    spdlog::warn("--cuda-math {} does not apply to backend {} ({}): it computes {}",
+                 kernels::MathModeName(bo.math), out.backend->Name(), out.backend_why,
+                 kernels::MathModeName(out.backend->Math()));
+  }
 
   core::LoadOptions lo = format->ToLoadOptions(static_cast<int>(options.threads));
   // One log line per finished shard (a 7B checkpoint takes a while, and a stuck shard is then

@@ -62,6 +62,13 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   f->Choice("lm-head-dtype", &o->lm_head_dtype, core::WeightDTypeChoices(),
             "storage of the LM head; auto = as --weight-dtype (for a quantized checkpoint: as "
             "stored)");
+  o->cuda_math = "exact";
+  f->Choice("cuda-math", &o->cuda_math, {"exact", "bf16"},
+            "numerics of the CUDA backend's projections: exact = bf16/f32 weights read exactly, "
+            "f32 activations and accumulation (meets the golden tolerances); bf16 = bf16 weights "
+            "and bf16-rounded activations with f32 accumulation (NX-AI's GPU numerics, faster "
+            "prefill, logits drift by up to ~0.2-2.7 on the golden models). Refused with "
+            "--backend cpu; with auto on a CPU it computes exactly and warns");
   Num(f, &o->threads, "threads", 0, 0, 1024, "backend worker threads; 0 = one per core");
 
   Str(f, &o->listen, "listen", "HOST:PORT", "0.0.0.0:50051",

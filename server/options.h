@@ -25,6 +25,7 @@ struct ServerOptions {
   std::string backend;         // auto | cpu | cuda
   std::string weight_dtype;    // auto | f32 | bf16 | int8 | q4 (core/model/weight_format.h)
   std::string lm_head_dtype;   // auto | f32 | bf16 | int8 | q4
+  std::string cuda_math;       // exact | bf16 (kernels::MathMode); bf16 needs a CUDA backend
   int64_t threads = 0;         // backend worker threads; 0 = one per core
 
   // Transport.

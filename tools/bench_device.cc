@@ -19,6 +19,24 @@ double Seconds(Clock::time_point a) {
   return std::chrono::duration<double>(Clock::now() - a).count();
 }
 
+// y = x W^T of m rows, run for half a second after a warm-up: FLOPs / s.
+absl::StatusOr<double> GemmGflops(kernels::Backend& be, const kernels::WeightMatrix* w,
+                                  int64_t m, int64_t n, int64_t k, bool prefill) {
+  XLSTMD_ASSIGN_OR_RETURN(kernels::DeviceBuffer x, kernels::Allocate(be, m * k * sizeof(float)));
+  XLSTMD_ASSIGN_OR_RETURN(kernels::DeviceBuffer y, kernels::Allocate(be, m * n * sizeof(float)));
+  const kernels::MatMulParams p{x.as<float>(), w, y.as<float>(), m, k, n, false, prefill};
+  be.MatMul(p);
+  XLSTMD_RETURN_IF_ERROR(be.Synchronize());
+  int runs = 0;
+  const Clock::time_point t = Clock::now();
+  do {
+    be.MatMul(p);
+    XLSTMD_RETURN_IF_ERROR(be.Synchronize());
+    ++runs;
+  } while (Seconds(t) < 0.5);
+  return 2.0 * static_cast<double>(m * n * k) * runs / Seconds(t) / 1e9;
+}
+
 }  // namespace
 
 absl::StatusOr<DeviceLimits> MeasureDeviceLimits(kernels::Backend& be, int64_t probe_mib) {
@@ -41,26 +59,19 @@ absl::StatusOr<DeviceLimits> MeasureDeviceLimits(kernels::Backend& be, int64_t p
   l.probe_gib = 2.0 * static_cast<double>(half) / (1 << 30);
   src.reset();
   dst.reset();
-  // GEMM probe: the exact kernel at 256 x 8192 x 8192 (bf16 weights), FLOPs / s.
-  constexpr int64_t kN = 8192, kK = 8192, kM = 256;
+  // GEMM probes on one 8192 x 8192 bf16 matrix: the decode kernel (FP32 FMA) at 256 rows,
+  // and the prefill path (cuBLASLt on tensor cores) at 2048 rows, which under the exact math
+  // mode is two bf16 products per projection, still counted as one GEMM's FLOPs.
+  constexpr int64_t kN = 8192, kK = 8192;
   std::vector<uint16_t> w(static_cast<size_t>(kN * kK), 0x3c00);  // bf16 1/128
   XLSTMD_ASSIGN_OR_RETURN(kernels::WeightMatrix * raw,
                           be.UploadMatrixAs(w.data(), kernels::DType::kBF16, kN, kK,
                                             kernels::DType::kBF16));
-  kernels::WeightMatrixPtr wm(raw, {&be});
-  XLSTMD_ASSIGN_OR_RETURN(kernels::DeviceBuffer x, kernels::Allocate(be, kM * kK * sizeof(float)));
-  XLSTMD_ASSIGN_OR_RETURN(kernels::DeviceBuffer y, kernels::Allocate(be, kM * kN * sizeof(float)));
-  const kernels::MatMulParams p{x.as<float>(), wm.get(), y.as<float>(), kM, kK, kN, false};
-  be.MatMul(p);
-  XLSTMD_RETURN_IF_ERROR(be.Synchronize());
-  int runs = 0;
-  t = Clock::now();
-  do {
-    be.MatMul(p);
-    XLSTMD_RETURN_IF_ERROR(be.Synchronize());
-    ++runs;
-  } while (Seconds(t) < 0.5);
-  l.gemm_gflops = 2.0 * kM * kN * kK * runs / Seconds(t) / 1e9;
+  const kernels::WeightMatrixPtr wm(raw, {&be});
+  XLSTMD_ASSIGN_OR_RETURN(l.gemm_gflops, GemmGflops(be, wm.get(), 256, kN, kK, false));
+  XLSTMD_RETURN_IF_ERROR(be.ReserveMatMul(2048));
+  XLSTMD_ASSIGN_OR_RETURN(l.mma_gflops, GemmGflops(be, wm.get(), 2048, kN, kK, true));
+  l.nominal_bf16_mma_gflops = info.nominal_bf16_mma_gflops;
   return l;
 }
 

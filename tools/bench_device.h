@@ -16,14 +16,17 @@ namespace xlstmd::tools {
 struct DeviceLimits {
   double copy_gbps = 0;          // measured: device-to-device copy, read + write bytes / s
   double probe_gib = 0;          // bytes the copy probe moved per pass (read + write)
-  double gemm_gflops = 0;        // measured: the backend's own exact GEMM at a large shape
+  double gemm_gflops = 0;        // measured: the decode GEMM at 256 x 8192 x 8192
+  double mma_gflops = 0;         // measured: the prefill GEMM (tensor cores) at 2048 x 8192^2
+  double nominal_bf16_mma_gflops = 0;
   double nominal_gbps = 0;       // from the device's attributes
   double nominal_fp32_gflops = 0;
   std::string description;
 };
 
-// A >= 4 GiB copy probe and a GEMM probe through the Backend seam (nothing device-specific:
-// the same code measures any backend whose memory is not host memory).
+// A >= 4 GiB copy probe and two GEMM probes (the decode kernel's FMA and the prefill path's
+// MMA) through the Backend seam (nothing device-specific: the same code measures any
+// backend whose memory is not host memory), in the backend's math mode.
 absl::StatusOr<DeviceLimits> MeasureDeviceLimits(kernels::Backend& backend, int64_t probe_mib);
 
 // Names accepted by --synthetic, and the shape each stands for.

@@ -55,6 +55,13 @@ struct BenchArgs {
 struct Limits {
   double dram_gbps = 0;
   double peak_gflops = 0;
+  // The compute limit of prefill lines where it differs (a GPU's tensor cores); 0 = peak_gflops.
+  double prefill_peak_gflops = 0;
+  Limits ForPrefill() const {
+    Limits l = *this;
+    if (prefill_peak_gflops > 0) l.peak_gflops = prefill_peak_gflops;
+    return l;
+  }
 };
 
 // 4 significant digits keep the lines readable.
@@ -93,6 +100,29 @@ Json ResultLine(const char* phase, int64_t batch, int64_t prompt_len, double tok
   return j;
 }
 
+// Where a pass's time goes: `pass` run `runs` times with the backend timing its ops (eagerly:
+// no CUDA graphs meanwhile), as the mean ms per pass by class of op. Null where the backend
+// cannot time ops.
+template <typename F>
+absl::StatusOr<Json> OpSplit(kernels::Backend& be, int runs, F&& pass) {
+  if (!be.StartOpTiming().ok()) return Json();
+  for (int i = 0; i < runs; ++i) {
+    if (absl::Status s = pass(); !s.ok()) {
+      (void)be.StopOpTiming();
+      return s;
+    }
+  }
+  XLSTMD_ASSIGN_OR_RETURN(const kernels::OpTimes t, be.StopOpTiming());
+  Json j;
+  j["gemm"] = Round4(t.gemm_ms / runs);
+  j["mlstm"] = Round4(t.mlstm_ms / runs);
+  j["rowops"] = Round4(t.rowops_ms / runs);
+  j["gaps"] = Round4(t.gaps_ms() / runs);
+  j["span"] = Round4(t.span_ms / runs);
+  j["ops"] = t.ops / runs;
+  return j;
+}
+
 absl::StatusOr<Json> BenchDecode(core::XlstmModel& model, const BenchArgs& a,
                                  const ModelCost& cost, const Limits& limits, int64_t batch) {
   XLSTMD_RETURN_IF_ERROR(model.AllocateSlots(static_cast<int32_t>(batch)));
@@ -121,8 +151,13 @@ absl::StatusOr<Json> BenchDecode(core::XlstmModel& model, const BenchArgs& a,
     elapsed = SecondsSince(start);
   }
   const double step_s = elapsed / static_cast<double>(steps);
-  return ResultLine("decode", batch, 0, static_cast<double>(batch), step_s,
-                    DecodeStepWork(cost, batch), limits);
+  Json line = ResultLine("decode", batch, 0, static_cast<double>(batch), step_s,
+                         DecodeStepWork(cost, batch), limits);
+  XLSTMD_ASSIGN_OR_RETURN(Json split, OpSplit(model.backend(), 3, [&]() {
+                            return model.Step(tokens, slots, &logits);
+                          }));
+  if (!split.is_null()) line["split_ms"] = std::move(split);
+  return line;
 }
 
 // The scheduler samples every row of a step on its own thread after the forward pass: this
@@ -208,9 +243,15 @@ absl::StatusOr<Json> BenchPrefill(core::XlstmModel& model, const BenchArgs& a,
       elapsed = SecondsSince(start);
     }
   }
-  return ResultLine("prefill", 1, prompt_len, static_cast<double>(prompt_len),
-                    elapsed / static_cast<double>(runs),
-                    PrefillWork(cost, prompt_len, a.chunk_size), limits);
+  Json line = ResultLine("prefill", 1, prompt_len, static_cast<double>(prompt_len),
+                         elapsed / static_cast<double>(runs),
+                         PrefillWork(cost, prompt_len, a.chunk_size), limits.ForPrefill());
+  XLSTMD_ASSIGN_OR_RETURN(Json split, OpSplit(model.backend(), 1, [&]() {
+                            model.ResetSlot(0);
+                            return model.Prefill({&seq, 1}, options, &logits);
+                          }));
+  if (!split.is_null()) line["split_ms"] = std::move(split);
+  return line;
 }
 
 // A device backend: its own copy and GEMM probes, with the device's nominal figures beside
@@ -230,11 +271,25 @@ absl::StatusOr<Limits> MeasureBackendLimits(const BenchArgs& a, kernels::Backend
   g["limit"] = "device_fp32_gflops";
   g["value"] = Round4(d.nominal_fp32_gflops > 0 ? d.nominal_fp32_gflops : d.gemm_gflops);
   g["nominal"] = Round4(d.nominal_fp32_gflops);
-  g["exact_gemm_gflops_256x8192x8192"] = Round4(d.gemm_gflops);
+  g["decode_gemm_gflops_256x8192x8192"] = Round4(d.gemm_gflops);
   PrintLine(g);
+  // Prefill projections run on tensor cores: two bf16 products each under the exact math
+  // mode (x split into hi + lo), one under bf16 math, so the limit is the nominal MMA peak
+  // over that; the measured rate stands in where the architecture's rate is unknown.
+  const int products = be.Math() == kernels::MathMode::kExact ? 2 : 1;
+  Json mma;
+  mma["limit"] = "device_prefill_gflops";
+  mma["value"] = Round4(d.nominal_bf16_mma_gflops > 0 ? d.nominal_bf16_mma_gflops / products
+                                                     : d.mma_gflops);
+  mma["nominal_bf16_mma"] = Round4(d.nominal_bf16_mma_gflops);
+  mma["bf16_products_per_projection"] = products;
+  mma["prefill_gemm_gflops_2048x8192x8192"] = Round4(d.mma_gflops);
+  mma["cuda_math"] = kernels::MathModeName(be.Math());
+  PrintLine(mma);
   Limits l;
   l.dram_gbps = d.copy_gbps;
   l.peak_gflops = d.nominal_fp32_gflops > 0 ? d.nominal_fp32_gflops : d.gemm_gflops;
+  l.prefill_peak_gflops = mma["value"].get<double>();
   return l;
 }
 
@@ -272,6 +327,7 @@ Json ModelInfoLine(const BenchArgs& a, const ToolModel& m, const ModelCost& cost
   info["backend"] = m.backend->Name();
   info["isa"] = m.backend->Isa();
   info["threads"] = m.backend->Threads();
+  info["cuda_math"] = kernels::MathModeName(m.backend->Math());
   info["weight_dtype"] = kernels::DTypeName(model.matrix_dtype());
   info["lm_head_dtype"] = kernels::DTypeName(model.lm_head_dtype());
   info["embedding_dtype"] = kernels::DTypeName(m.backend->WeightDType());

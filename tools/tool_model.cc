@@ -20,6 +20,9 @@ void WeightFlags::Declare(base::FlagSet& flags) {
                "checkpoint stores them (as xlstmd)");
   flags.Choice("lm-head-dtype", &lm_head_dtype, core::WeightDTypeChoices(),
                "storage of the LM head; auto = as --weight-dtype");
+  flags.Choice("cuda-math", &cuda_math, {"exact", "bf16"},
+               "CUDA projections: exact (f32 activations, the golden tolerances) or bf16 "
+               "(bf16 weights and activations, f32 accumulation; as xlstmd)");
 }
 
 absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlags& weights,
@@ -30,8 +33,14 @@ absl::StatusOr<ToolModel> LoadToolModel(const std::string& dir, const WeightFlag
   kernels::BackendOptions options;
   options.threads = threads;
   options.weight_dtype = format.float_dtype;
+  XLSTMD_ASSIGN_OR_RETURN(options.math, kernels::ParseMathMode(weights.cuda_math));
   ToolModel m;
   XLSTMD_ASSIGN_OR_RETURN(m.backend, kernels::CreateBackend(backend, options));
+  if (m.backend->Math() != options.math) {
+    std::fprintf(stderr, "note: --cuda-math %s does not apply to backend %s; it computes %s\n",
+                 kernels::MathModeName(options.math), m.backend->Name().c_str(),
+                 kernels::MathModeName(m.backend->Math()));
+  }
   core::LoadOptions lo = format.ToLoadOptions(threads);
   base::ProgressBar bar("loading weights");  // on a terminal only
   lo.progress = [&bar](const core::LoadProgress& p) { bar.Update(p.bytes_done, p.bytes_total); };

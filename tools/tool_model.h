@@ -20,7 +20,8 @@ namespace xlstmd::tools {
 struct WeightFlags {
   std::string weight_dtype = "auto";
   std::string lm_head_dtype = "auto";
-  void Declare(base::FlagSet& flags);  // adds both flags
+  std::string cuda_math = "exact";     // kernels::MathMode name
+  void Declare(base::FlagSet& flags);  // adds the three flags
 };
 
 // Owns the backend and the model; the model is declared last so it is destroyed first.

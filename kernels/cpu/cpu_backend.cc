@@ -49,6 +49,11 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const BackendOpti
                                                    DTypeName(options.weight_dtype),
                                                    " is not supported (use f32 or bf16)"));
   }
+  if (options.math != MathMode::kExact) {
+    return absl::InvalidArgumentError(absl::StrCat("cpu backend: math ",
+                                                   MathModeName(options.math),
+                                                   " is CUDA-only; the CPU computes in f32"));
+  }
   int threads = options.threads;
   if (threads <= 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   return std::unique_ptr<CpuBackend>(new CpuBackend(threads, options.weight_dtype, ClampIsa(isa)));
@@ -240,17 +245,68 @@ void CpuBackend::FreeMatrix(WeightMatrix* m) {
   delete w;
 }
 
-void CpuBackend::MatMul(const MatMulParams& p) { Gemm(pool_, isa_, p); }
-void CpuBackend::RmsNorm(const RmsNormParams& p) { cpu::RmsNorm(pool_, p); }
-void CpuBackend::Embed(const EmbedParams& p) { cpu::Embed(pool_, p); }
-void CpuBackend::BiasSoftCap(const BiasSoftCapParams& p) { cpu::BiasSoftCap(pool_, p, isa_); }
-void CpuBackend::SwiGlu(const SwiGluParams& p) { cpu::SwiGlu(pool_, p, isa_); }
-void CpuBackend::HeadNormGate(const HeadNormGateParams& p) { cpu::HeadNormGate(pool_, p, isa_); }
-void CpuBackend::MlstmStep(const MlstmStepParams& p) { cpu::MlstmStep(pool_, p, isa_); }
-void CpuBackend::MlstmChunkwise(const MlstmChunkParams& p) { cpu::MlstmChunkwise(pool_, p, isa_); }
-void CpuBackend::GatherRows(const GatherRowsParams& p) { cpu::GatherRows(pool_, p); }
-void CpuBackend::Headwise(const HeadwiseParams& p) { cpu::Headwise(pool_, p, isa_); }
-void CpuBackend::CausalConv(const CausalConvParams& p) { cpu::CausalConv(pool_, p, isa_); }
-void CpuBackend::SlstmSequence(const SlstmParams& p) { cpu::SlstmSequence(pool_, p, isa_); }
+absl::Status CpuBackend::StartOpTiming() {
+  timing_ = true;
+  times_ = OpTimes{};
+  return absl::OkStatus();
+}
+
+absl::StatusOr<OpTimes> CpuBackend::StopOpTiming() {
+  if (!timing_) return absl::FailedPreconditionError("StopOpTiming without StartOpTiming");
+  timing_ = false;
+  OpTimes t = times_;
+  if (t.ops > 0) {
+    t.span_ms = std::chrono::duration<double, std::milli>(last_op_ - first_op_).count();
+  }
+  return t;
+}
+
+void CpuBackend::Account(OpKind kind, std::chrono::steady_clock::time_point start,
+                         std::chrono::steady_clock::time_point end) {
+  const double ms = std::chrono::duration<double, std::milli>(end - start).count();
+  double* sum = kind == OpKind::kGemm    ? &times_.gemm_ms
+                : kind == OpKind::kMlstm ? &times_.mlstm_ms
+                                         : &times_.rowops_ms;
+  *sum += ms;
+  if (times_.ops++ == 0) first_op_ = start;
+  last_op_ = end;
+}
+
+void CpuBackend::MatMul(const MatMulParams& p) {
+  Timed(OpKind::kGemm, [&] { Gemm(pool_, isa_, p); });
+}
+void CpuBackend::RmsNorm(const RmsNormParams& p) {
+  Timed(OpKind::kRowOps, [&] { cpu::RmsNorm(pool_, p); });
+}
+void CpuBackend::Embed(const EmbedParams& p) {
+  Timed(OpKind::kRowOps, [&] { cpu::Embed(pool_, p); });
+}
+void CpuBackend::BiasSoftCap(const BiasSoftCapParams& p) {
+  Timed(OpKind::kRowOps, [&] { cpu::BiasSoftCap(pool_, p, isa_); });
+}
+void CpuBackend::SwiGlu(const SwiGluParams& p) {
+  Timed(OpKind::kRowOps, [&] { cpu::SwiGlu(pool_, p, isa_); });
+}
+void CpuBackend::HeadNormGate(const HeadNormGateParams& p) {
+  Timed(OpKind::kRowOps, [&] { cpu::HeadNormGate(pool_, p, isa_); });
+}
+void CpuBackend::MlstmStep(const MlstmStepParams& p) {
+  Timed(OpKind::kMlstm, [&] { cpu::MlstmStep(pool_, p, isa_); });
+}
+void CpuBackend::MlstmChunkwise(const MlstmChunkParams& p) {
+  Timed(OpKind::kMlstm, [&] { cpu::MlstmChunkwise(pool_, p, isa_); });
+}
+void CpuBackend::GatherRows(const GatherRowsParams& p) {
+  Timed(OpKind::kRowOps, [&] { cpu::GatherRows(pool_, p); });
+}
+void CpuBackend::Headwise(const HeadwiseParams& p) {
+  Timed(OpKind::kGemm, [&] { cpu::Headwise(pool_, p, isa_); });
+}
+void CpuBackend::CausalConv(const CausalConvParams& p) {
+  Timed(OpKind::kMlstm, [&] { cpu::CausalConv(pool_, p, isa_); });
+}
+void CpuBackend::SlstmSequence(const SlstmParams& p) {
+  Timed(OpKind::kMlstm, [&] { cpu::SlstmSequence(pool_, p, isa_); });
+}
 
 }  // namespace xlstmd::kernels::cpu

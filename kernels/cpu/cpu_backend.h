@@ -10,6 +10,7 @@
 #ifndef XLSTMD_KERNELS_CPU_CPU_BACKEND_H_
 #define XLSTMD_KERNELS_CPU_CPU_BACKEND_H_
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,6 +74,8 @@ class CpuBackend final : public Backend {
   void CausalConv(const CausalConvParams& p) override;
   void SlstmSequence(const SlstmParams& p) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::Status StartOpTiming() override;
+  absl::StatusOr<OpTimes> StopOpTiming() override;
 
  private:
   CpuBackend(int threads, DType weight_dtype, cpu::Isa isa);
@@ -82,6 +85,18 @@ class CpuBackend final : public Backend {
   // makes the pool free to use here).
   void ParallelCopy(void* dst, const void* src, size_t bytes);
 
+  // Ops run synchronously, so the host clock around each one is its time.
+  enum class OpKind { kGemm, kMlstm, kRowOps };
+  template <typename F>
+  void Timed(OpKind kind, F&& op) {
+    if (!timing_) return op();
+    const auto start = std::chrono::steady_clock::now();
+    op();
+    Account(kind, start, std::chrono::steady_clock::now());
+  }
+  void Account(OpKind kind, std::chrono::steady_clock::time_point start,
+               std::chrono::steady_clock::time_point end);
+
   // Blocks of at least kHugeAllocBytes are mmap'ed (zero pages come for free and are only
   // committed when touched); their sizes are kept here so Free can munmap them.
   std::mutex alloc_mu_;
@@ -90,6 +105,9 @@ class CpuBackend final : public Backend {
   const DType weight_dtype_;
   const cpu::Isa isa_;
   ThreadPool pool_;
+  bool timing_ = false;
+  OpTimes times_;
+  std::chrono::steady_clock::time_point first_op_, last_op_;
 };
 
 }  // namespace xlstmd::kernels::cpu

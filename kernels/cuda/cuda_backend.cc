@@ -39,10 +39,11 @@ const CudaMatrix* Mat(const WeightMatrix* w) { return static_cast<const CudaMatr
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, DType weight_dtype, const cudaDeviceProp& prop, cudaStream_t stream,
-              std::unique_ptr<PrefillGemm> prefill)
+  CudaBackend(int device, DType weight_dtype, MathMode math, const cudaDeviceProp& prop,
+              cudaStream_t stream, std::unique_ptr<PrefillGemm> prefill)
       : device_(device),
         weight_dtype_(weight_dtype),
+        math_(math),
         prop_(prop),
         stream_(stream),
         prefill_(std::move(prefill)) {}
@@ -51,6 +52,7 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     prefill_.reset();
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
     cudaStreamDestroy(stream_);
   }
 
@@ -58,6 +60,7 @@ class CudaBackend final : public Backend {
   std::string Isa() const override { return absl::StrCat("sm_", prop_.major, prop_.minor); }
   int Threads() const override { return prop_.multiProcessorCount; }
   DType WeightDType() const override { return weight_dtype_; }
+  MathMode Math() const override { return math_; }
   bool HostVisible() const override { return false; }
   absl::Status CheckMlstmDims(const MlstmDims& d) const override {
     std::string why;
@@ -101,6 +104,8 @@ class CudaBackend final : public Backend {
     // Double data rate; 128 FP32 lanes per SM on sm_80/sm_90 data-centre parts.
     d.nominal_gbps = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
     d.nominal_fp32_gflops = 2.0 * 128 * prop_.multiProcessorCount * sm_khz * 1e3 / 1e9;
+    d.nominal_bf16_mma_gflops =
+        MmaFlopsPerClockPerSm(prop_.major, prop_.minor) * prop_.multiProcessorCount * sm_khz / 1e6;
     return d;
   }
 
@@ -179,6 +184,8 @@ class CudaBackend final : public Backend {
           Name(), ": weights stored as ", DTypeName(storage),
           " are not supported by the CUDA backend (use f32 or bf16)"));
     }
+    // bf16 math is bf16 weights as well as bf16 products (NX-AI's numerics).
+    if (math_ == MathMode::kBf16) storage = DType::kBF16;
     Bind();
     const size_t esize = DTypeSize(storage);
     const int64_t ld = PaddedWeightCols(cols, esize);
@@ -248,14 +255,15 @@ class CudaBackend final : public Backend {
   size_t MatrixBytes(const WeightMatrix* w) const override { return Mat(w)->bytes; }
 
   void MatMul(const MatMulParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kGemm);
+    const bool bf16_x = math_ == MathMode::kBf16;
     if (p.prefill) {
       const absl::StatusOr<bool> done =
-          prefill_->Run(p.x, p.ldx, Mat(p.w)->w, p.y, p.ldy, p.m, p.accumulate);
+          prefill_->Run(p.x, p.ldx, Mat(p.w)->w, p.y, p.ldy, p.m, p.accumulate, bf16_x);
       if (!done.ok()) return Fail(std::string(done.status().message()));
       if (*done) return;
     }
-    Check(LaunchGemm(p.x, p.ldx, Mat(p.w)->w, p.y, p.ldy, p.m, p.accumulate, stream_));
+    Check(LaunchGemm(p.x, p.ldx, Mat(p.w)->w, p.y, p.ldy, p.m, p.accumulate, bf16_x, stream_));
   }
   absl::Status ReserveMatMul(int64_t rows) override {
     Bind();
@@ -274,33 +282,33 @@ class CudaBackend final : public Backend {
     return PrefillStagingBytes(rows, max_bf16_cols_);
   }
   void RmsNorm(const RmsNormParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kRowOps);
     Check(LaunchRmsNorm(p, stream_));
   }
   void Embed(const EmbedParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kRowOps);
     Check(LaunchEmbed(Mat(p.table)->w, p.ids, p.y, p.rows, p.ldy, stream_));
   }
   void BiasSoftCap(const BiasSoftCapParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kRowOps);
     Check(LaunchBiasSoftCap(p, stream_));
   }
   void SwiGlu(const SwiGluParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kRowOps);
     Check(LaunchSwiGlu(p, stream_));
   }
   void HeadNormGate(const HeadNormGateParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kRowOps);
     Check(LaunchHeadNormGate(p, stream_));
   }
   void MlstmStep(const MlstmStepParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kMlstm);
     const MlstmPlan plan = PlanMlstmStep(p.batch, p.dims.heads, p.dims.dqk, p.dims.dv);
     Check(EnsureSharedMemory(plan.smem_bytes, mlstm_smem_allowed_, AllowMlstmSharedMemory));
     Check(LaunchMlstmStep(p, plan, stream_));
   }
   void MlstmChunkwise(const MlstmChunkParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kMlstm);
     std::string why;
     const MlstmPlan plan = PlanMlstmChunkwise(p.num_seqs, p.dims.heads, p.dims.dqk, p.dims.dv,
                                               p.chunk_size, prop_.sharedMemPerBlockOptin, &why);
@@ -309,19 +317,19 @@ class CudaBackend final : public Backend {
     Check(LaunchMlstmChunkwise(p, plan, stream_));  // chunks also end at p.chunk_size multiples
   }
   void GatherRows(const GatherRowsParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kRowOps);
     Check(LaunchGatherRows(p, stream_));
   }
   void Headwise(const HeadwiseParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kGemm);
     Check(LaunchHeadwise(p, stream_));
   }
   void CausalConv(const CausalConvParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kMlstm);
     Check(LaunchCausalConv(p, stream_));
   }
   void SlstmSequence(const SlstmParams& p) override {
-    Bind();
+    const OpScope scope(this, OpKind::kMlstm);
     const SlstmPlan plan = PlanSlstm(p.seqs.num_seqs, p.heads, p.dh);
     if (plan.smem_bytes > prop_.sharedMemPerBlockOptin) {
       return Fail(absl::StrCat("sLSTM: head dim ", p.dh, " needs ", plan.smem_bytes,
@@ -332,7 +340,8 @@ class CudaBackend final : public Backend {
     Check(LaunchSlstm(p, plan, stream_));
   }
 
-  bool SupportsCapture() const override { return true; }
+  // Timed steps run eagerly: a recording would time the graph launch, not its ops.
+  bool SupportsCapture() const override { return !timing_; }
   int64_t StepBucket(int64_t batch) const override { return DecodeBucket(batch); }
   void BeginCapture() override {
     Bind();
@@ -389,10 +398,83 @@ class CudaBackend final : public Backend {
     return error_;
   }
 
+  absl::Status StartOpTiming() override {
+    timed_.clear();
+    events_used_ = 0;
+    timing_ = true;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<OpTimes> StopOpTiming() override {
+    if (!timing_) return absl::FailedPreconditionError("StopOpTiming without StartOpTiming");
+    timing_ = false;
+    absl::Status s = Synchronize();
+    if (!s.ok()) return s;
+    OpTimes t;
+    for (const TimedOp& op : timed_) {
+      float ms = 0;
+      Check(cudaEventElapsedTime(&ms, op.start, op.end));
+      double* sum = op.kind == OpKind::kGemm    ? &t.gemm_ms
+                    : op.kind == OpKind::kMlstm ? &t.mlstm_ms
+                                                : &t.rowops_ms;
+      *sum += ms;
+    }
+    if (!timed_.empty()) {
+      float span = 0;
+      Check(cudaEventElapsedTime(&span, timed_.front().start, timed_.back().end));
+      t.span_ms = span;
+    }
+    t.ops = static_cast<int64_t>(timed_.size());
+    timed_.clear();
+    events_used_ = 0;
+    s = Synchronize();
+    if (!s.ok()) return s;
+    return t;
+  }
+
  private:
   // The device is per host thread: the scheduler and the loader's threads each bind it.
   // Always set (cheap): a cache would go stale when another backend binds another device.
   void Bind() const { cudaSetDevice(device_); }
+  // Op timing (StartOpTiming): an event recorded on the stream before and after each op.
+  enum class OpKind { kGemm, kMlstm, kRowOps };
+  struct TimedOp {
+    OpKind kind;
+    cudaEvent_t start, end;
+  };
+  class OpScope {
+   public:
+    OpScope(CudaBackend* be, OpKind kind) : be_(be), kind_(kind) {
+      be_->Bind();
+      if (be_->timing_) start_ = be_->RecordEvent();
+    }
+    ~OpScope() {
+      if (start_ == nullptr || !be_->timing_) return;
+      cudaEvent_t end = be_->RecordEvent();
+      if (end != nullptr) be_->timed_.push_back({kind_, start_, end});
+    }
+    OpScope(const OpScope&) = delete;
+    OpScope& operator=(const OpScope&) = delete;
+
+   private:
+    CudaBackend* be_;
+    OpKind kind_;
+    cudaEvent_t start_ = nullptr;
+  };
+  // An event from the pool, recorded now; null (and timing off) when none can be made.
+  cudaEvent_t RecordEvent() {
+    if (events_used_ == events_.size()) {
+      cudaEvent_t e = nullptr;
+      if (cudaEventCreate(&e) != cudaSuccess) {
+        cudaGetLastError();
+        timing_ = false;
+        return nullptr;
+      }
+      events_.push_back(e);
+    }
+    cudaEvent_t e = events_[events_used_++];
+    Check(cudaEventRecord(e, stream_));
+    return e;
+  }
   void Check(cudaError_t e) {
     if (e == cudaSuccess) return;
     Fail(ErrorText(e));
@@ -429,6 +511,7 @@ class CudaBackend final : public Backend {
 
   const int device_;
   const DType weight_dtype_;
+  const MathMode math_;
   const cudaDeviceProp prop_;
   cudaStream_t stream_;
   size_t mlstm_smem_allowed_ = 0;
@@ -437,6 +520,10 @@ class CudaBackend final : public Backend {
   mutable std::mutex upload_mu_;  // matrices are uploaded from the loader's threads
   int64_t max_bf16_cols_ = 0;     // widest bf16 matrix: the prefill staging's row width
   std::map<int64_t, cudaGraphExec_t> graphs_;  // decode-step recordings by key
+  bool timing_ = false;
+  std::vector<cudaEvent_t> events_;  // pool, reused by every timing
+  size_t events_used_ = 0;
+  std::vector<TimedOp> timed_;
   std::mutex pinned_mu_;
   std::map<const char*, size_t> pinned_;  // AllocHost blocks by start
   std::mutex error_mu_;
@@ -490,7 +577,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions&
     return absl::UnavailableError(absl::StrCat("cuda:", options.device, " (", prop.name,
                                                "): ", prefill.status().message()));
   }
-  return std::unique_ptr<Backend>(new CudaBackend(options.device, options.weight_dtype, prop,
+  const DType weights = options.math == MathMode::kBf16 ? DType::kBF16 : options.weight_dtype;
+  return std::unique_ptr<Backend>(new CudaBackend(options.device, weights, options.math, prop,
                                                   stream, std::move(*prefill)));
 }
 

@@ -85,13 +85,21 @@ absl::StatusOr<std::unique_ptr<PrefillGemm>> PrefillGemm::Create(cudaStream_t st
   cublasLtHandle_t h = nullptr;
   const cublasStatus_t s = cublasLtCreate(&h);
   if (s != CUBLAS_STATUS_SUCCESS) return LtError("create", s);
-  return std::unique_ptr<PrefillGemm>(new PrefillGemm(h, stream));
+  Desc desc;
+  if (absl::Status st = MakeDesc(&desc); !st.ok()) {
+    cublasLtDestroy(h);
+    return st;
+  }
+  auto gemm = std::unique_ptr<PrefillGemm>(new PrefillGemm(h, desc.h, stream));
+  desc.h = nullptr;  // owned by gemm now
+  return gemm;
 }
 
 PrefillGemm::~PrefillGemm() {
   cudaStreamSynchronize(stream_);
   cudaFree(hi_);
   cudaFree(lo_);
+  cublasLtMatmulDescDestroy(desc_);
   cublasLtDestroy(handle_);
 }
 
@@ -127,9 +135,8 @@ absl::Status PrefillGemm::Reserve(int64_t rows, int64_t max_k) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<const PrefillGemm::Pinned*> PrefillGemm::AlgoFor(const PrefillGemmKey& key,
-                                                                cudaDataType_t ab_type,
-                                                                cublasLtMatmulDesc_t desc) {
+absl::StatusOr<const PrefillGemm::Pinned*> PrefillGemm::Resolve(const PrefillGemmKey& key,
+                                                                cudaDataType_t ab_type) {
   auto it = pinned_.find(key);
   if (it != pinned_.end()) return &it->second;
   if (unsupported_.count(key) != 0) return static_cast<const Pinned*>(nullptr);
@@ -163,7 +170,7 @@ absl::StatusOr<const PrefillGemm::Pinned*> PrefillGemm::AlgoFor(const PrefillGem
   if (!st.ok()) return st;
   cublasLtMatmulHeuristicResult_t results[16];
   int count = 0;
-  s = cublasLtMatmulAlgoGetHeuristic(handle_, desc, choice.a.h, choice.b.h, choice.c.h,
+  s = cublasLtMatmulAlgoGetHeuristic(handle_, desc_, choice.a.h, choice.b.h, choice.c.h,
                                      choice.c.h, pref.h, 16, results, &count);
   if (s != CUBLAS_STATUS_SUCCESS) count = 0;  // no heuristic for this case: not supported
   for (int i = 0; i < count; ++i) {
@@ -185,7 +192,7 @@ absl::StatusOr<const PrefillGemm::Pinned*> PrefillGemm::AlgoFor(const PrefillGem
       Layouts l;
       cublasLtMatmulHeuristicResult_t check{};
       if (!MakeLayouts(key, ab_type, m, &l).ok() ||
-          cublasLtMatmulAlgoCheck(handle_, desc, l.a.h, l.b.h, l.c.h, l.c.h, &r.algo, &check) !=
+          cublasLtMatmulAlgoCheck(handle_, desc_, l.a.h, l.b.h, l.c.h, l.c.h, &r.algo, &check) !=
               CUBLAS_STATUS_SUCCESS ||
           check.workspaceSize != 0) {
         runs_everywhere = false;
@@ -204,28 +211,18 @@ absl::StatusOr<const PrefillGemm::Pinned*> PrefillGemm::AlgoFor(const PrefillGem
 absl::Status PrefillGemm::Matmul(const PrefillGemmKey& key, cudaDataType_t ab_type,
                                  const Pinned& algo, const void* a, const void* b, int64_t m,
                                  float beta, float* y) {
-  Desc desc;
-  absl::Status st = MakeDesc(&desc);
-  if (!st.ok()) return st;
   Layouts l;
-  st = MakeLayouts(key, ab_type, m, &l);
+  const absl::Status st = MakeLayouts(key, ab_type, m, &l);
   if (!st.ok()) return st;
   const float alpha = 1.0f;
-  const cublasStatus_t s = cublasLtMatmul(handle_, desc.h, &alpha, a, l.a.h, b, l.b.h, &beta, y,
+  const cublasStatus_t s = cublasLtMatmul(handle_, desc_, &alpha, a, l.a.h, b, l.b.h, &beta, y,
                                           l.c.h, y, l.c.h, &algo.algo, nullptr, 0, stream_);
   return s == CUBLAS_STATUS_SUCCESS ? absl::OkStatus() : LtError("matmul", s);
 }
 
-absl::StatusOr<const PrefillGemm::Pinned*> PrefillGemm::Resolve(const PrefillGemmKey& key,
-                                                                cudaDataType_t ab_type) {
-  Desc desc;
-  absl::Status st = MakeDesc(&desc);
-  if (!st.ok()) return st;
-  return AlgoFor(key, ab_type, desc.h);
-}
-
 absl::StatusOr<bool> PrefillGemm::Run(const float* x, int64_t ldx, const DeviceWeights& w,
-                                      float* y, int64_t ldy, int64_t m, bool accumulate) {
+                                      float* y, int64_t ldy, int64_t m, bool accumulate,
+                                      bool bf16_x) {
   if (m <= 0 || w.rows <= 0) return true;
   if (w.cols == 0) return false;  // an empty sum: the decode kernel writes 0 or leaves y
   PrefillGemmKey key;
@@ -238,6 +235,8 @@ absl::StatusOr<bool> PrefillGemm::Run(const float* x, int64_t ldx, const DeviceW
                                  ldy * static_cast<int64_t>(sizeof(float)));
   const float beta = accumulate ? 1.0f : 0.0f;
   if (!w.bf16) {
+    // Not reached under bf16 math (weights are stored bf16 then); the decode kernel rounds.
+    if (bf16_x) return false;
     // f32 weights: one f32 GEMM straight on x.
     key.ldb = ldx;
     key.x_align = OperandAlignment(reinterpret_cast<uintptr_t>(x),
@@ -263,14 +262,16 @@ absl::StatusOr<bool> PrefillGemm::Run(const float* x, int64_t ldx, const DeviceW
   if (!algo.ok()) return algo.status();
   if (*algo == nullptr) return false;
   for (const auto& [begin, end] : PrefillWindows(m, std::min(rows_, kPrefillMaxRows))) {
-    const cudaError_t e = LaunchSplitBf16(x + begin * ldx, ldx, end - begin, w.cols, hi_, lo_,
-                                          key.ldb, stream_);
+    const cudaError_t e = LaunchSplitBf16(x + begin * ldx, ldx, end - begin, w.cols, hi_,
+                                          bf16_x ? nullptr : lo_, key.ldb, stream_);
     if (e != cudaSuccess) {
       return absl::InternalError(absl::StrCat("prefill GEMM split: ", cudaGetErrorString(e)));
     }
     float* yw = y + begin * ldy;
     absl::Status st = Matmul(key, CUDA_R_16BF, **algo, w.data, hi_, end - begin, beta, yw);
-    if (st.ok()) st = Matmul(key, CUDA_R_16BF, **algo, w.data, lo_, end - begin, 1.0f, yw);
+    if (st.ok() && !bf16_x) {
+      st = Matmul(key, CUDA_R_16BF, **algo, w.data, lo_, end - begin, 1.0f, yw);
+    }
     if (!st.ok()) return st;
   }
   return true;

@@ -34,22 +34,24 @@ class PrefillGemm {
   // y[m, n] (+)= x[m, k] W[n, k]^T, enqueued on the stream in windows of rows(). False when
   // cuBLASLt has no algorithm for this key that is safe to pin (then nothing was enqueued and
   // the caller multiplies with the decode kernel; that too depends on the key alone).
+  // `bf16_x` (--cuda-math bf16): x rounded to bf16, one product instead of hi + lo; f32
+  // weights do not occur then (the backend stores bf16).
   absl::StatusOr<bool> Run(const float* x, int64_t ldx, const DeviceWeights& w, float* y,
-                           int64_t ldy, int64_t m, bool accumulate);
+                           int64_t ldy, int64_t m, bool accumulate, bool bf16_x);
 
  private:
   struct Pinned {
     cublasLtMatmulAlgo_t algo;
   };
-  PrefillGemm(cublasLtHandle_t handle, cudaStream_t stream) : handle_(handle), stream_(stream) {}
+  PrefillGemm(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cudaStream_t stream)
+      : handle_(handle), desc_(desc), stream_(stream) {}
   // The pinned algorithm of `key`, or null when none is safe to pin.
   absl::StatusOr<const Pinned*> Resolve(const PrefillGemmKey& key, cudaDataType_t ab_type);
-  absl::StatusOr<const Pinned*> AlgoFor(const PrefillGemmKey& key, cudaDataType_t ab_type,
-                                        cublasLtMatmulDesc_t desc);
   absl::Status Matmul(const PrefillGemmKey& key, cudaDataType_t ab_type, const Pinned& algo,
                       const void* a, const void* b, int64_t m, float beta, float* y);
 
   cublasLtHandle_t handle_;
+  cublasLtMatmulDesc_t desc_;  // every call's: f32 compute, W transposed (made once)
   cudaStream_t stream_;
   int64_t rows_ = 0, max_k_ = 0;
   uint16_t* hi_ = nullptr;  // [rows_, StagedCols(max_k_)] each

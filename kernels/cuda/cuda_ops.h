@@ -24,10 +24,13 @@ struct DeviceWeights {
   int64_t ld;      // padded row stride, elements
 };
 
+// The decode-shaped GEMM y[m, n] (+)= x[m, k] W^T. `bf16_x` rounds each x to bf16 before its
+// product (--cuda-math bf16); the summation order is the same either way.
 cudaError_t LaunchGemm(const float* x, int64_t ldx, const DeviceWeights& w, float* y,
-                       int64_t ldy, int64_t m, bool accumulate, cudaStream_t stream);
+                       int64_t ldy, int64_t m, bool accumulate, bool bf16_x,
+                       cudaStream_t stream);
 // Stages the f32 rows x[m, k] (stride ldx) as bf16 hi and lo parts (stride ld) for the
-// prefill GEMM (launch_plan.h, PrefillGemmKey).
+// prefill GEMM (launch_plan.h, PrefillGemmKey); lo may be null (bf16 math: hi alone).
 cudaError_t LaunchSplitBf16(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* hi,
                             uint16_t* lo, int64_t ld, cudaStream_t stream);
 cudaError_t LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);

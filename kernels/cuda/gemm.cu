@@ -1,5 +1,6 @@
-// The exact decode GEMM: weights streamed once per x tile, f32 FMA on f32 activations, so
-// bf16 weights stay exact and nothing is rounded below f32 (--cuda-math exact).
+// The decode GEMM: weights streamed once per x tile, f32 FMA on f32 activations, so bf16
+// weights stay exact and nothing is rounded below f32 (--cuda-math exact); under
+// --cuda-math bf16 each x is rounded to bf16 first (the products stay f32, as on tensor cores).
 //
 // One warp per output row; lane l chains the products of the 16-byte weight vectors at
 // k = vec * (l + 32 j) in order, then the lanes meet in a fixed butterfly. That order depends
@@ -34,7 +35,16 @@ __device__ inline void LoadWeights(const float* w, float out[4]) {
   out[3] = f.w;
 }
 
-template <typename WT, int kVec, int kMTile>
+__device__ inline float RoundBf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+template <bool kBf16X>
+__device__ inline float LoadX(const float* p) {
+  const float v = __ldg(p);
+  if constexpr (kBf16X) return RoundBf16(v);
+  return v;
+}
+
+template <typename WT, int kVec, int kMTile, bool kBf16X>
 __global__ void __launch_bounds__(32 * kGemmWarps)
     GemmStreamKernel(const float* __restrict__ x, int64_t ldx, const WT* __restrict__ w,
                      int64_t ldw, float* __restrict__ y, int64_t ldy, int64_t m, int64_t n,
@@ -59,9 +69,9 @@ __global__ void __launch_bounds__(32 * kGemmWarps)
       float a = acc[i];
       if (full) {
 #pragma unroll
-        for (int v = 0; v < kVec; ++v) a = fmaf(wv[v], __ldg(xr + v), a);
+        for (int v = 0; v < kVec; ++v) a = fmaf(wv[v], LoadX<kBf16X>(xr + v), a);
       } else {
-        for (int v = 0; kb + v < k; ++v) a = fmaf(wv[v], __ldg(xr + v), a);
+        for (int v = 0; kb + v < k; ++v) a = fmaf(wv[v], LoadX<kBf16X>(xr + v), a);
       }
       acc[i] = a;
     }
@@ -80,27 +90,17 @@ __global__ void __launch_bounds__(32 * kGemmWarps)
   }
 }
 
-template <typename WT, int kVec>
+template <typename WT, int kVec, bool kBf16X>
 cudaError_t Launch(const float* x, int64_t ldx, const DeviceWeights& w, float* y, int64_t ldy,
                    int64_t m, bool accumulate, cudaStream_t stream) {
   const DecodeGemmPlan plan = PlanDecodeGemm(m, w.rows, w.cols, sizeof(WT));
   const dim3 grid(static_cast<unsigned>(plan.grid.x), static_cast<unsigned>(plan.grid.y));
   const dim3 block(static_cast<unsigned>(plan.threads));
   const WT* wd = static_cast<const WT*>(w.data);
-  switch (plan.m_tile) {
-    case 1:
-      GemmStreamKernel<WT, kVec, 1><<<grid, block, 0, stream>>>(x, ldx, wd, w.ld, y, ldy, m,
-                                                                 w.rows, w.cols, accumulate);
-      break;
-    case 8:
-      GemmStreamKernel<WT, kVec, 8><<<grid, block, 0, stream>>>(x, ldx, wd, w.ld, y, ldy, m,
-                                                                 w.rows, w.cols, accumulate);
-      break;
-    default:
-      GemmStreamKernel<WT, kVec, 32><<<grid, block, 0, stream>>>(x, ldx, wd, w.ld, y, ldy, m,
-                                                                  w.rows, w.cols, accumulate);
-      break;
-  }
+  auto kernel = plan.m_tile == 1   ? GemmStreamKernel<WT, kVec, 1, kBf16X>
+                : plan.m_tile == 8 ? GemmStreamKernel<WT, kVec, 8, kBf16X>
+                                   : GemmStreamKernel<WT, kVec, 32, kBf16X>;
+  kernel<<<grid, block, 0, stream>>>(x, ldx, wd, w.ld, y, ldy, m, w.rows, w.cols, accumulate);
   return cudaGetLastError();
 }
 
@@ -117,6 +117,7 @@ __global__ void SplitBf16Kernel(const float* __restrict__ x, int64_t ldx, int64_
     const __nv_bfloat16 hb = __float2bfloat16_rn(v);
     const float h = __bfloat162float(hb);
     hi[r * ld + c] = __bfloat16_as_ushort(hb);
+    if (lo == nullptr) continue;
     // An infinite or NaN x is carried by hi alone (inf - inf would make lo a NaN).
     lo[r * ld + c] = __bfloat16_as_ushort(__float2bfloat16_rn(isfinite(h) ? v - h : 0.0f));
   }
@@ -135,10 +136,15 @@ cudaError_t LaunchSplitBf16(const float* x, int64_t ldx, int64_t m, int64_t k, u
 }
 
 cudaError_t LaunchGemm(const float* x, int64_t ldx, const DeviceWeights& w, float* y,
-                       int64_t ldy, int64_t m, bool accumulate, cudaStream_t stream) {
+                       int64_t ldy, int64_t m, bool accumulate, bool bf16_x,
+                       cudaStream_t stream) {
   if (m <= 0 || w.rows <= 0) return cudaSuccess;
-  if (w.bf16) return Launch<uint16_t, 8>(x, ldx, w, y, ldy, m, accumulate, stream);
-  return Launch<float, 4>(x, ldx, w, y, ldy, m, accumulate, stream);
+  if (bf16_x) {
+    if (w.bf16) return Launch<uint16_t, 8, true>(x, ldx, w, y, ldy, m, accumulate, stream);
+    return Launch<float, 4, true>(x, ldx, w, y, ldy, m, accumulate, stream);
+  }
+  if (w.bf16) return Launch<uint16_t, 8, false>(x, ldx, w, y, ldy, m, accumulate, stream);
+  return Launch<float, 4, false>(x, ldx, w, y, ldy, m, accumulate, stream);
 }
 
 }  // namespace xlstmd::kernels::cuda

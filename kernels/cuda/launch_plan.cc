@@ -152,4 +152,10 @@ void PinnedRing::ReleaseOldest() {
   }
 }
 
+double MmaFlopsPerClockPerSm(int major, int minor) {
+  if (major == 9) return 4096;
+  if (major == 8) return minor == 0 ? 2048 : 1024;
+  return 0;
+}
+
 }  // namespace xlstmd::kernels::cuda

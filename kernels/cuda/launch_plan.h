@@ -130,6 +130,11 @@ class PinnedRing {
   std::deque<Span> claims_;  // oldest first
 };
 
+// Dense bf16 MMA FLOPs per clock per SM with f32 accumulation, for the bench's nominal
+// tensor-core peak: sm_90 4096 (H100 SXM: 132 SMs x 1.83 GHz = 989 TFLOP/s), sm_80 2048
+// (A100: 312), sm_86/87/89 1024; 0 (unknown) for any other architecture.
+double MmaFlopsPerClockPerSm(int major, int minor);
+
 }  // namespace xlstmd::kernels::cuda
 
 #endif  // XLSTMD_KERNELS_CUDA_LAUNCH_PLAN_H_

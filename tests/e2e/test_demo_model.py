@@ -77,6 +77,7 @@ class DemoModelTest(harness.E2ETestCase):
         self.assertRegex(d.log(), r"model=\S*models/demo\b", "startup line names models/demo")
         self.assertRegex(d.log(), r"xlstmd serving .* load_s=\d+\.\d\d\b", "load time")
         self.assertRegex(d.log(), r"xlstmd serving .* random_weights=false\b", "trained weights")
+        self.assertRegex(d.log(), r"xlstmd serving .* cuda_math=(exact|bf16)\b", "numerics named")
         info = d.client().model_info()
         self.assertEqual(info.vocab_size, 4416)
         client = d.client()

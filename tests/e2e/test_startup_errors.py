@@ -4,7 +4,9 @@
 - a --listen port another process holds: exit 2 and exactly one stderr line that names
   --listen and the address (gRPC's own internal status is not printed before it);
 - --model pointing nowhere: exit 2, one line naming --model and the path;
-- --version: version, git commit, build type and compiled backends, exit 0.
+- --version: version, git commit, build type and compiled backends, exit 0;
+- --cuda-math bf16 with --backend cpu: exit 2, one line naming --cuda-math (the CPU computes
+  in f32 only; it never silently ignores a numerics request it was given explicitly).
 """
 import os
 import socket
@@ -43,6 +45,13 @@ class StartupErrorsTest(harness.E2ETestCase):
         self.assertRegex(p.stdout, r"^xlstmd \d+\.\d+\.\d+ \(commit ([0-9a-f]+(-dirty)?|unknown), "
                                    r"\w+ build, backends: cpu(, cuda)?\)\n$")
         self.assertIn("--version", run(["--help"]).stdout)
+
+    def test_bf16_math_on_the_cpu_backend_is_refused(self):
+        p = run(["--model", harness.golden_dir(), "--listen", "127.0.0.1:0", "--backend", "cpu",
+                 "--cuda-math", "bf16"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        lines = [line for line in p.stderr.splitlines() if line.strip()]
+        self.assertIn("--cuda-math bf16 needs the CUDA backend", lines[-1], p.stderr)
 
     def test_missing_model_dir_names_the_flag_and_path(self):
         p = run(["--model", "/nonexistent/model", "--listen", "127.0.0.1:0"])

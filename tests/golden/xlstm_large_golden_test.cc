@@ -147,6 +147,22 @@ TEST_P(GoldenTest, BatchOfFourEqualsAlone) {
   testing::ExpectBatchEqualsAlone(*model_, golden_);
 }
 
+// The bound of --cuda-math bf16's GPU test (tests/gpu): upstream's bf16-compute drift, read
+// here too so a golden set without it, or a reader that drops it, fails on every machine.
+TEST(GoldenDriftTest, Bf16ComputeDriftIsRead) {
+  auto g = testing::LoadGolden("xlstm-large-a1-bf16");
+  ASSERT_TRUE(g.ok()) << g.status();
+  const auto& d = g->bf16_compute_drift;
+  ASSERT_TRUE(d.count("seq_len1/full")) << "no numeric bf16_compute_drift values";
+  for (const auto& [key, value] : d) {
+    EXPECT_GT(value, 0.0) << key;
+    EXPECT_LT(value, 30.0) << key;  // below the logit soft cap: a drift, not garbage
+  }
+  for (const testing::GoldenSequence& seq : g->sequences) {
+    EXPECT_TRUE(d.count(seq.name + "/full") || d.count(seq.name + "/step")) << seq.name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Family, GoldenTest,
     ::testing::Values(Case{"xlstm-large-a1", "xlstm-large-a1", DType::kF32},

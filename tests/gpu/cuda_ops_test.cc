@@ -11,6 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/backend_registry.h"
 #include "tests/gpu/gpu_testutil.h"
+#include "tests/testing/reference_ops.h"
 
 namespace xlstmd::testing {
 namespace {
@@ -119,6 +120,49 @@ TEST_P(CudaOpsTest, PrefillMatMulWithStridesAccumulatesExactlyPerRow) {
     ASSERT_EQ(std::memcmp(one.data(), all.data() + r * ldy, n * sizeof(float)), 0) << "row " << r;
   }
   ASSERT_TRUE(gpu_->Synchronize().ok());
+}
+
+// --cuda-math bf16: each x is rounded to bf16 before its product, on both paths, and nothing
+// else changes: the CPU multiplying the rounded x (and bf16-rounded weights: bf16 math stores
+// bf16) agrees to f32 summation-order noise, and rows stay bit-identical alone or batched.
+TEST_P(CudaOpsTest, Bf16MathRoundsTheInputsOnly) {
+  kernels::BackendOptions o;
+  o.math = kernels::MathMode::kBf16;
+  o.weight_dtype = GetParam();
+  auto made = kernels::CreateBackend("cuda", o);
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::unique_ptr<kernels::Backend> bf = std::move(*made);
+  EXPECT_EQ(bf->WeightDType(), DType::kBF16);
+  auto cpu = kernels::CreateBackend("cpu", {2, DType::kBF16});
+  ASSERT_TRUE(cpu.ok());
+  const int64_t n = 67, k = 515;
+  const std::vector<float> w = Gaussian(n * k, rng_, 0.1f);
+  auto wc = (*cpu)->UploadMatrix(w.data(), DType::kF32, n, k);
+  auto wg = bf->UploadMatrix(w.data(), DType::kF32, n, k);
+  ASSERT_TRUE(wc.ok() && wg.ok());
+  kernels::WeightMatrixPtr pc(*wc, {cpu->get()}), pg(*wg, {bf.get()});
+  EXPECT_EQ(bf->MatrixDType(pg.get()), DType::kBF16);
+  ASSERT_TRUE(bf->ReserveMatMul(64).ok());
+  const int64_t rows = 130;
+  const std::vector<float> x = Gaussian(rows * k, rng_);
+  std::vector<float> xr = x;
+  for (float& v : xr) v = RoundToBf16(v);
+  std::vector<float> yc(rows * n);
+  (*cpu)->MatMul({xr.data(), pc.get(), yc.data(), rows, k, n, false});
+  BackendArray xg(bf.get(), x);
+  for (bool prefill : {false, true}) {
+    BackendArray yg(bf.get(), std::vector<float>(rows * n));
+    bf->MatMul({xg.get(), pg.get(), yg.get(), rows, k, n, false, prefill});
+    const std::vector<float> all = yg.Read();
+    EXPECT_LT(RelDiff(all, yc), 1e-5) << "prefill " << prefill;
+    for (int64_t r = 0; r < rows; r += 9) {
+      BackendArray y1(bf.get(), std::vector<float>(n));
+      bf->MatMul({xg.get() + r * k, pg.get(), y1.get(), 1, k, n, false, prefill});
+      ASSERT_EQ(std::memcmp(y1.Read().data(), all.data() + r * n, n * sizeof(float)), 0)
+          << "row " << r << " prefill " << prefill;
+    }
+  }
+  ASSERT_TRUE(bf->Synchronize().ok());
 }
 
 TEST_P(CudaOpsTest, RowOpsMatchCpu) {

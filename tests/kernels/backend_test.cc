@@ -91,6 +91,63 @@ TEST(BackendRegistryTest, CudaWithoutADeviceIsUnavailable) {
   EXPECT_EQ((*any)->Name(), "cpu");
 }
 
+// --cuda-math bf16 is a CUDA numerics mode: an explicit CPU backend refuses it, and "auto"
+// landing on the CPU computes exactly and says so through Math().
+TEST(BackendRegistryTest, Bf16MathNeedsCuda) {
+  BackendOptions o;
+  o.math = MathMode::kBf16;
+  EXPECT_THAT(CreateBackend("cpu", o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs the CUDA backend")));
+  EXPECT_THAT(cpu::CpuBackend::Create(o), StatusIs(absl::StatusCode::kInvalidArgument));
+  auto any = CreateBackend("auto", o);
+  ASSERT_THAT(any, IsOk());
+  if ((*any)->Name() == "cpu") {
+    EXPECT_EQ((*any)->Math(), MathMode::kExact);
+  } else {
+    EXPECT_EQ((*any)->Math(), MathMode::kBf16);
+    EXPECT_EQ((*any)->WeightDType(), DType::kBF16);  // bf16 math stores bf16 weights
+  }
+  auto exact = CreateBackend("cpu", BackendOptions{});
+  ASSERT_THAT(exact, IsOk());
+  EXPECT_EQ((*exact)->Math(), MathMode::kExact);
+}
+
+// The bench's split of a pass: each op's time goes to its class, the span covers them all,
+// and timing stops cleanly (a second Stop is an error, not stale totals).
+TEST(CpuBackendTest, OpTimingSplitsByClass) {
+  auto be = cpu::CpuBackend::Create(BackendOptions{1, DType::kF32});
+  ASSERT_THAT(be, IsOk());
+  const int64_t n = 256, k = 512, m = 16;
+  std::vector<float> w(n * k, 0.01f), x(m * k, 1.0f), y(m * n), g(n, 1.0f);
+  auto wm = (*be)->UploadMatrix(w.data(), DType::kF32, n, k);
+  ASSERT_THAT(wm, IsOk());
+  WeightMatrixPtr pw(*wm, {be->get()});
+  EXPECT_THAT((*be)->StopOpTiming(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT((*be)->StartOpTiming(), IsOk());
+  (*be)->MatMul({x.data(), pw.get(), y.data(), m, k, n, false});
+  (*be)->MatMul({x.data(), pw.get(), y.data(), m, k, n, false});
+  (*be)->RmsNorm({y.data(), g.data(), nullptr, y.data(), m, n, n, n, 1e-6f});
+  auto t = (*be)->StopOpTiming();
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->ops, 3);
+  EXPECT_GT(t->gemm_ms, 0.0);
+  EXPECT_GE(t->rowops_ms, 0.0);
+  EXPECT_EQ(t->mlstm_ms, 0.0);
+  EXPECT_GE(t->span_ms, t->gemm_ms + t->rowops_ms - 1e-9);
+  EXPECT_GE(t->gaps_ms(), -1e-9);
+  EXPECT_THAT((*be)->StopOpTiming(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST(BackendRegistryTest, MathModeNamesRoundTrip) {
+  for (MathMode m : {MathMode::kExact, MathMode::kBf16}) {
+    const absl::StatusOr<MathMode> parsed = ParseMathMode(MathModeName(m));
+    ASSERT_THAT(parsed, IsOk());
+    EXPECT_EQ(*parsed, m);
+  }
+  EXPECT_THAT(ParseMathMode("tf32"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("exact, bf16")));
+}
+
 TEST(BackendRegistryTest, UnknownNameListsValidOnes) {
   for (const char* name : {"tpu", "", "CPU", "cuda:", "cuda:x", "cuda:12345", "cuda:-1"}) {
     EXPECT_THAT(CreateBackend(name, {}),

@@ -148,6 +148,14 @@ TEST(LaunchPlanTest, DecodeBucketsPadUpwards) {
 }
 
 // Random claims and in-order releases: live claims never overlap and stay inside the ring.
+// The nominal tensor-core peaks the bench divides by: the published dense bf16 figures.
+TEST(LaunchPlanTest, MmaRatesGiveThePublishedPeaks) {
+  EXPECT_NEAR(MmaFlopsPerClockPerSm(9, 0) * 132 * 1.83e9 / 1e12, 989, 2);  // H100 SXM
+  EXPECT_NEAR(MmaFlopsPerClockPerSm(8, 0) * 108 * 1.41e9 / 1e12, 312, 1);  // A100
+  EXPECT_EQ(MmaFlopsPerClockPerSm(8, 9), 1024);
+  EXPECT_EQ(MmaFlopsPerClockPerSm(7, 5), 0);  // unknown: the bench uses its measured rate
+}
+
 TEST(LaunchPlanTest, PinnedRingNeverOverlaps) {
   std::mt19937 rng(1);
   PinnedRing ring(64 * 1024);

@@ -56,6 +56,7 @@ TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(o.threads, 0);
   EXPECT_EQ(o.weight_dtype, "auto");
   EXPECT_EQ(o.lm_head_dtype, "auto");
+  EXPECT_EQ(o.cuda_math, "exact");
   EXPECT_EQ(o.backend, "auto");
   // Sizes by backend (engine_sizing_test.cc): --slots auto, the others 0.
   EXPECT_EQ(o.slots_text, "auto");
@@ -114,6 +115,8 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
                                "f32",
                                "--lm-head-dtype",
                                "bf16",
+                               "--cuda-math",
+                               "bf16",
                                "--backend",
                                "cpu",
                                "--slots",
@@ -171,6 +174,7 @@ TEST(ServerOptionsTest, EveryFlagIsParsed) {
   EXPECT_EQ(o.threads, 3);
   EXPECT_EQ(o.weight_dtype, "f32");
   EXPECT_EQ(o.lm_head_dtype, "bf16");
+  EXPECT_EQ(o.cuda_math, "bf16");
   EXPECT_EQ(o.backend, "cpu");
   EXPECT_EQ(o.api_keys_file, "/keys");
   EXPECT_EQ(o.grace_period_s, 2);
@@ -322,6 +326,7 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"--slots", "0"},
       {"--slots", "2000000"},
       {"--weight-dtype", "f64"},
+      {"--cuda-math", "tf32"},  // never TF32, and never silently
       {"--listen", "50051"},
       {"--listen", "host:99999"},
       {"--listen", "::1:80"},
@@ -369,6 +374,7 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "threads",
                            "weight-dtype",
                            "lm-head-dtype",
+                           "cuda-math",
                            "slots",
                            "max-batch",
                            "prefill-budget",

@@ -56,6 +56,11 @@ absl::StatusOr<GoldenModel> LoadGolden(const std::string& model) {
   g.logits_rtol = j.at("suggested_tolerance").at("logits_rtol").get<double>();
   g.greedy_prompt = j.at("greedy").at("prompt_ids").get<std::vector<int32_t>>();
   g.greedy_generated = j.at("greedy").at("generated_ids").get<std::vector<int32_t>>();
+  if (j.contains("bf16_compute_drift")) {
+    for (const auto& [key, value] : j.at("bf16_compute_drift").at("values").items()) {
+      if (value.is_number()) g.bf16_compute_drift[key] = value.get<double>();
+    }
+  }
   auto st = core::SafetensorsFile::Open(dir / "golden.safetensors");
   if (!st.ok()) return st.status();
   g.tensors = std::move(*st);

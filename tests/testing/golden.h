@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,10 @@ struct GoldenModel {
   std::vector<int32_t> greedy_prompt;
   std::vector<int32_t> greedy_generated;
   std::unique_ptr<core::SafetensorsFile> tensors;  // golden.safetensors
+  // golden.json `bf16_compute_drift`: max |logits| drift of upstream's bf16-weight,
+  // bf16-activation run from the f32 goldens, by "seq_len7/full" etc.; entries upstream
+  // could not produce (an error text) are absent. Empty for models without it.
+  std::map<std::string, double> bf16_compute_drift;
 
   // A float32 tensor by name, e.g. "seq_len7/logits_full"; fails the test if absent.
   std::vector<float> F32(const std::string& name) const;

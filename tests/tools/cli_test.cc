@@ -137,6 +137,9 @@ TEST(XlstmCliTest, BenchSyntheticModelAndCudaWithoutADevice) {
   EXPECT_THAT(r.out, HasSubstr("\"model\":\"synthetic:tiny\""));
   EXPECT_THAT(r.out, HasSubstr("\"phase\":\"decode\",\"batch\":2"));
   EXPECT_THAT(r.out, HasSubstr("\"phase\":\"prefill\""));
+  EXPECT_THAT(r.out, HasSubstr("\"cuda_math\":\"exact\""));
+  // Each decode and prefill line says where its time went, by class of op.
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\"split_ms\":\\{\"gemm\":[0-9.e-]+,\"mlstm\""));
   EXPECT_FALSE(std::filesystem::exists(dir));
   const ToolResult gpu = RunTool({"bench", "--synthetic", "tiny", "--synthetic-dir", dir,
                                   "--backend", "cuda", "--min-time", "0.05s"});
