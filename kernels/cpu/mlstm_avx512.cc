@@ -16,6 +16,7 @@
 // the entry point is in an anonymous namespace (see kernels/CMakeLists.txt).
 
 #include <cstdint>
+#include <utility>
 
 #include "kernels/cpu/simd.h"
 #include "kernels/op_params.h"
@@ -90,32 +91,93 @@ TileFn PickTile(int rows, int nv) {
   }
 }
 
-// StepCoreAvx512 for up to 64 value columns starting at j0: the v block stays in
-// registers, every C row of the block is loaded, updated, stored and folded into h in one go.
-template <int NV>
+// StepCoreAvx512 for up to 128 value columns starting at j0, in 256-bit vectors (AVX-512VL
+// gives 32 of them): h of the block stays in registers while every C row of the block is
+// loaded, updated, stored and folded into h in one pass. Why ymm on an AVX-512 machine: in
+// decode the step streams each session's state from DRAM, and on AMD EPYC (Zen 4) 512-bit
+// stores to a DRAM-bound stream ran at 35-40 GB/s against 54-59 GB/s for 256-bit ones (one
+// thread, 3072 heads of 64 x 128: /tmp microbenchmark, docs/runtime.md); zmm won only
+// while the states fit in L2 (+10-35% on a step that is then ~3% of the decode). Masked
+// loads and stores only for a ragged last block (masked stores are slow on AMD too). Every
+// element's operations are those of the 512-bit form it replaced, so results are unchanged.
+constexpr int kStepLanes = 8;
+constexpr int kStepVecs = 16;  // 128 value columns per block
+
+__mmask8 StepTailMask(int64_t cols) {
+  return static_cast<__mmask8>(cols >= kStepLanes ? 0xff : (1u << cols) - 1u);
+}
+
+template <int NV, bool kMasked>
 void StepBlock(const float* q, const float* k, const float* v, float fa, float ia, float* C,
-               float* h, const MlstmDims& d, int64_t j0, const __mmask16* masks) {
-  __m512 vv[NV], hacc[NV];
-#pragma GCC unroll 4
-  for (int x = 0; x < NV; ++x) {
-    vv[x] = _mm512_maskz_loadu_ps(masks[x], v + j0 + x * kLanes);
-    hacc[x] = _mm512_setzero_ps();
-  }
-  const __m512 fav = _mm512_set1_ps(fa);
+               float* h, const MlstmDims& d, int64_t j0, const __mmask8* masks) {
+  __m256 hacc[NV];
+#pragma GCC unroll 16
+  for (int x = 0; x < NV; ++x) hacc[x] = _mm256_setzero_ps();
+  const __m256 fav = _mm256_set1_ps(fa);
+  const float* vb = v + j0;
   for (int64_t a = 0; a < d.dqk; ++a) {
-    const __m512 ka = _mm512_set1_ps(ia * k[a]);
-    const __m512 qa = _mm512_set1_ps(q[a] * d.q_scale);
+    const __m256 ka = _mm256_set1_ps(ia * k[a]);
+    const __m256 qa = _mm256_set1_ps(q[a] * d.q_scale);
     float* row = C + a * d.dv + j0;
-  #pragma GCC unroll 4
-  for (int x = 0; x < NV; ++x) {
-      const __m512 c = _mm512_fmadd_ps(fav, _mm512_maskz_loadu_ps(masks[x], row + x * kLanes),
-                                       _mm512_mul_ps(ka, vv[x]));
-      _mm512_mask_storeu_ps(row + x * kLanes, masks[x], c);
-      hacc[x] = _mm512_fmadd_ps(qa, c, hacc[x]);
+#pragma GCC unroll 16
+    for (int x = 0; x < NV; ++x) {
+      float* p = row + x * kStepLanes;
+      const float* vp = vb + x * kStepLanes;
+      const bool masked = kMasked && x == NV - 1;  // only the ragged last vector
+      const __m256 old = masked ? _mm256_maskz_loadu_ps(masks[x], p) : _mm256_loadu_ps(p);
+      const __m256 vx = masked ? _mm256_maskz_loadu_ps(masks[x], vp) : _mm256_loadu_ps(vp);
+      const __m256 c = _mm256_fmadd_ps(fav, old, _mm256_mul_ps(ka, vx));
+      if (masked) {
+        _mm256_mask_storeu_ps(p, masks[x], c);
+      } else {
+        _mm256_storeu_ps(p, c);
+      }
+      hacc[x] = _mm256_fmadd_ps(qa, c, hacc[x]);
     }
   }
-#pragma GCC unroll 4
-  for (int x = 0; x < NV; ++x) _mm512_mask_storeu_ps(h + j0 + x * kLanes, masks[x], hacc[x]);
+#pragma GCC unroll 16
+  for (int x = 0; x < NV; ++x) _mm256_mask_storeu_ps(h + j0 + x * kStepLanes, masks[x], hacc[x]);
+}
+
+// Heads wider than one block: C row by row in one sequential stream, h accumulated in
+// memory (L1). Blocks of 128 columns walked C with a stride of dv floats and ran at half the
+// DRAM rate (26 against 46 GB/s at 256 x 512). The same operations per element as StepBlock
+// (h starts at +0 and takes one FMA per row), so the two forms agree bit for bit.
+void StepRows(const float* q, const float* k, const float* v, float fa, float ia, float* C,
+              float* h, const MlstmDims& d) {
+  const int64_t full = d.dv / kStepLanes * kStepLanes;
+  const __mmask8 tail = StepTailMask(d.dv - full);
+  for (int64_t c = 0; c < d.dv; ++c) h[c] = 0.0f;
+  const __m256 fav = _mm256_set1_ps(fa);
+  for (int64_t a = 0; a < d.dqk; ++a) {
+    const __m256 ka = _mm256_set1_ps(ia * k[a]);
+    const __m256 qa = _mm256_set1_ps(q[a] * d.q_scale);
+    float* row = C + a * d.dv;
+    for (int64_t c = 0; c < full; c += kStepLanes) {
+      const __m256 x = _mm256_fmadd_ps(fav, _mm256_loadu_ps(row + c),
+                                       _mm256_mul_ps(ka, _mm256_loadu_ps(v + c)));
+      _mm256_storeu_ps(row + c, x);
+      _mm256_storeu_ps(h + c, _mm256_fmadd_ps(qa, x, _mm256_loadu_ps(h + c)));
+    }
+    if (full < d.dv) {
+      const __m256 x =
+          _mm256_fmadd_ps(fav, _mm256_maskz_loadu_ps(tail, row + full),
+                          _mm256_mul_ps(ka, _mm256_maskz_loadu_ps(tail, v + full)));
+      _mm256_mask_storeu_ps(row + full, tail, x);
+      _mm256_mask_storeu_ps(h + full, tail,
+                            _mm256_fmadd_ps(qa, x, _mm256_maskz_loadu_ps(tail, h + full)));
+    }
+  }
+}
+
+using StepFn = void (*)(const float*, const float*, const float*, float, float, float*, float*,
+                        const MlstmDims&, int64_t, const __mmask8*);
+
+template <int... NV>
+StepFn PickStep(int nv, bool masked, std::integer_sequence<int, NV...>) {
+  static constexpr StepFn kFull[] = {&StepBlock<NV + 1, false>...};
+  static constexpr StepFn kMasked[] = {&StepBlock<NV + 1, true>...};
+  return masked ? kMasked[nv - 1] : kFull[nv - 1];
 }
 
 }  // namespace
@@ -124,26 +186,15 @@ void StepBlock(const float* q, const float* k, const float* v, float fa, float i
 // C = fa C + ia k v^T, n = fa n + ia k, h = C^T (q q_scale); returns (q q_scale) . n.
 float StepCoreAvx512(const float* q, const float* k, const float* v, float fa, float ia, float* C,
                      float* n, float* h, const MlstmDims& d) {
-  constexpr int64_t kBlock = kTileVecs * kLanes;
-  for (int64_t j0 = 0; j0 < d.dv; j0 += kBlock) {
-    const int64_t cols = d.dv - j0 < kBlock ? d.dv - j0 : kBlock;
-    const int nv = static_cast<int>((cols + kLanes - 1) / kLanes);
-    __mmask16 masks[kTileVecs];
-    for (int x = 0; x < nv; ++x) masks[x] = TailMask(cols - x * kLanes);
-    switch (nv) {
-      case 1:
-        StepBlock<1>(q, k, v, fa, ia, C, h, d, j0, masks);
-        break;
-      case 2:
-        StepBlock<2>(q, k, v, fa, ia, C, h, d, j0, masks);
-        break;
-      case 3:
-        StepBlock<3>(q, k, v, fa, ia, C, h, d, j0, masks);
-        break;
-      default:
-        StepBlock<4>(q, k, v, fa, ia, C, h, d, j0, masks);
-        break;
-    }
+  constexpr int64_t kBlock = kStepVecs * kStepLanes;
+  if (d.dv > kBlock) {
+    StepRows(q, k, v, fa, ia, C, h, d);
+  } else {
+    const int nv = static_cast<int>((d.dv + kStepLanes - 1) / kStepLanes);
+    __mmask8 masks[kStepVecs];
+    for (int x = 0; x < nv; ++x) masks[x] = StepTailMask(d.dv - x * kStepLanes);
+    PickStep(nv, d.dv % kStepLanes != 0, std::make_integer_sequence<int, kStepVecs>())(
+        q, k, v, fa, ia, C, h, d, 0, masks);
   }
   float qn = 0.0f;
   for (int64_t a = 0; a < d.dqk; ++a) {

@@ -67,10 +67,11 @@ struct Case {
 std::vector<Case> Cases() {
   const std::vector<cpu::Isa> isas = ::xlstmd::testing::TestIsas();
   std::vector<Case> out;
-  // Odd sizes, plus the 7B-like head shape (dqk 64, dv 128) and one with dv past a 64-column
-  // tile and a masked tail (dv 83).
+  // Odd sizes, the E=1024 head (dqk 64, dv 128: one full register block of the AVX-512
+  // step), dv 83 (a masked tail), and heads past one block, which the AVX-512 step walks row
+  // by row: dv 131 (a tail again) and xLSTM-7B's 256 x 512.
   for (const Dims& d : {Dims{1, 1, 1}, Dims{3, 5, 7}, Dims{2, 16, 32}, Dims{4, 33, 17},
-                        Dims{2, 64, 128}, Dims{1, 19, 83}}) {
+                        Dims{2, 64, 128}, Dims{1, 19, 83}, Dims{1, 9, 131}, Dims{1, 256, 512}}) {
     for (cpu::Isa isa : isas) out.push_back({d, isa});
   }
   return out;
