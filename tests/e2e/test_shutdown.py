@@ -95,11 +95,15 @@ class ShutdownTest(harness.E2ETestCase):
 
     def test_sigterm_drains_queued_turn(self):
         """A turn still waiting for a batch place at SIGTERM also runs and commits."""
-        d = self.start_daemon(["--grace-period", "60s", "--max-batch", "1"],
-                              name="xlstmd(drain-queued)")
+        # A must still be running at SIGTERM on any machine: its reader pauses after the first
+        # delta and A is longer than gRPC and a 4-event stream buffer hold, so A waits for the
+        # reader (a fast CPU generated 5,000 tokens before the SIGTERM was sent).
+        d = self.start_daemon(["--grace-period", "60s", "--max-batch", "1", "--max-tokens-limit",
+                               str(LONG), "--stream-buffer", "4"], name="xlstmd(drain-queued)")
         c = d.client()
         a, b = c.create_session().session_id, c.create_session().session_id
-        n = 5000
+        want_b = d.reference([3, 4], 8)
+        n = DRAIN_TURN
         ra = harness.StreamReader(c.chat_call(a, tokens=[1, 2], sampling=sampling(max_tokens=n),
                                               timeout=120), pause_after_first_delta=True)
         ra.wait_first_delta()
@@ -110,7 +114,6 @@ class ShutdownTest(harness.E2ETestCase):
             self.assertLess(time.monotonic(), deadline, "turn B never registered")
             time.sleep(0.02)
         self.assertFalse(rb.turn.deltas, "max-batch 1, yet B runs next to A")
-        want_b = d.reference([3, 4], 8)
         d.send_signal(signal.SIGTERM)
         d.wait_health(harness.HEALTH_NOT_SERVING, timeout=5)
         ra.join(60)
