@@ -105,13 +105,15 @@ ListenerWatch::~ListenerWatch() {
   if (reserve_fd_ >= 0) close(reserve_fd_);
 }
 
-void ListenerWatch::Rescan() {
+void ListenerWatch::Rescan(bool after_rebuild) {
   fds_ = FindListeningSockets(port_);
   stuck_ = 0;
+  if (after_rebuild) settling_ = true;
 }
 
 bool ListenerWatch::Dead(int64_t accept_failures_logged) {
-  const bool new_failure = accept_failures_logged > failures_seen_;
+  const bool new_failure = accept_failures_logged > failures_seen_ && !settling_;
+  settling_ = false;
   failures_seen_ = accept_failures_logged;
   if (fds_.empty()) Rescan();
   if (new_failure) return true;

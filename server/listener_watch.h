@@ -36,16 +36,20 @@ class ListenerWatch {
  public:
   // `accept_failures_logged` is the current count of gRPC's accept-failure log lines: only
   // later ones count. Holds one descriptor (/dev/null) in reserve for Release.
-  ListenerWatch(int port, int64_t accept_failures_logged, int stuck_checks = 3);
+  ListenerWatch(int port, int64_t accept_failures_logged, int stuck_checks = 10);
   ~ListenerWatch();
   ListenerWatch(const ListenerWatch&) = delete;
   ListenerWatch& operator=(const ListenerWatch&) = delete;
 
-  // Looks for the port's listening sockets again (after a new listener started).
-  void Rescan();
+  // Looks for the port's listening sockets again. `after_rebuild` (a new listener started
+  // after Release): accept failures logged before the next check are not counted, since the
+  // released listener may still log one for its socket number (now /dev/null), and that
+  // must not condemn its successor.
+  void Rescan(bool after_rebuild = false);
   // Whether the listener has stopped accepting: gRPC logged an accept failure since the last
   // check, or connections waited in the accept queue at `stuck_checks` checks in a row (gRPC
-  // drains it within milliseconds while it accepts).
+  // drains it within milliseconds while it accepts; but a burst of connections to a daemon
+  // slowed by sanitizers kept it non-empty for 3 s, hence 10 by default).
   bool Dead(int64_t accept_failures_logged);
   // Closes the listening sockets by putting the reserved /dev/null at their descriptor
   // numbers, so the port is free for a new listener while the numbers stay valid for gRPC,
@@ -59,6 +63,7 @@ class ListenerWatch {
   std::vector<int> fds_;
   int stuck_ = 0;
   int64_t failures_seen_ = 0;
+  bool settling_ = false;  // the first check after a rebuild only records the failure count
 };
 
 }  // namespace xlstmd::server

@@ -195,7 +195,7 @@ class Server::Impl {
         }
         continue;
       }
-      watch->Rescan();
+      watch->Rescan(/*after_rebuild=*/true);
       rebuilding = false;
       listener_down.store(false, std::memory_order_release);
       spdlog::info("a new gRPC listener accepts on {}", listen_address);

@@ -53,6 +53,21 @@ TEST(ListenerWatchTest, FindsTheListenerAndItsQueue) {
   EXPECT_FALSE(use.exhausted);
 }
 
+// After a rebuild the released listener may log one more accept failure (for its socket
+// number, now /dev/null): the first check after Rescan(after_rebuild) records the count
+// without condemning the new listener; later failures count again.
+TEST(ListenerWatchTest, AFailureLoggedAcrossARebuildIsNotTheNewListeners) {
+  Listener l;
+  ListenerWatch watch(l.port, /*accept_failures_logged=*/0);
+  EXPECT_TRUE(watch.Dead(1));
+  watch.Rescan(/*after_rebuild=*/true);
+  EXPECT_FALSE(watch.Dead(2));
+  EXPECT_FALSE(watch.Dead(2));
+  EXPECT_TRUE(watch.Dead(3));
+  watch.Rescan();  // a plain rescan does not forgive
+  EXPECT_TRUE(watch.Dead(4));
+}
+
 TEST(ListenerWatchTest, ConnectionsLeftWaitingMeanDeadAndReleaseFreesThePort) {
   Listener l;
   ListenerWatch watch(l.port, /*accept_failures_logged=*/0, /*stuck_checks=*/3);
