@@ -91,14 +91,14 @@ TileFn PickTile(int rows, int nv) {
   }
 }
 
-// StepCoreAvx512 for up to 128 value columns starting at j0, in 256-bit vectors (AVX-512VL
+// StepCoreAvx512 for heads of up to 128 value columns, in 256-bit vectors (AVX-512VL
 // gives 32 of them): h of the block stays in registers while every C row of the block is
 // loaded, updated, stored and folded into h in one pass. Why ymm on an AVX-512 machine: in
 // decode the step streams each session's state from DRAM, and on AMD EPYC (Zen 4) 512-bit
 // stores to a DRAM-bound stream ran at 35-40 GB/s against 54-59 GB/s for 256-bit ones (one
 // thread, 3072 heads of 64 x 128: /tmp microbenchmark, docs/runtime.md); zmm won only
 // while the states fit in L2 (+10-35% on a step that is then ~3% of the decode). Masked
-// loads and stores only for a ragged last block (masked stores are slow on AMD too). Every
+// loads and stores only for a ragged last vector (masked stores are slow on AMD too). Every
 // element's operations are those of the 512-bit form it replaced, so results are unchanged.
 constexpr int kStepLanes = 8;
 constexpr int kStepVecs = 16;  // 128 value columns per block
@@ -109,26 +109,25 @@ __mmask8 StepTailMask(int64_t cols) {
 
 template <int NV, bool kMasked>
 void StepBlock(const float* q, const float* k, const float* v, float fa, float ia, float* C,
-               float* h, const MlstmDims& d, int64_t j0, const __mmask8* masks) {
+               float* h, const MlstmDims& d, __mmask8 tail) {
   __m256 hacc[NV];
 #pragma GCC unroll 16
   for (int x = 0; x < NV; ++x) hacc[x] = _mm256_setzero_ps();
   const __m256 fav = _mm256_set1_ps(fa);
-  const float* vb = v + j0;
   for (int64_t a = 0; a < d.dqk; ++a) {
     const __m256 ka = _mm256_set1_ps(ia * k[a]);
     const __m256 qa = _mm256_set1_ps(q[a] * d.q_scale);
-    float* row = C + a * d.dv + j0;
+    float* row = C + a * d.dv;
 #pragma GCC unroll 16
     for (int x = 0; x < NV; ++x) {
       float* p = row + x * kStepLanes;
-      const float* vp = vb + x * kStepLanes;
+      const float* vp = v + x * kStepLanes;
       const bool masked = kMasked && x == NV - 1;  // only the ragged last vector
-      const __m256 old = masked ? _mm256_maskz_loadu_ps(masks[x], p) : _mm256_loadu_ps(p);
-      const __m256 vx = masked ? _mm256_maskz_loadu_ps(masks[x], vp) : _mm256_loadu_ps(vp);
+      const __m256 old = masked ? _mm256_maskz_loadu_ps(tail, p) : _mm256_loadu_ps(p);
+      const __m256 vx = masked ? _mm256_maskz_loadu_ps(tail, vp) : _mm256_loadu_ps(vp);
       const __m256 c = _mm256_fmadd_ps(fav, old, _mm256_mul_ps(ka, vx));
       if (masked) {
-        _mm256_mask_storeu_ps(p, masks[x], c);
+        _mm256_mask_storeu_ps(p, tail, c);
       } else {
         _mm256_storeu_ps(p, c);
       }
@@ -136,7 +135,14 @@ void StepBlock(const float* q, const float* k, const float* v, float fa, float i
     }
   }
 #pragma GCC unroll 16
-  for (int x = 0; x < NV; ++x) _mm256_mask_storeu_ps(h + j0 + x * kStepLanes, masks[x], hacc[x]);
+  for (int x = 0; x < NV; ++x) {
+    float* p = h + x * kStepLanes;
+    if (kMasked && x == NV - 1) {
+      _mm256_mask_storeu_ps(p, tail, hacc[x]);
+    } else {
+      _mm256_storeu_ps(p, hacc[x]);
+    }
+  }
 }
 
 // Heads wider than one block: C row by row in one sequential stream, h accumulated in
@@ -171,7 +177,7 @@ void StepRows(const float* q, const float* k, const float* v, float fa, float ia
 }
 
 using StepFn = void (*)(const float*, const float*, const float*, float, float, float*, float*,
-                        const MlstmDims&, int64_t, const __mmask8*);
+                        const MlstmDims&, __mmask8);
 
 template <int... NV>
 StepFn PickStep(int nv, bool masked, std::integer_sequence<int, NV...>) {
@@ -191,10 +197,9 @@ float StepCoreAvx512(const float* q, const float* k, const float* v, float fa, f
     StepRows(q, k, v, fa, ia, C, h, d);
   } else {
     const int nv = static_cast<int>((d.dv + kStepLanes - 1) / kStepLanes);
-    __mmask8 masks[kStepVecs];
-    for (int x = 0; x < nv; ++x) masks[x] = StepTailMask(d.dv - x * kStepLanes);
-    PickStep(nv, d.dv % kStepLanes != 0, std::make_integer_sequence<int, kStepVecs>())(
-        q, k, v, fa, ia, C, h, d, 0, masks);
+    const bool ragged = d.dv % kStepLanes != 0;
+    PickStep(nv, ragged, std::make_integer_sequence<int, kStepVecs>())(
+        q, k, v, fa, ia, C, h, d, StepTailMask(d.dv - (nv - 1) * kStepLanes));
   }
   float qn = 0.0f;
   for (int64_t a = 0; a < d.dqk; ++a) {
