@@ -187,6 +187,10 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
   Num(f, &o->host_state_bytes, "host-state-bytes", int64_t{4} << 30, 0, int64_t{1} << 50,
       "bytes of idle session states kept in host RAM; beyond it they spill to --state-dir "
       "(without one, the session count is capped to fit)");
+  Num(f, &o->pinned_state_bytes, "pinned-state-bytes", int64_t{4} << 30, 0, int64_t{1} << 50,
+      "page-locked host memory for state copies on a GPU (host-tier states, commits, "
+      "exports): one DMA each instead of the driver's staged copy; beyond it copies use "
+      "pageable memory; 0 = never pin; no effect on the CPU");
   Num(f, &o->disk_state_bytes, "disk-state-bytes", 0, 0, int64_t{1} << 60,
       "bytes of snapshots the disk tier may hold (new sessions are refused beyond it); "
       "0 = unlimited");
@@ -254,6 +258,7 @@ core::EngineOptions ServerOptions::ToEngineOptions() const {
                                 : core::EngineOptions::Durability::kNone;
   e.host_state_bytes = host_state_bytes;
   e.disk_state_bytes = disk_state_bytes;
+  e.pinned_state_bytes = pinned_state_bytes;
   e.io_threads = static_cast<int32_t>(io_threads);
   e.keep_turn_checkpoints = static_cast<int32_t>(keep_turn_checkpoints);
   e.redis_url = redis_url;

@@ -86,6 +86,7 @@ struct ServerOptions {
   std::string durability;
   int64_t host_state_bytes = 0;
   int64_t disk_state_bytes = 0;  // 0 = unlimited
+  int64_t pinned_state_bytes = 0;
   int64_t io_threads = 0;
   int64_t keep_turn_checkpoints = 0;
   std::string redis_url;

@@ -31,6 +31,8 @@ absl::Status Engine::Impl::Start() {
       options_.max_batch, std::max(options_.prefill_token_budget, options_.prefill_piece));
   XLSTMD_RETURN_IF_ERROR(model_->Reserve(forward_rows, options_.max_batch));
   state_bytes_ = model_->state_layout().bytes_per_slot();
+  host_states_ = std::make_unique<HostStatePool>(adapter_.floats_per_slot(),
+                                                 options_.pinned_state_bytes, &adapter_);
   snapshot_bytes_ = MaxSnapshotBytes(model_->state_layout());
   SessionIndex::Limits limits;
   limits.max_sessions = options_.max_sessions;
@@ -82,7 +84,8 @@ absl::Status Engine::Impl::Start() {
                           .redis_timeout_ms = options_.redis_timeout_ms,
                           .redis_connections = options_.redis_connections,
                           .idle_ttl_ms = options_.idle_ttl_ms,
-                          .observer = options_.observer};
+                          .observer = options_.observer,
+                          .state_pool = host_states_.get()};
   StateCodec codec;
   codec.fingerprint = StateFingerprint::For(model_->weights_digest(), model_->state_layout());
   codec.layout = &model_->state_layout();

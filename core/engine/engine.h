@@ -77,6 +77,10 @@ struct EngineOptions {
   // spill to the disk tier; without one, the session count is capped so they always fit.
   int64_t host_state_bytes = int64_t{4} << 30;
   int64_t disk_state_bytes = 0;  // 0 = unlimited; new sessions are refused beyond it
+  // Page-locked host memory for state copies on a device backend (host_state.h): the host
+  // tier's states, commit captures and exports up to this many bytes, pageable beyond it.
+  // 0 = never pin. Ignored on the CPU, where pinning gains nothing.
+  int64_t pinned_state_bytes = int64_t{4} << 30;
   int32_t io_threads = 2;
   // Earlier committed versions kept per session for RewindSession (host RAM, counted in the
   // host budget and dropped first under pressure; not persisted). 0 = rewind disabled.

@@ -76,6 +76,9 @@ class Engine::Impl {
   const EngineOptions options_;
   Clock* const clock_;
   ModelAdapter adapter_;
+  // Host buffers of states. After the adapter (its pinned memory comes from the model's
+  // backend) and before everything that holds states, so it is destroyed after them.
+  std::unique_ptr<HostStatePool> host_states_;
   uint64_t snapshot_bytes_ = 0;
   int64_t state_bytes_ = 0;
   std::unique_ptr<SessionIndex> index_;

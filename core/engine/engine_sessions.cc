@@ -93,12 +93,11 @@ void Engine::Impl::ImportSession(std::string owner, std::string snapshot, InfoDo
   // Decoding checks and hashes the whole state (128 MiB for a 7B model): an I/O thread's
   // work, not the calling (gRPC) thread's.
   const StateCodec* codec = &tiers_->codec();
-  const int64_t floats = adapter_.floats_per_slot();
-  tiers_->RunOnIo([this, codec, floats, owner = std::move(owner), snapshot = std::move(snapshot),
+  tiers_->RunOnIo([this, codec, owner = std::move(owner), snapshot = std::move(snapshot),
                    done = std::move(done)]() mutable {
-    auto state = std::make_shared<std::vector<float>>(floats);
+    MutableHostState state = tiers_->NewState(/*zero=*/true);
     absl::StatusOr<SnapshotMeta> meta = DecodeSnapshotInto(snapshot, codec->fingerprint,
-                                                           *codec->layout, absl::MakeSpan(*state));
+                                                           *codec->layout, state->span());
     snapshot = std::string();  // its memory is not needed while the scheduler installs it
     if (!meta.ok()) {
       // A corrupt upload is the caller's bad argument; a foreign model stays a precondition.

@@ -1,16 +1,18 @@
-// ModelAdapter: the loaded XlstmModel seen through the two narrow interfaces the engine's
-// parts use — SlotStore (the tiers' state copies) and ModelRunner (the scheduler's forward
-// passes) — so each part can be tested with a fake instead of a model.
+// ModelAdapter: the loaded XlstmModel seen through the narrow interfaces the engine's parts
+// use — SlotStore (the tiers' state copies), PinnedAllocator (their host buffers) and
+// ModelRunner (the scheduler's forward passes) — so each part can be tested with a fake
+// instead of a model.
 #ifndef XLSTMD_CORE_ENGINE_MODEL_ADAPTER_H_
 #define XLSTMD_CORE_ENGINE_MODEL_ADAPTER_H_
 
+#include "core/engine/host_state.h"
 #include "core/engine/scheduler.h"
 #include "core/engine/state_tiers.h"
 #include "core/model/xlstm_model.h"
 
 namespace xlstmd::core {
 
-class ModelAdapter final : public SlotStore, public ModelRunner {
+class ModelAdapter final : public SlotStore, public PinnedAllocator, public ModelRunner {
  public:
   explicit ModelAdapter(XlstmModel* model) : model_(model) {}
 
@@ -21,6 +23,15 @@ class ModelAdapter final : public SlotStore, public ModelRunner {
   void Write(int32_t slot, const float* src) override { model_->WriteSlot(slot, src); }
   void Copy(int32_t from, int32_t to) override { model_->CopySlot(from, to); }
   void Reset(int32_t slot) override { model_->ResetSlot(slot); }
+
+  // Host-visible backend memory (the CPU) copies at memcpy speed from any memory: pinning
+  // would only lock pages.
+  absl::StatusOr<void*> AllocPinned(size_t bytes) override {
+    kernels::Backend& backend = model_->backend();
+    if (backend.HostVisible()) return nullptr;
+    return backend.AllocHost(bytes);
+  }
+  void FreePinned(void* p) override { model_->backend().FreeHost(p); }
 
   int32_t vocab_size() const override { return static_cast<int32_t>(model_->vocab_size()); }
   absl::StatusOr<LogitsView> Prefill(absl::Span<const PrefillSequence> seqs,

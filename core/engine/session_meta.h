@@ -10,9 +10,9 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "core/engine/host_state.h"
 #include "core/state/snapshot.h"
 
 namespace xlstmd::core {
@@ -51,7 +51,7 @@ struct RewindPoint {
   uint64_t token_count = 0;
   bool session_start_done = false;
   bool reply_open = false;
-  std::shared_ptr<const std::vector<float>> state;
+  HostState state;
 };
 
 struct SessionMeta {

@@ -22,7 +22,11 @@ StateTiers::StateTiers(const TierOptions& options, StateCodec codec, SlotStore* 
       index_(index),
       clock_(clock),
       post_(std::move(post)),
-      state_bytes_(static_cast<int64_t>(slots->floats_per_slot() * sizeof(float))) {}
+      state_bytes_(static_cast<int64_t>(slots->floats_per_slot() * sizeof(float))),
+      own_host_pool_(options.state_pool != nullptr
+                      ? nullptr
+                      : std::make_unique<HostStatePool>(slots->floats_per_slot(), 0, nullptr)),
+      host_pool_(options.state_pool != nullptr ? options.state_pool : own_host_pool_.get()) {}
 
 StateTiers::~StateTiers() {
   lookups_.reset();
@@ -135,7 +139,7 @@ int32_t StateTiers::TakeSlot() {
       if (dir_ != nullptr) StartWrite(*victim);
       return -1;
     }
-    auto copy = std::make_shared<std::vector<float>>(slots_->floats_per_slot());
+    MutableHostState copy = host_pool_->Acquire(/*zero=*/false);
     slots_->Read(pool_->ResidentSlot(*victim), copy->data());
     SetHost(st, std::move(copy));
   }
@@ -180,7 +184,7 @@ void StateTiers::LoadInto(const std::string& id, uint64_t version, int32_t slot,
 }
 
 HostState StateTiers::CaptureSlot(int32_t slot) {
-  auto copy = std::make_shared<std::vector<float>>(slots_->floats_per_slot());
+  MutableHostState copy = host_pool_->Acquire(/*zero=*/false);
   slots_->Read(slot, copy->data());
   return copy;
 }
@@ -228,7 +232,7 @@ void StateTiers::Drop(const std::string& id) {
 HostState StateTiers::StateCopy(const std::string& id, const Entry& st) {
   if (const int32_t slot = pool_->ResidentSlot(id); slot >= 0) return CaptureSlot(slot);
   if (st.host) return st.host;
-  if (!st.nonzero) return std::make_shared<std::vector<float>>(slots_->floats_per_slot(), 0.0f);
+  if (!st.nonzero) return host_pool_->Acquire(/*zero=*/true);
   return nullptr;
 }
 
@@ -246,9 +250,9 @@ void StateTiers::Fork(const std::string& src, const SessionInfo& dst, InfoDone d
       // Only on disk: read it (off this thread); the fork is answered once it is loaded.
       copy.nonzero = true;
       io_->Submit([this, src, dst, version, done = std::move(done)]() mutable {
-        auto state = std::make_shared<std::vector<float>>(slots_->floats_per_slot());
+        MutableHostState state = host_pool_->Acquire(/*zero=*/true);
         const absl::Status status =
-            ReadStoredState(src, version, absl::MakeSpan(*state), /*from_redis=*/false);
+            ReadStoredState(src, version, state->span(), /*from_redis=*/false);
         post_([this, dst, state, status, done = std::move(done)]() mutable {
           auto it = states_.find(dst.session_id);
           if (!status.ok() || it == states_.end()) {
@@ -334,10 +338,12 @@ void StateTiers::Export(const std::string& id, SnapshotMeta meta,
                         std::function<void(absl::StatusOr<std::string>)> done) {
   auto it = states_.find(id);
   HostState state = it == states_.end()
-                        ? std::make_shared<std::vector<float>>(slots_->floats_per_slot(), 0.0f)
+                        ? host_pool_->Acquire(/*zero=*/true)
                         : StateCopy(id, it->second);
   io_->Submit([this, id, meta = std::move(meta), state, done = std::move(done)] {
-    if (state) return done(EncodeSnapshot(meta, codec_.fingerprint, *codec_.layout, *state));
+    if (state) {
+      return done(EncodeSnapshot(meta, codec_.fingerprint, *codec_.layout, state->span()));
+    }
     // Only on disk: read and verify it in full (a corrupt file is quarantined, never handed
     // out), then encode it with the current metadata.
     std::vector<float> disk(slots_->floats_per_slot());

@@ -35,6 +35,7 @@
 #include "absl/types/span.h"
 #include "core/engine/clock.h"
 #include "core/engine/engine_observer.h"
+#include "core/engine/host_state.h"
 #include "core/engine/io_pool.h"
 #include "core/engine/session_index.h"
 #include "core/engine/slot_pool.h"
@@ -62,7 +63,6 @@ class SlotStore {
   virtual void Reset(int32_t slot) = 0;
 };
 
-using HostState = std::shared_ptr<const std::vector<float>>;
 // Runs a function on the scheduler thread at its next iteration (from any thread).
 using PostFn = std::function<void(std::function<void()>)>;
 using InfoDone = std::function<void(absl::StatusOr<SessionInfo>)>;
@@ -79,6 +79,9 @@ struct TierOptions {
   int32_t redis_connections = 4;
   int64_t idle_ttl_ms = 0;  // Redis forgets sessions idle this long by itself
   EngineObserver* observer = nullptr;
+  // Where host copies of states come from (page-locked on a GPU); not owned, must outlive
+  // the tiers. nullptr: the tiers use heap buffers of their own.
+  HostStatePool* state_pool = nullptr;
 };
 
 // What the tiers need to know about the model's state.
@@ -150,6 +153,8 @@ class StateTiers final : public TierOps {
   // Runs `job` on the I/O threads (CPU-heavy work that must not hold a caller's thread, such
   // as decoding an imported snapshot). Jobs submitted before destruction still run.
   void RunOnIo(std::function<void()> job) { io_->Submit(std::move(job)); }
+  // A host buffer for one state (TierOptions::state_pool), zero-filled when `zero`. Any thread.
+  MutableHostState NewState(bool zero) { return host_pool_->Acquire(zero); }
 
   // ---- slots (scheduler) ----
   // A free slot, evicting the least recently used resident state if needed (to host RAM
@@ -293,7 +298,7 @@ class StateTiers final : public TierOps {
   absl::Status RedisUnavailable(const std::string& id, const absl::Status& cause) const;
   absl::StatusOr<RedisManifest> PutSnapshot(const SnapshotMeta& meta,
                                             const ExpectedVersion& expected,
-                                            const std::vector<float>& state);
+                                            absl::Span<const float> state);
   void RefreshOnIo(const std::string& owner, const std::string& id, StatusDone done);
   void Adopt(const std::string& owner, const std::string& id, const SnapshotMeta& meta,
              const std::string& generation, HostState state, StatusDone done);
@@ -309,6 +314,8 @@ class StateTiers final : public TierOps {
   const Clock* const clock_;
   const PostFn post_;
   const int64_t state_bytes_;
+  std::unique_ptr<HostStatePool> own_host_pool_;  // when TierOptions::state_pool is null
+  HostStatePool* host_pool_;
   std::unique_ptr<SnapshotDir> dir_;
   std::unique_ptr<RedisStore> redis_;
   // Redis lookups and what follows them run on their own pool, so a turn's start never waits

@@ -125,8 +125,8 @@ void StateTiers::StartRestore(const std::string& id, uint64_t version, int32_t s
   io_->Submit([this, id, version, slot, from_redis, wanted = std::move(wanted),
                done = std::move(done)]() mutable {
     const auto start = clock_->Now();
-    auto state = std::make_shared<std::vector<float>>(slots_->floats_per_slot());
-    const absl::Status status = ReadStoredState(id, version, absl::MakeSpan(*state), from_redis);
+    MutableHostState state = host_pool_->Acquire(/*zero=*/true);
+    const absl::Status status = ReadStoredState(id, version, state->span(), from_redis);
     const double seconds = MsBetween(start, clock_->Now()) / 1000;
     post_([this, slot, state, status, seconds, from_redis, wanted = std::move(wanted),
            done = std::move(done)] {
@@ -174,7 +174,7 @@ void StateTiers::SubmitWrite(SnapshotMeta meta, HostState state,
   io_->Submit([this, meta = std::move(meta), state = std::move(state), done = std::move(done)] {
     absl::Status status;
     absl::StatusOr<SnapshotParts> parts =
-        EncodeSnapshotParts(meta, codec_.fingerprint, *codec_.layout, absl::MakeSpan(*state));
+        EncodeSnapshotParts(meta, codec_.fingerprint, *codec_.layout, state->span());
     if (!parts.ok()) {
       status = parts.status();
     } else {

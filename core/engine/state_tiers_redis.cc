@@ -63,9 +63,9 @@ absl::Status StateTiers::ReadFromRedis(const std::string& id, uint64_t version,
 
 absl::StatusOr<RedisManifest> StateTiers::PutSnapshot(const SnapshotMeta& meta,
                                                       const ExpectedVersion& expected,
-                                                      const std::vector<float>& state) {
-  absl::StatusOr<SnapshotParts> parts = EncodeSnapshotParts(
-      meta, codec_.fingerprint, *codec_.layout, absl::MakeConstSpan(state));
+                                                      absl::Span<const float> state) {
+  absl::StatusOr<SnapshotParts> parts =
+      EncodeSnapshotParts(meta, codec_.fingerprint, *codec_.layout, state);
   if (!parts.ok()) return parts.status();
   const std::string_view payload(reinterpret_cast<const char*>(parts->payload.data()),
                                  parts->payload.size() * sizeof(float));
@@ -129,9 +129,9 @@ void StateTiers::RefreshOnIo(const std::string& owner, const std::string& id, St
     }
     return answer(RedisUnavailable(id, snap.status()));
   }
-  auto state = std::make_shared<std::vector<float>>(slots_->floats_per_slot());
+  MutableHostState state = host_pool_->Acquire(/*zero=*/true);
   absl::StatusOr<SnapshotMeta> meta = DecodeSnapshotInto(snap->bytes, codec_.fingerprint,
-                                                         *codec_.layout, absl::MakeSpan(*state));
+                                                         *codec_.layout, state->span());
   if (meta.ok() && (meta->session_id != id || meta->version != snap->manifest.version)) {
     meta = absl::DataLossError(
         absl::StrCat("it holds session ", meta->session_id, " version ", meta->version));
@@ -193,11 +193,11 @@ void StateTiers::AckWhenStored(const std::string& id, SessionInfo info, bool new
     absl::StatusOr<RedisManifest> written;
     absl::Status read;  // only on disk: what the file read said, passed on as it is
     if (state) {
-      written = PutSnapshot(meta, expected, *state);
+      written = PutSnapshot(meta, expected, state->span());
     } else {
       std::vector<float> disk(slots_->floats_per_slot());
       read = ReadStoredState(id, meta.version, absl::MakeSpan(disk), false);
-      if (read.ok()) written = PutSnapshot(meta, expected, disk);
+      if (read.ok()) written = PutSnapshot(meta, expected, absl::MakeConstSpan(disk));
     }
     post_([this, id, info, new_session, gen, read, written = std::move(written),
            finish = std::move(finish)]() mutable {
@@ -237,7 +237,7 @@ void StateTiers::OnStored(const std::string& id, SessionInfo info, bool new_sess
 void StateTiers::ShareBeforeCommit(SnapshotMeta meta, ExpectedVersion expected, HostState state,
                                    std::function<void(absl::StatusOr<RedisManifest>)> done) {
   io_->Submit([this, meta = std::move(meta), expected, state, done = std::move(done)]() mutable {
-    absl::StatusOr<RedisManifest> written = PutSnapshot(meta, expected, *state);
+    absl::StatusOr<RedisManifest> written = PutSnapshot(meta, expected, state->span());
     post_([written = std::move(written), done = std::move(done)]() mutable {
       done(std::move(written));
     });

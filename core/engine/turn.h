@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/engine/clock.h"
+#include "core/engine/host_state.h"
 #include "core/engine/session_meta.h"
 #include "core/engine/turn_stream.h"
 #include "core/sampling/sampler.h"
@@ -63,7 +64,7 @@ struct Turn {
   bool shared = false;         // the final state is committed in Redis
   // The final state as host floats, copied out of the slot once for the Redis and the disk
   // write of a commit (a 7B state is 128 MiB).
-  std::shared_ptr<const std::vector<float>> final_state;
+  HostState final_state;
   FinishReason finish = FinishReason::kNone;
   SteadyClock::time_point admitted, prefill_done, first_token;
 

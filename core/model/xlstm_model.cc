@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "spdlog/spdlog.h"
 #include "core/model/checkpoint.h"
 #include "core/model/weight_upload.h"
 #include "core/model/xlstm_model_internal.h"
@@ -151,10 +152,21 @@ void XlstmModel::ResetSlot(int32_t slot) {
 
 void XlstmModel::ReadSlot(int32_t slot, float* host_dst) {
   backend_->CopyToHost(host_dst, SlotPtr(slot), layout_.bytes_per_slot());
+  WaitForCopy();
 }
 
 void XlstmModel::WriteSlot(int32_t slot, const float* host_src) {
   backend_->CopyToDevice(SlotPtr(slot), host_src, layout_.bytes_per_slot());
+  WaitForCopy();
+}
+
+void XlstmModel::WaitForCopy() {
+  if (backend_->HostVisible()) return;  // the copy ran before CopyTo* returned
+  // A failure is the device's sticky error: the next forward pass reports it and the
+  // scheduler stops serving on this device.
+  if (absl::Status s = backend_->Synchronize(); !s.ok()) {
+    spdlog::error("state copy on {} failed: {}", backend_->Name(), std::string(s.message()));
+  }
 }
 
 void XlstmModel::CopySlot(int32_t src, int32_t dst) {

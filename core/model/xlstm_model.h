@@ -117,7 +117,10 @@ class XlstmModel {
   absl::Status AllocateSlots(int32_t num_slots);
   int32_t num_slots() const { return num_slots_; }
   void ResetSlot(int32_t slot);
-  void ReadSlot(int32_t slot, float* host_dst);        // floats_per_slot floats
+  // One slot's state to or from host memory (floats_per_slot floats), complete on return
+  // whatever the memory: a pinned buffer (AllocHost) is copied in one DMA and then waited
+  // for, since the tiers hand it to other threads or reuse it at once.
+  void ReadSlot(int32_t slot, float* host_dst);
   void WriteSlot(int32_t slot, const float* host_src);
   void CopySlot(int32_t src, int32_t dst);
 
@@ -146,6 +149,7 @@ class XlstmModel {
   struct IndexArrays;
   XlstmModel(ModelConfig config, kernels::Backend* backend);
   float* SlotPtr(int32_t slot) const;
+  void WaitForCopy();  // after a state copy: see ReadSlot
   absl::Status ValidateSlots(absl::Span<const int32_t> slots) const;
   absl::Status ValidateTokens(absl::Span<const int32_t> tokens) const;
   // Sizes the buffers for a call (growing them only when nothing was reserved) and empties

@@ -181,7 +181,7 @@ class FakeTiers : public TierOps {
   }
   void LoadZero(int32_t slot) override { slots_->Reset(slot); }
   HostState CaptureSlot(int32_t slot) override {
-    return std::make_shared<std::vector<float>>(slots_->at(slot));
+    return MakePageableState(slots_->at(slot));
   }
   void InstallCommitted(const std::string& id, int32_t slot, uint64_t) override {
     if (auto it = committed.find(id); it != committed.end()) FreeSlot(it->second);

@@ -178,7 +178,7 @@ TEST(StateTiersTest, RewindPointsAreKeptBoundedAndRestoreTheirState) {
   for (uint64_t v = 0; v < 3; ++v) {
     RewindPoint p;
     p.version = v;
-    p.state = std::make_shared<std::vector<float>>(TinyFloats(), static_cast<float>(10 + v));
+    p.state = MakePageableState(std::vector<float>(TinyFloats(), static_cast<float>(10 + v)));
     r.tiers->AddRewindPoint(id, std::move(p));
   }
   EXPECT_EQ(r.tiers->Rewind(id, 0).status().code(), absl::StatusCode::kFailedPrecondition);

@@ -94,6 +94,7 @@ TEST(ServerOptionsTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(e.state_dir, "");
   EXPECT_EQ(e.durability, core::EngineOptions::Durability::kNone);
   EXPECT_EQ(e.host_state_bytes, int64_t{4} << 30);
+  EXPECT_EQ(e.pinned_state_bytes, int64_t{4} << 30);
   EXPECT_EQ(e.disk_state_bytes, 0);
   EXPECT_EQ(e.io_threads, 2);
 
@@ -208,7 +209,7 @@ TEST(ServerOptionsTest, StateTierFlagsMapIntoEngineOptions) {
   const ParseResult r = Parse({"--state-dir", "/var/lib/xlstmd", "--durability", "sync",
                                "--host-state-bytes", "1048576", "--disk-state-bytes", "1073741824",
                                "--io-threads", "5", "--flush-timeout", "7s",
-                               "--keep-turn-checkpoints", "4"});
+                               "--keep-turn-checkpoints", "4", "--pinned-state-bytes", "0"});
   ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
   const ServerOptions& o = r.options;
   EXPECT_EQ(o.state_dir, "/var/lib/xlstmd");
@@ -219,6 +220,7 @@ TEST(ServerOptionsTest, StateTierFlagsMapIntoEngineOptions) {
   EXPECT_EQ(e.durability, core::EngineOptions::Durability::kSync);
   EXPECT_EQ(e.host_state_bytes, 1048576);
   EXPECT_EQ(e.disk_state_bytes, 1073741824);
+  EXPECT_EQ(e.pinned_state_bytes, 0);
   EXPECT_EQ(e.io_threads, 5);
   EXPECT_EQ(e.keep_turn_checkpoints, 4);
 }
@@ -346,6 +348,7 @@ TEST(ServerOptionsTest, BadFlagsAreOneLineErrors) {
       {"--tls-client-ca", "/ca.pem"},
       {"--host-state-bytes", "-1"},
       {"--host-state-bytes", "4G"},  // plain bytes only
+      {"--pinned-state-bytes", "-1"},
       {"--disk-state-bytes", "-5", "--state-dir", "/s"},
       {"--io-threads", "0"},
       {"--flush-timeout", "-1s"},
@@ -400,6 +403,7 @@ TEST(ServerOptionsTest, HelpListsEveryFlagWithItsEnvTwinAndDefault) {
                            "state-dir",
                            "durability",
                            "host-state-bytes",
+                           "pinned-state-bytes",
                            "disk-state-bytes",
                            "io-threads",
                            "flush-timeout",

@@ -1,0 +1,230 @@
+// HostStatePool with a fake page-locking allocator: reuse, the cap, a declining or failing
+// allocator, buffers outliving the pool, and the pool under concurrent use. The tiers'
+// use of it (states spilled into pinned buffers and restored from them) is at the end.
+#include "core/engine/host_state.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/engine/state_tiers.h"
+#include "gtest/gtest.h"
+#include "tests/engine/parts_testutil.h"
+
+namespace xlstmd::core {
+namespace {
+
+constexpr size_t kFloats = 1000;
+constexpr int64_t kBytes = kFloats * sizeof(float);
+
+class FakePinned : public PinnedAllocator {
+ public:
+  enum class Mode { kPin, kDecline, kFail };
+  explicit FakePinned(Mode mode = Mode::kPin) : mode_(mode) {}
+  ~FakePinned() override { EXPECT_TRUE(live_.empty()) << live_.size() << " pinned blocks leaked"; }
+
+  absl::StatusOr<void*> AllocPinned(size_t bytes) override {
+    ++calls_;
+    if (mode_ == Mode::kDecline) return nullptr;
+    if (mode_ == Mode::kFail) return absl::ResourceExhaustedError("cannot pin (fake)");
+    void* p = std::calloc(1, bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    live_.insert(p);
+    return p;
+  }
+  void FreePinned(void* p) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      EXPECT_EQ(live_.erase(p), 1u) << "freed a block it did not pin";
+    }
+    std::free(p);
+  }
+  int calls() const { return calls_; }
+  size_t live() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return live_.size();
+  }
+
+ private:
+  const Mode mode_;
+  std::atomic<int> calls_{0};
+  std::mutex mu_;
+  std::set<void*> live_;
+};
+
+bool AllZero(const StateBuffer& b) {
+  return std::all_of(b.data(), b.data() + b.size(), [](float v) { return v == 0.0f; });
+}
+
+TEST(HostStatePoolTest, WithoutAnAllocatorBuffersAreHeapAndZeroedOnRequest) {
+  HostStatePool pool(kFloats, int64_t{1} << 30, nullptr);
+  MutableHostState s = pool.Acquire(/*zero=*/true);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->size(), kFloats);
+  EXPECT_FALSE(s->pinned());
+  EXPECT_TRUE(AllZero(*s));
+  const HostStatePoolStats st = pool.Stats();
+  EXPECT_EQ(st.pinned_bytes, 0);
+  EXPECT_EQ(st.pageable_fallbacks, 0);  // nothing to fall back from
+}
+
+TEST(HostStatePoolTest, ReleasedPinnedBuffersAreReusedAndRezeroed) {
+  FakePinned alloc;
+  HostStatePool pool(kFloats, 4 * kBytes, &alloc);
+  const float* first = nullptr;
+  {
+    MutableHostState s = pool.Acquire(/*zero=*/true);
+    EXPECT_TRUE(s->pinned());
+    EXPECT_TRUE(AllZero(*s));
+    std::fill(s->data(), s->data() + s->size(), 7.0f);
+    first = s->data();
+    EXPECT_EQ(pool.Stats().pinned_in_use, 1);
+  }
+  EXPECT_EQ(pool.Stats().pinned_in_use, 0);
+  EXPECT_EQ(pool.Stats().pinned_bytes, kBytes);  // kept, not unpinned
+  MutableHostState again = pool.Acquire(/*zero=*/true);
+  EXPECT_EQ(again->data(), first);
+  EXPECT_TRUE(AllZero(*again));  // the old contents never leak into a zero state
+  EXPECT_EQ(alloc.calls(), 1);
+}
+
+TEST(HostStatePoolTest, PastTheCapBuffersComeFromTheHeap) {
+  FakePinned alloc;
+  HostStatePool pool(kFloats, 2 * kBytes, &alloc);
+  MutableHostState a = pool.Acquire(false), b = pool.Acquire(false), c = pool.Acquire(false);
+  EXPECT_TRUE(a->pinned());
+  EXPECT_TRUE(b->pinned());
+  EXPECT_FALSE(c->pinned());
+  EXPECT_EQ(pool.Stats().pinned_bytes, 2 * kBytes);
+  EXPECT_EQ(pool.Stats().pageable_fallbacks, 1);
+  a.reset();
+  MutableHostState d = pool.Acquire(false);  // a's kept buffer
+  EXPECT_TRUE(d->pinned());
+  EXPECT_EQ(alloc.calls(), 2);
+}
+
+TEST(HostStatePoolTest, ACapOfZeroNeverPins) {
+  FakePinned alloc;
+  HostStatePool pool(kFloats, 0, &alloc);
+  EXPECT_FALSE(pool.Acquire(true)->pinned());
+  EXPECT_EQ(alloc.calls(), 0);
+}
+
+TEST(HostStatePoolTest, AnAllocatorThatDeclinesIsAskedOnce) {
+  FakePinned alloc(FakePinned::Mode::kDecline);
+  HostStatePool pool(kFloats, int64_t{1} << 30, &alloc);
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(pool.Acquire(true)->pinned());
+  EXPECT_EQ(alloc.calls(), 1);
+  EXPECT_EQ(pool.Stats().pageable_fallbacks, 0);  // declining is not a failure
+  EXPECT_EQ(pool.Stats().pinned_bytes, 0);
+}
+
+TEST(HostStatePoolTest, AFailureFallsBackToTheHeapForGood) {
+  FakePinned alloc(FakePinned::Mode::kFail);
+  HostStatePool pool(kFloats, int64_t{1} << 30, &alloc);
+  MutableHostState a = pool.Acquire(true), b = pool.Acquire(true);
+  EXPECT_FALSE(a->pinned());
+  EXPECT_TRUE(AllZero(*b));
+  EXPECT_EQ(alloc.calls(), 1);
+  EXPECT_EQ(pool.Stats().pageable_fallbacks, 1);
+  EXPECT_EQ(pool.Stats().pinned_bytes, 0);
+}
+
+TEST(HostStatePoolTest, BuffersMayOutliveThePool) {
+  FakePinned alloc;  // declared first: outlives both
+  MutableHostState held;
+  {
+    HostStatePool pool(kFloats, 4 * kBytes, &alloc);
+    held = pool.Acquire(true);
+    pool.Acquire(true).reset();  // kept: freed when the pool goes
+    EXPECT_EQ(alloc.live(), 2u);
+  }
+  EXPECT_EQ(alloc.live(), 1u);
+  held->data()[0] = 1.0f;  // still valid
+  held.reset();
+  EXPECT_EQ(alloc.live(), 0u);
+}
+
+TEST(HostStatePoolTest, ConcurrentAcquireAndReleaseStayWithinTheCap) {
+  FakePinned alloc;
+  HostStatePool pool(kFloats, 3 * kBytes, &alloc);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&pool, t] {
+      for (int i = 0; i < 200; ++i) {
+        MutableHostState s = pool.Acquire(i % 2 == 0);
+        s->data()[0] = static_cast<float>(t);
+        s->data()[kFloats - 1] = static_cast<float>(i);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  const HostStatePoolStats st = pool.Stats();
+  EXPECT_LE(st.pinned_bytes, 3 * kBytes);
+  EXPECT_EQ(st.pinned_in_use, 0);
+  EXPECT_LE(alloc.live(), 3u);
+}
+
+TEST(HostStatePoolTest, MakePageableStateCopiesTheValues) {
+  const std::vector<float> v = {1.0f, -2.0f, 3.5f};
+  HostState s = MakePageableState(v);
+  EXPECT_FALSE(s->pinned());
+  EXPECT_EQ(std::vector<float>(s->data(), s->data() + s->size()), v);
+}
+
+// The tiers take every host copy from the pool they are given: a spilled state lands in a
+// pinned buffer and comes back exactly.
+TEST(HostStatePoolTest, TiersSpillIntoPinnedBuffersAndRestoreFromThem) {
+  using engine_testing::FakeSlots;
+  using engine_testing::PostQueue;
+  FakePinned alloc;
+  FakeClock clock;
+  FakeSlots fake(1, engine_testing::TinyFloats());
+  HostStatePool states(fake.floats_per_slot(), int64_t{1} << 20, &alloc);
+  SlotPool slots(1);
+  SessionIndex index(&clock, SessionIndex::Limits{});
+  PostQueue posts;
+  TierOptions options;
+  options.state_pool = &states;
+  auto tiers = StateTiers::Create(options, engine_testing::TinyCodec(), &fake, &slots, &index,
+                                  &clock, posts.Fn());
+  ASSERT_TRUE(tiers.ok()) << tiers.status();
+
+  const std::string id = index.Create("")->session_id;
+  int32_t slot = (*tiers)->TakeSlot();
+  ASSERT_GE(slot, 0);
+  std::fill(fake.at(slot).begin(), fake.at(slot).end(), 4.25f);
+  ASSERT_TRUE(index.ClaimForTurn("", id, {}).ok());
+  CommitDelta delta;
+  delta.tokens = 1;
+  index.Commit(id, delta);
+  (*tiers)->InstallCommitted(id, slot, 1);
+
+  slot = (*tiers)->TakeSlot();  // the only slot: id's state is spilled to host RAM
+  ASSERT_GE(slot, 0);
+  EXPECT_EQ(states.Stats().pinned_in_use, 1);
+  std::fill(fake.at(slot).begin(), fake.at(slot).end(), 0.0f);
+  bool loaded = false;
+  (*tiers)->LoadInto(id, index.Peek(id)->info.version, slot, [] { return true; },
+                     [&](absl::Status s) {
+                       EXPECT_TRUE(s.ok()) << s;
+                       loaded = true;
+                     });
+  ASSERT_TRUE(posts.RunUntil([&] { return loaded; }));
+  EXPECT_EQ(fake.at(slot)[0], 4.25f);
+  EXPECT_EQ(fake.at(slot).back(), 4.25f);
+
+  HostState captured = (*tiers)->CaptureSlot(slot);
+  EXPECT_TRUE(captured->pinned());
+  EXPECT_EQ(captured->data()[0], 4.25f);
+  captured.reset();
+  tiers->reset();  // before the pool and the allocator, as in the engine
+}
+
+}  // namespace
+}  // namespace xlstmd::core
