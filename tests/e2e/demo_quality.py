@@ -2,6 +2,7 @@
 """The demo model's quality figures, measured through the real daemon and CLI.
 
     demo_quality.py [--bin-dir build/bin] [--model models/demo] [--questions 200] [--samples]
+    demo_quality.py --weight-dtypes bf16,int8,q4 [--lm-head-dtype bf16]
 
 Prints one JSON object with:
 - `gloss_overlap`: share of "What does W mean?" questions (WordNet headwords from the
@@ -14,6 +15,10 @@ Prints one JSON object with:
   over the same tokens (`xlstm score`, the runtime's own logits).
 tests/e2e/test_demo_model.py checks the same figures on a subset; models/demo/README.md
 reports the full ones.
+
+With --weight-dtypes, only the held-out perplexity, once per weight format (quantized at
+load by `xlstm score --weight-dtype`), one JSON line each with its change against the first
+(docs/runtime.md's quantization quality table).
 """
 import json
 import math
@@ -107,20 +112,25 @@ def read_logits(path):
         head["logits"]["shape"])
 
 
-def score(model_dir, tokens, mode="prefill"):
+def score(model_dir, tokens, mode="prefill", weight_dtype=None, lm_head_dtype=None):
     """The runtime's logits [T, V] for `tokens` from a zero state (`xlstm score`)."""
     fd, out = tempfile.mkstemp(suffix=".safetensors")
     os.close(fd)
+    extra = []
+    if weight_dtype:
+        extra += ["--weight-dtype", weight_dtype]
+    if lm_head_dtype:
+        extra += ["--lm-head-dtype", lm_head_dtype]
     try:
         subprocess.run([harness.CONFIG.xlstm, "score", "--model", model_dir, "--tokens",
-                        ",".join(map(str, tokens)), "--mode", mode, "--out", out],
+                        ",".join(map(str, tokens)), "--mode", mode, "--out", out] + extra,
                        check=True, capture_output=True)
         return read_logits(out)
     finally:
         os.unlink(out)
 
 
-def heldout_loss(model_dir, pairs, per_call=10):
+def heldout_loss(model_dir, pairs, per_call=10, **score_args):
     """Mean cross-entropy of the answers (+ stop token) of `pairs`, laid out as the chat
     template lays out a conversation of `per_call` turns."""
     texts = []
@@ -136,7 +146,7 @@ def heldout_loss(model_dir, pairs, per_call=10):
             answer = ids[2 * i + 1] + [EOT]
             targets += range(len(tokens), len(tokens) + len(answer))
             tokens += answer
-        logits = score(model_dir, tokens[:-1]).astype(np.float64)
+        logits = score(model_dir, tokens[:-1], **score_args).astype(np.float64)
         for pos in targets:
             row = logits[pos - 1]
             lse = row.max() + math.log(np.exp(row - row.max()).sum())
@@ -160,14 +170,35 @@ def measure(client, model_dir, n_questions):
     }, answers
 
 
+def quantized_perplexity(model_dir, dtypes, lm_head_dtype):
+    pairs = load_eval()["heldout"]
+    first = None
+    for dtype in dtypes:
+        loss, count = heldout_loss(model_dir, pairs, weight_dtype=dtype,
+                                   lm_head_dtype=lm_head_dtype if dtype != dtypes[0] else None)
+        ppl = math.exp(loss)
+        first = first or ppl
+        print(json.dumps({"weight_dtype": dtype,
+                          "lm_head_dtype": (lm_head_dtype if dtype != dtypes[0] else None)
+                          or dtype,
+                          "heldout_tokens": count, "heldout_ppl": round(ppl, 3),
+                          "ppl_change_pct": round(100 * (ppl / first - 1), 2)}))
+
+
 def main():
     import argparse
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default=DEMO_MODEL)
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--samples", action="store_true", help="also print every question/reply")
+    ap.add_argument("--weight-dtypes", default="",
+                    help="comma-separated formats: held-out perplexity of each, nothing else")
+    ap.add_argument("--lm-head-dtype", default="", help="with --weight-dtypes")
     args, rest = ap.parse_known_args()
     harness._configure(rest)
+    if args.weight_dtypes:
+        return quantized_perplexity(args.model, args.weight_dtypes.split(","),
+                                    args.lm_head_dtype or None)
     daemon = harness.Daemon(model_dir=os.path.abspath(args.model), threads=None,
                             name="xlstmd(demo)")
     daemon.start()

@@ -11,7 +11,10 @@
   prefill and step mode;
 - the quality figures of models/demo/README.md hold on a 50-question subset (bounds set
   below the full-set figures so that CPU-dependent rounding cannot flip them, but far above
-  what a broken export or a random model gives).
+  what a broken export or a random model gives);
+- quantized at load (int8, q4), the model's held-out perplexity stays within a few percent of
+  bf16's (docs/runtime.md measures +-0.05 % and +0.5 %; a broken dequantization moves it by
+  far more).
 """
 import json
 import os
@@ -131,6 +134,17 @@ class DemoModelTest(harness.E2ETestCase):
         self.assertLessEqual(figures["ppl_ratio"], 0.5, detail)
         self.assertGreaterEqual(figures["self_stop"], 0.9, detail)
         self.assertGreaterEqual(figures["gloss_overlap"], 0.08, detail)
+
+    def test_quantized_weights_keep_the_heldout_perplexity(self):
+        pairs = demo_quality.load_eval()["heldout"][:40]  # ~1,100 answer tokens
+        ppl = {}
+        for dtype in ("bf16", "int8", "q4"):
+            loss, count = demo_quality.heldout_loss(DEMO, pairs, weight_dtype=dtype)
+            self.assertGreater(count, 500)
+            ppl[dtype] = float(np.exp(loss))
+        detail = json.dumps(ppl)
+        self.assertLess(abs(ppl["int8"] / ppl["bf16"] - 1), 0.01, detail)
+        self.assertLess(abs(ppl["q4"] / ppl["bf16"] - 1), 0.04, detail)
 
 
 if __name__ == "__main__":
