@@ -280,6 +280,15 @@ ServerMetrics::ServerMetrics() {
                             "Bytes of session state a tier holds (host includes kept "
                             "checkpoints; disk is snapshot file bytes).",
                             {"tier"});
+  pinned_state_bytes_ =
+      &r.AddGauge("xlstmd_pinned_state_bytes",
+                  "Page-locked host memory held for state copies (GPU backends; 0 on the CPU).")
+           .Get();
+  pinned_state_fallbacks_ =
+      &r.AddCounter("xlstmd_pinned_state_fallbacks_total",
+                    "State buffers taken from pageable memory because --pinned-state-bytes "
+                    "was reached or page-locking failed (slower state moves on a GPU).")
+           .Get();
   snapshot_writes_ =
       &r.AddCounter("xlstmd_snapshot_writes_total", "Snapshots written to the disk tier.").Get();
   snapshot_write_failures_ =
@@ -413,6 +422,8 @@ std::string ServerMetrics::Render(const core::Engine* engine, uint64_t snapshot_
     tier_bytes_->With({"resident"}).Set(s.resident_sessions * per_session);
     tier_sessions_->With({"host"}).Set(s.host_sessions);
     tier_bytes_->With({"host"}).Set(static_cast<double>(s.host_state_bytes));
+    pinned_state_bytes_->Set(static_cast<double>(s.pinned_state_bytes));
+    pinned_state_fallbacks_->Set(static_cast<double>(s.pinned_state_fallbacks));
     if (!engine->options().state_dir.empty()) {
       tier_sessions_->With({"disk"}).Set(static_cast<double>(s.disk_sessions));
       tier_bytes_->With({"disk"}).Set(static_cast<double>(s.disk_state_bytes));

@@ -151,6 +151,8 @@ class ServerMetrics {
   base::Counter* redis_writes_;
   base::Counter* redis_conflicts_;
   base::Counter* redis_failures_;
+  base::Gauge* pinned_state_bytes_;
+  base::Counter* pinned_state_fallbacks_;
   // Scrapes copy engine counters into the registry: two at once could write an older copy
   // after a newer one, and a counter must never go down.
   absl::Mutex render_mu_;

@@ -332,6 +332,11 @@ EngineStats Engine::Impl::stats() const {
   s.snapshot_write_failures = t.snapshot_write_failures;
   s.restores_from_disk = t.restores_from_disk;
   s.restores_from_redis = t.restores_from_redis;
+  if (host_states_ != nullptr) {
+    const HostStatePoolStats h = host_states_->Stats();
+    s.pinned_state_bytes = h.pinned_bytes;
+    s.pinned_state_fallbacks = h.pageable_fallbacks;
+  }
   s.redis_enabled = tiers_->has_redis();
   s.redis_sessions = index_->redis_sessions();
   s.redis_state_bytes = static_cast<uint64_t>(s.redis_sessions) * static_cast<uint64_t>(state_bytes_);

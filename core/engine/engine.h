@@ -136,6 +136,10 @@ struct EngineStats {
   int64_t redis_write_conflicts = 0; // refused by the version check (turns rolled back)
   int64_t redis_failures = 0;        // Redis unreachable or refusing a call
   int64_t restores_from_redis = 0;   // states read back from Redis (spill or another daemon)
+  // Host buffers of states (host_state.h): page-locked bytes held (0 on the CPU), and buffers
+  // taken from pageable memory because --pinned-state-bytes was reached or pinning failed.
+  int64_t pinned_state_bytes = 0;
+  int64_t pinned_state_fallbacks = 0;
   int64_t steps = 0;
   int64_t ms_since_engine_loop = 0;  // see Scheduler::SinceLastLoop
   bool device_failed = false;        // the backend failed; no turn runs again

@@ -141,6 +141,9 @@ class MetricsTest(harness.E2ETestCase):
                          3 * per_session)
         self.assertEqual(metric(after, "xlstmd_queue_depth"), 0)
         self.assertEqual(metric(after, "xlstmd_running_turns"), 0)
+        # The CPU backend pins nothing: state copies there are a memcpy from any memory.
+        self.assertEqual(metric(after, "xlstmd_pinned_state_bytes"), 0)
+        self.assertEqual(metric(after, "xlstmd_pinned_state_fallbacks_total"), 0)
         info = c.model_info()
         model_info = [k for k in after if k[0] == "xlstmd_model_info"]
         self.assertEqual(len(model_info), 1)
