@@ -154,6 +154,33 @@ TEST_P(CudaModelTest, StateMovesBetweenCpuAndGpu) {
   EXPECT_LT(RelDiff(lg, lc), 1e-3);
 }
 
+// The tiers' host buffers are page-locked on a GPU (core/engine/host_state.h): a slot read
+// into pinned memory, whose copy is asynchronous, must be complete when ReadSlot returns and
+// equal the pageable read byte for byte, and a pinned buffer written into another slot must
+// continue exactly as the original.
+TEST_P(CudaModelTest, PinnedStateCopiesEqualPageableOnes) {
+  auto gm = Load(gpu_.get(), 2);
+  const std::vector<int32_t>& prompt = golden_.sequences.back().tokens;
+  const PrefillSequence s{prompt, 0};
+  std::vector<float> logits;
+  ASSERT_TRUE(gm->Prefill({&s, 1}, {}, &logits).ok());
+  const size_t floats = gm->state_layout().floats_per_slot();
+  auto pinned = kernels::AllocateHost(*gpu_, floats * sizeof(float));
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  float* host = pinned->as<float>();
+  std::vector<float> pageable(floats);
+  gm->ReadSlot(0, host);  // no Synchronize here: ReadSlot must have waited
+  gm->ReadSlot(0, pageable.data());
+  EXPECT_EQ(std::memcmp(host, pageable.data(), floats * sizeof(float)), 0);
+  gm->WriteSlot(1, host);
+  std::memset(host, 0xff, floats * sizeof(float));  // WriteSlot must be done reading it
+  const int32_t tokens[2] = {7, 7}, slots[2] = {0, 1};
+  std::vector<float> both;
+  ASSERT_TRUE(gm->Step(tokens, slots, &both).ok());
+  const size_t vocab = both.size() / 2;
+  EXPECT_EQ(std::memcmp(both.data(), both.data() + vocab, vocab * sizeof(float)), 0);
+}
+
 // --cuda-math bf16 (NX-AI's numerics) on the bf16 golden model: prefill and step logits
 // drift from the f32 goldens by no more than upstream's own bf16-compute run did
 // (golden.json `bf16_compute_drift`; ours rounds only the projections' inputs), and they
