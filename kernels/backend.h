@@ -174,6 +174,14 @@ class Backend {
   // Always OK on the CPU backend, whose calls finish before they return.
   virtual absl::Status Synchronize() = 0;
 
+  // Fences, for copies whose host side is read later, maybe on another thread: RecordFence
+  // marks everything issued so far, and WaitFence(f) returns once all of that has run (with
+  // the sticky error if the device failed). RecordFence is an op (the issuing thread, never
+  // inside a capture); WaitFence may be called from any thread, any number of times. The CPU
+  // backend finishes every call before returning, so its fences have always passed.
+  virtual uint64_t RecordFence() { return 0; }
+  virtual absl::Status WaitFence(uint64_t fence) { return absl::OkStatus(); }
+
   // Op timing for the bench: between StartOpTiming and StopOpTiming every op is timed
   // (host clock on the CPU; a pair of CUDA events around each op on the GPU, with recording
   // off so the ops run eagerly), which slows them a little. StopOpTiming waits for the work

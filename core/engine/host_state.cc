@@ -10,6 +10,20 @@
 
 namespace xlstmd::core {
 
+void StateBuffer::SetPending(std::function<void()> wait) {
+  std::lock_guard<std::mutex> lock(mu_);
+  wait_ = std::move(wait);
+  pending_.store(wait_ != nullptr, std::memory_order_release);
+}
+
+void StateBuffer::SettleSlow() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!pending_.load(std::memory_order_relaxed)) return;  // another reader waited first
+  wait_();
+  wait_ = nullptr;
+  pending_.store(false, std::memory_order_release);
+}
+
 struct HostStatePool::Core {
   Core(size_t n, int64_t cap, PinnedAllocator* a) : floats(n), cap_bytes(cap), allocator(a) {}
   int64_t bytes() const { return static_cast<int64_t>(floats * sizeof(float)); }
@@ -34,7 +48,7 @@ namespace {
 struct PinnedRelease {
   std::shared_ptr<HostStatePool::Core> core;
   void operator()(StateBuffer* b) const {
-    float* p = b->data();
+    float* p = b->data();  // waits for a copy still writing it
     delete b;
     std::unique_lock<std::mutex> lock(core->mu);
     --core->pinned_in_use;

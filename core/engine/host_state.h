@@ -15,9 +15,12 @@
 #ifndef XLSTMD_CORE_ENGINE_HOST_STATE_H_
 #define XLSTMD_CORE_ENGINE_HOST_STATE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -45,25 +48,49 @@ using MutableHostState = std::shared_ptr<StateBuffer>;
 MutableHostState MakePageableState(absl::Span<const float> values);
 
 // A fixed-size float buffer; made only by HostStatePool (or MakePageableState).
+//
+// A slot read into it may still be running on the device (SetPending): every access to the
+// contents goes through data() or span(), which first wait for that copy, so whoever reads
+// the state first (often an I/O thread encoding it) waits, not the scheduler that issued it.
+// Releasing a buffer also waits, so a reused one is never still being written.
 class StateBuffer {
  public:
   StateBuffer(const StateBuffer&) = delete;
   StateBuffer& operator=(const StateBuffer&) = delete;
 
   size_t size() const { return size_; }
-  float* data() { return data_; }
-  const float* data() const { return data_; }
-  absl::Span<float> span() { return {data_, size_}; }
-  absl::Span<const float> span() const { return {data_, size_}; }
+  float* data() {
+    Settle();
+    return data_;
+  }
+  const float* data() const {
+    Settle();
+    return data_;
+  }
+  absl::Span<float> span() { return {data(), size_}; }
+  absl::Span<const float> span() const { return {data(), size_}; }
   bool pinned() const { return pinned_; }
+
+  // A copy into this buffer was started and `wait` returns once it is complete (set by the
+  // one thread that started the copy, before the buffer is shared).
+  void SetPending(std::function<void()> wait);
+  bool pending() const { return pending_.load(std::memory_order_acquire); }
 
  private:
   friend class HostStatePool;
   friend MutableHostState MakePageableState(absl::Span<const float> values);
   StateBuffer(float* data, size_t size, bool pinned) : data_(data), size_(size), pinned_(pinned) {}
+  void Settle() const {
+    if (pending_.load(std::memory_order_acquire)) SettleSlow();
+  }
+  void SettleSlow() const;
+
   float* data_;
   size_t size_;
   bool pinned_;
+  mutable std::atomic<bool> pending_{false};
+  mutable std::mutex mu_;
+  mutable std::function<void()> wait_;
 };
 
 struct HostStatePoolStats {

@@ -9,6 +9,7 @@
 #include "core/engine/scheduler.h"
 #include "core/engine/state_tiers.h"
 #include "core/model/xlstm_model.h"
+#include "spdlog/spdlog.h"
 
 namespace xlstmd::core {
 
@@ -21,6 +22,16 @@ class ModelAdapter final : public SlotStore, public PinnedAllocator, public Mode
   }
   void Read(int32_t slot, float* dst) override { model_->ReadSlot(slot, dst); }
   void Write(int32_t slot, const float* src) override { model_->WriteSlot(slot, src); }
+  uint64_t ReadAsync(int32_t slot, float* dst) override {
+    return model_->ReadSlotAsync(slot, dst);
+  }
+  // A failure is the device's sticky error: the next forward pass reports it and the
+  // scheduler stops serving on this device.
+  void WaitCopy(uint64_t fence) override {
+    if (absl::Status s = model_->WaitForFence(fence); !s.ok()) {
+      spdlog::error("state copy failed: {}", std::string(s.message()));
+    }
+  }
   void Copy(int32_t from, int32_t to) override { model_->CopySlot(from, to); }
   void Reset(int32_t slot) override { model_->ResetSlot(slot); }
 

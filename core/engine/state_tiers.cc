@@ -139,9 +139,7 @@ int32_t StateTiers::TakeSlot() {
       if (dir_ != nullptr) StartWrite(*victim);
       return -1;
     }
-    MutableHostState copy = host_pool_->Acquire(/*zero=*/false);
-    slots_->Read(pool_->ResidentSlot(*victim), copy->data());
-    SetHost(st, std::move(copy));
+    SetHost(st, ReadSlotAsync(pool_->ResidentSlot(*victim)));
   }
   pool_->Evict(*victim);
   Spilled(EvictionReason::kSlotPressure, st.host       ? StateTier::kHost
@@ -183,9 +181,17 @@ void StateTiers::LoadInto(const std::string& id, uint64_t version, int32_t slot,
   done(absl::OkStatus());
 }
 
-HostState StateTiers::CaptureSlot(int32_t slot) {
+HostState StateTiers::CaptureSlot(int32_t slot) { return ReadSlotAsync(slot); }
+
+// The scheduler goes on at once: the slot's next user is ordered after the copy on the
+// device, and whoever reads the buffer first (host tier restore, snapshot encode on an I/O
+// thread, Redis upload) waits for it there.
+MutableHostState StateTiers::ReadSlotAsync(int32_t slot) {
   MutableHostState copy = host_pool_->Acquire(/*zero=*/false);
-  slots_->Read(slot, copy->data());
+  const uint64_t fence = slots_->ReadAsync(slot, copy->data());
+  if (fence != 0) {
+    copy->SetPending([slots = slots_, fence] { slots->WaitCopy(fence); });
+  }
   return copy;
 }
 

@@ -59,6 +59,14 @@ class SlotStore {
   virtual size_t floats_per_slot() const = 0;
   virtual void Read(int32_t slot, float* dst) = 0;
   virtual void Write(int32_t slot, const float* src) = 0;
+  // Starts a copy of `slot` into `dst` and returns a fence: `dst` holds the state once
+  // WaitCopy(fence) has returned (any thread). Ops issued later on the slot run after the
+  // copy, so the slot may be reused at once. Default: a synchronous Read (fence 0).
+  virtual uint64_t ReadAsync(int32_t slot, float* dst) {
+    Read(slot, dst);
+    return 0;
+  }
+  virtual void WaitCopy(uint64_t fence) {}
   virtual void Copy(int32_t from, int32_t to) = 0;
   virtual void Reset(int32_t slot) = 0;
 };
@@ -271,6 +279,8 @@ class StateTiers final : public TierOps {
   // The committed state as host floats (a slot copy, the host copy, or zeros); null when
   // only a slower tier holds it.
   HostState StateCopy(const std::string& id, const Entry& st);
+  // A host buffer receiving `slot`'s state asynchronously (its readers wait for the copy).
+  MutableHostState ReadSlotAsync(int32_t slot);
   void Spilled(EvictionReason reason, StateTier to);
 
   // state_tiers_disk.cc: files.

@@ -155,6 +155,11 @@ void XlstmModel::ReadSlot(int32_t slot, float* host_dst) {
   WaitForCopy();
 }
 
+uint64_t XlstmModel::ReadSlotAsync(int32_t slot, float* host_dst) {
+  backend_->CopyToHost(host_dst, SlotPtr(slot), layout_.bytes_per_slot());
+  return backend_->HostVisible() ? 0 : backend_->RecordFence();
+}
+
 void XlstmModel::WriteSlot(int32_t slot, const float* host_src) {
   backend_->CopyToDevice(SlotPtr(slot), host_src, layout_.bytes_per_slot());
   WaitForCopy();

@@ -122,6 +122,11 @@ class XlstmModel {
   // for, since the tiers hand it to other threads or reuse it at once.
   void ReadSlot(int32_t slot, float* host_dst);
   void WriteSlot(int32_t slot, const float* host_src);
+  // ReadSlot without the wait: `host_dst` holds the state once WaitForFence(returned fence)
+  // has returned (any thread); later ops on the slot run after the copy. For pinned memory
+  // on a device backend; elsewhere the copy is done on return and the fence is 0.
+  uint64_t ReadSlotAsync(int32_t slot, float* host_dst);
+  absl::Status WaitForFence(uint64_t fence) { return backend_->WaitFence(fence); }
   void CopySlot(int32_t src, int32_t dst);
 
   // Runs each sequence's tokens from its slot's current state (chunkwise-parallel mLSTM,

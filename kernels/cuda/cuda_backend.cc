@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_fences.h"
 #include "kernels/cuda/cuda_gemm_lt.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch_plan.h"
@@ -46,6 +47,7 @@ class CudaBackend final : public Backend {
         math_(math),
         prop_(prop),
         stream_(stream),
+        fences_(std::make_unique<StreamFences>(device, stream)),
         prefill_(std::move(prefill)) {}
   ~CudaBackend() override {
     Bind();
@@ -53,6 +55,7 @@ class CudaBackend final : public Backend {
     prefill_.reset();
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    fences_.reset();
     cudaStreamDestroy(stream_);
   }
 
@@ -394,6 +397,19 @@ class CudaBackend final : public Backend {
   absl::Status Synchronize() override {
     Bind();
     Check(cudaStreamSynchronize(stream_));
+    fences_->AllPassed();
+    std::lock_guard<std::mutex> lock(error_mu_);
+    return error_;
+  }
+  uint64_t RecordFence() override {
+    Bind();
+    cudaError_t e = cudaSuccess;
+    const uint64_t fence = fences_->Record(&e);
+    Check(e);
+    return fence;
+  }
+  absl::Status WaitFence(uint64_t fence) override {
+    Check(fences_->Wait(fence));
     std::lock_guard<std::mutex> lock(error_mu_);
     return error_;
   }
@@ -516,6 +532,7 @@ class CudaBackend final : public Backend {
   const MathMode math_;
   const cudaDeviceProp prop_;
   cudaStream_t stream_;
+  std::unique_ptr<StreamFences> fences_;
   size_t mlstm_smem_allowed_ = 0;
   size_t slstm_smem_allowed_ = 0;
   std::unique_ptr<PrefillGemm> prefill_;

@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -175,6 +178,135 @@ TEST(HostStatePoolTest, MakePageableStateCopiesTheValues) {
   HostState s = MakePageableState(v);
   EXPECT_FALSE(s->pinned());
   EXPECT_EQ(std::vector<float>(s->data(), s->data() + s->size()), v);
+}
+
+TEST(StateBufferTest, ReadersWaitOnceForAPendingCopy) {
+  HostStatePool pool(kFloats, 0, nullptr);
+  MutableHostState s = pool.Acquire(/*zero=*/true);
+  std::atomic<int> waits{0};
+  float* raw = s->data();
+  s->SetPending([&waits, raw] {
+    ++waits;
+    std::fill(raw, raw + kFloats, 3.0f);  // the copy lands
+  });
+  EXPECT_TRUE(s->pending());
+  HostState shared = s;
+  std::vector<std::thread> readers;
+  std::atomic<int> right{0};
+  for (int i = 0; i < 4; ++i) {
+    readers.emplace_back([&] {
+      const float* d = shared->data();
+      if (d[0] == 3.0f && d[kFloats - 1] == 3.0f) ++right;
+    });
+  }
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(waits.load(), 1);
+  EXPECT_EQ(right.load(), 4);
+  EXPECT_FALSE(s->pending());
+}
+
+TEST(StateBufferTest, ReleasingAPendingBufferWaitsForItsCopy) {
+  FakePinned alloc;
+  HostStatePool pool(kFloats, 4 * kBytes, &alloc);
+  int waits = 0;
+  MutableHostState s = pool.Acquire(false);
+  s->SetPending([&waits] { ++waits; });
+  s.reset();  // back to the pool: a reused buffer must never be written by an old copy
+  EXPECT_EQ(waits, 1);
+}
+
+// Slot reads that complete only when waited for, as a device's do: a reader of a host copy
+// that did not wait would see -1 (what an unfinished copy leaves here) instead of the state
+// as it was when the copy was issued.
+class DeferredSlots : public engine_testing::FakeSlots {
+ public:
+  using FakeSlots::FakeSlots;
+  uint64_t ReadAsync(int32_t slot, float* dst) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::fill(dst, dst + floats_per_slot(), -1.0f);
+    pending_[++issued_] = {dst, at(slot)};  // the slot as of now: later ops come after
+    return issued_;
+  }
+  void WaitCopy(uint64_t fence) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(fence);
+    if (it == pending_.end()) return;
+    std::copy(it->second.second.begin(), it->second.second.end(), it->second.first);
+    pending_.erase(it);
+    ++waits_;
+  }
+  int waits() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return waits_;
+  }
+
+ private:
+  std::mutex mu_;
+  uint64_t issued_ = 0;
+  std::map<uint64_t, std::pair<float*, std::vector<float>>> pending_;
+  int waits_ = 0;
+};
+
+// A spill and an export issue their slot reads without waiting; the slot is overwritten at
+// once (the next turn), and what the host tier restores and the export encodes is still the
+// committed state.
+TEST(HostStatePoolTest, TiersNeverReadAHostCopyBeforeItsSlotReadCompletes) {
+  using engine_testing::PostQueue;
+  FakeClock clock;
+  DeferredSlots fake(1, engine_testing::TinyFloats());
+  HostStatePool states(fake.floats_per_slot(), 0, nullptr);
+  SlotPool slots(1);
+  SessionIndex index(&clock, SessionIndex::Limits{});
+  PostQueue posts;
+  TierOptions options;
+  options.state_pool = &states;
+  auto made = StateTiers::Create(options, engine_testing::TinyCodec(), &fake, &slots, &index,
+                                 &clock, posts.Fn());
+  ASSERT_TRUE(made.ok()) << made.status();
+  StateTiers& tiers = **made;
+
+  const std::string id = index.Create("")->session_id;
+  int32_t slot = tiers.TakeSlot();
+  std::fill(fake.at(slot).begin(), fake.at(slot).end(), 4.25f);
+  ASSERT_TRUE(index.ClaimForTurn("", id, {}).ok());
+  CommitDelta delta;
+  delta.tokens = 1;
+  index.Commit(id, delta);
+  tiers.InstallCommitted(id, slot, 1);
+
+  // Export while resident: the capture is in flight when the slot changes.
+  std::string exported;
+  bool exported_done = false;
+  SnapshotMeta meta;
+  meta.session_id = id;
+  meta.version = 1;
+  meta.token_count = 1;
+  tiers.Export(id, meta, [&](absl::StatusOr<std::string> bytes) {
+    EXPECT_TRUE(bytes.ok()) << bytes.status();
+    if (bytes.ok()) exported = *std::move(bytes);
+    exported_done = true;
+  });
+
+  slot = tiers.TakeSlot();  // spills id to host RAM with another read in flight
+  ASSERT_GE(slot, 0);
+  std::fill(fake.at(slot).begin(), fake.at(slot).end(), 9.0f);  // the next turn's work
+  bool loaded = false;
+  tiers.LoadInto(id, index.Peek(id)->info.version, slot, [] { return true; },
+                 [&](absl::Status s) {
+                   EXPECT_TRUE(s.ok()) << s;
+                   loaded = true;
+                 });
+  ASSERT_TRUE(posts.RunUntil([&] { return loaded && exported_done; }));
+  EXPECT_EQ(fake.at(slot)[0], 4.25f);
+  EXPECT_EQ(fake.at(slot).back(), 4.25f);
+
+  auto decoded = DecodeSnapshot(exported, engine_testing::TinyCodec().fingerprint,
+                                *engine_testing::TinyCodec().layout);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_TRUE(std::all_of(decoded->state.begin(), decoded->state.end(),
+                          [](float v) { return v == 4.25f; }));
+  EXPECT_EQ(fake.waits(), 2);
+  made->reset();
 }
 
 // The tiers take every host copy from the pool they are given: a spilled state lands in a

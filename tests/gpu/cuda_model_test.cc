@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/model/xlstm_model.h"
@@ -179,6 +180,19 @@ TEST_P(CudaModelTest, PinnedStateCopiesEqualPageableOnes) {
   ASSERT_TRUE(gm->Step(tokens, slots, &both).ok());
   const size_t vocab = both.size() / 2;
   EXPECT_EQ(std::memcmp(both.data(), both.data() + vocab, vocab * sizeof(float)), 0);
+
+  // An asynchronous read (the tiers' spill and capture) holds the state as of its issue,
+  // though a step on the slot is queued behind it, once its fence has passed; the fence is
+  // waited for on another thread, as the tiers' I/O threads do.
+  gm->ReadSlot(0, pageable.data());
+  const uint64_t fence = gm->ReadSlotAsync(0, host);
+  EXPECT_NE(fence, 0u);
+  const int32_t t = 5, s0 = 0;
+  ASSERT_TRUE(gm->Step({&t, 1}, {&s0, 1}, &both).ok());
+  absl::Status waited;
+  std::thread([&] { waited = gm->WaitForFence(fence); }).join();
+  ASSERT_TRUE(waited.ok()) << waited;
+  EXPECT_EQ(std::memcmp(host, pageable.data(), floats * sizeof(float)), 0);
 }
 
 // --cuda-math bf16 (NX-AI's numerics) on the bf16 golden model: prefill and step logits
