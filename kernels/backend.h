@@ -17,7 +17,9 @@
 // model copies them to the device once per forward pass, not once per op.
 //
 // Threading: one thread (the model's owner, i.e. the scheduler) calls ops; a Backend is not
-// safe for concurrent op calls. `Alloc`/`Free`/`AllocHost`/`FreeHost` follow the same rule.
+// safe for concurrent op calls. `Alloc`/`Free` follow the same rule. `AllocHost`/`FreeHost`
+// and `WaitFence` may be called from any thread (the engine's state buffers are pinned and
+// waited for on its I/O threads); `FreeHost` never while the stream is being captured.
 // The backend may use its own worker threads internally.
 #ifndef XLSTMD_KERNELS_BACKEND_H_
 #define XLSTMD_KERNELS_BACKEND_H_

@@ -10,7 +10,7 @@
 
 namespace xlstmd::core {
 
-void StateBuffer::SetPending(std::function<void()> wait) {
+void StateBuffer::SetPending(std::function<absl::Status()> wait) {
   std::lock_guard<std::mutex> lock(mu_);
   wait_ = std::move(wait);
   pending_.store(wait_ != nullptr, std::memory_order_release);
@@ -19,7 +19,7 @@ void StateBuffer::SetPending(std::function<void()> wait) {
 void StateBuffer::SettleSlow() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (!pending_.load(std::memory_order_relaxed)) return;  // another reader waited first
-  wait_();
+  copy_status_ = wait_();
   wait_ = nullptr;
   pending_.store(false, std::memory_order_release);
 }
@@ -98,7 +98,7 @@ MutableHostState HostStatePool::Acquire(bool zero) {
       pinned = c.kept.back();
       c.kept.pop_back();
       ++c.pinned_in_use;
-    } else if (c.allocator != nullptr && !c.pin_failed) {
+    } else if (c.allocator != nullptr && !c.pin_failed && c.cap_bytes >= c.bytes()) {
       if (c.pinned_bytes + c.bytes() <= c.cap_bytes) {
         c.pinned_bytes += c.bytes();  // reserved while the (slow) pinning runs unlocked
         try_pin = true;
@@ -107,11 +107,13 @@ MutableHostState HostStatePool::Acquire(bool zero) {
       }
     }
   }
+  bool fresh = false;  // AllocPinned's memory is zeroed already
   if (try_pin) {
     absl::StatusOr<void*> p = c.allocator->AllocPinned(bytes);
     std::lock_guard<std::mutex> lock(c.mu);
     if (p.ok() && *p != nullptr) {
       pinned = static_cast<float*>(*p);
+      fresh = true;
       ++c.pinned_in_use;
     } else {
       c.pinned_bytes -= c.bytes();
@@ -127,7 +129,7 @@ MutableHostState HostStatePool::Acquire(bool zero) {
     }
   }
   if (pinned != nullptr) {
-    if (zero) std::memset(pinned, 0, bytes);
+    if (zero && !fresh) std::memset(pinned, 0, bytes);
     return MutableHostState(new StateBuffer(pinned, c.floats, /*pinned=*/true),
                             PinnedRelease{core_});
   }

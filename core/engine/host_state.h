@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 
@@ -33,8 +34,8 @@ namespace xlstmd::core {
 class PinnedAllocator {
  public:
   virtual ~PinnedAllocator() = default;
-  // nullptr when pinning gains nothing here, an error when it failed; the pool then uses the
-  // heap from now on.
+  // Zeroed memory; nullptr when pinning gains nothing here, an error when it failed (the pool
+  // then uses the heap from now on).
   virtual absl::StatusOr<void*> AllocPinned(size_t bytes) = 0;
   virtual void FreePinned(void* p) = 0;
 };
@@ -71,10 +72,16 @@ class StateBuffer {
   absl::Span<const float> span() const { return {data(), size_}; }
   bool pinned() const { return pinned_; }
 
-  // A copy into this buffer was started and `wait` returns once it is complete (set by the
-  // one thread that started the copy, before the buffer is shared).
-  void SetPending(std::function<void()> wait);
+  // A copy into this buffer was started and `wait` returns once it is complete, with its
+  // outcome (set by the one thread that started the copy, before the buffer is shared).
+  void SetPending(std::function<absl::Status()> wait);
   bool pending() const { return pending_.load(std::memory_order_acquire); }
+  // Whether the contents are the state that was copied: after a failed copy (the device
+  // failed) they are garbage, and whoever would persist or send them must not.
+  absl::Status copy_status() const {
+    Settle();
+    return copy_status_;
+  }
 
  private:
   friend class HostStatePool;
@@ -90,7 +97,8 @@ class StateBuffer {
   bool pinned_;
   mutable std::atomic<bool> pending_{false};
   mutable std::mutex mu_;
-  mutable std::function<void()> wait_;
+  mutable std::function<absl::Status()> wait_;
+  mutable absl::Status copy_status_;  // written once, under mu_, before pending_ clears
 };
 
 struct HostStatePoolStats {

@@ -9,7 +9,6 @@
 #include "core/engine/scheduler.h"
 #include "core/engine/state_tiers.h"
 #include "core/model/xlstm_model.h"
-#include "spdlog/spdlog.h"
 
 namespace xlstmd::core {
 
@@ -26,12 +25,8 @@ class ModelAdapter final : public SlotStore, public PinnedAllocator, public Mode
     return model_->ReadSlotAsync(slot, dst);
   }
   // A failure is the device's sticky error: the next forward pass reports it and the
-  // scheduler stops serving on this device.
-  void WaitCopy(uint64_t fence) override {
-    if (absl::Status s = model_->WaitForFence(fence); !s.ok()) {
-      spdlog::error("state copy failed: {}", std::string(s.message()));
-    }
-  }
+  // scheduler stops serving on this device; the buffer's readers see it (copy_status).
+  absl::Status WaitCopy(uint64_t fence) override { return model_->WaitForFence(fence); }
   void Copy(int32_t from, int32_t to) override { model_->CopySlot(from, to); }
   void Reset(int32_t slot) override { model_->ResetSlot(slot); }
 

@@ -190,7 +190,7 @@ MutableHostState StateTiers::ReadSlotAsync(int32_t slot) {
   MutableHostState copy = host_pool_->Acquire(/*zero=*/false);
   const uint64_t fence = slots_->ReadAsync(slot, copy->data());
   if (fence != 0) {
-    copy->SetPending([slots = slots_, fence] { slots->WaitCopy(fence); });
+    copy->SetPending([slots = slots_, fence] { return slots->WaitCopy(fence); });
   }
   return copy;
 }
@@ -348,6 +348,7 @@ void StateTiers::Export(const std::string& id, SnapshotMeta meta,
                         : StateCopy(id, it->second);
   io_->Submit([this, id, meta = std::move(meta), state, done = std::move(done)] {
     if (state) {
+      if (absl::Status copied = state->copy_status(); !copied.ok()) return done(copied);
       return done(EncodeSnapshot(meta, codec_.fingerprint, *codec_.layout, state->span()));
     }
     // Only on disk: read and verify it in full (a corrupt file is quarantined, never handed

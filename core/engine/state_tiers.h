@@ -66,7 +66,8 @@ class SlotStore {
     Read(slot, dst);
     return 0;
   }
-  virtual void WaitCopy(uint64_t fence) {}
+  // OK, or the device's error (the copy's destination then holds garbage).
+  virtual absl::Status WaitCopy(uint64_t fence) { return absl::OkStatus(); }
   virtual void Copy(int32_t from, int32_t to) = 0;
   virtual void Reset(int32_t slot) = 0;
 };

@@ -172,9 +172,10 @@ void StateTiers::SubmitWrite(SnapshotMeta meta, HostState state,
     ++writes_in_flight_;
   }
   io_->Submit([this, meta = std::move(meta), state = std::move(state), done = std::move(done)] {
-    absl::Status status;
+    absl::Status status = state->copy_status();  // a failed device copy is never written
     absl::StatusOr<SnapshotParts> parts =
-        EncodeSnapshotParts(meta, codec_.fingerprint, *codec_.layout, state->span());
+        status.ok() ? EncodeSnapshotParts(meta, codec_.fingerprint, *codec_.layout, state->span())
+                    : status;
     if (!parts.ok()) {
       status = parts.status();
     } else {

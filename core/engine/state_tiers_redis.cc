@@ -193,7 +193,8 @@ void StateTiers::AckWhenStored(const std::string& id, SessionInfo info, bool new
     absl::StatusOr<RedisManifest> written;
     absl::Status read;  // only on disk: what the file read said, passed on as it is
     if (state) {
-      written = PutSnapshot(meta, expected, state->span());
+      read = state->copy_status();  // a failed device copy is never shared
+      if (read.ok()) written = PutSnapshot(meta, expected, state->span());
     } else {
       std::vector<float> disk(slots_->floats_per_slot());
       read = ReadStoredState(id, meta.version, absl::MakeSpan(disk), false);
@@ -237,7 +238,10 @@ void StateTiers::OnStored(const std::string& id, SessionInfo info, bool new_sess
 void StateTiers::ShareBeforeCommit(SnapshotMeta meta, ExpectedVersion expected, HostState state,
                                    std::function<void(absl::StatusOr<RedisManifest>)> done) {
   io_->Submit([this, meta = std::move(meta), expected, state, done = std::move(done)]() mutable {
-    absl::StatusOr<RedisManifest> written = PutSnapshot(meta, expected, state->span());
+    const absl::Status copied = state->copy_status();  // a failed device copy is never shared
+    absl::StatusOr<RedisManifest> written =
+        copied.ok() ? PutSnapshot(meta, expected, state->span())
+                    : absl::StatusOr<RedisManifest>(copied);
     post_([written = std::move(written), done = std::move(done)]() mutable {
       done(std::move(written));
     });

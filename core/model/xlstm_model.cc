@@ -157,7 +157,10 @@ void XlstmModel::ReadSlot(int32_t slot, float* host_dst) {
 
 uint64_t XlstmModel::ReadSlotAsync(int32_t slot, float* host_dst) {
   backend_->CopyToHost(host_dst, SlotPtr(slot), layout_.bytes_per_slot());
-  return backend_->HostVisible() ? 0 : backend_->RecordFence();
+  if (backend_->HostVisible()) return 0;
+  const uint64_t fence = backend_->RecordFence();
+  if (fence == 0) WaitForCopy();  // no fence could be recorded: the copy must be done now
+  return fence;
 }
 
 void XlstmModel::WriteSlot(int32_t slot, const float* host_src) {

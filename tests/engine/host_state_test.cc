@@ -111,11 +111,16 @@ TEST(HostStatePoolTest, PastTheCapBuffersComeFromTheHeap) {
   EXPECT_EQ(alloc.calls(), 2);
 }
 
-TEST(HostStatePoolTest, ACapOfZeroNeverPins) {
-  FakePinned alloc;
-  HostStatePool pool(kFloats, 0, &alloc);
-  EXPECT_FALSE(pool.Acquire(true)->pinned());
-  EXPECT_EQ(alloc.calls(), 0);
+// --pinned-state-bytes 0 (or less than one state) means "never pin": not a fallback.
+TEST(HostStatePoolTest, ACapBelowOneStateNeverPins) {
+  for (int64_t cap : {int64_t{0}, kBytes - 1}) {
+    FakePinned alloc;
+    HostStatePool pool(kFloats, cap, &alloc);
+    EXPECT_FALSE(pool.Acquire(true)->pinned());
+    EXPECT_FALSE(pool.Acquire(false)->pinned());
+    EXPECT_EQ(alloc.calls(), 0);
+    EXPECT_EQ(pool.Stats().pageable_fallbacks, 0);
+  }
 }
 
 TEST(HostStatePoolTest, AnAllocatorThatDeclinesIsAskedOnce) {
@@ -188,6 +193,7 @@ TEST(StateBufferTest, ReadersWaitOnceForAPendingCopy) {
   s->SetPending([&waits, raw] {
     ++waits;
     std::fill(raw, raw + kFloats, 3.0f);  // the copy lands
+    return absl::OkStatus();
   });
   EXPECT_TRUE(s->pending());
   HostState shared = s;
@@ -203,6 +209,15 @@ TEST(StateBufferTest, ReadersWaitOnceForAPendingCopy) {
   EXPECT_EQ(waits.load(), 1);
   EXPECT_EQ(right.load(), 4);
   EXPECT_FALSE(s->pending());
+  EXPECT_TRUE(s->copy_status().ok());
+}
+
+TEST(StateBufferTest, AFailedCopyIsReportedToItsReaders) {
+  HostStatePool pool(kFloats, 0, nullptr);
+  MutableHostState s = pool.Acquire(/*zero=*/true);
+  s->SetPending([] { return absl::InternalError("cuda:0: an illegal memory access"); });
+  EXPECT_EQ(s->copy_status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s->copy_status().code(), absl::StatusCode::kInternal);  // kept, not waited again
 }
 
 TEST(StateBufferTest, ReleasingAPendingBufferWaitsForItsCopy) {
@@ -210,7 +225,10 @@ TEST(StateBufferTest, ReleasingAPendingBufferWaitsForItsCopy) {
   HostStatePool pool(kFloats, 4 * kBytes, &alloc);
   int waits = 0;
   MutableHostState s = pool.Acquire(false);
-  s->SetPending([&waits] { ++waits; });
+  s->SetPending([&waits] {
+    ++waits;
+    return absl::OkStatus();
+  });
   s.reset();  // back to the pool: a reused buffer must never be written by an old copy
   EXPECT_EQ(waits, 1);
 }
@@ -227,13 +245,18 @@ class DeferredSlots : public engine_testing::FakeSlots {
     pending_[++issued_] = {dst, at(slot)};  // the slot as of now: later ops come after
     return issued_;
   }
-  void WaitCopy(uint64_t fence) override {
+  absl::Status WaitCopy(uint64_t fence) override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = pending_.find(fence);
-    if (it == pending_.end()) return;
-    std::copy(it->second.second.begin(), it->second.second.end(), it->second.first);
+    if (it == pending_.end()) return absl::OkStatus();
+    if (!fail_) std::copy(it->second.second.begin(), it->second.second.end(), it->second.first);
     pending_.erase(it);
     ++waits_;
+    return fail_ ? absl::InternalError("cuda:0: device lost (fake)") : absl::OkStatus();
+  }
+  void FailCopies() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_ = true;
   }
   int waits() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -245,6 +268,7 @@ class DeferredSlots : public engine_testing::FakeSlots {
   uint64_t issued_ = 0;
   std::map<uint64_t, std::pair<float*, std::vector<float>>> pending_;
   int waits_ = 0;
+  bool fail_ = false;
 };
 
 // A spill and an export issue their slot reads without waiting; the slot is overwritten at
@@ -306,6 +330,17 @@ TEST(HostStatePoolTest, TiersNeverReadAHostCopyBeforeItsSlotReadCompletes) {
   EXPECT_TRUE(std::all_of(decoded->state.begin(), decoded->state.end(),
                           [](float v) { return v == 4.25f; }));
   EXPECT_EQ(fake.waits(), 2);
+
+  // The device fails during a capture of the resident state: the export reports it instead
+  // of encoding garbage.
+  tiers.InstallCommitted(id, slot, index.Peek(id)->info.version);
+  fake.FailCopies();
+  bool failed_done = false;
+  tiers.Export(id, meta, [&](absl::StatusOr<std::string> bytes) {
+    EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInternal) << bytes.status();
+    failed_done = true;
+  });
+  ASSERT_TRUE(posts.RunUntil([&] { return failed_done; }));
   made->reset();
 }
 

@@ -187,10 +187,11 @@ TEST_P(CudaModelTest, PinnedStateCopiesEqualPageableOnes) {
   gm->ReadSlot(0, pageable.data());
   const uint64_t fence = gm->ReadSlotAsync(0, host);
   EXPECT_NE(fence, 0u);
+  absl::Status waited;
+  std::thread waiter([&] { waited = gm->WaitForFence(fence); });  // races the step: real waits
   const int32_t t = 5, s0 = 0;
   ASSERT_TRUE(gm->Step({&t, 1}, {&s0, 1}, &both).ok());
-  absl::Status waited;
-  std::thread([&] { waited = gm->WaitForFence(fence); }).join();
+  waiter.join();
   ASSERT_TRUE(waited.ok()) << waited;
   EXPECT_EQ(std::memcmp(host, pageable.data(), floats * sizeof(float)), 0);
 }
