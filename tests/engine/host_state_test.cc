@@ -299,8 +299,9 @@ TEST(HostStatePoolTest, TiersNeverReadAHostCopyBeforeItsSlotReadCompletes) {
   tiers.InstallCommitted(id, slot, 1);
 
   // Export while resident: the capture is in flight when the slot changes.
+  // Export answers on an I/O thread.
   std::string exported;
-  bool exported_done = false;
+  std::atomic<bool> exported_done{false};
   SnapshotMeta meta;
   meta.session_id = id;
   meta.version = 1;
@@ -335,12 +336,12 @@ TEST(HostStatePoolTest, TiersNeverReadAHostCopyBeforeItsSlotReadCompletes) {
   // of encoding garbage.
   tiers.InstallCommitted(id, slot, index.Peek(id)->info.version);
   fake.FailCopies();
-  bool failed_done = false;
+  std::atomic<bool> failed_done{false};
   tiers.Export(id, meta, [&](absl::StatusOr<std::string> bytes) {
     EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInternal) << bytes.status();
     failed_done = true;
   });
-  ASSERT_TRUE(posts.RunUntil([&] { return failed_done; }));
+  ASSERT_TRUE(posts.RunUntil([&] { return failed_done.load(); }));
   made->reset();
 }
 
