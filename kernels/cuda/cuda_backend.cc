@@ -139,8 +139,7 @@ class CudaBackend final : public Backend {
           absl::StrCat(Name(), ": cannot pin ", bytes, " bytes of host memory: ", ErrorText(e)));
     }
     std::memset(p, 0, bytes);
-    std::lock_guard<std::mutex> lock(pinned_mu_);
-    pinned_[static_cast<char*>(p)] = bytes;
+    pinned_.Add(p, bytes);
     return p;
   }
   void FreeHost(void* p) override {
@@ -148,10 +147,7 @@ class CudaBackend final : public Backend {
     Bind();
     // Copies from or to it may still be queued.
     Check(cudaStreamSynchronize(stream_));
-    {
-      std::lock_guard<std::mutex> lock(pinned_mu_);
-      pinned_.erase(static_cast<char*>(p));
-    }
+    pinned_.Remove(p);
     Check(cudaFreeHost(p));
   }
 
@@ -511,20 +507,13 @@ class CudaBackend final : public Backend {
     if (e == cudaSuccess) allowed = bytes;
     return e;
   }
-  bool Pinned(const void* p) {
-    std::lock_guard<std::mutex> lock(pinned_mu_);
-    auto it = pinned_.upper_bound(static_cast<const char*>(p));
-    if (it == pinned_.begin()) return false;
-    --it;
-    return static_cast<const char*>(p) < it->first + it->second;
-  }
   // Pinned host memory is copied asynchronously; pageable memory before returning (the
   // caller may reuse it at once).
   void Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const void* host) {
     if (bytes == 0) return;
     Bind();
     Check(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
-    if (!Pinned(host)) Check(cudaStreamSynchronize(stream_));
+    if (!pinned_.Contains(host)) Check(cudaStreamSynchronize(stream_));
   }
 
   const int device_;
@@ -543,8 +532,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> events_;  // pool, reused by every timing
   size_t events_used_ = 0;
   std::vector<TimedOp> timed_;
-  std::mutex pinned_mu_;
-  std::map<const char*, size_t> pinned_;  // AllocHost blocks by start
+  PinnedBlocks pinned_;  // AllocHost blocks
   std::mutex error_mu_;
   absl::Status error_;  // the first CUDA error; sticky
 };

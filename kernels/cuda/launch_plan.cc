@@ -123,6 +123,25 @@ int64_t DecodeBucket(int64_t batch) {
   return 0;
 }
 
+void PinnedBlocks::Add(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  blocks_[static_cast<const char*>(p)] = bytes;
+}
+
+void PinnedBlocks::Remove(const void* p) {
+  std::lock_guard<std::mutex> lock(mu_);
+  blocks_.erase(static_cast<const char*>(p));
+}
+
+bool PinnedBlocks::Contains(const void* p) const {
+  const char* c = static_cast<const char*>(p);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = blocks_.upper_bound(c);
+  if (it == blocks_.begin()) return false;
+  --it;
+  return c < it->first + it->second;
+}
+
 int64_t PinnedRing::Claim(size_t bytes) {
   constexpr size_t kAlign = 256;
   const size_t need = (std::max<size_t>(bytes, 1) + kAlign - 1) / kAlign * kAlign;

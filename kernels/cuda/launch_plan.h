@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -128,6 +130,20 @@ class PinnedRing {
   size_t head_ = 0;  // next free offset
   size_t used_ = 0;
   std::deque<Span> claims_;  // oldest first
+};
+
+// The page-locked host blocks a backend has handed out (AllocHost), so a copy can tell
+// whether its host side is pinned (asynchronous) or pageable (waited for). Any thread.
+class PinnedBlocks {
+ public:
+  void Add(const void* p, size_t bytes);
+  void Remove(const void* p);
+  // Whether p lies inside a block.
+  bool Contains(const void* p) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<const char*, size_t> blocks_;  // by start
 };
 
 // Dense bf16 MMA FLOPs per clock per SM with f32 accumulation, for the bench's nominal

@@ -156,6 +156,21 @@ TEST(LaunchPlanTest, MmaRatesGiveThePublishedPeaks) {
   EXPECT_EQ(MmaFlopsPerClockPerSm(7, 5), 0);  // unknown: the bench uses its measured rate
 }
 
+TEST(LaunchPlanTest, PinnedBlocksKnowWhichPointersArePinned) {
+  PinnedBlocks blocks;
+  alignas(64) static char a[256], b[128];
+  blocks.Add(a, sizeof(a));
+  blocks.Add(b, sizeof(b));
+  EXPECT_TRUE(blocks.Contains(a));
+  EXPECT_TRUE(blocks.Contains(a + 255));
+  EXPECT_TRUE(blocks.Contains(b + 64));
+  const char c = 0;  // a pageable byte elsewhere
+  EXPECT_FALSE(blocks.Contains(&c));
+  blocks.Remove(a);
+  EXPECT_FALSE(blocks.Contains(a + 10));
+  EXPECT_TRUE(blocks.Contains(b));
+}
+
 TEST(LaunchPlanTest, PinnedRingNeverOverlaps) {
   std::mt19937 rng(1);
   PinnedRing ring(64 * 1024);
