@@ -85,8 +85,6 @@ HostStatePool::~HostStatePool() {
   for (float* p : kept) core_->allocator->FreePinned(p);
 }
 
-size_t HostStatePool::floats() const { return core_->floats; }
-
 MutableHostState HostStatePool::Acquire(bool zero) {
   Core& c = *core_;
   const size_t bytes = c.floats * sizeof(float);

@@ -121,7 +121,6 @@ class HostStatePool {
   // A buffer for one state, zero-filled when `zero`, else with unspecified contents (for a
   // caller that overwrites all of it). Any thread.
   MutableHostState Acquire(bool zero);
-  size_t floats() const;
   HostStatePoolStats Stats() const;  // any thread
 
   struct Core;  // shared with the buffers' release functions (host_state.cc)
