@@ -21,6 +21,9 @@ Engine::Impl::Impl(std::unique_ptr<XlstmModel> model, std::unique_ptr<Tokenizer>
 
 Engine::Impl::~Impl() {
   if (scheduler_ != nullptr) scheduler_->Stop();
+  // The model holds the sources of restores in flight; their deleters return them to the
+  // pool through the adapter, both destroyed before the model.
+  if (model_ != nullptr) model_->FinishUploads();
 }
 
 absl::Status Engine::Impl::Start() {

@@ -70,6 +70,9 @@ class StateBuffer {
   }
   absl::Span<float> span() { return {data(), size_}; }
   absl::Span<const float> span() const { return {data(), size_}; }
+  // The contents without waiting for a pending read: only for a copy out of this buffer
+  // issued on the same ordered device queue as that read, so it runs after it.
+  const float* data_in_queue_order() const { return data_; }
   bool pinned() const { return pinned_; }
 
   // A copy into this buffer was started and `wait` returns once it is complete, with its

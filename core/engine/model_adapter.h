@@ -21,6 +21,12 @@ class ModelAdapter final : public SlotStore, public PinnedAllocator, public Mode
   }
   void Read(int32_t slot, float* dst) override { model_->ReadSlot(slot, dst); }
   void Write(int32_t slot, const float* src) override { model_->WriteSlot(slot, src); }
+  void WriteAsync(int32_t slot, HostState src) override {
+    // No wait for a read still filling `src`: it is queued ahead of this copy on the same
+    // stream. A pageable source is copied before WriteSlotAsync returns, so it is not kept.
+    const float* data = src->data_in_queue_order();
+    model_->WriteSlotAsync(slot, data, src->pinned() ? std::move(src) : nullptr);
+  }
   uint64_t ReadAsync(int32_t slot, float* dst) override {
     return model_->ReadSlotAsync(slot, dst);
   }
@@ -48,6 +54,7 @@ class ModelAdapter final : public SlotStore, public PinnedAllocator, public Mode
                                   absl::Span<const int32_t> slots) override {
     return model_->Step(tokens, slots);
   }
+  void Idle() override { model_->FinishUploads(); }
 
  private:
   XlstmModel* const model_;

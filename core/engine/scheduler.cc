@@ -288,7 +288,10 @@ void Scheduler::Loop() {
     const bool stepped = DecodeStep();
     UpdateRunning();
     SweepIdle();
-    if (!prefilled && !stepped) signal_->Wait(absl::Seconds(1));
+    if (!prefilled && !stepped) {
+      model_->Idle();
+      signal_->Wait(absl::Seconds(1));
+    }
   }
 }
 

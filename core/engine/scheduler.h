@@ -57,6 +57,9 @@ class ModelRunner {
                                              const PrefillOptions& options) = 0;
   virtual absl::StatusOr<LogitsView> Step(absl::Span<const int32_t> tokens,
                                           absl::Span<const int32_t> slots) = 0;
+  // No forward pass is coming for now (the scheduler is about to sleep): release what waits
+  // for one, such as the sources of restores in flight (XlstmModel::FinishUploads).
+  virtual void Idle() {}
 };
 
 // Wakes the scheduler thread. Shared with stream callbacks so that a transport that outlives

@@ -166,7 +166,7 @@ void StateTiers::LoadInto(const std::string& id, uint64_t version, int32_t slot,
     pool_->Touch(id);
     restored(StateTier::kResident);
   } else if (it->second.host) {
-    slots_->Write(slot, it->second.host->data());
+    slots_->WriteAsync(slot, it->second.host);
     restored(StateTier::kHost);
   } else if (Durable(it->second) && dir_ != nullptr) {
     return StartRestore(id, version, slot, /*from_redis=*/false, std::move(wanted),

@@ -13,8 +13,9 @@
 // Thread rules: every method runs on the scheduler thread unless marked otherwise. Blocking
 // I/O (files, Redis) runs on the tiers' I/O pool; its results come back through `post` (which
 // runs a function on the scheduler thread at its next iteration), so completion callbacks
-// (`done`) always run on the scheduler thread. A state copy between a slot and host memory is
-// the only work a move does on the scheduler thread.
+// (`done`) always run on the scheduler thread. Issuing a state copy between a slot and host
+// memory is the only work a move does on the scheduler thread; on a device neither direction
+// waits for the copy there (SlotStore::ReadAsync, WriteAsync).
 #ifndef XLSTMD_CORE_ENGINE_STATE_TIERS_H_
 #define XLSTMD_CORE_ENGINE_STATE_TIERS_H_
 
@@ -68,6 +69,10 @@ class SlotStore {
   }
   // OK, or the device's error (the copy's destination then holds garbage).
   virtual absl::Status WaitCopy(uint64_t fence) { return absl::OkStatus(); }
+  // Starts a copy of `src` into `slot` and returns without waiting for it: the store keeps
+  // `src` alive until the copy has run, and ops issued later on the slot run after it.
+  // Default: a synchronous Write.
+  virtual void WriteAsync(int32_t slot, HostState src) { Write(slot, src->data()); }
   virtual void Copy(int32_t from, int32_t to) = 0;
   virtual void Reset(int32_t slot) = 0;
 };

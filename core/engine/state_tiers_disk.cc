@@ -136,7 +136,7 @@ void StateTiers::StartRestore(const std::string& id, uint64_t version, int32_t s
       if (options_.observer != nullptr) {  // metrics hook
         options_.observer->OnRestore(from_redis ? StateTier::kRedis : StateTier::kDisk, seconds);
       }
-      slots_->Write(slot, state->data());
+      slots_->WriteAsync(slot, state);
       done(absl::OkStatus());
     });
   });

@@ -131,7 +131,7 @@ absl::StatusOr<LogitsView> XlstmModel::FinishLogits() {
                          static_cast<size_t>(w.logits_done * V) * sizeof(float));
     data = w.host_logits.as<float>();
   }
-  XLSTMD_RETURN_IF_ERROR(backend_->Synchronize());
+  XLSTMD_RETURN_IF_ERROR(SyncStream());
   return LogitsView{data, w.logits_done, V};
 }
 
@@ -255,7 +255,7 @@ absl::StatusOr<LogitsView> XlstmModel::PrefillImpl(absl::Span<const PrefillSeque
     XLSTMD_RETURN_IF_ERROR(RunWindow(win, L, /*step=*/false, options.logits, spill));
     win.Clear();
     // Wait before the host mirror is rewritten (see RunWindow).
-    return backend_->Synchronize();
+    return SyncStream();
   };
   for (const PrefillSequence& s : seqs) {
     const int64_t len = static_cast<int64_t>(s.tokens.size());
@@ -309,7 +309,7 @@ absl::StatusOr<LogitsView> XlstmModel::StepImpl(absl::Span<const int32_t> tokens
   const int64_t C = ws_->capacity;
   Window win;
   for (int64_t r0 = 0; r0 < rows; r0 += C) {
-    if (r0 > 0) XLSTMD_RETURN_IF_ERROR(backend_->Synchronize());  // see RunWindow
+    if (r0 > 0) XLSTMD_RETURN_IF_ERROR(SyncStream());  // see RunWindow
     const int64_t n = std::min(C, rows - r0);
     win.Clear();
     win.ids.assign(tokens.begin() + r0, tokens.begin() + r0 + n);

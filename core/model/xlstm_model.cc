@@ -29,7 +29,10 @@ int64_t InProjRows(const ModelConfig& c) {
 XlstmModel::XlstmModel(ModelConfig config, Backend* backend)
     : config_(std::move(config)), backend_(backend), ws_(std::make_unique<Workspace>()) {}
 
-XlstmModel::~XlstmModel() = default;
+// Uploads still in flight read their sources: wait before those are released.
+XlstmModel::~XlstmModel() {
+  if (!uploads_.empty()) (void)backend_->Synchronize();
+}
 
 absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesystem::path& dir,
                                                              Backend* backend,
@@ -168,11 +171,33 @@ void XlstmModel::WriteSlot(int32_t slot, const float* host_src) {
   WaitForCopy();
 }
 
+// Restores issue their copy and go on: the forward pass that uses the slot is queued behind
+// it, and its final wait is the one that frees the source. The cap bounds the host memory a
+// burst of restores without a forward pass can hold.
+void XlstmModel::WriteSlotAsync(int32_t slot, const float* host_src,
+                                std::shared_ptr<const void> keep) {
+  constexpr size_t kMaxUploadsInFlight = 16;
+  backend_->CopyToDevice(SlotPtr(slot), host_src, layout_.bytes_per_slot());
+  if (backend_->HostVisible() || keep == nullptr) return;
+  uploads_.push_back(std::move(keep));
+  if (uploads_.size() >= kMaxUploadsInFlight) WaitForCopy();
+}
+
+void XlstmModel::FinishUploads() {
+  if (!uploads_.empty()) WaitForCopy();
+}
+
+absl::Status XlstmModel::SyncStream() {
+  absl::Status status = backend_->Synchronize();
+  uploads_.clear();  // finished, or the device is lost and copies nothing more
+  return status;
+}
+
 void XlstmModel::WaitForCopy() {
   if (backend_->HostVisible()) return;  // the copy ran before CopyTo* returned
   // A failure is the device's sticky error: the next forward pass reports it and the
   // scheduler stops serving on this device.
-  if (absl::Status s = backend_->Synchronize(); !s.ok()) {
+  if (absl::Status s = SyncStream(); !s.ok()) {
     spdlog::error("state copy on {} failed: {}", backend_->Name(), std::string(s.message()));
   }
 }

@@ -118,14 +118,24 @@ class XlstmModel {
   int32_t num_slots() const { return num_slots_; }
   void ResetSlot(int32_t slot);
   // One slot's state to or from host memory (floats_per_slot floats), complete on return
-  // whatever the memory: a pinned buffer (AllocHost) is copied in one DMA and then waited
-  // for, since the tiers hand it to other threads or reuse it at once.
+  // whatever the memory (a pinned buffer from AllocHost is copied in one DMA, then waited
+  // for). The engine's tiers use the asynchronous forms below instead.
   void ReadSlot(int32_t slot, float* host_dst);
   void WriteSlot(int32_t slot, const float* host_src);
   // ReadSlot without the wait: `host_dst` holds the state once WaitForFence(returned fence)
   // has returned (any thread); later ops on the slot run after the copy. For pinned memory
   // on a device backend; elsewhere the copy is done on return and the fence is 0.
   uint64_t ReadSlotAsync(int32_t slot, float* host_dst);
+  // WriteSlot without the wait. A source in AllocHost memory must come with `keep`, which
+  // keeps it alive: the model holds `keep` until the copy has run (the model's next wait at
+  // the end of a forward pass, or FinishUploads), so the caller may drop its references at
+  // once but must not write the source. Later ops on the slot run after the copy. A pageable
+  // source (keep may be null) is copied before the call returns, as on a host-visible
+  // backend (see Backend).
+  void WriteSlotAsync(int32_t slot, const float* host_src, std::shared_ptr<const void> keep);
+  // Waits for the uploads in flight and releases their sources: when no forward pass is
+  // coming, and before whatever those sources' deleters use goes away (the engine's pool).
+  void FinishUploads();
   absl::Status WaitForFence(uint64_t fence) { return backend_->WaitFence(fence); }
   void CopySlot(int32_t src, int32_t dst);
 
@@ -155,6 +165,9 @@ class XlstmModel {
   XlstmModel(ModelConfig config, kernels::Backend* backend);
   float* SlotPtr(int32_t slot) const;
   void WaitForCopy();  // after a state copy: see ReadSlot
+  // backend_->Synchronize(), after which the sources of earlier WriteSlotAsync calls are
+  // released: every wait on the backend goes through here.
+  absl::Status SyncStream();
   absl::Status ValidateSlots(absl::Span<const int32_t> slots) const;
   absl::Status ValidateTokens(absl::Span<const int32_t> tokens) const;
   // Sizes the buffers for a call (growing them only when nothing was reserved) and empties
@@ -209,6 +222,8 @@ class XlstmModel {
   std::vector<kernels::DeviceBuffer> vectors_;  // norm weights and biases
   std::vector<int64_t> step_buckets_;            // LoadOptions::step_buckets
   bool recording_failed_ = false;                // the backend could not record a step
+  // Sources of state uploads that may still be in flight (WriteSlotAsync).
+  std::vector<std::shared_ptr<const void>> uploads_;
 };
 
 }  // namespace xlstmd::core

@@ -254,6 +254,27 @@ class DeferredSlots : public engine_testing::FakeSlots {
     ++waits_;
     return fail_ ? absl::InternalError("cuda:0: device lost (fake)") : absl::OkStatus();
   }
+  // Writes land at Flush (the next forward pass's wait on a device); until then the fake
+  // holds the source, as the model does.
+  void WriteAsync(int32_t slot, HostState src) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writes_.emplace_back(slot, std::move(src));
+  }
+  void Flush() {
+    std::vector<std::pair<int32_t, HostState>> writes;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writes.swap(writes_);
+    }
+    for (auto& [slot, src] : writes) {  // a source still being filled waits (WaitCopy)
+      const absl::Span<const float> v = src->span();
+      std::copy(v.begin(), v.end(), at(slot).begin());
+    }
+  }
+  size_t writes_in_flight() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return writes_.size();
+  }
   void FailCopies() {
     std::lock_guard<std::mutex> lock(mu_);
     fail_ = true;
@@ -267,36 +288,60 @@ class DeferredSlots : public engine_testing::FakeSlots {
   std::mutex mu_;
   uint64_t issued_ = 0;
   std::map<uint64_t, std::pair<float*, std::vector<float>>> pending_;
+  std::vector<std::pair<int32_t, HostState>> writes_;
   int waits_ = 0;
   bool fail_ = false;
+};
+
+// One slot behind DeferredSlots, and tiers over it taking host copies from a pool (page-locked
+// by `alloc` when given).
+struct DeferredTiers {
+  explicit DeferredTiers(PinnedAllocator* alloc)
+      : fake(1, engine_testing::TinyFloats()),
+        states(fake.floats_per_slot(), alloc != nullptr ? int64_t{1} << 20 : 0, alloc),
+        slots(1),
+        index(&clock, SessionIndex::Limits{}) {
+    TierOptions options;
+    options.state_pool = &states;
+    auto made = StateTiers::Create(options, engine_testing::TinyCodec(), &fake, &slots, &index,
+                                   &clock, posts.Fn());
+    EXPECT_TRUE(made.ok()) << made.status();
+    if (made.ok()) tiers = *std::move(made);
+  }
+  ~DeferredTiers() { tiers.reset(); }  // before the pool
+  // A new session whose committed state (every float 4.25) is resident in `*slot`.
+  std::string CommitResident(int32_t* slot) {
+    const std::string id = index.Create("")->session_id;
+    *slot = tiers->TakeSlot();
+    std::fill(fake.at(*slot).begin(), fake.at(*slot).end(), 4.25f);
+    EXPECT_TRUE(index.ClaimForTurn("", id, {}).ok());
+    CommitDelta delta;
+    delta.tokens = 1;
+    index.Commit(id, delta);
+    tiers->InstallCommitted(id, *slot, 1);
+    return id;
+  }
+
+  FakeClock clock;
+  DeferredSlots fake;
+  HostStatePool states;
+  SlotPool slots;
+  SessionIndex index;
+  engine_testing::PostQueue posts;
+  std::unique_ptr<StateTiers> tiers;
 };
 
 // A spill and an export issue their slot reads without waiting; the slot is overwritten at
 // once (the next turn), and what the host tier restores and the export encodes is still the
 // committed state.
 TEST(HostStatePoolTest, TiersNeverReadAHostCopyBeforeItsSlotReadCompletes) {
-  using engine_testing::PostQueue;
-  FakeClock clock;
-  DeferredSlots fake(1, engine_testing::TinyFloats());
-  HostStatePool states(fake.floats_per_slot(), 0, nullptr);
-  SlotPool slots(1);
-  SessionIndex index(&clock, SessionIndex::Limits{});
-  PostQueue posts;
-  TierOptions options;
-  options.state_pool = &states;
-  auto made = StateTiers::Create(options, engine_testing::TinyCodec(), &fake, &slots, &index,
-                                 &clock, posts.Fn());
-  ASSERT_TRUE(made.ok()) << made.status();
-  StateTiers& tiers = **made;
-
-  const std::string id = index.Create("")->session_id;
-  int32_t slot = tiers.TakeSlot();
-  std::fill(fake.at(slot).begin(), fake.at(slot).end(), 4.25f);
-  ASSERT_TRUE(index.ClaimForTurn("", id, {}).ok());
-  CommitDelta delta;
-  delta.tokens = 1;
-  index.Commit(id, delta);
-  tiers.InstallCommitted(id, slot, 1);
+  DeferredTiers rig(nullptr);
+  ASSERT_NE(rig.tiers, nullptr);
+  StateTiers& tiers = *rig.tiers;
+  DeferredSlots& fake = rig.fake;
+  SessionIndex& index = rig.index;
+  int32_t slot;
+  const std::string id = rig.CommitResident(&slot);
 
   // Export while resident: the capture is in flight when the slot changes.
   // Export answers on an I/O thread.
@@ -321,7 +366,9 @@ TEST(HostStatePoolTest, TiersNeverReadAHostCopyBeforeItsSlotReadCompletes) {
                    EXPECT_TRUE(s.ok()) << s;
                    loaded = true;
                  });
-  ASSERT_TRUE(posts.RunUntil([&] { return loaded && exported_done; }));
+  ASSERT_TRUE(rig.posts.RunUntil([&] { return loaded && exported_done; }));
+  EXPECT_EQ(fake.writes_in_flight(), 1u);  // the restore did not wait for its copy
+  fake.Flush();
   EXPECT_EQ(fake.at(slot)[0], 4.25f);
   EXPECT_EQ(fake.at(slot).back(), 4.25f);
 
@@ -341,8 +388,43 @@ TEST(HostStatePoolTest, TiersNeverReadAHostCopyBeforeItsSlotReadCompletes) {
     EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInternal) << bytes.status();
     failed_done = true;
   });
-  ASSERT_TRUE(posts.RunUntil([&] { return failed_done.load(); }));
-  made->reset();
+  ASSERT_TRUE(rig.posts.RunUntil([&] { return failed_done.load(); }));
+}
+
+// A restore from host RAM issues its copy and goes on; the host copy the tiers then drop
+// (the turn committed) stays with the copy until it has run, and the pool does not hand its
+// buffer to anyone else meanwhile.
+TEST(HostStatePoolTest, TiersRestoreWithoutWaitingAndTheSourceOutlivesTheirCopy) {
+  FakePinned alloc;
+  DeferredTiers rig(&alloc);
+  ASSERT_NE(rig.tiers, nullptr);
+  StateTiers& tiers = *rig.tiers;
+  DeferredSlots& fake = rig.fake;
+  HostStatePool& states = rig.states;
+  int32_t slot;
+  const std::string id = rig.CommitResident(&slot);
+  slot = tiers.TakeSlot();  // spilled to a pinned host buffer
+  ASSERT_GE(slot, 0);
+  std::fill(fake.at(slot).begin(), fake.at(slot).end(), 9.0f);
+  bool loaded = false;
+  tiers.LoadInto(id, 1, slot, [] { return true; }, [&](absl::Status s) {
+    EXPECT_TRUE(s.ok()) << s;
+    loaded = true;
+  });
+  ASSERT_TRUE(rig.posts.RunUntil([&] { return loaded; }));
+  EXPECT_EQ(fake.writes_in_flight(), 1u);
+  EXPECT_EQ(fake.at(slot)[0], 9.0f);  // not copied yet: nothing waited
+
+  tiers.InstallCommitted(id, slot, 1);  // the tiers drop their host copy
+  EXPECT_EQ(tiers.Stats().host_sessions, 0);
+  EXPECT_EQ(states.Stats().pinned_in_use, 1);  // still the copy's source
+  MutableHostState other = states.Acquire(/*zero=*/true);
+  EXPECT_EQ(states.Stats().pinned_in_use, 2);  // a fresh buffer, not the source
+  fake.Flush();
+  EXPECT_EQ(fake.at(slot)[0], 4.25f);
+  EXPECT_EQ(fake.at(slot).back(), 4.25f);
+  EXPECT_EQ(states.Stats().pinned_in_use, 1);
+  other.reset();
 }
 
 // The tiers take every host copy from the pool they are given: a spilled state lands in a

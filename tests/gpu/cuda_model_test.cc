@@ -194,6 +194,19 @@ TEST_P(CudaModelTest, PinnedStateCopiesEqualPageableOnes) {
   waiter.join();
   ASSERT_TRUE(waited.ok()) << waited;
   EXPECT_EQ(std::memcmp(host, pageable.data(), floats * sizeof(float)), 0);
+
+  // An asynchronous write (the tiers' restores) is ordered before the step that uses the
+  // slot, and its source is kept alive by the model until that step's wait: the caller's
+  // reference is gone at once.
+  auto source = std::make_shared<kernels::HostBuffer>(*std::move(pinned));
+  std::weak_ptr<kernels::HostBuffer> watch = source;
+  gm->ReadSlot(0, source->as<float>());
+  float* src = source->as<float>();
+  gm->WriteSlotAsync(1, src, std::move(source));
+  EXPECT_FALSE(watch.expired());  // held by the model until its next wait
+  ASSERT_TRUE(gm->Step(tokens, slots, &both).ok());
+  EXPECT_TRUE(watch.expired());
+  EXPECT_EQ(std::memcmp(both.data(), both.data() + vocab, vocab * sizeof(float)), 0);
 }
 
 // --cuda-math bf16 (NX-AI's numerics) on the bf16 golden model: prefill and step logits
