@@ -7,6 +7,9 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
 #include <fstream>
 #include <random>
 #include <condition_variable>
@@ -33,14 +36,19 @@ struct Harness {
   std::unique_ptr<Engine> engine;
 };
 
-inline Harness MakeEngine(EngineOptions options = {}) {
+// `backend`: the backend to serve on (default: a CPU backend with 2 threads).
+inline Harness MakeEngine(EngineOptions options = {},
+                          std::unique_ptr<kernels::Backend> backend = nullptr) {
   Harness h;
   const auto dir = testing::GoldenDir("xlstm-large-a1");
-  kernels::BackendOptions bopts;
-  bopts.threads = 2;
-  auto backend = kernels::CreateBackend("cpu", bopts);
-  EXPECT_TRUE(backend.ok()) << backend.status();
-  h.backend = std::move(*backend);
+  if (backend == nullptr) {
+    kernels::BackendOptions bopts;
+    bopts.threads = 2;
+    auto cpu = kernels::CreateBackend("cpu", bopts);
+    EXPECT_TRUE(cpu.ok()) << cpu.status();
+    backend = std::move(*cpu);
+  }
+  h.backend = std::move(backend);
   auto model = XlstmModel::Load(dir, h.backend.get());
   EXPECT_TRUE(model.ok()) << model.status();
   auto tok = LoadModelTokenizer(dir);
@@ -144,6 +152,24 @@ inline TurnResult RunTurn(Engine& e, TurnRequest req, bool cancel = false) {
   return c.Drain(**stream, cancel);
 }
 
+
+// Runs `rounds` rounds of one turn per session on `e` and on the reference engine `ref` alike
+// (session i of round r feeds {i + 3, r + 1}) and expects the same tokens from both; `after`
+// runs after each pair of turns.
+inline void RunRoundsLikeReference(Engine& e, const std::vector<std::string>& ids, Engine& ref,
+                                   const std::vector<std::string>& ref_ids, int rounds,
+                                   const std::function<void()>& after = {}) {
+  for (int round = 0; round < rounds; ++round) {
+    for (int i = 0; i < static_cast<int>(ids.size()); ++i) {
+      TurnResult a = RunTurn(e, Tokens(ids[i], {i + 3, round + 1}, 4));
+      TurnResult b = RunTurn(ref, Tokens(ref_ids[i], {i + 3, round + 1}, 4));
+      ASSERT_TRUE(a.status.ok()) << a.status;
+      ASSERT_TRUE(b.status.ok()) << b.status;
+      EXPECT_EQ(a.tokens, b.tokens) << "round " << round << " session " << i;
+      if (after) after();
+    }
+  }
+}
 
 inline std::filesystem::path FreshDir(const std::string& name) {
   const auto dir = std::filesystem::temp_directory_path() /

@@ -102,16 +102,9 @@ TEST(EngineTiersTest, HostBudgetSpillsToDiskAndRestores) {
     ids.push_back(NewSession(*h.engine).session_id);
     ref_ids.push_back(NewSession(*probe.engine).session_id);
   }
-  for (int round = 0; round < 3; ++round) {
-    for (int i = 0; i < 5; ++i) {
-      TurnResult a = RunTurn(*h.engine, Tokens(ids[i], {i + 3, round + 1}, 4));
-      TurnResult b = RunTurn(*probe.engine, Tokens(ref_ids[i], {i + 3, round + 1}, 4));
-      ASSERT_TRUE(a.status.ok()) << a.status;
-      ASSERT_TRUE(b.status.ok()) << b.status;
-      EXPECT_EQ(a.tokens, b.tokens) << "round " << round << " session " << i;
-      EXPECT_LE(h.engine->stats().host_state_bytes, state_bytes);
-    }
-  }
+  RunRoundsLikeReference(*h.engine, ids, *probe.engine, ref_ids, 3, [&] {
+    EXPECT_LE(h.engine->stats().host_state_bytes, state_bytes);
+  });
   EXPECT_GT(h.engine->stats().restores_from_disk, 0);
   // A fork of a session whose state is only on disk.
   auto f = Fork(*h.engine, ids[0]);
@@ -331,16 +324,9 @@ TEST(EngineRedisTest, IdleStatesSpillToRedisAndRestoreExactly) {
     ref_ids.push_back(NewSession(*probe.engine, "", system).session_id);
   }
   EXPECT_EQ(h.engine->stats().redis_writes, 5) << "every create is stored before its ack";
-  for (int round = 0; round < 3; ++round) {
-    for (int i = 0; i < 5; ++i) {
-      TurnResult a = RunTurn(*h.engine, Tokens(ids[i], {i + 3, round + 1}, 4));
-      TurnResult b = RunTurn(*probe.engine, Tokens(ref_ids[i], {i + 3, round + 1}, 4));
-      ASSERT_TRUE(a.status.ok()) << a.status;
-      ASSERT_TRUE(b.status.ok()) << b.status;
-      EXPECT_EQ(a.tokens, b.tokens) << "round " << round << " session " << i;
-      EXPECT_LE(h.engine->stats().host_state_bytes, state_bytes);
-    }
-  }
+  RunRoundsLikeReference(*h.engine, ids, *probe.engine, ref_ids, 3, [&] {
+    EXPECT_LE(h.engine->stats().host_state_bytes, state_bytes);
+  });
   const EngineStats st = h.engine->stats();
   EXPECT_GT(st.restores_from_redis, 0);
   EXPECT_EQ(st.redis_writes, 5 + 15);

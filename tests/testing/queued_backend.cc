@@ -1,0 +1,226 @@
+#include "tests/testing/queued_backend.h"
+
+#include <cstring>
+#include <string_view>
+#include <utility>
+
+#include "kernels/backend_registry.h"
+
+namespace xlstmd::testing {
+namespace {
+
+size_t Checksum(const void* p, size_t bytes) {
+  return std::hash<std::string_view>()(std::string_view(static_cast<const char*>(p), bytes));
+}
+
+bool Overlaps(const char* a, size_t an, const char* b, size_t bn) {
+  return a < b + bn && b < a + an;
+}
+
+}  // namespace
+
+QueuedBackend::QueuedBackend(std::unique_ptr<kernels::Backend> inner) : inner_(std::move(inner)) {}
+
+QueuedBackend::~QueuedBackend() { RunQueue(); }
+
+std::unique_ptr<QueuedBackend> QueuedBackend::OverCpu(int threads) {
+  kernels::BackendOptions options;
+  options.threads = threads;
+  absl::StatusOr<std::unique_ptr<kernels::Backend>> cpu = kernels::CreateBackend("cpu", options);
+  if (!cpu.ok()) return nullptr;
+  return std::make_unique<QueuedBackend>(*std::move(cpu));
+}
+
+int64_t QueuedBackend::violations() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return violations_;
+}
+
+int64_t QueuedBackend::waits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return waits_;
+}
+
+size_t QueuedBackend::queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size();
+}
+
+void QueuedBackend::Enqueue(Op op) {
+  std::lock_guard<std::mutex> lock(mu_);
+  queue_.push_back(std::move(op));
+}
+
+// Ops queued while another thread runs the queue wait for it (run_mu_), then run in order.
+void QueuedBackend::RunQueue() {
+  std::lock_guard<std::mutex> run(run_mu_);
+  for (;;) {
+    std::vector<Op> ops;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ops.swap(queue_);
+    }
+    if (ops.empty()) return;
+    for (Op& op : ops) op.run();
+  }
+}
+
+bool QueuedBackend::IsPinned(const void* p) const {
+  const char* c = static_cast<const char*>(p);
+  auto it = pinned_.upper_bound(c);
+  if (it == pinned_.begin()) return false;
+  --it;
+  return c < it->first + it->second;
+}
+
+bool QueuedBackend::QueuedUses(const void* p, size_t bytes, bool writes) const {
+  for (const Op& op : queue_) {
+    if (op.host != nullptr && (op.writes_host || !writes) &&
+        Overlaps(op.host, op.bytes, static_cast<const char*>(p), bytes)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void QueuedBackend::Free(void* p) {
+  RunQueue();  // as cudaFree, which waits for the device
+  inner_->Free(p);
+}
+
+absl::StatusOr<void*> QueuedBackend::AllocHost(size_t bytes) {
+  absl::StatusOr<void*> p = inner_->AllocHost(bytes);
+  if (p.ok() && *p != nullptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pinned_[static_cast<const char*>(*p)] = bytes;
+  }
+  return p;
+}
+
+void QueuedBackend::FreeHost(void* p) {
+  if (p == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pinned_.find(static_cast<const char*>(p));
+    if (it != pinned_.end()) {
+      if (QueuedUses(p, it->second, /*writes=*/false)) ++violations_;
+      pinned_.erase(it);
+    }
+  }
+  RunQueue();
+  inner_->FreeHost(p);
+}
+
+void QueuedBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!IsPinned(src)) {
+    lock.unlock();
+    RunQueue();  // a pageable copy completes before it returns
+    inner_->CopyToDevice(dst, src, bytes);
+    return;
+  }
+  // A source that a queued op still writes (a read of a slot into it) is legitimately filled
+  // later, in order; any other change before the copy runs is the caller's.
+  const bool check = !QueuedUses(src, bytes, /*writes=*/true);
+  const size_t sum = check ? Checksum(src, bytes) : 0;
+  queue_.push_back(Op{[this, dst, src, bytes, check, sum] {
+                        if (check && Checksum(src, bytes) != sum) {
+                          std::lock_guard<std::mutex> l(mu_);
+                          ++violations_;
+                        }
+                        inner_->CopyToDevice(dst, src, bytes);
+                      },
+                      static_cast<const char*>(src), bytes, false});
+}
+
+void QueuedBackend::CopyToHost(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!IsPinned(dst)) {
+    lock.unlock();
+    RunQueue();
+    inner_->CopyToHost(dst, src, bytes);
+    return;
+  }
+  std::memset(dst, 0xff, bytes);  // what a read before the wait sees
+  queue_.push_back(Op{[this, dst, src, bytes] { inner_->CopyToHost(dst, src, bytes); },
+                      static_cast<const char*>(dst), bytes, true});
+}
+
+void QueuedBackend::CopyDeviceToDevice(void* dst, const void* src, size_t bytes) {
+  Enqueue(Op{[this, dst, src, bytes] { inner_->CopyDeviceToDevice(dst, src, bytes); }});
+}
+
+void QueuedBackend::Memset0(void* dst, size_t bytes) {
+  Enqueue(Op{[this, dst, bytes] { inner_->Memset0(dst, bytes); }});
+}
+
+void QueuedBackend::FreeMatrix(kernels::WeightMatrix* w) {
+  RunQueue();
+  inner_->FreeMatrix(w);
+}
+
+absl::Status QueuedBackend::ReserveMatMul(int64_t rows) {
+  RunQueue();  // queued MatMuls may use the scratch this replaces
+  return inner_->ReserveMatMul(rows);
+}
+
+void QueuedBackend::MatMul(const kernels::MatMulParams& p) {
+  Enqueue(Op{[this, p] { inner_->MatMul(p); }});
+}
+void QueuedBackend::RmsNorm(const kernels::RmsNormParams& p) {
+  Enqueue(Op{[this, p] { inner_->RmsNorm(p); }});
+}
+void QueuedBackend::Embed(const kernels::EmbedParams& p) {
+  Enqueue(Op{[this, p] { inner_->Embed(p); }});
+}
+void QueuedBackend::BiasSoftCap(const kernels::BiasSoftCapParams& p) {
+  Enqueue(Op{[this, p] { inner_->BiasSoftCap(p); }});
+}
+void QueuedBackend::SwiGlu(const kernels::SwiGluParams& p) {
+  Enqueue(Op{[this, p] { inner_->SwiGlu(p); }});
+}
+void QueuedBackend::HeadNormGate(const kernels::HeadNormGateParams& p) {
+  Enqueue(Op{[this, p] { inner_->HeadNormGate(p); }});
+}
+void QueuedBackend::MlstmStep(const kernels::MlstmStepParams& p) {
+  Enqueue(Op{[this, p] { inner_->MlstmStep(p); }});
+}
+void QueuedBackend::MlstmChunkwise(const kernels::MlstmChunkParams& p) {
+  Enqueue(Op{[this, p] { inner_->MlstmChunkwise(p); }});
+}
+void QueuedBackend::GatherRows(const kernels::GatherRowsParams& p) {
+  Enqueue(Op{[this, p] { inner_->GatherRows(p); }});
+}
+void QueuedBackend::Headwise(const kernels::HeadwiseParams& p) {
+  Enqueue(Op{[this, p] { inner_->Headwise(p); }});
+}
+void QueuedBackend::CausalConv(const kernels::CausalConvParams& p) {
+  Enqueue(Op{[this, p] { inner_->CausalConv(p); }});
+}
+void QueuedBackend::SlstmSequence(const kernels::SlstmParams& p) {
+  Enqueue(Op{[this, p] { inner_->SlstmSequence(p); }});
+}
+
+absl::Status QueuedBackend::Synchronize() {
+  RunQueue();
+  std::lock_guard<std::mutex> lock(mu_);
+  ++waits_;
+  return absl::OkStatus();
+}
+
+uint64_t QueuedBackend::RecordFence() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ++fences_;
+}
+
+// Runs everything queued, which includes all the fence covers.
+absl::Status QueuedBackend::WaitFence(uint64_t) {
+  RunQueue();
+  std::lock_guard<std::mutex> lock(mu_);
+  ++waits_;
+  return absl::OkStatus();
+}
+
+}  // namespace xlstmd::testing
