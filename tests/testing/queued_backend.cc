@@ -51,17 +51,22 @@ void QueuedBackend::Enqueue(Op op) {
   queue_.push_back(std::move(op));
 }
 
-// Ops queued while another thread runs the queue wait for it (run_mu_), then run in order.
+// One thread runs the queue at a time (run_mu_), an op at a time and in order. The op being
+// run stays visible to QueuedUses, so an op issued meanwhile on another thread knows its
+// host memory is still being copied.
 void QueuedBackend::RunQueue() {
   std::lock_guard<std::mutex> run(run_mu_);
   for (;;) {
-    std::vector<Op> ops;
+    std::function<void()> fn;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ops.swap(queue_);
+      running_ = Op{};
+      if (queue_.empty()) return;
+      running_ = std::move(queue_.front());
+      queue_.pop_front();
+      fn = std::move(running_.run);
     }
-    if (ops.empty()) return;
-    for (Op& op : ops) op.run();
+    fn();
   }
 }
 
@@ -74,11 +79,13 @@ bool QueuedBackend::IsPinned(const void* p) const {
 }
 
 bool QueuedBackend::QueuedUses(const void* p, size_t bytes, bool writes) const {
+  auto uses = [&](const Op& op) {
+    return op.host != nullptr && (op.writes_host || !writes) &&
+           Overlaps(op.host, op.bytes, static_cast<const char*>(p), bytes);
+  };
+  if (uses(running_)) return true;
   for (const Op& op : queue_) {
-    if (op.host != nullptr && (op.writes_host || !writes) &&
-        Overlaps(op.host, op.bytes, static_cast<const char*>(p), bytes)) {
-      return true;
-    }
+    if (uses(op)) return true;
   }
   return false;
 }

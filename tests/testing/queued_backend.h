@@ -18,11 +18,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include "kernels/backend.h"
 
@@ -118,13 +118,15 @@ class QueuedBackend final : public kernels::Backend {
   void Enqueue(Op op);
   void RunQueue();
   bool IsPinned(const void* p) const;  // mu_ held
-  // Whether a queued op touches [p, p + bytes) of host memory (writing it, if `writes`).
+  // Whether a queued or running op touches [p, p + bytes) of host memory (writing it, if
+  // `writes`).
   bool QueuedUses(const void* p, size_t bytes, bool writes) const;  // mu_ held
 
   std::unique_ptr<kernels::Backend> inner_;
   std::mutex run_mu_;  // one thread runs the queue at a time; held across the ops
   mutable std::mutex mu_;
-  std::vector<Op> queue_;
+  std::deque<Op> queue_;
+  Op running_;  // the op being run, taken off queue_ (its run function emptied)
   std::map<const char*, size_t> pinned_;  // AllocHost blocks by start
   uint64_t fences_ = 0;
   int64_t violations_ = 0;
