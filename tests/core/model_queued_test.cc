@@ -156,6 +156,41 @@ TEST_P(ModelQueuedTest, UploadsInFlightAreBounded) {
   EXPECT_EQ(ReadState(*qm, 0)[0], 0.5f);
 }
 
+// With recordings (CUDA graphs' semantics: the CUDA backend's decode buckets, padding rows
+// of slot -1, ops kept with their parameters and queued again on replay): decode steps of
+// several batch sizes equal eager CPU steps bit for bit, each bucket is recorded once and
+// replayed after, and reallocating the slots drops the recordings.
+TEST_P(ModelQueuedTest, RecordedDecodeStepsEqualEagerOnes) {
+  auto recorder = QueuedBackend::OverCpu(2, /*capture=*/true);
+  ASSERT_NE(recorder, nullptr);
+  ASSERT_GT(recorder->StepBucket(3), 3);  // padded
+  {
+    auto cm = Load(cpu_.get(), 6);
+    auto rm = Load(recorder.get(), 6);
+    ASSERT_TRUE(cm && rm);
+    const int32_t tokens[6] = {3, 5, 7, 11, 13, 2}, slots[6] = {4, 0, 5, 2, 1, 3};
+    int steps = 0;
+    for (int rows : {3, 1, 3, 6, 1, 3, 6}) {
+      auto vc = cm->Step({tokens, static_cast<size_t>(rows)}, {slots, static_cast<size_t>(rows)});
+      auto vr = rm->Step({tokens, static_cast<size_t>(rows)}, {slots, static_cast<size_t>(rows)});
+      ASSERT_TRUE(vc.ok() && vr.ok()) << vc.status() << " " << vr.status();
+      ASSERT_EQ(vc->rows, rows);
+      ASSERT_EQ(vr->rows, rows);
+      EXPECT_EQ(std::memcmp(vc->data, vr->data, rows * vc->vocab * sizeof(float)), 0) << rows;
+      ++steps;
+    }
+    for (int32_t s = 0; s < 6; ++s) EXPECT_EQ(ReadState(*cm, s), ReadState(*rm, s)) << s;
+    const int64_t captures = recorder->captures();
+    EXPECT_GE(captures, 2);  // 1, 3 and 6 rows: two or three buckets
+    EXPECT_EQ(captures + recorder->replays(), steps);
+
+    ASSERT_TRUE(rm->AllocateSlots(6).ok());  // the recordings point into the old arena
+    ASSERT_TRUE(rm->Step({tokens, 3}, {slots, 3}).ok());
+    EXPECT_EQ(recorder->captures(), captures + 1);
+  }
+  EXPECT_EQ(recorder->violations(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Goldens, ModelQueuedTest,
                          ::testing::Values("xlstm-large-a1", "xlstm-paper-b1"),
                          [](const auto& info) {

@@ -19,7 +19,10 @@ namespace {
 using namespace engine_testing;  // NOLINT: the fixtures are the test vocabulary
 using testing::QueuedBackend;
 
-TEST(EngineQueuedTest, TierMovesOnADeviceLikeBackendMatchTheCpuEngine) {
+// Run without and with decode recordings (QueuedBackend's CUDA-graph semantics).
+class EngineQueuedTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(EngineQueuedTest, TierMovesOnADeviceLikeBackendMatchTheCpuEngine) {
   const auto dir = FreshDir("queued");
   Harness probe = MakeEngine();
   const int64_t state_bytes = static_cast<int64_t>(probe.engine->model().state_bytes_per_session());
@@ -28,7 +31,7 @@ TEST(EngineQueuedTest, TierMovesOnADeviceLikeBackendMatchTheCpuEngine) {
   opts.resident_slots = 2;
   opts.max_batch = 2;
   opts.host_state_bytes = 2 * state_bytes;  // some idle states in RAM, the rest on disk
-  std::unique_ptr<QueuedBackend> queued = QueuedBackend::OverCpu(2);
+  std::unique_ptr<QueuedBackend> queued = QueuedBackend::OverCpu(2, /*capture=*/GetParam());
   ASSERT_NE(queued, nullptr);
   QueuedBackend* device = queued.get();
   Harness h = MakeEngine(opts, std::move(queued));
@@ -50,6 +53,9 @@ TEST(EngineQueuedTest, TierMovesOnADeviceLikeBackendMatchTheCpuEngine) {
   EXPECT_EQ(RunTurn(*h.engine, Tokens(forked->session_id, {6}, 4)).tokens, ref0.tokens);
   EXPECT_EQ(RunTurn(*h.engine, Tokens(ids[0], {6}, 4)).tokens, ref0.tokens);
 
+  if (GetParam()) {
+    EXPECT_GT(device->replays(), 0);
+  }
   h.engine.reset();
   EXPECT_EQ(device->violations(), 0);
   std::filesystem::remove_all(dir);
@@ -58,13 +64,13 @@ TEST(EngineQueuedTest, TierMovesOnADeviceLikeBackendMatchTheCpuEngine) {
 // One slot and RAM only: every turn spills the other session's state into a pinned buffer
 // with its copy still queued; commit captures for rewind checkpoints, exports and forks of
 // resident and spilled states, all against the CPU engine.
-TEST(EngineQueuedTest, CapturesExportsRewindsAndForksMatchTheCpuEngine) {
+TEST_P(EngineQueuedTest, CapturesExportsRewindsAndForksMatchTheCpuEngine) {
   EngineOptions opts;
   opts.resident_slots = 1;
   opts.max_batch = 1;
   opts.keep_turn_checkpoints = 1;
   Harness probe = MakeEngine(opts);
-  std::unique_ptr<QueuedBackend> queued = QueuedBackend::OverCpu(2);
+  std::unique_ptr<QueuedBackend> queued = QueuedBackend::OverCpu(2, /*capture=*/GetParam());
   ASSERT_NE(queued, nullptr);
   QueuedBackend* device = queued.get();
   Harness h = MakeEngine(opts, std::move(queued));
@@ -113,9 +119,15 @@ TEST(EngineQueuedTest, CapturesExportsRewindsAndForksMatchTheCpuEngine) {
     EXPECT_EQ(RunTurn(*h.engine, Tokens(ids[4 + i], {7}, 4)).tokens, next[i]) << i;
     both(i, {7});
   }
+  if (GetParam()) {
+    EXPECT_GT(device->replays(), 0);
+  }
   h.engine.reset();
   EXPECT_EQ(device->violations(), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Recording, EngineQueuedTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Recorded" : "Eager"; });
 
 }  // namespace
 }  // namespace xlstmd::core

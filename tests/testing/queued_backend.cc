@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "kernels/backend_registry.h"
+#include "kernels/cuda/launch_plan.h"
 
 namespace xlstmd::testing {
 namespace {
@@ -19,16 +20,17 @@ bool Overlaps(const char* a, size_t an, const char* b, size_t bn) {
 
 }  // namespace
 
-QueuedBackend::QueuedBackend(std::unique_ptr<kernels::Backend> inner) : inner_(std::move(inner)) {}
+QueuedBackend::QueuedBackend(std::unique_ptr<kernels::Backend> inner, bool capture)
+    : inner_(std::move(inner)), capture_(capture) {}
 
 QueuedBackend::~QueuedBackend() { RunQueue(); }
 
-std::unique_ptr<QueuedBackend> QueuedBackend::OverCpu(int threads) {
+std::unique_ptr<QueuedBackend> QueuedBackend::OverCpu(int threads, bool capture) {
   kernels::BackendOptions options;
   options.threads = threads;
   absl::StatusOr<std::unique_ptr<kernels::Backend>> cpu = kernels::CreateBackend("cpu", options);
   if (!cpu.ok()) return nullptr;
-  return std::make_unique<QueuedBackend>(*std::move(cpu));
+  return std::make_unique<QueuedBackend>(*std::move(cpu), capture);
 }
 
 int64_t QueuedBackend::violations() const {
@@ -46,9 +48,27 @@ size_t QueuedBackend::queued() const {
   return queue_.size();
 }
 
+int64_t QueuedBackend::captures() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return captures_;
+}
+
+int64_t QueuedBackend::replays() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return replays_;
+}
+
 void QueuedBackend::Enqueue(Op op) {
   std::lock_guard<std::mutex> lock(mu_);
-  queue_.push_back(std::move(op));
+  if (capturing_) {
+    recording_.push_back(std::move(op));
+  } else {
+    queue_.push_back(std::move(op));
+  }
+}
+
+void QueuedBackend::NotWhileCapturing() {
+  if (capturing_) ++violations_;
 }
 
 // One thread runs the queue at a time (run_mu_), an op at a time and in order. The op being
@@ -121,6 +141,7 @@ void QueuedBackend::FreeHost(void* p) {
 void QueuedBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   std::unique_lock<std::mutex> lock(mu_);
+  NotWhileCapturing();
   if (!IsPinned(src)) {
     lock.unlock();
     RunQueue();  // a pageable copy completes before it returns
@@ -144,6 +165,7 @@ void QueuedBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
 void QueuedBackend::CopyToHost(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   std::unique_lock<std::mutex> lock(mu_);
+  NotWhileCapturing();
   if (!IsPinned(dst)) {
     lock.unlock();
     RunQueue();
@@ -211,6 +233,10 @@ void QueuedBackend::SlstmSequence(const kernels::SlstmParams& p) {
 }
 
 absl::Status QueuedBackend::Synchronize() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    NotWhileCapturing();
+  }
   RunQueue();
   std::lock_guard<std::mutex> lock(mu_);
   ++waits_;
@@ -219,6 +245,7 @@ absl::Status QueuedBackend::Synchronize() {
 
 uint64_t QueuedBackend::RecordFence() {
   std::lock_guard<std::mutex> lock(mu_);
+  NotWhileCapturing();
   return ++fences_;
 }
 
@@ -228,6 +255,51 @@ absl::Status QueuedBackend::WaitFence(uint64_t) {
   std::lock_guard<std::mutex> lock(mu_);
   ++waits_;
   return absl::OkStatus();
+}
+
+int64_t QueuedBackend::StepBucket(int64_t batch) const {
+  return capture_ ? kernels::cuda::DecodeBucket(batch) : 0;
+}
+
+void QueuedBackend::BeginCapture() {
+  std::lock_guard<std::mutex> lock(mu_);
+  NotWhileCapturing();
+  capturing_ = true;
+  recording_.clear();
+}
+
+// Keeps the recording and runs it once, as cudaGraphInstantiate + launch.
+absl::Status QueuedBackend::EndCapture(int64_t key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!capturing_) return absl::FailedPreconditionError("EndCapture without BeginCapture");
+  capturing_ = false;
+  queue_.insert(queue_.end(), recording_.begin(), recording_.end());
+  graphs_[key] = std::move(recording_);
+  recording_.clear();
+  ++captures_;
+  return absl::OkStatus();
+}
+
+void QueuedBackend::AbortCapture() {
+  std::lock_guard<std::mutex> lock(mu_);
+  capturing_ = false;
+  recording_.clear();
+}
+
+bool QueuedBackend::Replay(int64_t key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  NotWhileCapturing();
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) return false;
+  queue_.insert(queue_.end(), it->second.begin(), it->second.end());
+  ++replays_;
+  return true;
+}
+
+void QueuedBackend::DropCaptures() {
+  RunQueue();  // as the CUDA backend: a recording may still be running
+  std::lock_guard<std::mutex> lock(mu_);
+  graphs_.clear();
 }
 
 }  // namespace xlstmd::testing

@@ -12,6 +12,9 @@
 //   changed in between is counted as a violation;
 // - freeing pinned memory that a queued copy still uses is counted as a violation (the queue
 //   is then run first, so the test itself stays well defined).
+// With `capture`, it also records op sequences as CUDA graphs do (SupportsCapture, the CUDA
+// backend's decode buckets with padding rows): a recording keeps its ops' parameters, Replay
+// queues them again, and a copy, fence or wait issued while recording is a violation.
 // Results are otherwise those of the wrapped backend, bit for bit.
 #ifndef XLSTMD_TESTS_TESTING_QUEUED_BACKEND_H_
 #define XLSTMD_TESTS_TESTING_QUEUED_BACKEND_H_
@@ -23,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "kernels/backend.h"
 
@@ -30,17 +34,20 @@ namespace xlstmd::testing {
 
 class QueuedBackend final : public kernels::Backend {
  public:
-  explicit QueuedBackend(std::unique_ptr<kernels::Backend> inner);
+  explicit QueuedBackend(std::unique_ptr<kernels::Backend> inner, bool capture = false);
   ~QueuedBackend() override;
 
   // A QueuedBackend over a CPU backend with `threads` threads and bf16 weights.
-  static std::unique_ptr<QueuedBackend> OverCpu(int threads = 2);
+  static std::unique_ptr<QueuedBackend> OverCpu(int threads = 2, bool capture = false);
 
   // Contract breaks seen so far (see above), and how often the host waited.
   int64_t violations() const;
   int64_t waits() const;
   // Ops issued and not yet run.
   size_t queued() const;
+  // Recordings made and replayed so far.
+  int64_t captures() const;
+  int64_t replays() const;
 
   std::string Name() const override { return "queued-" + inner_->Name(); }
   std::string Isa() const override { return inner_->Isa(); }
@@ -108,6 +115,14 @@ class QueuedBackend final : public kernels::Backend {
   uint64_t RecordFence() override;
   absl::Status WaitFence(uint64_t fence) override;
 
+  bool SupportsCapture() const override { return capture_; }
+  int64_t StepBucket(int64_t batch) const override;
+  void BeginCapture() override;
+  absl::Status EndCapture(int64_t key) override;
+  void AbortCapture() override;
+  bool Replay(int64_t key) override;
+  void DropCaptures() override;
+
  private:
   struct Op {
     std::function<void()> run;
@@ -115,19 +130,26 @@ class QueuedBackend final : public kernels::Backend {
     size_t bytes = 0;
     bool writes_host = false;
   };
-  void Enqueue(Op op);
+  void Enqueue(Op op);  // or records it, while capturing
   void RunQueue();
+  void NotWhileCapturing();  // mu_ held: counts a violation while capturing
   bool IsPinned(const void* p) const;  // mu_ held
   // Whether a queued or running op touches [p, p + bytes) of host memory (writing it, if
   // `writes`).
   bool QueuedUses(const void* p, size_t bytes, bool writes) const;  // mu_ held
 
   std::unique_ptr<kernels::Backend> inner_;
+  const bool capture_;
   std::mutex run_mu_;  // one thread runs the queue at a time; held across the ops
   mutable std::mutex mu_;
   std::deque<Op> queue_;
   Op running_;  // the op being run, taken off queue_ (its run function emptied)
   std::map<const char*, size_t> pinned_;  // AllocHost blocks by start
+  bool capturing_ = false;
+  std::vector<Op> recording_;
+  std::map<int64_t, std::vector<Op>> graphs_;
+  int64_t captures_ = 0;
+  int64_t replays_ = 0;
   uint64_t fences_ = 0;
   int64_t violations_ = 0;
   int64_t waits_ = 0;
