@@ -126,6 +126,48 @@ TEST_P(EngineQueuedTest, CapturesExportsRewindsAndForksMatchTheCpuEngine) {
   EXPECT_EQ(device->violations(), 0);
 }
 
+// The device fails while serving (a sticky error, as cudaErrorIllegalAddress): the turn then
+// running fails UNAVAILABLE naming the error and rolls back, the engine admits nothing more
+// and says so, and the turns committed before are on disk (sync durability), so a replica
+// started on the same state directory continues exactly where the failed one stopped.
+TEST_P(EngineQueuedTest, ADeviceFailureLosesNoCommittedTurn) {
+  const auto dir = FreshDir("queued_fail");
+  EngineOptions opts;
+  opts.state_dir = dir.string();
+  opts.durability = EngineOptions::Durability::kSync;
+  Harness ref = MakeEngine();
+  const std::string ref_id = NewSession(*ref.engine).session_id;
+  std::string id;
+  {
+    std::unique_ptr<QueuedBackend> queued = QueuedBackend::OverCpu(2, /*capture=*/GetParam());
+    ASSERT_NE(queued, nullptr);
+    QueuedBackend* device = queued.get();
+    Harness h = MakeEngine(opts, std::move(queued));
+    id = NewSession(*h.engine).session_id;
+    TurnResult first = RunTurn(*h.engine, Tokens(id, {4, 5, 6}, 4));
+    ASSERT_TRUE(first.status.ok()) << first.status;
+    EXPECT_EQ(first.tokens, RunTurn(*ref.engine, Tokens(ref_id, {4, 5, 6}, 4)).tokens);
+
+    device->FailDevice("cudaErrorIllegalAddress (injected)");
+    TurnResult failed = RunTurn(*h.engine, Tokens(id, {7, 8}, 4));
+    EXPECT_EQ(failed.status.code(), absl::StatusCode::kUnavailable) << failed.status;
+    EXPECT_NE(failed.status.message().find("injected"), std::string::npos) << failed.status;
+    EXPECT_TRUE(h.engine->stats().device_failed);
+    EXPECT_EQ(h.engine->GetSession("", id)->version, 1u);  // rolled back
+    EXPECT_EQ(RunTurn(*h.engine, Tokens(id, {7, 8}, 4)).status.code(),
+              absl::StatusCode::kUnavailable);
+  }
+  Harness h = MakeEngine(opts);  // another replica, on the CPU
+  auto info = h.engine->GetSession("", id);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->version, 1u);
+  TurnResult a = RunTurn(*h.engine, Tokens(id, {7, 8}, 4));
+  TurnResult b = RunTurn(*ref.engine, Tokens(ref_id, {7, 8}, 4));
+  ASSERT_TRUE(a.status.ok() && b.status.ok()) << a.status << " " << b.status;
+  EXPECT_EQ(a.tokens, b.tokens);
+  std::filesystem::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Recording, EngineQueuedTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "Recorded" : "Eager"; });
 

@@ -58,6 +58,11 @@ int64_t QueuedBackend::replays() const {
   return replays_;
 }
 
+void QueuedBackend::FailDevice(std::string error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  error_ = absl::InternalError(std::move(error));
+}
+
 void QueuedBackend::Enqueue(Op op) {
   std::lock_guard<std::mutex> lock(mu_);
   if (capturing_) {
@@ -81,6 +86,7 @@ void QueuedBackend::RunQueue() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       running_ = Op{};
+      if (!error_.ok()) queue_.clear();  // a failed device runs nothing more
       if (queue_.empty()) return;
       running_ = std::move(queue_.front());
       queue_.pop_front();
@@ -143,9 +149,10 @@ void QueuedBackend::CopyToDevice(void* dst, const void* src, size_t bytes) {
   std::unique_lock<std::mutex> lock(mu_);
   NotWhileCapturing();
   if (!IsPinned(src)) {
+    const bool failed = !error_.ok();  // a failed device copies nothing
     lock.unlock();
     RunQueue();  // a pageable copy completes before it returns
-    inner_->CopyToDevice(dst, src, bytes);
+    if (!failed) inner_->CopyToDevice(dst, src, bytes);
     return;
   }
   // A source that a queued op still writes (a read of a slot into it) is legitimately filled
@@ -167,9 +174,10 @@ void QueuedBackend::CopyToHost(void* dst, const void* src, size_t bytes) {
   std::unique_lock<std::mutex> lock(mu_);
   NotWhileCapturing();
   if (!IsPinned(dst)) {
+    const bool failed = !error_.ok();
     lock.unlock();
     RunQueue();
-    inner_->CopyToHost(dst, src, bytes);
+    if (!failed) inner_->CopyToHost(dst, src, bytes);
     return;
   }
   std::memset(dst, 0xff, bytes);  // what a read before the wait sees
@@ -240,7 +248,7 @@ absl::Status QueuedBackend::Synchronize() {
   RunQueue();
   std::lock_guard<std::mutex> lock(mu_);
   ++waits_;
-  return absl::OkStatus();
+  return error_;
 }
 
 uint64_t QueuedBackend::RecordFence() {
@@ -254,7 +262,7 @@ absl::Status QueuedBackend::WaitFence(uint64_t) {
   RunQueue();
   std::lock_guard<std::mutex> lock(mu_);
   ++waits_;
-  return absl::OkStatus();
+  return error_;
 }
 
 int64_t QueuedBackend::StepBucket(int64_t batch) const {

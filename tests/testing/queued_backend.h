@@ -45,6 +45,9 @@ class QueuedBackend final : public kernels::Backend {
   int64_t waits() const;
   // Ops issued and not yet run.
   size_t queued() const;
+  // From now on the device has failed with `error` (INTERNAL), as with a sticky CUDA error:
+  // queued and later work is dropped, and every wait returns the error.
+  void FailDevice(std::string error);
   // Recordings made and replayed so far.
   int64_t captures() const;
   int64_t replays() const;
@@ -153,6 +156,7 @@ class QueuedBackend final : public kernels::Backend {
   uint64_t fences_ = 0;
   int64_t violations_ = 0;
   int64_t waits_ = 0;
+  absl::Status error_;  // sticky
 };
 
 }  // namespace xlstmd::testing
