@@ -130,7 +130,8 @@ class SnapshotHold {
       return base::CapacityError(absl::StrCat(
           "snapshot bytes in flight are at their limit (",
           budgets.shared == nullptr ? 0 : budgets.shared->limit(),
-          " bytes held by other imports and exports; --snapshot-bytes-in-flight); retry later"));
+          " bytes held by other imports and exports; --snapshot-bytes-in-flight); retry later"),
+          base::kShedSnapshotBytes);
     }
     if (budgets.tenants != nullptr) {
       if (!budgets.tenants->TryTake(tenant, n)) {
@@ -139,7 +140,8 @@ class SnapshotHold {
             "tenant ", tenant.empty() ? "(anonymous)" : tenant,
             "'s snapshot bytes in flight are at its quota (", budgets.tenants->LimitFor(tenant),
             " bytes; --tenant-snapshot-bytes or max_snapshot_bytes= in the API-key file); "
-            "retry later"));
+            "retry later"),
+            base::kShedTenantSnapshotBytes);
       }
       tenants_ = budgets.tenants;
       tenant_ = tenant;

@@ -5,6 +5,9 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "core/base/retry.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 
@@ -12,7 +15,45 @@ namespace xlstmd::server {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  const auto code = static_cast<grpc::StatusCode>(status.code());
+  std::string message(status.message());
+  const std::string field = base::ErrorField(status);
+  const std::string reason = base::CapacityReason(status);
+  if (field.empty() && reason.empty()) return grpc::Status(code, message);
+  // The rich error model (AIP-193): gRPC sends these bytes as grpc-status-details-bin.
+  google::rpc::Status details;
+  details.set_code(static_cast<int32_t>(code));
+  details.set_message(message);
+  if (!field.empty()) {
+    google::rpc::BadRequest bad;
+    google::rpc::BadRequest::FieldViolation* v = bad.add_field_violations();
+    v->set_field(field);
+    v->set_description(message);
+    details.add_details()->PackFrom(bad);
+  }
+  if (!reason.empty()) {
+    google::rpc::ErrorInfo info;
+    info.set_reason(reason);
+    info.set_domain(std::string(kErrorDomain));
+    details.add_details()->PackFrom(info);
+    google::rpc::RetryInfo retry;
+    const int64_t ms = RetryDelayMs(reason);
+    retry.mutable_retry_delay()->set_seconds(ms / 1000);
+    retry.mutable_retry_delay()->set_nanos(static_cast<int32_t>(ms % 1000) * 1000000);
+    details.add_details()->PackFrom(retry);
+  }
+  return grpc::Status(code, message, details.SerializeAsString());
+}
+
+int64_t RetryDelayMs(absl::string_view reason) {
+  // A full queue or stream table drains within a turn or two; sessions free up only when
+  // clients delete them or they idle out, so retrying those soon only adds load.
+  if (reason == base::kShedQueueFull || reason == base::kShedTenantQueue ||
+      reason == base::kShedStreams || reason == base::kShedSnapshotBytes ||
+      reason == base::kShedTenantSnapshotBytes) {
+    return 1000;
+  }
+  return 30000;
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

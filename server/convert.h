@@ -7,6 +7,7 @@
 #ifndef XLSTMD_SERVER_CONVERT_H_
 #define XLSTMD_SERVER_CONVERT_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -21,7 +22,13 @@ namespace xlstmd::server {
 
 namespace v1 = ::xlstmd::v1;
 
+// The gRPC status for `status`. A field error (base::FieldError) carries a google.rpc
+// BadRequest, a capacity refusal (base::CapacityError) an ErrorInfo with its reason and a
+// RetryInfo, in grpc-status-details-bin (the RPC interceptor adds grpc-retry-pushback-ms).
 grpc::Status ToGrpcStatus(const absl::Status& status);
+inline constexpr absl::string_view kErrorDomain = "xlstmd.dev";
+// How long a client should wait before retrying after a capacity refusal for `reason`.
+int64_t RetryDelayMs(absl::string_view reason);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // Session ids are opaque to clients but always short and URL-safe, so anything else is

@@ -158,7 +158,7 @@ int Main(int argc, char** argv) {
 
   const Server::DrainReport report = (*server)->Drain(
       absl::Seconds(options.grace_period_s), [&] { return signals.count() >= 2; },
-      absl::Seconds(options.flush_timeout_s));
+      absl::Seconds(options.flush_timeout_s), absl::Milliseconds(options.drain_delay_ms));
   if (!report.turns_finished) {
     spdlog::warn("grace period over: running turns were cancelled and rolled back");
   }

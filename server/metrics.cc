@@ -2,6 +2,8 @@
 // change both together.
 #include "server/metrics.h"
 
+#include "core/base/retry.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -137,6 +139,11 @@ class ServerMetrics::EngineHooks final : public core::EngineObserver {
           core::EvictionReason::kIdleTtl}) {
       evictions_[static_cast<size_t>(e)] = &evictions.With({core::EvictionReasonName(e)});
     }
+    nan_logits_ = &r.AddCounter("xlstmd_nan_logits_total",
+                                "Turns rolled back with INTERNAL because the model's logits "
+                                "held a NaN (a broken checkpoint or kernel; alert on any).",
+                                {})
+                       .Get();
   }
 
   void OnDecodeStep(int32_t batch_size, double seconds) override {
@@ -157,6 +164,7 @@ class ServerMetrics::EngineHooks final : public core::EngineObserver {
     const size_t i = static_cast<size_t>(reason);
     if (i < evictions_.size()) evictions_[i]->Increment();
   }
+  void OnNaNLogits() override { nan_logits_->Increment(); }
 
  private:
   base::Histogram* step_;
@@ -165,6 +173,7 @@ class ServerMetrics::EngineHooks final : public core::EngineObserver {
   std::array<LazySeries<base::Histogram>, 4> restore_time_{};
   std::array<LazySeries<base::Counter>, 4> spills_{};
   std::array<base::Counter*, 3> evictions_{};
+  base::Counter* nan_logits_;
 };
 
 ServerMetrics::ServerMetrics() {
@@ -238,6 +247,18 @@ ServerMetrics::ServerMetrics() {
                                    "gRPC calls finished with a status other than OK, by method "
                                    "and status code.",
                                    {"method", "code"});
+  requests_shed_ = &r.AddCounter(
+      "xlstmd_requests_shed_total",
+      "Calls refused with RESOURCE_EXHAUSTED for capacity (gRPC and web), by reason: "
+      "QUEUE_FULL, TENANT_QUEUE_QUOTA, MAX_SESSIONS, TENANT_SESSION_QUOTA, STATE_CAPACITY, "
+      "MAX_STREAMS, SNAPSHOT_BYTES, TENANT_SNAPSHOT_QUOTA.",
+      {"reason"});
+  for (absl::string_view reason :
+       {base::kShedQueueFull, base::kShedTenantQueue, base::kShedMaxSessions,
+        base::kShedTenantSessions, base::kShedStateCapacity, base::kShedStreams,
+        base::kShedSnapshotBytes, base::kShedTenantSnapshotBytes}) {
+    requests_shed_->With({std::string(reason)});
+  }
   // The service's own methods are listed at 0 from the start; health and reflection appear
   // with their first call.
   static_assert(std::tuple_size_v<decltype(requests_by_method_)> == std::size(kKnownMethods) + 1);
@@ -389,6 +410,10 @@ void ServerMetrics::OnRpcDone(std::string_view method, int code) {
   const size_t i = MethodIndex(method);
   requests_by_method_[i].Resolve()->Increment();
   if (code != 0) requests_failed_->With({MethodLabel(i), GrpcCodeName(code)}).Increment();
+}
+
+void ServerMetrics::OnShed(std::string_view reason) {
+  requests_shed_->With({std::string(reason)}).Increment();
 }
 
 void ServerMetrics::OnHttpRequest(std::string_view path, int status) {

@@ -92,6 +92,8 @@ class ServerMetrics {
   // An RPC ended with gRPC status `code` (a grpc::StatusCode value). `method` is the full
   // gRPC method name ("/xlstmd.v1.ChatService/Chat"); unknown ones count as "other".
   void OnRpcDone(std::string_view method, int code);
+  // A call (gRPC or web) refused for capacity, by the refusal's reason (base/retry.h).
+  void OnShed(std::string_view reason);
 
   // An HTTP request to the ops listener was answered with `status`.
   void OnHttpRequest(std::string_view path, int status);
@@ -121,6 +123,7 @@ class ServerMetrics {
   base::CounterFamily* requests_;
   std::array<LazySeries<base::Counter>, 14> requests_by_method_;  // known methods + "other"
   base::CounterFamily* requests_failed_;
+  base::CounterFamily* requests_shed_;
   base::CounterFamily* http_requests_;
   base::CounterFamily* web_requests_;
   base::Gauge* web_open_streams_;

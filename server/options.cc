@@ -93,8 +93,8 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "never");
   Seconds(f, &o->max_connection_age_s, "max-connection-age", "max-connection-age-s", 0, 0,
           int64_t{1} << 30,
-      "close connections older than this (after a 30 s grace for their calls), so clients "
-      "spread over new replicas; 0 = never");
+      "close connections older than this (after a grace as long as --max-turn-time, at "
+      "least 30 s, for their calls), so clients spread over new replicas; 0 = never");
   Str(f, &o->api_keys_file, "api-keys-file", "FILE", "",
       "API keys file, one '<tenant> <key>' per line (docs/server.md); clients send one with "
       "xlstm --api-key; unset = no authentication, one anonymous tenant");
@@ -207,6 +207,13 @@ void DeclareServerFlags(ServerOptions* o, base::FlagSet* f, base::EnvLookup env)
       "earlier committed versions kept per session for RewindSession (host RAM, counted in "
       "--host-state-bytes and dropped first under pressure); 0 = rewind off");
 
+  o->drain_delay_ms = 0;
+  f->Duration("drain-delay", &o->drain_delay_ms, base::FlagSet::Unit::kMilliseconds, 0,
+              3600 * 1000,
+              "on SIGTERM/SIGINT, how long to keep serving after health turns NOT_SERVING and "
+              "/readyz 503, so load balancers that poll them stop routing here first (e.g. "
+              "readiness period x failure threshold); the Helm chart's preStop sleep does this "
+              "on Kubernetes; 0 = refuse new turns at once");
   Seconds(f, &o->grace_period_s, "grace-period", "grace-period-s", 30, 0, 86400,
           "on SIGTERM/SIGINT, how long running turns may take to finish before they are "
           "cancelled");

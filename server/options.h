@@ -93,6 +93,7 @@ struct ServerOptions {
   int64_t redis_timeout_ms = 2000;
 
   // Operations.
+  int64_t drain_delay_ms = 0;
   int64_t grace_period_s = 0;
   // Drain: how long writing every committed state to the disk tier may take.
   int64_t flush_timeout_s = 0;

@@ -1,6 +1,11 @@
 #include "server/rpc_metrics.h"
 
+#include <cstdint>
+#include <map>
 #include <string>
+
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 
 namespace xlstmd::server {
 namespace {
@@ -13,12 +18,35 @@ class RpcMetricsInterceptor final : public grpc::experimental::Interceptor {
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      metrics_->OnRpcDone(method_, static_cast<int>(methods->GetSendStatus().error_code()));
+      const grpc::Status status = methods->GetSendStatus();
+      metrics_->OnRpcDone(method_, static_cast<int>(status.error_code()));
+      if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+          !status.error_details().empty()) {
+        Shed(status, methods->GetSendTrailingMetadata());
+      }
     }
     methods->Proceed();
   }
 
  private:
+  // A capacity refusal (ToGrpcStatus put an ErrorInfo and a RetryInfo in its details): count
+  // it, and repeat the delay as gRFC A6's pushback, which gRPC's own retry policy obeys.
+  void Shed(const grpc::Status& status, std::multimap<std::string, std::string>* trailers) {
+    google::rpc::Status details;
+    if (!details.ParseFromString(status.error_details())) return;
+    for (const google::protobuf::Any& any : details.details()) {
+      google::rpc::ErrorInfo info;
+      google::rpc::RetryInfo retry;
+      if (any.UnpackTo(&info) && !info.reason().empty()) {
+        metrics_->OnShed(info.reason());
+      } else if (any.UnpackTo(&retry) && trailers != nullptr) {
+        const int64_t ms =
+            retry.retry_delay().seconds() * 1000 + retry.retry_delay().nanos() / 1000000;
+        trailers->emplace("grpc-retry-pushback-ms", std::to_string(ms));
+      }
+    }
+  }
+
   ServerMetrics* const metrics_;
   const std::string method_;
 };

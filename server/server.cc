@@ -349,13 +349,19 @@ void Server::Serve(LoadedModel model) {
 }
 
 Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool()>& skip_wait,
-                                  absl::Duration flush_timeout) {
+                                  absl::Duration flush_timeout, absl::Duration drain_delay) {
   DrainReport report;
   if (impl_->drained || impl_->shut_down) return report;
   impl_->drained = true;
   impl_->state.set_draining();  // /readyz 503 from here on
   impl_->SetHealth(false);
   core::Engine* engine = impl_->state.engine();
+  if (engine != nullptr && drain_delay > absl::ZeroDuration()) {
+    const absl::Time until = absl::Now() + drain_delay;
+    while (!skip_wait() && absl::Now() < until) {
+      absl::SleepFor(std::min(until - absl::Now(), absl::Milliseconds(50)));
+    }
+  }
   if (engine != nullptr) {
     engine->BeginDrain();
     const absl::Time deadline = absl::Now() + grace;

@@ -85,14 +85,18 @@ class Server {
     int64_t sessions_not_written() const { return snapshot_write_failures + writes_in_flight; }
   };
 
-  // Graceful stop: health NOT_SERVING, new turns and sessions UNAVAILABLE, running and
+  // Graceful stop: health NOT_SERVING and /readyz 503; for `drain_delay` (cut short by
+  // `skip_wait`) everything is still served, so load balancers that learn of the drain from
+  // those probes stop routing here before anything is refused; then new turns and sessions
+  // UNAVAILABLE, running and
   // queued turns get up to `grace` to finish (cut short once `skip_wait` returns true;
   // polled), then are cancelled with UNAVAILABLE "server shutting down" (rolled back); then
   // Shutdown; then every committed state not yet on the disk tier is written to it (up to
   // `flush_timeout`), so a restart on the same state dir loses nothing. Idempotent (a second
   // call reports nothing done).
   DrainReport Drain(absl::Duration grace, const std::function<bool()>& skip_wait,
-                    absl::Duration flush_timeout = absl::Seconds(60));
+                    absl::Duration flush_timeout = absl::Seconds(60),
+                    absl::Duration drain_delay = absl::ZeroDuration());
   // Stops the transport: in-flight calls get `deadline` to finish, then are cancelled.
   void Shutdown(absl::Duration deadline = absl::Seconds(1));
 

@@ -64,7 +64,8 @@ absl::Status CheckAffinityMetadata(const grpc::CallbackServerContext* ctx,
 absl::Status TakeStream(const ServingState& state, BudgetHold* hold) {
   if (hold->Take(state.streams(), 1)) return absl::OkStatus();
   return base::CapacityError(absl::StrCat("too many open streams (--max-streams ",
-                                                   state.streams()->limit(), "); retry later"));
+                                                   state.streams()->limit(), "); retry later"),
+                             base::kShedStreams);
 }
 
 grpc::ServerUnaryReactor* FinishWith(grpc::ServerUnaryReactor* reactor,
@@ -134,7 +135,12 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::Chat(grpc::Callback
     return reactor;
   }
   v1::ChatRequest req;
-  if (s = ParseRequest(request, &req); !s.ok()) {
+  if (s = ParseRequest(request, &req); s.ok()) {
+    s = CheckOneofConflict(request, {v1::ChatRequest::kMessageFieldNumber,
+                                     v1::ChatRequest::kTokensFieldNumber},
+                           "input");
+  }
+  if (!s.ok()) {
     reactor->Reject(s);
     return reactor;
   }

@@ -1,6 +1,7 @@
 #include "server/web_server.h"
 
 #include <atomic>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "core/base/random.h"
 #include "core/base/retry.h"
+#include "server/convert.h"
 #include "server/http_listener.h"
 #include "server/web_internal.h"
 #include "server/web_page.h"
@@ -133,7 +135,14 @@ void SendJson(Call& call, int status, const Json& body, HttpHeaders extra) {
 void SendError(Call& call, const absl::Status& status, const std::string& param) {
   const HttpError e = MapStatus(status);
   HttpHeaders extra;
-  if (e.retry_after) extra.emplace_back("Retry-After", "1");
+  if (e.retry_after) {
+    const std::string reason = base::CapacityReason(status);
+    const int64_t ms = reason.empty() ? 1000 : RetryDelayMs(reason);
+    extra.emplace_back("Retry-After", std::to_string((ms + 999) / 1000));
+    if (!reason.empty()) {
+      if (ServerMetrics* m = call.state->observability().metrics) m->OnShed(reason);
+    }
+  }
   if (e.should_not_retry) extra.emplace_back("x-should-retry", "false");
   if (e.http_status == 401) extra.emplace_back("WWW-Authenticate", "Bearer realm=\"xlstmd\"");
   SendJson(call, e.http_status, Json{{"error", ErrorObject(status, param)}}, std::move(extra));
@@ -180,7 +189,8 @@ bool TakeStreamSlot(Call& call, std::optional<StreamSlot>* slot) {
   slot->emplace(call);
   if ((*slot)->ok()) return true;
   SendError(call, base::CapacityError(absl::StrCat("too many open web streams (--web-max-streams ",
-                                                   call.config->max_streams, "); retry later")));
+                                                   call.config->max_streams, "); retry later"),
+                                      base::kShedStreams));
   return false;
 }
 

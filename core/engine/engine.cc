@@ -2,9 +2,11 @@
 // tokenization on the caller's thread) and stats.
 #include "core/engine/engine_impl.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "core/base/random.h"
+#include "core/base/retry.h"
 #include "core/base/status_macros.h"
 #include "core/base/utf8.h"
 
@@ -105,15 +107,16 @@ absl::Status Engine::Impl::Start() {
 
 absl::StatusOr<std::unique_ptr<Turn>> Engine::Impl::NewTurn(TurnRequest& req) const {
   if (req.request_id.size() > static_cast<size_t>(options_.max_request_id_bytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("request_id is longer than ", options_.max_request_id_bytes, " bytes"));
+    return base::FieldError("request_id", absl::StrCat("request_id is longer than ",
+                                                       options_.max_request_id_bytes, " bytes"));
   }
   // Sampling first: it needs no session and a bad request should not touch one.
   SamplingConfig& sampling = req.sampling;
   if (sampling.max_tokens > options_.sampling.max_tokens) {
-    return absl::ResourceExhaustedError(absl::StrCat("max_tokens ", sampling.max_tokens,
-                                                     " exceeds the server limit of ",
-                                                     options_.sampling.max_tokens));
+    return base::FieldError("sampling.max_tokens",
+                            absl::StrCat("max_tokens ", sampling.max_tokens,
+                                         " exceeds the server limit of ",
+                                         options_.sampling.max_tokens));
   }
   XLSTMD_RETURN_IF_ERROR(ValidateSamplingConfig(sampling, model_->vocab_size(), options_.sampling));
   if (!req.message.has_value()) {
@@ -122,15 +125,18 @@ absl::StatusOr<std::unique_ptr<Turn>> Engine::Impl::NewTurn(TurnRequest& req) co
     }
     for (int32_t id : req.tokens) {
       if (id < 0 || id >= model_->vocab_size()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "token id ", id, " is outside the vocabulary [0, ", model_->vocab_size(), ")"));
+        return base::FieldError("tokens.ids", absl::StrCat("token id ", id,
+                                                           " is outside the vocabulary [0, ",
+                                                           model_->vocab_size(), ")"));
       }
     }
     if (req.tokens.size() > static_cast<size_t>(options_.max_prompt_tokens)) {
-      return PromptTooLong(req.tokens.size());
+      return PromptTooLong(req.tokens.size(), "tokens.ids");
     }
+  } else if (absl::StripAsciiWhitespace(*req.message).empty()) {
+    return base::FieldError("message", "message is empty or only whitespace");
   } else if (absl::Status s = ValidateUtf8(*req.message); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("message is not valid UTF-8: ", s.message()));
+    return base::FieldError("message", absl::StrCat("message is not valid UTF-8: ", s.message()));
   }
   auto turn = std::make_unique<Turn>();
   turn->session_id = req.session_id;
@@ -155,7 +161,7 @@ absl::Status Engine::Impl::EncodeMessage(const std::string& message, const Sessi
   turn.input.insert(turn.input.end(), ids->begin(), ids->end());
   XLSTMD_RETURN_IF_ERROR(CheckIdsInVocab(turn.input));
   if (turn.input.size() > static_cast<size_t>(options_.max_prompt_tokens)) {
-    return PromptTooLong(turn.input.size());
+    return PromptTooLong(turn.input.size(), "message");
   }
   return absl::OkStatus();
 }
@@ -243,7 +249,7 @@ void Engine::Impl::CreateSession(std::string owner, std::string system_prompt, I
     ids = std::move(*start);
     if (absl::Status s = CheckIdsInVocab(ids); !s.ok()) return done(s);
     if (ids.size() > static_cast<size_t>(options_.max_prompt_tokens)) {
-      return done(PromptTooLong(ids.size()));
+      return done(PromptTooLong(ids.size(), "system_prompt"));
     }
   }
   if (scheduler_->draining()) return done(ServerUnavailable());
@@ -358,9 +364,12 @@ EngineStats Engine::Impl::stats() const {
   return s;
 }
 
-absl::Status Engine::Impl::PromptTooLong(size_t n) const {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "the turn's input is ", n, " tokens, over the limit of ", options_.max_prompt_tokens));
+// INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: the same request can never succeed, so clients and
+// retry policies must not treat it as load (RELIABILITY.md's status table).
+absl::Status Engine::Impl::PromptTooLong(size_t n, absl::string_view field) const {
+  return base::FieldError(field, absl::StrCat("the turn's input is ", n,
+                                              " tokens, over the limit of ",
+                                              options_.max_prompt_tokens));
 }
 
 absl::Status Engine::Impl::CheckIdsInVocab(const std::vector<int32_t>& ids) const {

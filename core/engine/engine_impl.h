@@ -63,7 +63,7 @@ class Engine::Impl {
   absl::Status ClaimAndQueue(TurnRequest req, std::unique_ptr<Turn> turn, bool reserved);
   absl::Status EncodeMessage(const std::string& message, const SessionMeta& meta,
                              Turn& turn) const;
-  absl::Status PromptTooLong(size_t n) const;
+  absl::Status PromptTooLong(size_t n, absl::string_view field) const;
   absl::Status CheckIdsInVocab(const std::vector<int32_t>& ids) const;
   // Brings `id` up to date with Redis (tiers' I/O pool), then runs `fn` on the engine thread
   // with the result.

@@ -37,6 +37,8 @@ class EngineObserver {
   // A committed state left a faster tier and is now held by `to` at the slowest.
   virtual void OnSpill(StateTier to) {}
   virtual void OnEviction(EvictionReason reason) {}
+  // A turn's logits held a NaN, so it was rolled back with INTERNAL.
+  virtual void OnNaNLogits() {}
 };
 
 inline const char* StateTierName(StateTier tier) {

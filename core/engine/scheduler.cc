@@ -31,6 +31,19 @@ int SamplingHelpers(int32_t threads) {
   }
   return std::max(0, threads - 1);
 }
+
+// Blocks of plain compares (x != x only for NaN) that the compiler vectorises; a NaN is rare,
+// so only a block's end looks at the result.
+bool HasNaN(absl::Span<const float> row) {
+  constexpr size_t kBlock = 256;
+  for (size_t i = 0; i < row.size(); i += kBlock) {
+    const size_t end = std::min(row.size(), i + kBlock);
+    bool nan = false;
+    for (size_t j = i; j < end; ++j) nan |= row[j] != row[j];
+    if (nan) return true;
+  }
+  return false;
+}
 }  // namespace
 
 Scheduler::Scheduler(const Options& options, ModelRunner* model, SessionIndex* index,
@@ -68,7 +81,8 @@ namespace {
 
 absl::Status QueueFull(int32_t depth) {
   return base::CapacityError(
-      absl::StrCat("the turn queue is full (", depth, " waiting); retry later"));
+      absl::StrCat("the turn queue is full (", depth, " waiting); retry later"),
+      base::kShedQueueFull);
 }
 
 }  // namespace
@@ -112,7 +126,8 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Turn>& turn, bool reserved) {
       if (queued >= max_queued) {
         return base::CapacityError(
             absl::StrCat("tenant queued-turn quota reached (", max_queued,
-                         " turns of this tenant waiting); retry later"));
+                         " turns of this tenant waiting); retry later"),
+            base::kShedTenantQueue);
       }
     }
     queue_.push_back(std::move(turn));
@@ -438,8 +453,19 @@ bool Scheduler::PrefillPieces() {
     sampled.push_back(&t);
     rows.push_back(static_cast<int64_t>(i));
   }
-  SampleAndEmit(sampled, rows, *logits);
-  for (Turn* t : created) CommitCreate(*t);
+  const size_t n_sampled = sampled.size();
+  std::vector<Turn*> checked = sampled;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    if (turns[i]->create_only && turns[i]->prefilled == turns[i]->input.size()) {
+      checked.push_back(turns[i]);
+      rows.push_back(static_cast<int64_t>(i));
+    }
+  }
+  const std::vector<Turn*> poisoned = SampleAndEmit(checked, rows, n_sampled, *logits);
+  FailNaN(poisoned);
+  for (Turn* t : created) {
+    if (std::find(poisoned.begin(), poisoned.end(), t) == poisoned.end()) CommitCreate(*t);
+  }
   return true;
 }
 
@@ -471,35 +497,54 @@ bool Scheduler::DecodeStep() {
                                     MsBetween(step_start, clock_->Now()) / 1000);
   }
   steps_.fetch_add(1, std::memory_order_relaxed);
-  std::vector<Turn*> done, sampled;
+  // Sampled turns first, then the final feeds (checked, not sampled: their state commits).
+  std::vector<Turn*> order;
   std::vector<int64_t> rows;
-  for (size_t i = 0; i < turns.size(); ++i) {
-    Turn& t = *turns[i];
-    if (t.final_pending) {
-      done.push_back(&t);
-    } else {
-      sampled.push_back(&t);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < turns.size(); ++i) {
+      if (turns[i]->final_pending != (pass == 1)) continue;
+      order.push_back(turns[i]);
       rows.push_back(static_cast<int64_t>(i));
     }
   }
-  SampleAndEmit(sampled, rows, *logits);
-  for (Turn* t : done) Finalize(*t);
+  const size_t n_sampled = static_cast<size_t>(
+      std::count_if(turns.begin(), turns.end(), [](Turn* t) { return !t->final_pending; }));
+  const std::vector<Turn*> poisoned = SampleAndEmit(order, rows, n_sampled, *logits);
+  FailNaN(poisoned);
+  for (size_t k = n_sampled; k < order.size(); ++k) {
+    if (std::find(poisoned.begin(), poisoned.end(), order[k]) == poisoned.end()) {
+      Finalize(*order[k]);
+    }
+  }
   return true;
 }
 
-// Samples turn k from logits row rows[k] for every k, in parallel (each turn's sampler is its
-// own, so the split never changes a pick), then streams the picks in order on this thread.
-void Scheduler::SampleAndEmit(const std::vector<Turn*>& turns, const std::vector<int64_t>& rows,
-                              const LogitsView& logits) {
+// Checks and samples in parallel (each turn's sampler is its own, so the split never changes
+// a pick; the NaN scan reads the row into the cache the sampler then reads it from), then
+// streams the picks in order on this thread.
+std::vector<Turn*> Scheduler::SampleAndEmit(const std::vector<Turn*>& turns,
+                                            const std::vector<int64_t>& rows, size_t n_sampled,
+                                            const LogitsView& logits) {
   const int64_t n = static_cast<int64_t>(turns.size());
   picks_.resize(static_cast<size_t>(n));
   sample_pool_.ForEach(n, [&](int64_t k) {
     Turn& t = *turns[k];
     Pick& p = picks_[k];
     p.info = SampleInfo{};
-    p.id = t.sampler->Sample(logits.row(rows[k]), t.sampling.logprobs > 0 ? &p.info : nullptr);
+    const absl::Span<const float> row = logits.row(rows[k]);
+    p.nan = HasNaN(row);
+    if (p.nan || static_cast<size_t>(k) >= n_sampled) return;
+    p.id = t.sampler->Sample(row, t.sampling.logprobs > 0 ? &p.info : nullptr);
   });
-  for (int64_t k = 0; k < n; ++k) Emit(*turns[k], picks_[k].id, std::move(picks_[k].info));
+  std::vector<Turn*> poisoned;
+  for (int64_t k = 0; k < n; ++k) {
+    if (picks_[k].nan) {
+      poisoned.push_back(turns[k]);
+    } else if (static_cast<size_t>(k) < n_sampled) {
+      Emit(*turns[k], picks_[k].id, std::move(picks_[k].info));
+    }
+  }
+  return poisoned;
 }
 
 void Scheduler::Emit(Turn& t, int32_t id, SampleInfo info) {

@@ -160,8 +160,15 @@ class Scheduler {
   void DropStopped();
   bool PrefillPieces();
   bool DecodeStep();
-  void SampleAndEmit(const std::vector<Turn*>& turns, const std::vector<int64_t>& rows,
-                     const LogitsView& logits);
+  // Samples and streams turns[k] from logits row rows[k] for k < n_sampled; the turns after
+  // those are only checked (a final feed, a created session). Returns every turn whose row
+  // holds a NaN: nothing was sampled or streamed for it, and the caller rolls it back.
+  std::vector<Turn*> SampleAndEmit(const std::vector<Turn*>& turns,
+                                   const std::vector<int64_t>& rows, size_t n_sampled,
+                                   const LogitsView& logits);
+  // Rolls back the turns of a step whose logits held a NaN (a broken model or kernel): the
+  // state it produced is never committed.
+  void FailNaN(const std::vector<Turn*>& poisoned);
   void Emit(Turn& t, int32_t id, SampleInfo info);
   void SweepIdle();
 
@@ -200,6 +207,7 @@ class Scheduler {
   struct Pick {
     int32_t id = 0;
     SampleInfo info;
+    bool nan = false;
   };
   std::vector<Pick> picks_;
   SamplePool sample_pool_;

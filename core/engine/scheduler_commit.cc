@@ -52,6 +52,18 @@ void Scheduler::ModelFailed(const std::vector<Turn*>& turns, const absl::Status&
   Shutdown(none, reason);
 }
 
+void Scheduler::FailNaN(const std::vector<Turn*>& poisoned) {
+  if (poisoned.empty()) return;
+  for (Turn* t : poisoned) {
+    spdlog::error("session {}: the model produced NaN logits; the turn is rolled back and its "
+                  "state discarded (a broken checkpoint or kernel)",
+                  base::LogSessionId(t->session_id));
+    if (options_.observer != nullptr) options_.observer->OnNaNLogits();
+  }
+  FailTurns(poisoned, absl::InternalError("the model produced NaN logits for this turn; it was "
+                                          "rolled back and the session keeps its last version"));
+}
+
 void Scheduler::RemoveActive(Turn* t) {
   std::erase_if(active_, [t](const std::unique_ptr<Turn>& a) { return a.get() == t; });
 }

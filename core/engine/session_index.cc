@@ -109,25 +109,29 @@ absl::Status SessionIndex::CanAddLocked(const std::string& owner) const {
     if (it != owner_sessions_.end() && it->second >= max_sessions) {
       return base::CapacityError(
           absl::StrCat("tenant session quota reached (", max_sessions,
-                       " sessions); delete sessions this tenant no longer needs"));
+                       " sessions); delete sessions this tenant no longer needs"),
+          base::kShedTenantSessions);
     }
   }
   const int64_t n = static_cast<int64_t>(sessions_.size()) + pending_creates_;
   if (n >= limits_.max_sessions) {
     return base::CapacityError(
-        absl::StrCat("the server holds its maximum of ", limits_.max_sessions, " sessions"));
+        absl::StrCat("the server holds its maximum of ", limits_.max_sessions, " sessions"),
+        base::kShedMaxSessions);
   }
   if (limits_.ram_cap > 0 && n >= limits_.ram_cap) {
     return base::CapacityError(
         absl::StrCat("the server holds ", limits_.ram_cap,
                      " sessions, all that fit in its slots and host "
-                     "state budget (no state dir to spill to)"));
+                     "state budget (no state dir to spill to)"),
+        base::kShedStateCapacity);
   }
   if (limits_.disk_budget_bytes > 0 &&
       static_cast<uint64_t>(n + 1) * limits_.snapshot_bytes > limits_.disk_budget_bytes) {
     return base::CapacityError(absl::StrCat(
         "the disk state budget of ", limits_.disk_budget_bytes, " bytes is full (",
-        limits_.snapshot_bytes, " bytes per session)"));
+        limits_.snapshot_bytes, " bytes per session)"),
+        base::kShedStateCapacity);
   }
   return absl::OkStatus();
 }

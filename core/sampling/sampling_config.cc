@@ -7,14 +7,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "core/base/retry.h"
 #include "core/base/utf8.h"
 
 namespace xlstmd::core {
 namespace {
 
 absl::Status Invalid(absl::string_view field, absl::string_view rule, absl::string_view got) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("sampling.", field, " must be ", rule, ", got ", got));
+  return base::FieldError(absl::StrCat("sampling.", field),
+                          absl::StrCat("sampling.", field, " must be ", rule, ", got ", got));
 }
 
 absl::Status ValidateStopStrings(const std::vector<std::string>& stop,

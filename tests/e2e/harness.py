@@ -181,6 +181,24 @@ def decode_fields(data):
     return out
 
 
+def error_details(err):
+    """A gRPC error's rich details (grpc-status-details-bin, a google.rpc.Status) as
+    {short type name: [decoded fields of each]} plus the trailing metadata, decoded by hand
+    (no googleapis Python package on Debian). E.g. {"BadRequest": [[(1, b"...")]], ...}."""
+    trailers = dict(err.trailing_metadata() or ())
+    out = {"_trailers": trailers}
+    raw = trailers.get("grpc-status-details-bin")
+    if raw is None:
+        return out
+    for field, value in decode_fields(raw):
+        if field != 3:  # google.rpc.Status.details (Any)
+            continue
+        any_fields = dict(decode_fields(value))
+        name = any_fields[1].decode().rsplit(".", 1)[-1]
+        out.setdefault(name, []).append(decode_fields(any_fields.get(2, b"")))
+    return out
+
+
 def _encode_health_request(service):
     return encode_len_field(1, service.encode()) if service else b""
 

@@ -5,19 +5,25 @@ Codes (DESIGN.md section 5, core/engine/engine.h): unknown or foreign session NO
 missing/bad API key UNAUTHENTICATED; a second turn on a busy session or an expected_version
 mismatch ABORTED; a committed request_id ALREADY_EXISTS naming the version (and it does not
 run twice); no input, empty tokens, out-of-vocab ids, invalid UTF-8, bad sampling parameters
-INVALID_ARGUMENT; prompt over --max-prompt-tokens, max_tokens over --max-tokens-limit, a message
-over --max-message-bytes, sessions over --max-sessions, a full queue RESOURCE_EXHAUSTED.
+INVALID_ARGUMENT, and so are a whitespace-only message, both members of the `input` oneof, a
+prompt over --max-prompt-tokens and max_tokens over --max-tokens-limit (each with a
+google.rpc.BadRequest naming the field); a message over --max-message-bytes, sessions over
+--max-sessions, a full queue RESOURCE_EXHAUSTED (capacity ones with ErrorInfo, RetryInfo and
+grpc-retry-pushback-ms). NaN logits from a broken checkpoint: INTERNAL, the session untouched.
 After every error the daemon must still be alive and SERVING, the session untouched, and (with
 --slots 2) two sessions must still be able to run turns at the same time.
 """
 
+import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 
 import grpc
+import numpy as np
 
 import harness
 from harness import sampling
@@ -222,13 +228,16 @@ class ErrorsTest(harness.E2ETestCase):
     def test_limits_resource_exhausted(self):
         c = self.client
         s = self.new_session()
-        # Exactly at the prompt limit is fine; one over is not.
+        # Exactly at the prompt limit is fine; one over is not: INVALID_ARGUMENT (the same
+        # request never fits, so it is not load) with a BadRequest naming the field.
         t = c.turn(s.session_id, tokens=[3] * MAX_PROMPT, sampling=sampling(max_tokens=1))
         self.assertEqual(t.finished.session_version, 2)
-        self.expect_chat(Code.RESOURCE_EXHAUSTED, f"{MAX_PROMPT + 1} prompt tokens",
-                         tokens=[3] * (MAX_PROMPT + 1))
-        self.expect_chat(Code.RESOURCE_EXHAUSTED, "a message over max prompt tokens",
-                         tokens=None, message="m" * (2 * MAX_PROMPT))
+        err = self.expect_chat(Code.INVALID_ARGUMENT, f"{MAX_PROMPT + 1} prompt tokens",
+                               tokens=[3] * (MAX_PROMPT + 1))
+        self.assertEqual(self.bad_fields(err), [b"tokens.ids"])
+        err = self.expect_chat(Code.INVALID_ARGUMENT, "a message over max prompt tokens",
+                               tokens=None, message="m" * (2 * MAX_PROMPT))
+        self.assertEqual(self.bad_fields(err), [b"message"])
         # engine.h: INVALID_ARGUMENT for CreateSession; issue 4 req 7: RESOURCE_EXHAUSTED.
         try:
             c.create_session(system_prompt="s" * (2 * MAX_PROMPT))
@@ -244,9 +253,10 @@ class ErrorsTest(harness.E2ETestCase):
         r.call.cancel()
         r.join(30)
         harness.wait_turn_idle(c, s.session_id)
-        self.expect_chat(Code.RESOURCE_EXHAUSTED, f"max_tokens {LONG + 1} over the limit",
-                         sampling=sampling(max_tokens=LONG + 1))
-        self.expect_chat(Code.RESOURCE_EXHAUSTED, "max_tokens 2^31-1 over the limit",
+        err = self.expect_chat(Code.INVALID_ARGUMENT, f"max_tokens {LONG + 1} over the limit",
+                               sampling=sampling(max_tokens=LONG + 1))
+        self.assertEqual(self.bad_fields(err), [b"sampling.max_tokens"])
+        self.expect_chat(Code.INVALID_ARGUMENT, "max_tokens 2^31-1 over the limit",
                          sampling=sampling(max_tokens=2**31 - 1))
         # Messages over --max-message-bytes (enforced by gRPC itself).
         big = "x" * (MAX_MESSAGE_BYTES + 100)
@@ -256,6 +266,60 @@ class ErrorsTest(harness.E2ETestCase):
                          tokens=[299] * (MAX_MESSAGE_BYTES // 2))
         self.expect(lambda: c.create_session(system_prompt=big), Code.RESOURCE_EXHAUSTED, None,
                     "CreateSession over max-message-bytes")
+
+    def bad_fields(self, err):
+        """The fields a google.rpc.BadRequest in the error's details names."""
+        out = []
+        for bad in harness.error_details(err).get("BadRequest", []):
+            for field, violation in bad:
+                if field == 1:
+                    out.append(dict(harness.decode_fields(violation))[1])
+        return out
+
+    def test_whitespace_and_oneof_conflicts_invalid_argument(self):
+        err = self.expect_chat(Code.INVALID_ARGUMENT, "a whitespace-only message", tokens=None,
+                               message=" \n\t  ", contains="whitespace")
+        self.assertEqual(self.bad_fields(err), [b"message"])
+        # Both members of `input` on the wire (protobuf alone would keep the last silently).
+        c = self.client
+        s = self.new_session()
+        both = (c.chat_request(s.session_id, message="hello").SerializeToString() +
+                c.chat_request(s.session_id, tokens=[5, 6]).SerializeToString())
+        self.expect(consume(lambda: c.chat_raw(both)), Code.INVALID_ARGUMENT, "oneof `input`",
+                    "message and tokens both set")
+        self.assertEqual(c.get_session(s.session_id).version, s.version)
+
+    def test_nan_logits_internal_and_session_untouched(self):
+        """A checkpoint with a NaN weight: the turn fails INTERNAL (counted in
+        xlstmd_nan_logits_total), nothing streams or commits, and the daemon keeps serving."""
+        model = tempfile.mkdtemp(prefix="xlstmd-nan-model-")
+        self.addCleanup(shutil.rmtree, model, True)
+        src = harness.golden_dir()
+        for name in os.listdir(src):
+            with open(os.path.join(src, name), "rb") as f:
+                data = f.read()
+            if name == "model.safetensors":
+                n = int.from_bytes(data[:8], "little")
+                header = json.loads(data[8:8 + n])
+                info = header["backbone.blocks.0.norm_mlstm.weight"]
+                begin = 8 + n + info["data_offsets"][0]
+                arr = bytearray(data)
+                arr[begin:begin + 4] = np.array([np.nan], dtype="<f4").tobytes()
+                data = bytes(arr)
+            with open(os.path.join(model, name), "wb") as f:
+                f.write(data)
+        d = self.start_daemon(["--http-listen", "127.0.0.1:0"], name="xlstmd(nan)",
+                              model_dir=model)
+        c = d.client()
+        sid = c.create_session().session_id
+        err = self.assertRpcError(consume(lambda: c.chat_call(sid, tokens=[1, 2],
+                                                              sampling=sampling(max_tokens=3))),
+                                  Code.INTERNAL, "NaN", "a turn on NaN weights")
+        self.assertIsNotNone(err)
+        d.assert_serving("after NaN logits")
+        after = harness.wait_turn_idle(c, sid)
+        self.assertEqual((after.version, after.token_count), (0, 0))
+        self.assertEqual(harness.metric(d.metrics(), "xlstmd_nan_logits_total"), 1)
 
     # ---------------------------------------------------------------- last: no slot leaked
 
@@ -326,8 +390,9 @@ class SessionLimitTest(harness.E2ETestCase):
 class QueueFullTest(harness.E2ETestCase):
 
     def test_queue_full_resource_exhausted(self):
-        d = self.start_daemon(["--max-batch", "1", "--queue-depth", "1",
-                               "--max-tokens-limit", str(LONG)], name="xlstmd(queue)")
+        d = self.start_daemon(["--http-listen", "127.0.0.1:0", "--max-batch", "1",
+                               "--queue-depth", "1", "--max-tokens-limit", str(LONG)],
+                              name="xlstmd(queue)")
         c = d.client()
         sessions = [c.create_session().session_id for _ in range(4)]
         readers = []
@@ -349,9 +414,15 @@ class QueueFullTest(harness.E2ETestCase):
             self.assertFalse(r2.turn.deltas, "max-batch 1, yet a second turn is decoding")
             for k in (2, 3):
                 sid = sessions[k]
-                self.assertRpcError(consume(lambda: c.chat_call(sid, tokens=[3],
-                                                                sampling=sampling(max_tokens=2))),
-                                    Code.RESOURCE_EXHAUSTED, None, f"turn {k + 1} on a full queue")
+                err = self.assertRpcError(
+                    consume(lambda: c.chat_call(sid, tokens=[3], sampling=sampling(max_tokens=2))),
+                    Code.RESOURCE_EXHAUSTED, None, f"turn {k + 1} on a full queue")
+                # Shedding says why and when to come back (AIP-193 details, gRFC A6 pushback).
+                details = harness.error_details(err)
+                self.assertEqual(details["_trailers"].get("grpc-retry-pushback-ms"), "1000",
+                                 details)
+                self.assertEqual(dict(details["ErrorInfo"][0])[1], b"QUEUE_FULL", details)
+                self.assertIn("RetryInfo", details)
                 d.assert_serving("after queue full")
                 self.assertFalse(c.get_session(sid).turn_running,
                                  "a rejected turn left its session busy")
@@ -383,6 +454,8 @@ class QueueFullTest(harness.E2ETestCase):
             harness.wait_turn_idle(c, sid)
         t = c.turn(sessions[3], tokens=[5], sampling=sampling(max_tokens=3))
         self.assertEqual(t.finished.session_version, 1)
+        self.assertEqual(harness.metric(d.metrics(), "xlstmd_requests_shed_total",
+                                        reason="QUEUE_FULL"), 2)
 
 
     def test_deadline_while_queued_frees_session(self):

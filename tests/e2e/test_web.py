@@ -372,7 +372,7 @@ class WebTest(harness.E2ETestCase):
         sid = self.new_session()
         g = self.assertRpcError(
             lambda: self.client.turn(sid, tokens=[1], sampling=sampling(max_tokens=LONG + 1)),
-            grpc.StatusCode.RESOURCE_EXHAUSTED)
+            grpc.StatusCode.INVALID_ARGUMENT)
         r = self.post("/v1/chat/completions",
                       chat_body(max_tokens=LONG + 1, xlstmd={"session_id": sid}))
         self.assertEqual(r.status, 400, "a request over a limit is not a retryable 429")

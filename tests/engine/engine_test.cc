@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
+#include "core/base/retry.h"
 #include "gtest/gtest.h"
 #include "tests/engine/engine_harness.h"
 
@@ -169,9 +170,21 @@ TEST(EngineTest, ErrorsHaveTheRightCodes) {
   EXPECT_EQ(code(Tokens(s.session_id, {})), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Tokens(s.session_id, {300})), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code(Tokens(s.session_id, {-1})), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(code(Tokens(s.session_id, std::vector<int32_t>(17, 1))),
-            absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(code(Tokens(s.session_id, {1}, 101)), absl::StatusCode::kResourceExhausted);
+  // Over a limit is INVALID_ARGUMENT (the same request never fits), naming the field.
+  const absl::Status long_prompt =
+      RunTurn(*h.engine, Tokens(s.session_id, std::vector<int32_t>(17, 1))).status;
+  EXPECT_EQ(long_prompt.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(base::ErrorField(long_prompt), "tokens.ids");
+  EXPECT_FALSE(base::IsCapacityError(long_prompt));
+  const absl::Status many = RunTurn(*h.engine, Tokens(s.session_id, {1}, 101)).status;
+  EXPECT_EQ(many.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(base::ErrorField(many), "sampling.max_tokens");
+  TurnRequest blank;
+  blank.session_id = s.session_id;
+  blank.message = " \t\n ";
+  const absl::Status whitespace = RunTurn(*h.engine, std::move(blank)).status;
+  EXPECT_EQ(whitespace.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(base::ErrorField(whitespace), "message");
   TurnRequest bad_temp = Tokens(s.session_id, {1});
   bad_temp.sampling.temperature = -1;
   EXPECT_EQ(code(bad_temp), absl::StatusCode::kInvalidArgument);

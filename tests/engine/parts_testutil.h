@@ -3,6 +3,7 @@
 #ifndef XLSTMD_TESTS_ENGINE_PARTS_TESTUTIL_H_
 #define XLSTMD_TESTS_ENGINE_PARTS_TESTUTIL_H_
 
+#include <cmath>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -93,6 +94,7 @@ class FakeModel : public ModelRunner {
     for (size_t i = 0; i < seqs.size(); ++i) {
       slots_->at(seqs[i].slot)[0] += static_cast<float>(seqs[i].tokens.size());
       (*logits)[i * vocab_ + (seqs[i].tokens.back() + 1) % vocab_] = 1.0f;
+      if (seqs[i].tokens.back() == nan_after) (*logits)[i * vocab_ + vocab_ / 2] = NAN;
       call.slots.push_back(seqs[i].slot);
       call.tokens.push_back(static_cast<int32_t>(seqs[i].tokens.size()));
       call.first_ids.push_back(seqs[i].tokens.front());
@@ -111,6 +113,7 @@ class FakeModel : public ModelRunner {
     for (size_t i = 0; i < tokens.size(); ++i) {
       slots_->at(slots[i])[0] += 1.0f;
       (*logits)[i * vocab_ + (tokens[i] + 1) % vocab_] = 1.0f;
+      if (tokens[i] == nan_after) (*logits)[i * vocab_ + vocab_ / 2] = NAN;
       call.slots.push_back(slots[i]);
       call.tokens.push_back(1);
       call.first_ids.push_back(tokens[i]);
@@ -124,6 +127,8 @@ class FakeModel : public ModelRunner {
   // Returned by every forward call while not OK (set before the scheduler starts or from
   // its thread).
   absl::Status fail_with;
+  // A row whose (last) fed token is this one gets a NaN among its logits (set before start).
+  int32_t nan_after = -1;
 
   // Every forward call, in order: a prefill (per sequence: slot, token count, first id) or a
   // decode step (per row: slot, 1, the token fed).

@@ -399,5 +399,41 @@ TEST(SchedulerTest, ADeviceFailureStopsServingOtherErrorsFailOnlyTheirTurns) {
   EXPECT_EQ(r.scheduler->Enqueue(turn).code(), absl::StatusCode::kUnavailable);
 }
 
+// NaN logits (a broken checkpoint or kernel) fail only the turns whose rows hold them, with
+// INTERNAL, wherever they appear: after the prompt, mid-reply, or on the final feed whose
+// state would otherwise commit. The session keeps its last version and serves again.
+TEST(SchedulerTest, NaNLogitsRollBackOnlyTheirTurn) {
+  Rig r;
+  r.model.nan_after = 200;
+  const std::string a = r.index.Create("")->session_id;
+  const std::string b = r.index.Create("")->session_id;
+  absl::Status status;
+  auto healthy = r.Start(b, {5}, 3);
+  auto prompt = r.Start(a, {10, 200}, 3);
+  EXPECT_TRUE(r.Drain(*prompt, &status).empty());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+  EXPECT_NE(status.message().find("NaN"), std::string::npos) << status;
+  EXPECT_EQ(r.Drain(*healthy, &status), (std::vector<int32_t>{6, 7, 8}));
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(r.index.Get("", b)->version, 1u);
+
+  // Mid-reply: 198, 199, 200 stream, then the step that feeds 200 gives NaN.
+  auto mid = r.Start(a, {197}, 10);
+  EXPECT_EQ(r.Drain(*mid, &status), (std::vector<int32_t>{198, 199, 200}));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+  // The final feed (200 is the last of 3 tokens): nothing more streams, and nothing commits.
+  auto final_feed = r.Start(a, {197}, 3);
+  EXPECT_EQ(r.Drain(*final_feed, &status), (std::vector<int32_t>{198, 199, 200}));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+  EXPECT_EQ(r.index.Get("", a)->version, 0u);
+  EXPECT_FALSE(r.index.Get("", a)->turn_running);
+  EXPECT_FALSE(r.scheduler->DeviceFailed());
+
+  auto after = r.Start(a, {1}, 2);
+  EXPECT_EQ(r.Drain(*after, &status), (std::vector<int32_t>{2, 3}));
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(r.index.Get("", a)->version, 1u);
+}
+
 }  // namespace
 }  // namespace xlstmd::core

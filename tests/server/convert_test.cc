@@ -4,7 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "core/base/retry.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
 
@@ -36,6 +39,43 @@ TEST(StatusMappingTest, EveryCodeAndMessageRoundTrips) {
             grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(ToGrpcStatus(absl::AbortedError("x")).error_code(), grpc::StatusCode::ABORTED);
   EXPECT_EQ(ToGrpcStatus(absl::UnavailableError("x")).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// The rich error model: a field error carries a BadRequest naming the field; a capacity
+// refusal an ErrorInfo with its reason and a RetryInfo; anything else no details at all.
+TEST(StatusMappingTest, FieldAndCapacityErrorsCarryGoogleRpcDetails) {
+  const grpc::Status bad = ToGrpcStatus(base::FieldError("sampling.max_tokens", "too many"));
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(bad.error_message(), "too many");
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(bad.error_details()));
+  EXPECT_EQ(details.code(), 3);
+  ASSERT_EQ(details.details_size(), 1);
+  google::rpc::BadRequest br;
+  ASSERT_TRUE(details.details(0).UnpackTo(&br));
+  ASSERT_EQ(br.field_violations_size(), 1);
+  EXPECT_EQ(br.field_violations(0).field(), "sampling.max_tokens");
+  EXPECT_EQ(details.details(0).type_url(), "type.googleapis.com/google.rpc.BadRequest");
+
+  const grpc::Status shed = ToGrpcStatus(base::CapacityError("queue full", base::kShedQueueFull));
+  EXPECT_EQ(shed.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(details.ParseFromString(shed.error_details()));
+  ASSERT_EQ(details.details_size(), 2);
+  google::rpc::ErrorInfo info;
+  google::rpc::RetryInfo retry;
+  ASSERT_TRUE(details.details(0).UnpackTo(&info));
+  EXPECT_EQ(info.reason(), "QUEUE_FULL");
+  EXPECT_EQ(info.domain(), "xlstmd.dev");
+  ASSERT_TRUE(details.details(1).UnpackTo(&retry));
+  EXPECT_EQ(retry.retry_delay().seconds(), 1);
+  // Sessions free up slowly: a longer delay.
+  ASSERT_TRUE(details.ParseFromString(
+      ToGrpcStatus(base::CapacityError("full", base::kShedMaxSessions)).error_details()));
+  ASSERT_TRUE(details.details(1).UnpackTo(&retry));
+  EXPECT_EQ(retry.retry_delay().seconds(), 30);
+
+  EXPECT_TRUE(ToGrpcStatus(absl::ResourceExhaustedError("over a limit")).error_details().empty());
+  EXPECT_TRUE(ToGrpcStatus(absl::InvalidArgumentError("x")).error_details().empty());
 }
 
 TEST(ValidateSessionIdTest, AcceptsUrlSafeIdsOnly) {

@@ -31,7 +31,19 @@ TEST_F(ServerTest, BadRequestsGetTheDocumentedCodes) {
   nan.mutable_sampling()->set_temperature(std::numeric_limits<float>::quiet_NaN());
   EXPECT_THAT(c.Chat(nan).status, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(c.Chat(TokensRequest(id, {1}, 1 << 30)).status,
-              StatusIs(absl::StatusCode::kResourceExhausted));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_tokens")));
+  // A oneof with both members on the wire is refused, not resolved silently (last wins).
+  v1::ChatRequest both = TokensRequest(id, {5, 6}, 1);
+  std::string wire = both.SerializeAsString();
+  v1::ChatRequest message_only;
+  message_only.set_message("hello");
+  wire = message_only.SerializeAsString() + wire;
+  EXPECT_THAT(c.RawUnary("/xlstmd.v1.ChatService/Chat", wire),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("oneof `input`")));
+  v1::ChatRequest blank = TokensRequest(id, {1}, 1);
+  blank.set_message("  \n\t ");
+  EXPECT_THAT(c.Chat(blank).status,
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("whitespace")));
   v1::ChatRequest stale = TokensRequest(id, {1}, 1);
   stale.set_expected_version(7);
   EXPECT_THAT(c.Chat(stale).status, StatusIs(absl::StatusCode::kAborted));

@@ -22,7 +22,7 @@ TEST(WebErrorsTest, EveryCodeHasItsHttpStatus) {
       {absl::AbortedError("x"), 409, "conflict_error"},
       {absl::AlreadyExistsError("x"), 409, "conflict_error"},
       {absl::ResourceExhaustedError("x"), 400, "invalid_request_error"},
-      {base::CapacityError("x"), 429, "rate_limit_error"},
+      {base::CapacityError("x", base::kShedQueueFull), 429, "rate_limit_error"},
       {absl::UnavailableError("x"), 503, "service_unavailable_error"},
       {absl::DeadlineExceededError("x"), 504, "timeout_error"},
       {absl::DataLossError("x"), 500, "server_error"},
@@ -34,7 +34,7 @@ TEST(WebErrorsTest, EveryCodeHasItsHttpStatus) {
     EXPECT_EQ(e.http_status, c.http) << c.status;
     EXPECT_EQ(e.type, c.type) << c.status;
   }
-  EXPECT_TRUE(MapStatus(base::CapacityError("x")).retry_after);
+  EXPECT_TRUE(MapStatus(base::CapacityError("x", base::kShedQueueFull)).retry_after);
   EXPECT_TRUE(MapStatus(absl::UnavailableError("x")).retry_after);
   EXPECT_FALSE(MapStatus(absl::ResourceExhaustedError("x")).retry_after);
   EXPECT_TRUE(MapStatus(absl::AbortedError("x")).should_not_retry);

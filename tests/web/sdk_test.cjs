@@ -130,9 +130,8 @@ test('bad inputs get the SDK error classes', async () => {
       assert.ok(e instanceof cls, `${JSON.stringify(body)}: ${e.constructor.name}`);
       assert.equal(e.status, status);
       assert.equal(e.param ?? null, param);
-      // The gRPC code's name: a request over a limit is RESOURCE_EXHAUSTED, yet a 400.
-      const code = body.max_tokens > 100000 ? 'resource_exhausted'
-        : { 400: 'invalid_argument', 404: 'not_found', 409: 'aborted' }[status];
+      // The gRPC code's name (a request over a limit is INVALID_ARGUMENT there too).
+      const code = { 400: 'invalid_argument', 404: 'not_found', 409: 'aborted' }[status];
       assert.equal(e.code, code, JSON.stringify(body));
       return true;
     });
