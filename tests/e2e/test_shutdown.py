@@ -4,7 +4,8 @@
 With a long enough --grace-period a running turn finishes and commits, health answers
 NOT_SERVING and new work is UNAVAILABLE during the drain, and the daemon exits 0. With a short
 grace period a long turn is cancelled with UNAVAILABLE and the process exits 0 within grace
-plus a few seconds. An idle daemon exits 0 promptly on SIGTERM and on SIGINT.
+plus a few seconds. An idle daemon exits 0 promptly on SIGTERM and on SIGINT. With
+--drain-delay everything is still served for the delay while the probes say not ready.
 """
 
 import signal
@@ -166,6 +167,35 @@ class ShutdownTest(harness.E2ETestCase):
             self.assertEqual(rc, 0, f"exit code after {sig.name}")
             self.assertLess(time.monotonic() - t0, 10)
 
+
+    def test_drain_delay_keeps_serving_while_probes_say_not_ready(self):
+        """--drain-delay: after SIGTERM, /readyz is 503 and health NOT_SERVING at once, yet
+        turns and new sessions still succeed until the delay is over; then UNAVAILABLE."""
+        d = self.start_daemon(["--drain-delay", "3s", "--http-listen", "127.0.0.1:0"],
+                              name="xlstmd(drain-delay)")
+        c = d.client()
+        s = c.create_session()
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        d.wait_health(harness.HEALTH_NOT_SERVING, timeout=2)
+        self.assertEqual(d.http("/readyz")[0], 503)
+        t = c.turn(s.session_id, tokens=[1, 2], sampling=sampling(max_tokens=3))
+        self.assertEqual(t.finished.session_version, 1)
+        c.create_session()
+        self.assertLess(time.monotonic() - t0, 2.5, "the checks above ran past the delay")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c.create_session(timeout=2)
+            except grpc.RpcError as e:
+                # UNAVAILABLE from the draining engine, or CANCELLED/UNAVAILABLE from the
+                # transport when the idle daemon is already shutting it down.
+                self.assertIn(e.code(), (Code.UNAVAILABLE, Code.CANCELLED), e.details())
+                break
+            self.assertLess(time.monotonic(), deadline, "still admitting 10 s after SIGTERM")
+            time.sleep(0.1)
+        self.assertGreaterEqual(time.monotonic() - t0, 2.9, "refused before --drain-delay")
+        self.assertEqual(d.wait_exit(20), 0)
 
     def test_open_file_soft_limit_is_raised_to_the_hard_limit(self):
         """Connections and snapshot writes need descriptors: started under a low soft limit,
