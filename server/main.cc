@@ -87,6 +87,10 @@ int Main(int argc, char** argv) {
       break;
   }
   SetUpLogging(options.log_level, ParseLogFormat(options.log_format));
+  for (const std::string& var : options.unknown_env) {
+    spdlog::warn("environment variable {} is not an xlstmd setting (misspelled?); it is ignored",
+                 var);
+  }
   RaiseOpenFileLimit();
 
   Authenticator auth;

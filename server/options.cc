@@ -1,7 +1,11 @@
 #include "server/options.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <iterator>
 #include <limits>
 #include <utility>
 
@@ -316,6 +320,18 @@ base::ParseOutcome ParseServerOptions(int argc, char** argv, const base::EnvLook
   DeclareServerFlags(&o, &flags, env);
   const base::ParseOutcome outcome = flags.Parse(argc, argv);
   if (outcome != base::ParseOutcome::kOk) return outcome;
+  // Variables of this prefix that other programs read, not flags.
+  static constexpr const char* kOtherVars[] = {"XLSTMD_API_KEY", "XLSTMD_CPU_ISA",
+                                               "XLSTMD_REQUIRE_GPU", "XLSTMD_REDIS_SERVER",
+                                               "XLSTMD_SHARED_DIR"};
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string var(*e, std::strcspn(*e, "="));
+    if (!absl::StartsWith(var, kEnvPrefix) || flags.IsEnvTwin(var) ||
+        std::find(std::begin(kOtherVars), std::end(kOtherVars), var) != std::end(kOtherVars)) {
+      continue;
+    }
+    o.unknown_env.push_back(var);
+  }
 
   // Checks that involve more than one option, or a format FlagSet does not know.
   if (absl::StatusOr<HostPort> hp = ParseHostPort(o.listen); !hp.ok()) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/base/flags.h"
@@ -94,6 +95,9 @@ struct ServerOptions {
 
   // Operations.
   int64_t drain_delay_ms = 0;
+  // XLSTMD_* environment variables that are no flag's twin (a misspelling has no effect
+  // otherwise); main logs a warning for each.
+  std::vector<std::string> unknown_env;
   int64_t grace_period_s = 0;
   // Drain: how long writing every committed state to the disk tier may take.
   int64_t flush_timeout_s = 0;

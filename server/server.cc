@@ -264,6 +264,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 
   absl::StatusOr<TlsFiles> tls = LoadTlsFiles(options);
   if (!tls.ok()) return tls.status();
+  for (const std::string& w : tls->warnings) spdlog::warn("{}", w);
 
   impl->tls = *tls;
   impl->listen_host = hp->host;

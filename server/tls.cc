@@ -5,10 +5,13 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace xlstmd::server {
 namespace {
@@ -56,6 +59,15 @@ absl::StatusOr<TlsFiles> LoadTlsFiles(const ServerOptions& o) {
   if (!key.ok()) return key.status();
   t.cert_pem = *std::move(cert);
   t.key_pem = *std::move(key);
+  // As for the API keys file: group read is how a mounted Secret reaches a non-root daemon;
+  // others reading, or the group writing, the private key is a leak or a tampering path.
+  struct stat st {};
+  if (::stat(o.tls_key.c_str(), &st) == 0 && (st.st_mode & 027) != 0) {
+    t.warnings.push_back(absl::StrCat(
+        "--tls-key ", o.tls_key, " is ",
+        (st.st_mode & 007) != 0 ? "accessible by others" : "writable by its group", " (mode ",
+        absl::StrFormat("%04o", st.st_mode & 0777), "); chmod 600 (or 640) it"));
+  }
   std::unique_ptr<X509, X509Deleter> x509 = FirstCert(t.cert_pem);
   if (x509 == nullptr) {
     ERR_clear_error();

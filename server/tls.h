@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/security/server_credentials.h"
@@ -16,6 +17,7 @@ namespace xlstmd::server {
 struct TlsFiles {
   std::string cert_path, key_path, client_ca_path;  // as given ("" = unset)
   std::string cert_pem, key_pem, client_ca_pem;
+  std::vector<std::string> warnings;  // e.g. a key file others may read; logged at start
   bool enabled() const { return !cert_path.empty(); }
   bool mutual() const { return !client_ca_path.empty(); }
 };

@@ -125,6 +125,17 @@ void FlagSet::EnableEnvTwins(std::string prefix, EnvLookup lookup) {
   env_lookup_ = std::move(lookup);
 }
 
+bool FlagSet::IsEnvTwin(const std::string& var) const {
+  if (env_prefix_.empty()) return false;
+  for (const Flag& f : flags_) {
+    if (EnvName(f.name) == var) return true;
+  }
+  for (const Rename& r : renames_) {
+    if (EnvName(r.old_name) == var) return true;
+  }
+  return false;
+}
+
 std::string FlagSet::EnvName(const std::string& name) const {
   if (env_prefix_.empty()) return "";
   std::string out = env_prefix_;

@@ -57,6 +57,8 @@ class FlagSet {
   void EnableEnvTwins(std::string prefix, EnvLookup lookup = GetEnv);
   // The environment variable of flag `name` ("" when env twins are off).
   std::string EnvName(const std::string& name) const;
+  // Whether environment variable `var` is the twin of a flag (or of a flag's old name).
+  bool IsEnvTwin(const std::string& var) const;
 
   void String(const std::string& name, std::string* dst, const std::string& help,
               bool required = false);

@@ -2,6 +2,8 @@
 // tokenization on the caller's thread) and stats.
 #include "core/engine/engine_impl.h"
 
+#include <xxhash.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -11,6 +13,54 @@
 #include "core/base/utf8.h"
 
 namespace xlstmd::core {
+namespace {
+
+// RFC 4122's text form, any version: 8-4-4-4-12 hex digits.
+bool IsUuid(absl::string_view s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !absl::ascii_isxdigit(static_cast<unsigned char>(s[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// What makes two requests with one request_id the same request (AIP-155: a reused id with a
+// different body is an error, not a replay): the input and every sampling field, hashed with
+// a fixed function so the fingerprint means the same after a restart or on another replica.
+uint64_t RequestFingerprint(const TurnRequest& req) {
+  std::string b;
+  auto num = [&b](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  auto str = [&](const std::string& s) {
+    num(static_cast<uint64_t>(s.size()));
+    b += s;
+  };
+  num(static_cast<uint8_t>(req.message.has_value()));
+  if (req.message.has_value()) str(*req.message);
+  num(static_cast<uint64_t>(req.tokens.size()));
+  for (int32_t id : req.tokens) num(id);
+  const SamplingConfig& s = req.sampling;
+  num(s.temperature);
+  num(s.top_k);
+  num(s.top_p);
+  num(s.min_p);
+  num(s.repetition_penalty);
+  num(s.seed);
+  num(s.max_tokens);
+  num(s.logprobs);
+  num(static_cast<uint64_t>(s.stop.size()));
+  for (const std::string& stop : s.stop) str(stop);
+  num(static_cast<uint64_t>(s.stop_token_ids.size()));
+  for (int32_t id : s.stop_token_ids) num(id);
+  num(static_cast<uint8_t>(req.expected_version.has_value()));
+  num(req.expected_version.value_or(0));
+  const uint64_t h = XXH3_64bits(b.data(), b.size());
+  return h == 0 ? 1 : h;  // 0 means "unknown"
+}
+
+}  // namespace
 
 Engine::Impl::Impl(std::unique_ptr<XlstmModel> model, std::unique_ptr<Tokenizer> tokenizer,
                    ChatTemplate chat_template, const EngineOptions& options)
@@ -110,6 +160,12 @@ absl::StatusOr<std::unique_ptr<Turn>> Engine::Impl::NewTurn(TurnRequest& req) co
     return base::FieldError("request_id", absl::StrCat("request_id is longer than ",
                                                        options_.max_request_id_bytes, " bytes"));
   }
+  if (!req.request_id.empty() && !IsUuid(req.request_id)) {
+    return base::FieldError("request_id",
+                            "request_id must be a UUID (8-4-4-4-12 hex digits, e.g. from "
+                            "uuid4()), so ids from different clients never collide");
+  }
+  const uint64_t fingerprint = req.request_id.empty() ? 0 : RequestFingerprint(req);
   // Sampling first: it needs no session and a bad request should not touch one.
   SamplingConfig& sampling = req.sampling;
   if (sampling.max_tokens > options_.sampling.max_tokens) {
@@ -142,6 +198,7 @@ absl::StatusOr<std::unique_ptr<Turn>> Engine::Impl::NewTurn(TurnRequest& req) co
   turn->session_id = req.session_id;
   turn->owner = req.owner;
   turn->request_id = req.request_id;
+  turn->request_fingerprint = fingerprint;
   turn->enqueued = clock_->Now();
   turn->seed = sampling.seed != 0 ? sampling.seed : base::RandomNonZeroU64();
   turn->max_tokens = EffectiveMaxTokens(sampling, options_.sampling);
@@ -172,7 +229,8 @@ absl::Status Engine::Impl::ClaimAndQueue(TurnRequest req, std::unique_ptr<Turn> 
   // From here on the session is busy, so its flags cannot change under us.
   absl::StatusOr<SessionMeta> meta =
       status.ok() ? index_->ClaimForTurn(req.owner, req.session_id,
-                                         {req.request_id, req.expected_version})
+                                         {req.request_id, req.expected_version,
+                                          turn->request_fingerprint})
                   : absl::StatusOr<SessionMeta>(status);
   if (!meta.ok()) {
     if (reserved) scheduler_->CancelReservation();

@@ -195,6 +195,14 @@ absl::StatusOr<SessionMeta> SessionIndex::ClaimForTurn(const std::string& owner,
   // A retry of a committed request must learn that it committed, whatever else changed.
   if (!claim.request_id.empty()) {
     if (std::optional<uint64_t> v = m.CommittedVersionOf(claim.request_id)) {
+      const std::optional<uint64_t> fp = m.FingerprintOf(claim.request_id);
+      if (fp.has_value() && claim.request_fingerprint != 0 && *fp != claim.request_fingerprint) {
+        return base::FieldError(
+            "request_id",
+            absl::StrCat("request_id ", claim.request_id, " was already used for a different "
+                         "request (committed as version ", *v, " of session ", id,
+                         "); a new request needs a new id"));
+      }
       return absl::AlreadyExistsError(absl::StrCat("request_id ", claim.request_id,
                                                    " was already committed as version ", *v,
                                                    " of session ", id));

@@ -1,6 +1,10 @@
 #include "core/engine/session_meta.h"
 
+#include <string>
 #include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 namespace xlstmd::core {
 
@@ -15,8 +19,17 @@ SessionMeta SessionMeta::FromSnapshot(const SnapshotMeta& s) {
   m.session_start_done = (s.flags & kFlagSessionStartDone) != 0;
   m.reply_open = (s.flags & kFlagReplyOpen) != 0;
   for (const CommittedRequest& r : s.recent_requests) {
-    m.request_order.push_back(r.request_id);
-    m.request_versions[r.request_id] = r.version;
+    // A snapshot's entry is the id, then (when known) NUL and 16 hex digits of the body's
+    // fingerprint: ids are UUIDs, so they never hold a NUL (docs/snapshot-format.md).
+    const size_t nul = r.request_id.find('\0');
+    std::string id = r.request_id.substr(0, nul);
+    uint64_t fp = 0;
+    if (nul != std::string::npos && absl::SimpleHexAtoi(r.request_id.substr(nul + 1), &fp) &&
+        fp != 0) {
+      m.request_fingerprints[id] = fp;
+    }
+    m.request_versions[id] = r.version;
+    m.request_order.push_back(std::move(id));
   }
   return m;
 }
@@ -31,7 +44,11 @@ SnapshotMeta SessionMeta::ToSnapshot() const {
   out.updated_unix_ms = info.updated_unix_ms;
   out.flags = (session_start_done ? kFlagSessionStartDone : 0) | (reply_open ? kFlagReplyOpen : 0);
   for (const std::string& r : request_order) {
-    out.recent_requests.push_back({r, request_versions.at(r)});
+    std::string entry = r;
+    if (auto fp = request_fingerprints.find(r); fp != request_fingerprints.end()) {
+      absl::StrAppend(&entry, std::string(1, '\0'), absl::Hex(fp->second, absl::kZeroPad16));
+    }
+    out.recent_requests.push_back({std::move(entry), request_versions.at(r)});
   }
   return out;
 }
@@ -44,9 +61,13 @@ void SessionMeta::ApplyCommit(const CommitDelta& delta, int64_t now_unix_ms) {
   reply_open = delta.is_message;
   if (delta.request_id.empty()) return;
   request_versions[delta.request_id] = info.version;
+  if (delta.request_fingerprint != 0) {
+    request_fingerprints[delta.request_id] = delta.request_fingerprint;
+  }
   request_order.push_back(delta.request_id);
   if (request_order.size() > kRequestIdsPerSession) {
     request_versions.erase(request_order.front());
+    request_fingerprints.erase(request_order.front());
     request_order.pop_front();
   }
 }
@@ -63,6 +84,7 @@ void SessionMeta::RewindTo(const RewindPoint& point, int64_t now_unix_ms) {
       kept.push_back(r);
     } else {
       request_versions.erase(r);
+      request_fingerprints.erase(r);
     }
   }
   request_order = std::move(kept);
@@ -75,6 +97,12 @@ RewindPoint SessionMeta::ToRewindPoint() const {
   p.session_start_done = session_start_done;
   p.reply_open = reply_open;
   return p;
+}
+
+std::optional<uint64_t> SessionMeta::FingerprintOf(const std::string& request_id) const {
+  auto it = request_fingerprints.find(request_id);
+  if (it == request_fingerprints.end()) return std::nullopt;
+  return it->second;
 }
 
 std::optional<uint64_t> SessionMeta::CommittedVersionOf(const std::string& request_id) const {

@@ -42,6 +42,7 @@ struct CommitDelta {
   bool adds_session_start = false;  // the turn carried BOS / the default system prompt
   bool is_message = false;          // a chat message turn: the reply is left open
   std::string request_id;           // "" = none
+  uint64_t request_fingerprint = 0;  // of the request body; 0 = unknown
 };
 
 // A committed version kept for RewindSession: the metadata that goes with it and its state
@@ -60,6 +61,9 @@ struct SessionMeta {
   bool reply_open = false;          // last committed turn was a message turn
   std::deque<std::string> request_order;  // oldest first, at most kRequestIdsPerSession
   absl::flat_hash_map<std::string, uint64_t> request_versions;
+  // The body fingerprint each remembered id committed with (absent: unknown, e.g. read from
+  // a snapshot written before fingerprints were kept).
+  absl::flat_hash_map<std::string, uint64_t> request_fingerprints;
   // Generation of the Redis write this daemon last saw for the session ("" = Redis is not
   // known to hold it). A different generation in Redis means another daemon changed it.
   std::string redis_generation;
@@ -77,6 +81,8 @@ struct SessionMeta {
 
   // The version `request_id` committed as, if it is remembered.
   std::optional<uint64_t> CommittedVersionOf(const std::string& request_id) const;
+  // The body fingerprint `request_id` committed with, if it is remembered and was recorded.
+  std::optional<uint64_t> FingerprintOf(const std::string& request_id) const;
 };
 
 }  // namespace xlstmd::core

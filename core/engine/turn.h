@@ -35,6 +35,7 @@ struct Turn {
   bool is_message = false;
   bool adds_session_start = false;
   std::string request_id;
+  uint64_t request_fingerprint = 0;  // of the request's body (idempotency: same id, same body)
   uint64_t base_version = 0;
   SamplingConfig sampling;
   int32_t max_tokens = 0;
@@ -74,6 +75,7 @@ struct Turn {
     d.adds_session_start = adds_session_start;
     d.is_message = is_message;
     d.request_id = request_id;
+    d.request_fingerprint = request_fingerprint;
     return d;
   }
 };

@@ -203,7 +203,9 @@ absl::StatusOr<LogitsView> XlstmModel::PaddedStep(absl::Span<const int32_t> toke
   IndexArrays host, dev;
   UploadIndex(win, &host, &dev);
   const bool record = backend_->SupportsCapture() && !recording_failed_;
-  if (!record || !backend_->Replay(bucket)) {
+  // Recordings live in the backend, which several models may share: the key says whose.
+  const int64_t key = (static_cast<int64_t>(serial_) << 20) | bucket;
+  if (!record || !backend_->Replay(key)) {
     bool ran = false;
     if (record) {
       backend_->BeginCapture();
@@ -213,7 +215,7 @@ absl::StatusOr<LogitsView> XlstmModel::PaddedStep(absl::Span<const int32_t> toke
         return s;
       }
       // A recording the backend cannot make is not fatal: from now on steps run eagerly.
-      ran = backend_->EndCapture(bucket).ok();
+      ran = backend_->EndCapture(key).ok();
       recording_failed_ = !ran;
     }
     if (!ran) {

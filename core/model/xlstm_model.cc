@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -27,11 +28,21 @@ int64_t InProjRows(const ModelConfig& c) {
 }  // namespace
 
 XlstmModel::XlstmModel(ModelConfig config, Backend* backend)
-    : config_(std::move(config)), backend_(backend), ws_(std::make_unique<Workspace>()) {}
+    : config_(std::move(config)),
+      backend_(backend),
+      ws_(std::make_unique<Workspace>()),
+      serial_(NextSerial()) {}
 
-// Uploads still in flight read their sources: wait before those are released.
+int64_t XlstmModel::NextSerial() {
+  static std::atomic<int64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Uploads still in flight read their sources: wait before those are released. Recordings
+// point into this model's buffers: drop them (another model's are re-recorded on use).
 XlstmModel::~XlstmModel() {
   if (!uploads_.empty()) (void)backend_->Synchronize();
+  if (backend_->SupportsCapture()) backend_->DropCaptures();
 }
 
 absl::StatusOr<std::unique_ptr<XlstmModel>> XlstmModel::Load(const std::filesystem::path& dir,

@@ -219,6 +219,9 @@ class XlstmModel {
   kernels::DeviceBuffer arena_;
   int32_t num_slots_ = 0;
   std::unique_ptr<Workspace> ws_;
+  // Unique per model in the process: keys this model's recordings in a shared backend.
+  const int64_t serial_;
+  static int64_t NextSerial();
   std::vector<kernels::DeviceBuffer> vectors_;  // norm weights and biases
   std::vector<int64_t> step_buckets_;            // LoadOptions::step_buckets
   bool recording_failed_ = false;                // the backend could not record a step

@@ -360,7 +360,8 @@ class CudaBackend final : public Backend {
           absl::StrCat(Name(), ": recording a decode step: ", ErrorText(e)));
     }
     auto [it, inserted] = graphs_.emplace(key, exec);
-    if (!inserted) {
+    if (!inserted) {  // the old recording may still be running
+      Check(cudaStreamSynchronize(stream_));
       cudaGraphExecDestroy(it->second);
       it->second = exec;
     }

@@ -9,6 +9,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "kernels/cuda/launch_plan.h"
 #include "kernels/op_params.h"
@@ -43,13 +45,31 @@ cudaError_t LaunchGatherRows(const GatherRowsParams& p, cudaStream_t stream);
 cudaError_t LaunchMlstmStep(const MlstmStepParams& p, const MlstmPlan& plan, cudaStream_t stream);
 cudaError_t LaunchMlstmChunkwise(const MlstmChunkParams& p, const MlstmPlan& plan,
                                  cudaStream_t stream);
-// Lets the chunkwise kernel use up to `bytes` of dynamic shared memory per block.
+// Lets the mLSTM kernels use up to `bytes` of dynamic shared memory per block. The opt-in is
+// a property of the kernel function on the current device, shared by every backend in the
+// process, so these only ever raise it: a second backend needing less must not lower the
+// limit a first one's launches rely on.
 cudaError_t AllowMlstmSharedMemory(size_t bytes);
 // Family B (paper.cu, slstm.cu).
 cudaError_t LaunchHeadwise(const HeadwiseParams& p, cudaStream_t stream);
 cudaError_t LaunchCausalConv(const CausalConvParams& p, cudaStream_t stream);
 cudaError_t LaunchSlstm(const SlstmParams& p, const SlstmPlan& plan, cudaStream_t stream);
 cudaError_t AllowSlstmSharedMemory(size_t bytes);
+
+// The opt-in bookkeeping behind the Allow* functions: `set(bytes)` runs only when `bytes` is
+// above what this kernel family was given on the current device before.
+template <class Set>
+cudaError_t RaiseSharedMemoryOptIn(std::mutex& mu, std::map<int, size_t>& given, size_t bytes,
+                                   Set set) {
+  int device = 0;
+  if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& now = given[device];
+  if (bytes <= now) return cudaSuccess;
+  const cudaError_t e = set(static_cast<int>(bytes));
+  if (e == cudaSuccess) now = bytes;
+  return e;
+}
 
 }  // namespace xlstmd::kernels::cuda
 

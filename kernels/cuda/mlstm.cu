@@ -238,11 +238,14 @@ cudaError_t LaunchMlstmChunkwise(const MlstmChunkParams& p, const MlstmPlan& pla
 }
 
 cudaError_t AllowMlstmSharedMemory(size_t bytes) {
-  const int b = static_cast<int>(bytes);
-  cudaError_t e = cudaFuncSetAttribute(MlstmChunkKernel,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, b);
-  if (e != cudaSuccess) return e;
-  return cudaFuncSetAttribute(MlstmStepKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, b);
+  static std::mutex mu;
+  static std::map<int, size_t> given;
+  return RaiseSharedMemoryOptIn(mu, given, bytes, [](int b) {
+    cudaError_t e = cudaFuncSetAttribute(MlstmChunkKernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, b);
+    if (e != cudaSuccess) return e;
+    return cudaFuncSetAttribute(MlstmStepKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, b);
+  });
 }
 
 }  // namespace xlstmd::kernels::cuda

@@ -91,8 +91,11 @@ cudaError_t LaunchSlstm(const SlstmParams& p, const SlstmPlan& plan, cudaStream_
 }
 
 cudaError_t AllowSlstmSharedMemory(size_t bytes) {
-  return cudaFuncSetAttribute(SlstmKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(bytes));
+  static std::mutex mu;
+  static std::map<int, size_t> given;
+  return RaiseSharedMemoryOptIn(mu, given, bytes, [](int b) {
+    return cudaFuncSetAttribute(SlstmKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, b);
+  });
 }
 
 }  // namespace xlstmd::kernels::cuda

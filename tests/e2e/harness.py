@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import unittest
 
 import grpc
@@ -179,6 +180,12 @@ def decode_fields(data):
             raise ValueError(f"unsupported wire type {wire}")
         out.append((field, value))
     return out
+
+
+def rid(label):
+    """A request_id (the daemon takes UUIDs only) derived from a readable label, the same
+    label giving the same id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, label))
 
 
 def error_details(err):

@@ -66,7 +66,7 @@ class CancelTest(harness.E2ETestCase):
     def test_cancel_mid_stream_rolls_back(self):
         sid, history = self.committed_session()
         call = self.client.chat_call(sid, tokens=ABANDONED, sampling=sampling(max_tokens=LONG),
-                                     request_id="req-cancelled")
+                                     request_id=harness.rid("req-cancelled"))
         reader = harness.StreamReader(call, pause_after_first_delta=True)
         reader.wait_first_delta()
         self.assertEqual(reader.turn.started.base_version, 1)
@@ -78,7 +78,7 @@ class CancelTest(harness.E2ETestCase):
         self.check_rolled_back(sid, history, "client cancel")
         # The cancelled turn's request_id was never committed: it may be used again.
         t = self.client.turn(sid, tokens=[1], sampling=sampling(max_tokens=2),
-                             request_id="req-cancelled")
+                             request_id=harness.rid("req-cancelled"))
         self.assertEqual(t.finished.session_version, 3)
 
     def test_cancel_after_started_rolls_back(self):

@@ -64,7 +64,7 @@ class Worker(threading.Thread):
                 conv = self.rng.choice(self.convs)
                 tokens = [self.rng.randrange(3, 300) for _ in range(self.rng.randint(1, 6))]
                 max_tokens = self.rng.choice([1, 2, 4, 8, 16, 32])
-                rid = f"{conv.session_id}-{next(self.counter)}"
+                rid = harness.rid(f"{conv.session_id}-{next(self.counter)}")
                 conv.in_flight = InFlight(rid, tokens, max_tokens)
                 if not self.one_turn(conv):
                     return
@@ -116,7 +116,8 @@ class CrashTest(harness.E2ETestCase):
             conv.in_flight = None
             # A first acknowledged turn makes the session durable (creation alone is not a
             # turn: test_sync_acks.py).
-            conv.turn(c, [155, 60, 131, i + 3], max_tokens=4, request_id=f"{conv.session_id}-0")
+            conv.turn(c, [155, 60, 131, i + 3], max_tokens=4,
+                      request_id=harness.rid(f"{conv.session_id}-0"))
             convs.append(conv)
         counter = iter(range(1, 1 << 30))
         stats = {"acked": 0, "committed_unacked": 0, "rolled_back": 0}
@@ -183,7 +184,8 @@ class CrashTest(harness.E2ETestCase):
             conv.turn(c, f.tokens, max_tokens=f.max_tokens, request_id=f.request_id,
                       context=f"{ctx}: re-running the uncommitted {f.request_id}")
         else:
-            conv.turn(c, [7, 77, 177], max_tokens=8, request_id=f"{conv.session_id}-{cycle}",
+            conv.turn(c, [7, 77, 177], max_tokens=8,
+                      request_id=harness.rid(f"{conv.session_id}-{cycle}"),
                       context=f"{ctx}: first turn after the restart")
 
 

@@ -154,24 +154,33 @@ class ErrorsTest(harness.E2ETestCase):
     def test_duplicate_request_id_already_exists(self):
         c = self.client
         s = c.create_session()
-        c.turn(s.session_id, tokens=[5, 6], sampling=sampling(max_tokens=3), request_id="a-1")
-        t2 = c.turn(s.session_id, tokens=[7], sampling=sampling(max_tokens=3), request_id="b-2")
+        a1, b2 = harness.rid("a-1"), harness.rid("b-2")
+        c.turn(s.session_id, tokens=[5, 6], sampling=sampling(max_tokens=3), request_id=a1)
+        t2 = c.turn(s.session_id, tokens=[7], sampling=sampling(max_tokens=3), request_id=b2)
         self.assertEqual(t2.finished.session_version, 2)
         before = c.get_session(s.session_id)
-        for rid, version in (("a-1", 1), ("b-2", 2)):
-            err = self.expect(consume(lambda: c.chat_call(s.session_id, tokens=[5, 6],
+        for rid, tokens, version in ((a1, [5, 6], 1), (b2, [7], 2)):
+            err = self.expect(consume(lambda: c.chat_call(s.session_id, tokens=tokens,
                                                           sampling=sampling(max_tokens=3),
                                                           request_id=rid)),
                               Code.ALREADY_EXISTS, re.compile(rf"\b{version}\b"),
                               f"replayed request_id {rid}")
             self.assertIn("version", err.details(), "ALREADY_EXISTS must name the version")
+        # The same id with another body is a client bug, not a replay (AIP-155).
+        for body in ({"tokens": [5, 7]}, {"tokens": [7], "sampling": sampling(max_tokens=4)},
+                     {"tokens": None, "message": "hi"}):
+            body.setdefault("sampling", sampling(max_tokens=3))
+            err = self.expect(consume(lambda: c.chat_call(s.session_id, request_id=b2, **body)),
+                              Code.INVALID_ARGUMENT, "different request",
+                              f"request_id reused with another body {body}")
+            self.assertEqual(self.bad_fields(err), [b"request_id"])
         after = c.get_session(s.session_id)
         self.assertEqual((after.version, after.token_count), (before.version, before.token_count),
                          "a duplicate request_id ran again")
         # The same request_id on another session is a different key.
         other = c.create_session()
         t = c.turn(other.session_id, tokens=[5, 6], sampling=sampling(max_tokens=3),
-                   request_id="a-1")
+                   request_id=harness.rid("a-1"))
         self.assertEqual(t.finished.session_version, 1)
 
     # ---------------------------------------------------------------- INVALID_ARGUMENT
@@ -182,6 +191,9 @@ class ErrorsTest(harness.E2ETestCase):
         for bad in (300, -1, 2**31 - 1, -2**31):
             self.expect_chat(Code.INVALID_ARGUMENT, f"token id {bad}", tokens=[1, bad, 2])
         self.expect_chat(Code.INVALID_ARGUMENT, "request_id of 300 bytes", request_id="r" * 300)
+        for bad in ("req-1", "6f1c2d3e", "g" * 36, harness.rid("x").replace("-", "_")):
+            self.expect_chat(Code.INVALID_ARGUMENT, f"request_id {bad!r} (not a UUID)",
+                             request_id=bad, contains="UUID")
 
     def test_invalid_utf8_message_invalid_argument(self):
         c = self.client

@@ -61,7 +61,7 @@ class ExportImportTest(harness.E2ETestCase):
         conv = Conversation(self.daemon, c.create_session().session_id)
         for i in range(turns):
             conv.turn(c, [(p + 5 * i) % 300 for p in PROMPT], max_tokens=8,
-                      request_id=f"setup-{i}", context=f"setup turn {i}")
+                      request_id=harness.rid(f"setup-{i}"), context=f"setup turn {i}")
         return conv
 
     def test_export_import_continues_exactly(self):

@@ -60,9 +60,9 @@ class PersistenceTest(harness.E2ETestCase):
             conv = Conversation(d, c.create_session().session_id)
             for k in range(1 + i % 2):
                 inp = [(PROMPT[j] + 7 * i + k) % 300 for j in range(len(PROMPT))]
-                conv.turn(c, inp, max_tokens=6 + i, request_id=f"conv{i}-turn{k}",
+                conv.turn(c, inp, max_tokens=6 + i, request_id=harness.rid(f"conv{i}-turn{k}"),
                           context=f"before restart: conv {i} turn {k}")
-            conv.last_request = (f"conv{i}-turn{k}", inp)
+            conv.last_request = (harness.rid(f"conv{i}-turn{k}"), inp, 6 + i)
             convs.append(conv)
         # Version 0 with the zero state: on disk before the ack under sync, else written by
         # the drain.
@@ -94,14 +94,21 @@ class PersistenceTest(harness.E2ETestCase):
             ctx = f"{mode}: conv {i} after the restart"
             conv.daemon = d
             conv.check_session(c, ctx)
-            rid, inp = conv.last_request
+            rid, inp, max_tokens = conv.last_request
             e = self.assertRpcError(
                 lambda: harness.collect(c.chat_call(conv.session_id, tokens=inp,
-                                                    sampling=sampling(max_tokens=4),
+                                                    sampling=sampling(max_tokens=max_tokens),
                                                     request_id=rid)),
                 Code.ALREADY_EXISTS, None, f"{ctx}: re-sending committed request {rid}")
             self.assertIn(str(conv.version), e.details(), f"{ctx}: the message names the version")
-            conv.turn(c, [11, 22, 33], max_tokens=8, request_id=f"{rid}-after", context=ctx)
+            # The body's fingerprint survived the restart too.
+            self.assertRpcError(
+                lambda: harness.collect(c.chat_call(conv.session_id, tokens=inp + [1],
+                                                    sampling=sampling(max_tokens=max_tokens),
+                                                    request_id=rid)),
+                Code.INVALID_ARGUMENT, "different request", f"{ctx}: {rid} with another body")
+            conv.turn(c, [11, 22, 33], max_tokens=8, request_id=harness.rid(f"{rid}-after"),
+                      context=ctx)
             conv.turn(c, [44], max_tokens=4, context=ctx)
         if fresh is not None:
             fresh.daemon = d

@@ -107,10 +107,15 @@ class RedisTierTest(harness.E2ETestCase):
         t = ca.turn(f, tokens=[4, 5], sampling=sampling(max_tokens=5))
         self.assertEqual(t.ids, a.reference(history + [4, 5], 5), "fork from B, turn on A")
         # A request id committed on A is known on B.
-        ca.turn(s, tokens=[1], sampling=sampling(max_tokens=2), request_id="once")
+        ca.turn(s, tokens=[1], sampling=sampling(max_tokens=2), request_id=harness.rid("once"))
         self.assertRpcError(lambda: cb.turn(s, tokens=[1], sampling=sampling(max_tokens=2),
-                                            request_id="once"),
+                                            request_id=harness.rid("once")),
                             Code.ALREADY_EXISTS, None, "a request id committed on the other daemon")
+        # Its body's fingerprint travels with it: another body under that id is refused.
+        self.assertRpcError(lambda: cb.turn(s, tokens=[2], sampling=sampling(max_tokens=2),
+                                            request_id=harness.rid("once")),
+                            Code.INVALID_ARGUMENT, "different request",
+                            "a committed request id reused with another body, other daemon")
         # Deleted on B: gone on A too.
         cb.delete_session(s)
         self.assertRpcError(lambda: ca.get_session(s), Code.NOT_FOUND, None,

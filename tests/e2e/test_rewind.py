@@ -27,7 +27,7 @@ class RewindTest(harness.E2ETestCase):
             inputs = [[100, 101, 102], [7, 8], [9, 10, 11]]
             history, turns, infos = [], [], []
             for k, inp in enumerate(inputs):
-                t = c.turn(s, tokens=inp, sampling=sampling(max_tokens=6), request_id=f"r{k}")
+                t = c.turn(s, tokens=inp, sampling=sampling(max_tokens=6), request_id=harness.rid(f"r{k}"))
                 turns.append(t)
                 history.append(inp + t.ids)
                 infos.append(c.get_session(s))
@@ -38,7 +38,7 @@ class RewindTest(harness.E2ETestCase):
             self.assertEqual((r.version, r.token_count), (2, infos[1].token_count),
                              "the rewound session reports version 2's metadata")
             again = c.turn(s, tokens=inputs[2], sampling=sampling(max_tokens=6),
-                           request_id="r2")  # undone by the rewind, so it may run again
+                           request_id=harness.rid("r2"))  # undone by the rewind, so it may run again
             self.assertEqual(again.ids, turns[2].ids, "regenerated reply == the original")
             self.assertEqual(again.finished.session_version, 3)
 

@@ -119,7 +119,12 @@ class TlsTest(harness.E2ETestCase):
         return d.start()
 
     def test_grpc_and_http_over_tls(self):
+        # A private key others may read is served, with a warning (RELIABILITY.md: warn).
+        key = self.pki["server"] + ".key"
+        os.chmod(key, 0o644)
         d = self.start_tls()
+        self.assertIn(f"--tls-key {key} is accessible by others (mode 0644)", d.log())
+        os.chmod(key, 0o600)
         c = d.client()
         s = c.create_session()
         t = c.turn(s.session_id, tokens=[155, 60, 131], sampling=sampling(max_tokens=5))

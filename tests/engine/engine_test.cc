@@ -197,12 +197,20 @@ TEST(EngineTest, ErrorsHaveTheRightCodes) {
   EXPECT_EQ(code(wrong_version), absl::StatusCode::kAborted);
 
   TurnRequest keyed = Tokens(s.session_id, {1});
-  keyed.request_id = "req-1";
+  keyed.request_id = "0b9d8a6e-3c1f-4f5a-9e2d-7c4b1a2f3e01";
   keyed.expected_version = 0;
   EXPECT_EQ(code(keyed), absl::StatusCode::kOk);
   TurnResult again = RunTurn(*h.engine, keyed);
   EXPECT_EQ(again.status.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(std::string(again.status.message()), HasSubstr("version 1"));
+  TurnRequest changed = keyed;
+  changed.sampling.max_tokens = 2;
+  const absl::Status reused = RunTurn(*h.engine, changed).status;
+  EXPECT_EQ(reused.code(), absl::StatusCode::kInvalidArgument) << reused;
+  EXPECT_EQ(base::ErrorField(reused), "request_id");
+  TurnRequest not_uuid = Tokens(s.session_id, {1});
+  not_uuid.request_id = "req-1";
+  EXPECT_EQ(code(not_uuid), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(h.engine->GetSession("", s.session_id)->version, 1u);
 
   // A second turn while one runs.

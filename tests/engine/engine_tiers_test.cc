@@ -31,7 +31,7 @@ TEST(EngineTiersTest, SyncCommitsSurviveARestart) {
     SessionInfo s = NewSession(*h.engine);
     id = s.session_id;
     TurnRequest t = Tokens(id, {4, 5, 6});
-    t.request_id = "first";
+    t.request_id = "0b9d8a6e-3c1f-4f5a-9e2d-7c4b1a2f3e01";
     ASSERT_TRUE(RunTurn(*h.engine, t).status.ok());
     ASSERT_TRUE(RunTurn(*ref.engine, Tokens(r.session_id, {4, 5, 6})).status.ok());
     EXPECT_GE(h.engine->stats().snapshot_writes, 1);
@@ -42,8 +42,12 @@ TEST(EngineTiersTest, SyncCommitsSurviveARestart) {
   EXPECT_EQ(info->version, 1u);
   EXPECT_EQ(info->token_count, 9u);
   TurnRequest again = Tokens(id, {4, 5, 6});
-  again.request_id = "first";
+  again.request_id = "0b9d8a6e-3c1f-4f5a-9e2d-7c4b1a2f3e01";
   EXPECT_EQ(RunTurn(*h.engine, again).status.code(), absl::StatusCode::kAlreadyExists);
+  // The body's fingerprint came back from the snapshot: another body is refused.
+  TurnRequest other = Tokens(id, {4, 5});
+  other.request_id = "0b9d8a6e-3c1f-4f5a-9e2d-7c4b1a2f3e01";
+  EXPECT_EQ(RunTurn(*h.engine, other).status.code(), absl::StatusCode::kInvalidArgument);
   TurnResult a = RunTurn(*h.engine, Tokens(id, {7}));
   TurnResult b = RunTurn(*ref.engine, Tokens(r.session_id, {7}));
   ASSERT_TRUE(a.status.ok() && b.status.ok()) << a.status;
@@ -208,7 +212,7 @@ TEST(EngineTiersTest, RewindRestoresAKeptVersion) {
   ASSERT_TRUE(RunTurn(*h.engine, first).status.ok());
   const uint64_t tokens_v1 = h.engine->GetSession("", s.session_id)->token_count;
   TurnRequest second = Tokens(s.session_id, {1, 5});
-  second.request_id = "two";
+  second.request_id = "0b9d8a6e-3c1f-4f5a-9e2d-7c4b1a2f3e02";
   TurnResult v2 = RunTurn(*h.engine, second);
   ASSERT_TRUE(v2.status.ok());
   ASSERT_TRUE(RunTurn(*h.engine, Tokens(s.session_id, {9, 2})).status.ok());  // v3

@@ -104,6 +104,33 @@ TEST(SessionIndexTest, ClaimCommitAndIdempotency) {
   EXPECT_EQ(preview->first, *index.Snapshot(id));
 }
 
+// A committed id remembers its body's fingerprint: the same body is a replay (ALREADY_EXISTS),
+// another body INVALID_ARGUMENT; the fingerprint survives the snapshot (after a NUL in the
+// entry), and an entry without one (an older snapshot) can only answer ALREADY_EXISTS.
+TEST(SessionIndexTest, RequestFingerprintsTellReplaysFromReusedIds) {
+  FakeClock clock;
+  SessionIndex index(&clock, Roomy());
+  const std::string id = index.Create("")->session_id;
+  ASSERT_TRUE(index.ClaimForTurn("", id, {"r1", std::nullopt, 0xabc}).ok());
+  ASSERT_TRUE(index.Commit(id, {.tokens = 2, .request_id = "r1", .request_fingerprint = 0xabc}));
+  EXPECT_EQ(index.ClaimForTurn("", id, {"r1", std::nullopt, 0xabc}).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(index.ClaimForTurn("", id, {"r1", std::nullopt, 0xdef}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const SnapshotMeta snap = *index.Snapshot(id);
+  ASSERT_EQ(snap.recent_requests.size(), 1u);
+  EXPECT_EQ(snap.recent_requests[0].request_id, std::string("r1\0", 3) + "0000000000000abc");
+  const SessionMeta back = SessionMeta::FromSnapshot(snap);
+  EXPECT_EQ(back.FingerprintOf("r1"), 0xabcu);
+  EXPECT_EQ(back.CommittedVersionOf("r1"), 1u);
+  EXPECT_EQ(back.ToSnapshot(), snap);
+  SnapshotMeta old = snap;
+  old.recent_requests[0].request_id = "r1";
+  const SessionMeta legacy = SessionMeta::FromSnapshot(old);
+  EXPECT_EQ(legacy.CommittedVersionOf("r1"), 1u);
+  EXPECT_FALSE(legacy.FingerprintOf("r1").has_value());
+}
+
 TEST(SessionIndexTest, SnapshotRoundTripAndRewindForgetsLaterRequests) {
   FakeClock clock;
   SessionIndex index(&clock, Roomy());

@@ -178,7 +178,7 @@ std::vector<std::string> FuzzSeeds() {
   r.mutable_sampling()->add_stop_token_ids(256);
   r.mutable_sampling()->set_logprobs(2);
   r.mutable_sampling()->set_repetition_penalty(1.1f);
-  r.set_request_id("req-1");
+  r.set_request_id("0b9d8a6e-3c1f-4f5a-9e2d-7c4b1a2f3e01");
   add(r);
   v1::ChatRequest t;
   t.set_session_id("s");

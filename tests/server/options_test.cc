@@ -3,6 +3,8 @@
 // tests/core/flags_test.cc).
 #include "server/options.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cctype>
 #include <map>
@@ -281,6 +283,26 @@ TEST(ServerOptionsTest, EnvironmentTwinsApplyWhenNoFlagIsGiven) {
   EXPECT_EQ(r.options.lm_head_dtype, "int8");
   EXPECT_EQ(r.options.max_prompt_tokens, 77);
   EXPECT_EQ(r.options.grace_period_s, 0);
+}
+
+// A misspelled variable would silently do nothing: it is listed (main logs a warning), while
+// flag twins and the variables other programs read are not.
+TEST(ServerOptionsTest, UnknownEnvironmentVariablesAreListed) {
+  ::setenv("XLSTMD_MAX_SESIONS", "5", 1);
+  ::setenv("XLSTMD_QUEUE_DEPTH", "3", 1);
+  ::setenv("XLSTMD_GRACE_PERIOD_S", "3", 1);  // an old name
+  ::setenv("XLSTMD_API_KEY", "k", 1);
+  const ParseResult r = Parse({});
+  for (const char* v : {"XLSTMD_MAX_SESIONS", "XLSTMD_QUEUE_DEPTH", "XLSTMD_GRACE_PERIOD_S",
+                        "XLSTMD_API_KEY"}) {
+    ::unsetenv(v);
+  }
+  ASSERT_EQ(r.outcome, base::ParseOutcome::kOk) << r.err;
+  EXPECT_THAT(r.options.unknown_env, ::testing::Contains("XLSTMD_MAX_SESIONS"));
+  for (const char* known : {"XLSTMD_QUEUE_DEPTH", "XLSTMD_GRACE_PERIOD_S", "XLSTMD_API_KEY",
+                            "XLSTMD_CPU_ISA"}) {
+    EXPECT_THAT(r.options.unknown_env, ::testing::Not(::testing::Contains(known))) << known;
+  }
 }
 
 TEST(ServerOptionsTest, FlagBeatsEnvironmentBeatsDefault) {
