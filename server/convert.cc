@@ -190,6 +190,8 @@ void ToProto(const core::TurnEvent& event, v1::ChatEvent* out) {
       v1::TurnFinished* f = out->mutable_finished();
       f->set_finish_reason(ToProto(event.finish_reason));
       f->set_session_version(event.session_version);
+      f->set_durable(event.durable);
+      f->set_state_digest(event.state_digest);
       v1::Usage* u = f->mutable_usage();
       u->set_prompt_tokens(event.usage.prompt_tokens);
       u->set_completion_tokens(event.usage.completion_tokens);

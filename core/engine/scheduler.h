@@ -179,7 +179,7 @@ class Scheduler {
   void RemoveActive(Turn* t);
   void Finalize(Turn& t);
   void OnShared(uint64_t seq, absl::StatusOr<RedisManifest> written);
-  void OnPersisted(uint64_t seq, absl::Status status);
+  void OnPersisted(uint64_t seq, absl::StatusOr<uint64_t> digest);
   void Commit(Turn& t);
   void CommitCreate(Turn& t);
 

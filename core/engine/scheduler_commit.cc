@@ -89,7 +89,9 @@ void Scheduler::Finalize(Turn& t) {
     return;
   }
   tiers_->PersistBeforeCommit(t.session_id, std::move(preview->first), t.final_state,
-                              [this, seq](absl::Status s) { OnPersisted(seq, std::move(s)); });
+                              [this, seq](absl::StatusOr<uint64_t> digest) {
+                                OnPersisted(seq, std::move(digest));
+                              });
 }
 
 void Scheduler::OnShared(uint64_t seq, absl::StatusOr<RedisManifest> written) {
@@ -119,10 +121,14 @@ void Scheduler::OnShared(uint64_t seq, absl::StatusOr<RedisManifest> written) {
   Finalize(*t);  // the disk write under sync, else the commit
 }
 
-void Scheduler::OnPersisted(uint64_t seq, absl::Status status) {
+void Scheduler::OnPersisted(uint64_t seq, absl::StatusOr<uint64_t> digest) {
   Turn* t = FindActive(seq);
   XLSTMD_CHECK(t != nullptr);  // persisting turns are never dropped
-  if (status.ok()) return Commit(*t);
+  if (digest.ok()) {
+    t->durable_digest = *digest;
+    return Commit(*t);
+  }
+  const absl::Status status = digest.status();
   spdlog::error("sync snapshot of session {} failed: {}", base::LogSessionId(t->session_id),
                 base::LogStatus(status, t->session_id));
   absl::Status reason = absl::UnavailableError(
@@ -160,6 +166,8 @@ void Scheduler::Commit(Turn& t) {
   fin.usage.total_ms = MsBetween(t.enqueued, now);
   fin.usage.history_tokens = committed->history_tokens;  // metrics hook: prefill avoided
   fin.session_version = committed->version;
+  fin.durable = t.durable_digest.has_value();
+  fin.state_digest = t.durable_digest.value_or(0);
   tiers_->InstallCommitted(t.session_id, t.slot, committed->version);
   t.slot = -1;
   if (t.shared) tiers_->MarkShared(t.session_id);

@@ -81,6 +81,9 @@ class SlotStore {
 using PostFn = std::function<void(std::function<void()>)>;
 using InfoDone = std::function<void(absl::StatusOr<SessionInfo>)>;
 using StatusDone = std::function<void(absl::Status)>;
+// A sync write's outcome: on success the written snapshot's digest (its footer checksum:
+// XXH3-64 over the section checksums, the last 8 bytes of the file, little-endian).
+using DigestDone = std::function<void(absl::StatusOr<uint64_t>)>;
 
 struct TierOptions {
   std::string state_dir;  // "" = no disk tier
@@ -133,7 +136,7 @@ class TierOps {
   virtual void AddRewindPoint(const std::string& id, RewindPoint point) = 0;
   virtual void Drop(const std::string& id) = 0;
   virtual void PersistBeforeCommit(const std::string& id, SnapshotMeta meta, HostState state,
-                                   StatusDone done) = 0;
+                                   DigestDone done) = 0;
   virtual void ShareBeforeCommit(SnapshotMeta meta, ExpectedVersion expected, HostState state,
                                  std::function<void(absl::StatusOr<RedisManifest>)> done) = 0;
   virtual void AckWhenStored(const std::string& id, SessionInfo info, bool new_session,
@@ -223,7 +226,7 @@ class StateTiers final : public TierOps {
   // on the scheduler thread, and on success the caller installs the commit inside it, after
   // which the tiers mark that state durable.
   void PersistBeforeCommit(const std::string& id, SnapshotMeta meta, HostState state,
-                           StatusDone done) override;
+                           DigestDone done) override;
   // Stores a finished turn's state in Redis with the version check (the turn's commit).
   void ShareBeforeCommit(SnapshotMeta meta, ExpectedVersion expected, HostState state,
                          std::function<void(absl::StatusOr<RedisManifest>)> done) override;
@@ -300,8 +303,9 @@ class StateTiers final : public TierOps {
   void StartRestore(const std::string& id, uint64_t version, int32_t slot, bool from_redis,
                     std::function<bool()> wanted, StatusDone done);
   void StartWrite(const std::string& id);
+  // `done(version, status, digest)`: the digest is as DigestDone's (0 on failure).
   void SubmitWrite(SnapshotMeta meta, HostState state,
-                   std::function<void(uint64_t, absl::Status)> done);
+                   std::function<void(uint64_t, absl::Status, uint64_t)> done);
   void OnWriteDone(const std::string& id, uint64_t version, uint64_t gen, absl::Status status);
   void RunPendingWrite(const std::string& id);
   void WhenDurable(const std::string& id, StatusDone done);

@@ -160,13 +160,13 @@ void StateTiers::StartWrite(const std::string& id) {
   st.write_in_flight = true;
   const uint64_t gen = st.gen;
   SubmitWrite(*std::move(meta), std::move(state),
-              [this, id, gen](uint64_t version, absl::Status s) {
+              [this, id, gen](uint64_t version, absl::Status s, uint64_t) {
                 OnWriteDone(id, version, gen, std::move(s));
               });
 }
 
 void StateTiers::SubmitWrite(SnapshotMeta meta, HostState state,
-                             std::function<void(uint64_t, absl::Status)> done) {
+                             std::function<void(uint64_t, absl::Status, uint64_t)> done) {
   {
     absl::MutexLock lock(&writes_mu_);
     ++writes_in_flight_;
@@ -176,6 +176,7 @@ void StateTiers::SubmitWrite(SnapshotMeta meta, HostState state,
     absl::StatusOr<SnapshotParts> parts =
         status.ok() ? EncodeSnapshotParts(meta, codec_.fingerprint, *codec_.layout, state->span())
                     : status;
+    uint64_t digest = 0;
     if (!parts.ok()) {
       status = parts.status();
     } else {
@@ -183,13 +184,17 @@ void StateTiers::SubmitWrite(SnapshotMeta meta, HostState state,
                                      parts->payload.size() * sizeof(float));
       const std::string_view pieces[] = {parts->head, payload, parts->tail};
       status = dir_->Write(meta.session_id, pieces);
+      if (status.ok() && parts->tail.size() >= sizeof(digest)) {
+        std::memcpy(&digest, parts->tail.data() + parts->tail.size() - sizeof(digest),
+                    sizeof(digest));  // the footer's last field, little-endian like the host
+      }
     }
     const uint64_t version = meta.version;
-    post_([this, done, version, status] {
+    post_([this, done, version, status, digest] {
       ++(status.ok() ? snapshot_writes_ : snapshot_write_failures_);
       // First the follow-ups (a newer version's write), then the count: WaitWritesDone waits
       // for zero and must not see it between a write and its successor.
-      done(version, status);
+      done(version, status, digest);
       absl::MutexLock lock(&writes_mu_);
       --writes_in_flight_;
     });
@@ -239,13 +244,15 @@ void StateTiers::RunPendingWrite(const std::string& id) {
 }
 
 void StateTiers::PersistBeforeCommit(const std::string& id, SnapshotMeta meta, HostState state,
-                                     StatusDone done) {
+                                     DigestDone done) {
   auto write = [this, id, meta = std::move(meta), state, done = std::move(done)]() mutable {
     SubmitWrite(std::move(meta), std::move(state),
-                [this, id, done = std::move(done)](uint64_t version, absl::Status s) {
+                [this, id, done = std::move(done)](uint64_t version, absl::Status s,
+                                                   uint64_t digest) {
                   auto it = states_.find(id);
                   if (it != states_.end()) it->second.write_in_flight = false;
-                  done(s);  // on success the caller installs the commit (a new generation)
+                  // On success the caller installs the commit (a new generation).
+                  done(s.ok() ? absl::StatusOr<uint64_t>(digest) : absl::StatusOr<uint64_t>(s));
                   it = states_.find(id);
                   if (s.ok() && it != states_.end()) {
                     it->second.disk_version = static_cast<int64_t>(version);

@@ -66,6 +66,8 @@ struct Turn {
   // The final state as host floats, copied out of the slot once for the Redis and the disk
   // write of a commit (a 7B state is 128 MiB).
   HostState final_state;
+  // Set when the sync write of the final state succeeded: the snapshot's digest.
+  std::optional<uint64_t> durable_digest;
   FinishReason finish = FinishReason::kNone;
   SteadyClock::time_point admitted, prefill_done, first_token;
 

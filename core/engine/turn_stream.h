@@ -60,6 +60,10 @@ struct TurnEvent {
   FinishReason finish_reason = FinishReason::kNone;
   TurnUsage usage;
   uint64_t session_version = 0;  // the new committed version
+  // On disk (fsynced) before this event, under sync durability; then state_digest is the
+  // snapshot's footer checksum (DigestDone in state_tiers.h), else 0.
+  bool durable = false;
+  uint64_t state_digest = 0;
   // Set by TurnStream::Push: when the engine produced the event (inter-token latency is
   // measured between deltas' stamps, not when a transport gets round to popping them).
   std::chrono::steady_clock::time_point pushed_at;

@@ -510,7 +510,8 @@ class ApiKeysTest(harness.E2ETestCase):
             f.write("alice key-alice-0123456789\nbob key-bob-9876543210\n")
         os.chmod(keys, 0o600)
         self.addCleanup(lambda: (os.unlink(keys), os.rmdir(tmp)))
-        d = self.start_daemon(["--api-keys-file", keys], name="xlstmd(api-keys)")
+        d = self.start_daemon(["--api-keys-file", keys, "--keep-turn-checkpoints", "2"],
+                              name="xlstmd(api-keys)")
         ch = d.channel()
         alice = harness.Client(ch, key="key-alice-0123456789")
         bob = harness.Client(ch, key="key-bob-9876543210")
@@ -557,6 +558,12 @@ class ApiKeysTest(harness.E2ETestCase):
                             "bob ForkSession(alice's)")
         self.assertRpcError(lambda: bob.delete_session(sid), Code.NOT_FOUND, None,
                             "bob DeleteSession(alice's)")
+        self.assertRpcError(lambda: bob.fork_session(sid, version=0), Code.NOT_FOUND, None,
+                            "bob ForkSession(alice's, version 0)")
+        self.assertRpcError(lambda: bob.rewind_session(sid, 0), Code.NOT_FOUND, None,
+                            "bob RewindSession(alice's)")
+        self.assertRpcError(lambda: bob.export_session(sid), Code.NOT_FOUND, None,
+                            "bob ExportSession(alice's)")
         self.assertNotIn(sid, bob.all_sessions(), "bob lists alice's session")
         self.assertIn(sid, alice.all_sessions())
         b = bob.create_session()

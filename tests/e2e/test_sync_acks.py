@@ -13,6 +13,7 @@ Turns are covered by test_crash.py; these are the other session operations:
   may have been deleted for a reason). The kill comes right after the reply while other
   sessions' turns keep the snapshot writer busy, which is when a removal that is only queued
   is lost.
+- A turn's `finished` under sync says durable and carries the snapshot's digest.
 """
 
 import os
@@ -57,6 +58,35 @@ class SyncAcksTest(harness.E2ETestCase):
             raise AssertionError(f"{what}: acknowledged under --durability sync, lost by a "
                                  f"SIGKILL right after the reply ({e}); state dir before the "
                                  f"kill: {files}") from None
+
+    def test_finished_says_durable_with_the_snapshot_digest(self):
+        """Under sync durability a turn's `finished` says durable, and its state_digest is the
+        snapshot's footer checksum: the last 8 bytes of the file on disk and of an export of
+        that version. Under async it says not durable (the write comes later)."""
+        sd = self.state_dir()
+        d = self.start_daemon(["--state-dir", sd, "--durability", "sync"],
+                              name="xlstmd(sync digest)")
+        c = d.client()
+        s = c.create_session().session_id
+        for k in range(2):
+            t = c.turn(s, tokens=[5 + k, 6], sampling=sampling(max_tokens=3))
+            self.assertTrue(t.finished.durable, f"turn {k}: sync, yet not durable")
+            files = [f for f in os.listdir(sd) if f.endswith(".xss")]
+            self.assertEqual(len(files), 1, files)
+            with open(os.path.join(sd, files[0]), "rb") as f:
+                on_disk = f.read()
+            tail = int.from_bytes(on_disk[-8:], "little")
+            self.assertEqual(t.finished.state_digest, tail, f"turn {k}: digest vs the file")
+            exported = c.export_session(s)
+            self.assertEqual(int.from_bytes(exported[-8:], "little"), t.finished.state_digest,
+                             f"turn {k}: digest vs the export")
+        d.stop()
+        a = self.start_daemon(["--state-dir", self.state_dir(), "--durability", "async"],
+                              name="xlstmd(async digest)")
+        c = a.client()
+        t = c.turn(c.create_session().session_id, tokens=[5, 6], sampling=sampling(max_tokens=3))
+        self.assertFalse(t.finished.durable)
+        self.assertEqual(t.finished.state_digest, 0)
 
     def test_acknowledged_creates_survive_an_immediate_sigkill(self):
         def check_plain(d2, c2, _, s):

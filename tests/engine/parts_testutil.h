@@ -203,9 +203,9 @@ class FakeTiers : public TierOps {
     }
   }
   void PersistBeforeCommit(const std::string&, SnapshotMeta meta, HostState,
-                           StatusDone done) override {
+                           DigestDone done) override {
     persisted.push_back(std::move(meta));
-    done(persist_status);
+    done(persist_status.ok() ? absl::StatusOr<uint64_t>(0x5eed) : persist_status);
   }
   void ShareBeforeCommit(SnapshotMeta, ExpectedVersion, HostState,
                          std::function<void(absl::StatusOr<RedisManifest>)> done) override {

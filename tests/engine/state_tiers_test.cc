@@ -1,7 +1,10 @@
 // StateTiers without a model or a scheduler: fake slots, a hand-run post queue, real files.
 #include "core/engine/state_tiers.h"
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include <unistd.h>
@@ -148,15 +151,26 @@ TEST(StateTiersTest, SyncPersistMarksTheCommittedStateDurable) {
   ASSERT_TRUE(r.index.ClaimForTurn("", id, {}).ok());
   auto preview = r.index.PreviewCommit(id, OneToken());
   bool committed = false;
+  uint64_t digest = 0;
   r.tiers->PersistBeforeCommit(id, preview->first, r.tiers->CaptureSlot(slot),
-                               [&](absl::Status s) {
-                                 ASSERT_TRUE(s.ok()) << s;
+                               [&](absl::StatusOr<uint64_t> d) {
+                                 ASSERT_TRUE(d.ok()) << d.status();
+                                 digest = *d;
                                  r.index.Commit(id, OneToken());
                                  r.tiers->InstallCommitted(id, slot, 1);
                                  committed = true;
                                });
   ASSERT_TRUE(r.posts.RunUntil([&] { return committed; }));
   EXPECT_TRUE(std::filesystem::exists(dir / (id + ".xss")));
+  // The digest handed back is the file's last 8 bytes (its footer checksum).
+  std::ifstream file(dir / (id + ".xss"), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(file)),
+                          std::istreambuf_iterator<char>());
+  ASSERT_GE(bytes.size(), 8u);
+  uint64_t tail = 0;
+  std::memcpy(&tail, bytes.data() + bytes.size() - 8, 8);
+  EXPECT_EQ(digest, tail);
+  EXPECT_NE(digest, 0u);
   // Acknowledging under sync needs no further write: the file holds this generation.
   bool acked = false;
   r.tiers->AckWhenStored(id, *r.index.Get("", id), false, ExpectedVersion::Any(),

@@ -64,12 +64,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if or .Values.redis.url .Values.redis.existingSecret.name .Values.redis.deploy -}}true{{- end -}}
 {{- end -}}
 
-{{/* terminationGracePeriodSeconds: preStop sleep + grace-period + flush-timeout + 10 s for
-     the process to exit; a shorter explicit value fails with the sum spelled out. */}}
+{{/* terminationGracePeriodSeconds: preStop sleep + drain-delay + grace-period + flush-timeout
+     + 10 s for the process to exit; a shorter explicit value fails with the sum spelled out. */}}
 {{- define "xlstmd.terminationGrace" -}}
 {{- $grace := include "xlstmd.seconds" (list "config.grace-period" (index .Values.config "grace-period" | default "30s")) | int -}}
 {{- $flush := include "xlstmd.seconds" (list "config.flush-timeout" (index .Values.config "flush-timeout" | default "1m")) | int -}}
 {{- $sleep := .Values.shutdown.preStopSleepSeconds | int -}}
+{{- $delay := include "xlstmd.seconds" (list "config.drain-delay" (index .Values.config "drain-delay" | default "0")) | int -}}
+{{- $sleep = add $sleep $delay -}}
 {{- $need := add $sleep $grace $flush 10 -}}
 {{- $set := .Values.shutdown.terminationGracePeriodSeconds -}}
 {{- if kindIs "invalid" $set -}}
