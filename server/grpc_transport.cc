@@ -59,13 +59,11 @@ absl::StatusOr<std::unique_ptr<GrpcTransport>> StartGrpcTransport(
                                    options.max_connection_age_s * 1000, INT32_MAX)));
     // A call still running when its connection ages out gets this long before it is cut:
     // as long as the longest turn (--max-turn-time), so aging never kills a turn the server
-    // itself would have let run. 0 (no limit) keeps gRPC's unbounded default.
-    if (options.max_turn_s > 0) {
-      builder.AddChannelArgument(
-          GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-          static_cast<int>(std::min<int64_t>(std::max<int64_t>(options.max_turn_s, 30) * 1000,
-                                             INT32_MAX)));
-    }
+    // itself would have let run; at least 30 s, and 30 s when turns have no limit (an
+    // unbounded grace would let a health Watch hold an aged connection for ever).
+    const int64_t grace_s = options.max_turn_s > 0 ? std::max<int64_t>(options.max_turn_s, 30) : 30;
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(std::min<int64_t>(grace_s * 1000, INT32_MAX)));
   }
   builder.RegisterService(&t->chat);
   builder.RegisterService(&t->model_service);

@@ -4,6 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/retry.h"
+#include "server/convert.h"
 
 namespace xlstmd::server {
 
@@ -161,15 +163,17 @@ grpc::ServerWriteReactor<hv1::HealthCheckResponse>* HealthService::Watch(
     return w;
   }
   if (static_cast<int64_t>(watchers_.size()) >= max_watchers_) {
-    w->End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("too many health Watch streams (--max-health-watchers ",
-                                     max_watchers_, "); use Check, or retry later")));
+    w->End(ToGrpcStatus(base::CapacityError(
+        absl::StrCat("too many health Watch streams (--max-health-watchers ", max_watchers_,
+                     "); use Check, or retry later"),
+        base::kShedStreams)));
     return w;
   }
   if (streams_ != nullptr && !w->stream_hold.Take(streams_, 1)) {
-    w->End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("too many open streams (--max-streams ", streams_->limit(),
-                                     "); retry later")));
+    w->End(ToGrpcStatus(base::CapacityError(
+        absl::StrCat("too many open streams (--max-streams ", streams_->limit(),
+                     "); retry later"),
+        base::kShedStreams)));
     return w;
   }
   watchers_.insert(w);

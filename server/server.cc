@@ -363,6 +363,7 @@ Server::DrainReport Server::Drain(absl::Duration grace, const std::function<bool
       absl::SleepFor(std::min(until - absl::Now(), absl::Milliseconds(50)));
     }
   }
+  impl_->state.set_refusing();  // the web listener; gRPC through the engine below
   if (engine != nullptr) {
     engine->BeginDrain();
     const absl::Time deadline = absl::Now() + grace;

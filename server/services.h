@@ -53,6 +53,10 @@ class ServingState {
   // Set when a drain begins (readiness off); never cleared.
   void set_draining() { draining_.store(true, std::memory_order_release); }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // Set after --drain-delay, when new work is refused (the engine's BeginDrain for gRPC;
+  // the web listener checks this); never cleared.
+  void set_refusing() { refusing_.store(true, std::memory_order_release); }
+  bool refusing() const { return refusing_.load(std::memory_order_acquire); }
   // nullptr until SetEngine. The engine must outlive every call (the server shuts down
   // before the engine is destroyed).
   core::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
@@ -78,6 +82,7 @@ class ServingState {
   const Authenticator auth_;
   const Observability obs_;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> refusing_{false};
   std::string model_name_;
   bool random_weights_ = false;
   std::atomic<core::Engine*> engine_{nullptr};

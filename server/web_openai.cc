@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/retry.h"
 #include "core/tokenizer/chat_template.h"
@@ -345,6 +346,12 @@ absl::Status ParseChatBody(Call& call, const Json& body, ChatBody* out, std::str
   if (out->messages.back().role != core::ChatMessage::Role::kUser) {
     *param = "messages";
     return Bad("the last message must be the user's");
+  }
+  // The new user message is the turn's input: blank is refused as on gRPC (a stateless
+  // request renders every message into ids, so the engine's own check never sees it).
+  if (absl::StripAsciiWhitespace(out->messages.back().text).empty()) {
+    *param = absl::StrCat("messages[", out->messages.size() - 1, "].content");
+    return Bad("the last user message is empty or only whitespace");
   }
   if (!out->session_id.empty() && out->messages.size() != 1) {
     *param = "messages";

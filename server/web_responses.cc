@@ -12,6 +12,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/base/retry.h"
@@ -227,6 +228,11 @@ void HandleResponses(Call& call, const std::vector<std::string>& parts) {
   auto input = body.find("input");
   if (input == body.end()) return SendError(call, Bad("input is required"), "input");
   if (absl::Status s = InputText(*input, &text, &param); !s.ok()) return SendError(call, s, param);
+  // Checked here as well as by the engine: a stored response creates its session first, and
+  // a turn refused after that would leave the session behind.
+  if (absl::StripAsciiWhitespace(text).empty()) {
+    return SendError(call, Bad("input is empty or only whitespace"), "input");
+  }
   std::string instructions;
   if (auto it = body.find("instructions"); it != body.end() && !it->is_null()) {
     if (!it->is_string()) return SendError(call, Bad("instructions must be a string"), "instructions");

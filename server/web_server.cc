@@ -316,7 +316,7 @@ class WebServer::Impl {
       web::SendError(call, absl::UnavailableError("model loading; retry shortly"));
       return;
     }
-    if (state_->draining() || call.res.stopping()) {
+    if (state_->refusing() || call.res.stopping()) {
       web::SendError(call, absl::UnavailableError("server shutting down; retry on another replica"));
       return;
     }

@@ -54,8 +54,8 @@ uint64_t RequestFingerprint(const TurnRequest& req) {
   for (const std::string& stop : s.stop) str(stop);
   num(static_cast<uint64_t>(s.stop_token_ids.size()));
   for (int32_t id : s.stop_token_ids) num(id);
-  num(static_cast<uint8_t>(req.expected_version.has_value()));
-  num(req.expected_version.value_or(0));
+  // Not expected_version: a client whose reply was lost re-reads the session and retries
+  // with the version it now sees; that retry must still learn that it committed.
   const uint64_t h = XXH3_64bits(b.data(), b.size());
   return h == 0 ? 1 : h;  // 0 means "unknown"
 }

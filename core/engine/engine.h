@@ -163,10 +163,12 @@ class Engine {
 
   // Starts one turn. Never blocks on I/O. Fails fast, on the caller's thread, with: NOT_FOUND (unknown session or
   // another owner's), ABORTED (a turn is already running on the session; expected_version
-  // differs), ALREADY_EXISTS (request_id already committed on the session: message names
-  // the version), INVALID_ARGUMENT (no input, empty tokens, invalid UTF-8, id outside the
-  // vocabulary, bad sampling params, request_id too long), RESOURCE_EXHAUSTED (prompt longer
-  // than max_prompt_tokens, max_tokens above the limit, queue full), UNAVAILABLE (draining).
+  // differs), ALREADY_EXISTS (request_id already committed on the session with this body:
+  // message names the version), INVALID_ARGUMENT (no input, empty tokens, a blank message,
+  // invalid UTF-8, id outside the vocabulary, bad sampling params, request_id too long, not a
+  // UUID or committed with another body, prompt longer than max_prompt_tokens, max_tokens
+  // above the limit; base::ErrorField names the field), RESOURCE_EXHAUSTED (queue full: a
+  // base::CapacityError), UNAVAILABLE (draining).
   // On success the session is marked busy and the returned stream will deliver the turn's
   // events; `wakeup` is installed on it before any event can be pushed. With a Redis tier the
   // session checks come after the Redis lookup: their errors then close the stream instead

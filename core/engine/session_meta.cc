@@ -28,8 +28,10 @@ SessionMeta SessionMeta::FromSnapshot(const SnapshotMeta& s) {
         fp != 0) {
       m.request_fingerprints[id] = fp;
     }
+    // A crafted import could repeat an id; the order must name each id once, or trimming
+    // it later would leave the maps without an entry the order still names.
+    if (!m.request_versions.contains(id)) m.request_order.push_back(id);
     m.request_versions[id] = r.version;
-    m.request_order.push_back(std::move(id));
   }
   return m;
 }

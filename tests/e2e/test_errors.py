@@ -324,10 +324,14 @@ class ErrorsTest(harness.E2ETestCase):
                               model_dir=model)
         c = d.client()
         sid = c.create_session().session_id
-        err = self.assertRpcError(consume(lambda: c.chat_call(sid, tokens=[1, 2],
-                                                              sampling=sampling(max_tokens=3))),
-                                  Code.INTERNAL, "NaN", "a turn on NaN weights")
-        self.assertIsNotNone(err)
+        events = []
+        with self.assertRaises(grpc.RpcError) as failed:
+            for event in c.chat_call(sid, tokens=[1, 2], sampling=sampling(max_tokens=3)):
+                events.append(event)
+        self.assertEqual(failed.exception.code(), Code.INTERNAL, failed.exception.details())
+        self.assertIn("NaN", failed.exception.details())
+        self.assertEqual([e for e in events if e.HasField("delta") or e.HasField("finished")],
+                         [], "a turn on NaN logits streamed or finished")
         d.assert_serving("after NaN logits")
         after = harness.wait_turn_idle(c, sid)
         self.assertEqual((after.version, after.token_count), (0, 0))

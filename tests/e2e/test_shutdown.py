@@ -14,6 +14,7 @@ import time
 import grpc
 
 import harness
+import web_client as web
 from harness import sampling
 
 Code = grpc.StatusCode
@@ -171,8 +172,8 @@ class ShutdownTest(harness.E2ETestCase):
     def test_drain_delay_keeps_serving_while_probes_say_not_ready(self):
         """--drain-delay: after SIGTERM, /readyz is 503 and health NOT_SERVING at once, yet
         turns and new sessions still succeed until the delay is over; then UNAVAILABLE."""
-        d = self.start_daemon(["--drain-delay", "3s", "--http-listen", "127.0.0.1:0"],
-                              name="xlstmd(drain-delay)")
+        d = self.start_daemon(["--drain-delay", "3s", "--http-listen", "127.0.0.1:0",
+                               "--web-listen", "127.0.0.1:0"], name="xlstmd(drain-delay)")
         c = d.client()
         s = c.create_session()
         t0 = time.monotonic()
@@ -182,6 +183,10 @@ class ShutdownTest(harness.E2ETestCase):
         t = c.turn(s.session_id, tokens=[1, 2], sampling=sampling(max_tokens=3))
         self.assertEqual(t.finished.session_version, 1)
         c.create_session()
+        # The web listener serves too (it is a load balancer's backend like the gRPC port).
+        r = web.request(d.web_address, "POST", "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+        self.assertEqual(r.status, 200, r)
         self.assertLess(time.monotonic() - t0, 2.5, "the checks above ran past the delay")
         deadline = time.monotonic() + 10
         while True:

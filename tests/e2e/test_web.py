@@ -343,6 +343,7 @@ class WebTest(harness.E2ETestCase):
             ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
              "messages[0].content[0]"),
             (b'{"messages": [{"role": "user", "content": "\xff"}]}', 400, None),
+            ({"messages": [{"role": "user", "content": " \n\t "}]}, 400, "messages[0].content"),
         ]
         for body, status, param in cases:
             r = self.post("/v1/chat/completions", body)
@@ -350,6 +351,11 @@ class WebTest(harness.E2ETestCase):
             err = r.json()["error"]
             self.assertEqual(err["param"], param, body)
             self.assertEqual(err["type"], "invalid_request_error", body)
+        # A blank stored response is refused before its session exists (none is left behind).
+        before = len(self.client.all_sessions())
+        r = self.post("/v1/responses", {"input": "   "})
+        self.assertEqual((r.status, r.json()["error"]["param"]), (400, "input"), r)
+        self.assertEqual(len(self.client.all_sessions()), before)
         # Deeply nested JSON (a stack-depth attack) is one more 400, on every JSON endpoint.
         deep = b'{"messages":' + b"[" * 500000 + b"]" * 500000 + b"}"
         for path in ("/v1/chat/completions", "/v1/responses", "/v1/sessions"):

@@ -433,6 +433,25 @@ TEST(SchedulerTest, NaNLogitsRollBackOnlyTheirTurn) {
   EXPECT_EQ(r.Drain(*after, &status), (std::vector<int32_t>{2, 3}));
   EXPECT_TRUE(status.ok()) << status;
   EXPECT_EQ(r.index.Get("", a)->version, 1u);
+
+  // A session whose system prompt gives NaN logits is never created.
+  const int32_t sessions = r.index.size();
+  ASSERT_TRUE(r.index.ReserveCreate("").ok());
+  auto create = std::make_unique<Turn>();
+  create->input = {7, 200};
+  create->create_only = true;
+  absl::Notification created;
+  absl::Status create_status;
+  create->create_done = [&](absl::StatusOr<SessionInfo> info) {
+    create_status = info.status();
+    created.Notify();
+  };
+  create->enqueued = r.clock.Now();
+  ASSERT_TRUE(r.scheduler->Enqueue(create).ok());
+  ASSERT_TRUE(created.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(create_status.code(), absl::StatusCode::kInternal) << create_status;
+  EXPECT_EQ(r.index.size(), sessions);
+  EXPECT_TRUE(r.index.CanAdd("").ok());  // the reservation was given back
 }
 
 }  // namespace
