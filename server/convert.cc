@@ -5,10 +5,10 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "core/base/retry.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
-#include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 
 namespace xlstmd::server {

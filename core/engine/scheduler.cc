@@ -438,8 +438,9 @@ bool Scheduler::PrefillPieces() {
     ModelFailed(turns, logits.status());
     return true;
   }
-  std::vector<Turn*> created, sampled;
-  std::vector<int64_t> rows;
+  // Sampled turns first, then created sessions (checked, not sampled: their state commits).
+  std::vector<Turn*> sampled, created;
+  std::vector<int64_t> rows, created_rows;
   for (size_t i = 0; i < turns.size(); ++i) {
     Turn& t = *turns[i];
     t.prefilled += seqs[i].tokens.size();
@@ -447,21 +448,14 @@ bool Scheduler::PrefillPieces() {
     t.prefill_done = clock_->Now();
     if (t.create_only) {
       created.push_back(&t);
+      created_rows.push_back(static_cast<int64_t>(i));
       continue;
     }
     t.phase = Turn::Phase::kDecode;
     sampled.push_back(&t);
     rows.push_back(static_cast<int64_t>(i));
   }
-  const size_t n_sampled = sampled.size();
-  std::vector<Turn*> checked = sampled;
-  for (size_t i = 0; i < turns.size(); ++i) {
-    if (turns[i]->create_only && turns[i]->prefilled == turns[i]->input.size()) {
-      checked.push_back(turns[i]);
-      rows.push_back(static_cast<int64_t>(i));
-    }
-  }
-  const std::vector<Turn*> poisoned = SampleAndEmit(checked, rows, n_sampled, *logits);
+  const std::vector<Turn*> poisoned = SampleAndEmit(sampled, rows, created, created_rows, *logits);
   FailNaN(poisoned);
   for (Turn* t : created) {
     if (std::find(poisoned.begin(), poisoned.end(), t) == poisoned.end()) CommitCreate(*t);
@@ -497,24 +491,17 @@ bool Scheduler::DecodeStep() {
                                     MsBetween(step_start, clock_->Now()) / 1000);
   }
   steps_.fetch_add(1, std::memory_order_relaxed);
-  // Sampled turns first, then the final feeds (checked, not sampled: their state commits).
-  std::vector<Turn*> order;
-  std::vector<int64_t> rows;
-  for (int pass = 0; pass < 2; ++pass) {
-    for (size_t i = 0; i < turns.size(); ++i) {
-      if (turns[i]->final_pending != (pass == 1)) continue;
-      order.push_back(turns[i]);
-      rows.push_back(static_cast<int64_t>(i));
-    }
+  // Final feeds are checked, not sampled: their state commits.
+  std::vector<Turn*> sampled, done;
+  std::vector<int64_t> rows, done_rows;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    (turns[i]->final_pending ? done : sampled).push_back(turns[i]);
+    (turns[i]->final_pending ? done_rows : rows).push_back(static_cast<int64_t>(i));
   }
-  const size_t n_sampled = static_cast<size_t>(
-      std::count_if(turns.begin(), turns.end(), [](Turn* t) { return !t->final_pending; }));
-  const std::vector<Turn*> poisoned = SampleAndEmit(order, rows, n_sampled, *logits);
+  const std::vector<Turn*> poisoned = SampleAndEmit(sampled, rows, done, done_rows, *logits);
   FailNaN(poisoned);
-  for (size_t k = n_sampled; k < order.size(); ++k) {
-    if (std::find(poisoned.begin(), poisoned.end(), order[k]) == poisoned.end()) {
-      Finalize(*order[k]);
-    }
+  for (Turn* t : done) {
+    if (std::find(poisoned.begin(), poisoned.end(), t) == poisoned.end()) Finalize(*t);
   }
   return true;
 }
@@ -523,24 +510,28 @@ bool Scheduler::DecodeStep() {
 // a pick; the NaN scan reads the row into the cache the sampler then reads it from), then
 // streams the picks in order on this thread.
 std::vector<Turn*> Scheduler::SampleAndEmit(const std::vector<Turn*>& turns,
-                                            const std::vector<int64_t>& rows, size_t n_sampled,
+                                            const std::vector<int64_t>& rows,
+                                            const std::vector<Turn*>& checked,
+                                            const std::vector<int64_t>& checked_rows,
                                             const LogitsView& logits) {
-  const int64_t n = static_cast<int64_t>(turns.size());
+  const int64_t n_sampled = static_cast<int64_t>(turns.size());
+  const int64_t n = n_sampled + static_cast<int64_t>(checked.size());
+  auto turn = [&](int64_t k) { return k < n_sampled ? turns[k] : checked[k - n_sampled]; };
   picks_.resize(static_cast<size_t>(n));
   sample_pool_.ForEach(n, [&](int64_t k) {
-    Turn& t = *turns[k];
     Pick& p = picks_[k];
     p.info = SampleInfo{};
-    const absl::Span<const float> row = logits.row(rows[k]);
+    const absl::Span<const float> row =
+        logits.row(k < n_sampled ? rows[k] : checked_rows[k - n_sampled]);
     p.nan = HasNaN(row);
-    if (p.nan || static_cast<size_t>(k) >= n_sampled) return;
-    p.id = t.sampler->Sample(row, t.sampling.logprobs > 0 ? &p.info : nullptr);
+    if (p.nan || k >= n_sampled) return;
+    p.id = turn(k)->sampler->Sample(row, turn(k)->sampling.logprobs > 0 ? &p.info : nullptr);
   });
   std::vector<Turn*> poisoned;
   for (int64_t k = 0; k < n; ++k) {
     if (picks_[k].nan) {
-      poisoned.push_back(turns[k]);
-    } else if (static_cast<size_t>(k) < n_sampled) {
+      poisoned.push_back(turn(k));
+    } else if (k < n_sampled) {
       Emit(*turns[k], picks_[k].id, std::move(picks_[k].info));
     }
   }

@@ -160,11 +160,13 @@ class Scheduler {
   void DropStopped();
   bool PrefillPieces();
   bool DecodeStep();
-  // Samples and streams turns[k] from logits row rows[k] for k < n_sampled; the turns after
-  // those are only checked (a final feed, a created session). Returns every turn whose row
+  // Samples and streams turns[k] from logits row rows[k]; checked[k] (a final feed, a
+  // created session) is only checked, on row checked_rows[k]. Returns every turn whose row
   // holds a NaN: nothing was sampled or streamed for it, and the caller rolls it back.
   std::vector<Turn*> SampleAndEmit(const std::vector<Turn*>& turns,
-                                   const std::vector<int64_t>& rows, size_t n_sampled,
+                                   const std::vector<int64_t>& rows,
+                                   const std::vector<Turn*>& checked,
+                                   const std::vector<int64_t>& checked_rows,
                                    const LogitsView& logits);
   // Rolls back the turns of a step whose logits held a NaN (a broken model or kernel): the
   // state it produced is never committed.
