@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
+
+#include "kernels/cpu/gemm_quant_q4.h"
 
 namespace xlstmd::kernels::cpu {
 
@@ -23,22 +26,26 @@ constexpr int64_t kQuad = 4;  // pairs per quad
 constexpr int64_t kQ4QuadGroupBytes = kQuad * (kGroup * 16 + kQuantPairRows * 2);  // 2304
 constexpr int64_t kXBlockFloats = 256 << 10;  // as kQXFloats in the driver
 
-// Byte offsets inside a quad (gemm_quant.h), for pair pq of the quad, row j of the pair.
+// Byte offsets inside a quad (gemm_quant.h), for pair pq of the quad, row j of the pair: of
+// the int8 code, or of the q4 code word holding k.
 int64_t CodeOffset(DType dtype, int64_t pq, int64_t j, int64_t k) {
   if (dtype == DType::kI8) return k * kQuad * kQuantPairRows + pq * kQuantPairRows + j;
-  return (k / kGroup) * kQ4QuadGroupBytes + (k % kGroup) * kQuad * 16 + pq * 16 + j % 16;
+  return (k / kGroup) * kQ4QuadGroupBytes + (k % kGroup / kQ4Nibbles) * kQuad * kQuantPairRows * 4 +
+         (pq * kQuantPairRows + j) * 4;
 }
 int64_t ScaleOffset(DType dtype, int64_t pq, int64_t j, int64_t cols, int64_t g) {
   if (dtype == DType::kI8) return cols * kQuad * kQuantPairRows + (pq * kQuantPairRows + j) * 4;
   return g * kQ4QuadGroupBytes + kGroup * kQuad * 16 + (pq * kQuantPairRows + j) * 2;
 }
 
-// Code of output row n at k, as an integer.
-int PackedCode(DType dtype, const char* quad, int64_t pq, int64_t j, int64_t k) {
-  const auto byte = static_cast<uint8_t>(quad[CodeOffset(dtype, pq, j, k)]);
-  if (dtype == DType::kI8) return static_cast<int8_t>(byte);
-  const int nib = j < 16 ? byte & 0xF : byte >> 4;
-  return nib >= 8 ? nib - 16 : nib;
+// The factor the kernels multiply x (kI8) or x' (kQ4) by for output row n at k.
+float PackedWeight(DType dtype, const char* quad, int64_t pq, int64_t j, int64_t k) {
+  const char* p = quad + CodeOffset(dtype, pq, j, k);
+  if (dtype == DType::kI8) return static_cast<float>(static_cast<int8_t>(*p));
+  uint32_t word;
+  std::memcpy(&word, p, sizeof(word));
+  return static_cast<float>(
+      static_cast<int32_t>(word & Q4NibbleMask(static_cast<int>(k % kQ4Nibbles))));
 }
 
 float PackedScale(DType dtype, const char* quad, int64_t pq, int64_t j, int64_t cols, int64_t g) {
@@ -59,18 +66,25 @@ void GemmQuantScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
   const int64_t k = CpuMat(p.w)->cols, quad_bytes = QuantQuadBytes(dtype, k);
   const int64_t groups = dtype == DType::kQ4 ? Q4Groups(k) : 1;
   const char* w = static_cast<const char*>(CpuMat(p.w)->packed);
+  const bool q4 = dtype == DType::kQ4;
+  // q4: x' and the group offsets of every row, prepared once (gemm_quant_q4.h).
+  std::vector<float> xs(q4 ? static_cast<size_t>(p.m * k) : 0);
+  std::vector<float> offsets(q4 ? static_cast<size_t>(p.m * groups) : 0);
+  for (int64_t m = 0; q4 && m < p.m; ++m) {
+    Q4PrepareRow(p.x + m * p.ldx, k, xs.data() + m * k, offsets.data() + m * groups);
+  }
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int64_t pair = n / kQuantPairRows, j = n % kQuantPairRows, pq = pair % kQuad;
     const char* quad = w + (pair / kQuad) * quad_bytes;
     for (int64_t m = 0; m < p.m; ++m) {
-      const float* x = p.x + m * p.ldx;
+      const float* x = q4 ? xs.data() + m * k : p.x + m * p.ldx;
       float acc = 0.0f;
       for (int64_t g = 0; g < groups; ++g) {
-        const int64_t k0 = dtype == DType::kQ4 ? g * kGroup : 0;
-        const int64_t k1 = dtype == DType::kQ4 ? std::min(k, k0 + kGroup) : k;
-        float s = 0.0f;
+        const int64_t k0 = q4 ? g * kGroup : 0;
+        const int64_t k1 = q4 ? std::min(k, k0 + kGroup) : k;
+        float s = q4 ? offsets[m * groups + g] : 0.0f;
         for (int64_t kk = k0; kk < k1; ++kk) {
-          s = std::fma(x[kk], static_cast<float>(PackedCode(dtype, quad, pq, j, kk)), s);
+          s = std::fma(x[kk], PackedWeight(dtype, quad, pq, j, kk), s);
         }
         acc = std::fma(s, PackedScale(dtype, quad, pq, j, k, g), acc);
       }
@@ -112,9 +126,13 @@ void PackQuantized(const QuantizedMatrixView& src, void* dst) {
       continue;
     }
     for (int64_t k = 0; k < cols; ++k) {
-      const auto nib = static_cast<uint8_t>(QuantCodeAt(src, r, k) & 0xF);
-      auto& byte = reinterpret_cast<uint8_t&>(quad[CodeOffset(dtype, pq, j, k)]);
-      byte = static_cast<uint8_t>(byte | (j < 16 ? nib : nib << 4));
+      const int code = QuantCodeAt(src, r, k), i = static_cast<int>(k % kQ4Nibbles);
+      const auto nib = static_cast<uint32_t>((i == kQ4Nibbles - 1 ? code : code + 8) & 0xF);
+      char* p = quad + CodeOffset(dtype, pq, j, k);
+      uint32_t word;
+      std::memcpy(&word, p, sizeof(word));
+      word |= nib << (4 * i);
+      std::memcpy(p, &word, sizeof(word));
     }
     const auto* scales = static_cast<const uint16_t*>(src.scales) + r * Q4Groups(cols);
     for (int64_t g = 0; g < Q4Groups(cols); ++g) {

@@ -4,23 +4,30 @@
 // across ISAs as well as batch invariant: for output element (m, n),
 //   acc = +0
 //   for each group g of k (kQ4: 32 consecutive k; kI8: all of k, one group):
-//     s = +0;  for k in g in order: s = fma(x[m, k], float(q[n, k]), s)
+//     kI8: s = +0;  for k in g in order: s = fma(x[m, k], float(q[n, k]), s)
+//     kQ4: s = offset(x[m], g);  for k in g in order: s = fma(x'[m, k], w[n, k], s)
 //     acc = fma(s, scale[n, g], acc)
 //   y = acc, or y + acc when accumulating.
 // Folding the scale in once per group (not per element) keeps decode, which is bound by
 // weight bytes, from becoming bound by the conversion work instead.
+// kQ4 (gemm_quant_q4.h has the exact definitions): with i = k % 8, w[n, k] is the code word
+// masked to nibble i and read as int32 (the stored code times 16^i), x' = x * 16^-i, so each
+// product is exactly the one of x times the stored code; nibbles 0-6 store code + 8, and
+// offset(x, g) = -8 * (a fixed-tree sum of the group's x at those nibbles) takes the 8 back
+// out. This is what lets a code become an f32 with one AND and one convert in registers
+// (AVX2 measured 2x faster than sign-extending shifts), at the cost of one x' row per call.
 //
 // Packed layout (every CPU ISA reads this one; there is no row-major copy). Output rows come
 // in "pairs" of 32 as in the float layout (gemm.h), and four pairs (128 rows) form a "quad"
 // whose codes are interleaved per k, so that a decode tile of four pairs reads one sequential
-// stream, a 64-byte line per k for q4 (measured: four separate pair streams left ~25% of
-// the DRAM bandwidth unused on the 1024-row matrices of a decode step). Rows past the
-// matrix are zero.
+// stream (measured: four separate pair streams left ~25% of the DRAM bandwidth unused on the
+// 1024-row matrices of a decode step). Rows past the matrix are zero.
 //   kI8: per quad, [k][4 pairs][32] int8 codes (byte j of a pair: row j), then [4 pairs][32]
 //        f32 scales.
-//   kQ4: per quad, per group of 32 k: [32 k][4 pairs][16] bytes of codes (byte j of a pair:
-//        row j in the low nibble, row 16 + j in the high nibble, 4-bit two's complement), then
-//        [4 pairs][32] f16 scales: 2304 bytes per (quad, group). Codes past k are 0.
+//   kQ4: per quad, per group of 32 k: [4 blocks of 8 k][4 pairs][32] little-endian uint32
+//        code words (word j of a pair: row j; nibble i: k = 8 * block + i, holding the
+//        4-bit two's-complement code for i = 7 and code + 8 for i < 7), then [4 pairs][32]
+//        f16 scales: 2304 bytes per (quad, group). Words past k are 0.
 #ifndef XLSTMD_KERNELS_CPU_GEMM_QUANT_H_
 #define XLSTMD_KERNELS_CPU_GEMM_QUANT_H_
 

@@ -1,8 +1,7 @@
 // AVX-512 register pieces of the quantized GEMM (gemm_quant_driver.h holds the tiling,
 // gemm_quant.h the layout and arithmetic). Codes become exact f32 integers with one
-// sign-extending load and a convert (int8), or one load, shifts that split the two
-// sign-extended nibbles of each byte, and two converts (q4). Results are bit-identical to the
-// AVX2 and scalar kernels.
+// sign-extending load and a convert (int8), or an AND and a convert (q4). Results are
+// bit-identical to the AVX2 and scalar kernels.
 //
 // Compiled with AVX-512 flags and entered only after run-time dispatch: everything but the
 // entry points is in an anonymous namespace.
@@ -19,7 +18,8 @@ namespace {
 struct Avx512Quant {
   using S = Avx512Vec;
   static constexpr int kStrip = 12;  // 24 accumulators, two W vectors, one broadcast
-  static int64_t StreamPairs(int mr) { return mr == 1 ? 4 : 2; }
+  static int64_t StreamPairs(int mr, bool) { return mr == 1 ? 4 : 2; }
+  static constexpr int kQ4RegPairs = 4;
 
   static void UnpackI8(const int8_t* row, __m512* v) {
     for (int i = 0; i < 2; ++i) {
@@ -27,16 +27,12 @@ struct Avx512Quant {
       v[i] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
     }
   }
-  // Byte j: row j in the low nibble (columns 0-15), row 16 + j in the high one (16-31).
-  // vpermps looks a 4-bit two's-complement code up in a 16-entry table of its f32 value,
-  // using only the index's low 4 bits: the low nibble needs no masking, the high one a shift,
-  // and neither a convert (measured: the shift/convert sequence bound decode by ALU work).
-  static void UnpackQ4(const uint8_t* row, __m512* v) {
-    const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
-    const __m512i b =
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-    v[0] = _mm512_permutexvar_ps(b, table);
-    v[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), table);
+  // Word j holds column j: one AND and one convert per 16 codes (gemm_quant_q4.h).
+  static void UnpackQ4(const uint32_t* words, int i, __m512* v) {
+    const __m512i mask = _mm512_set1_epi32(static_cast<int>(Q4NibbleMask(i)));
+    for (int t = 0; t < 2; ++t) {
+      v[t] = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_loadu_si512(words + 16 * t), mask));
+    }
   }
   static void ScalesI8(const float* p, __m512* v) {
     v[0] = _mm512_loadu_ps(p);

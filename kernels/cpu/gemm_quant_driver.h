@@ -3,9 +3,11 @@
 // policy Q with
 //   Q::S                         simd.h Avx2Vec / Avx512Vec
 //   Q::kStrip                    x rows per register tile on the blocked path
-//   Q::StreamPairs(mr)           pairs per register tile on the streamed path
+//   Q::StreamPairs(mr, q4)       pairs per tile on the streamed path
+//   Q::kQ4RegPairs               q4, one x row: pairs of a tile held in registers at a time
 //   Q::UnpackI8(row, v[kV])      float(q) of one k row of a pair (32 columns, kV vectors)
-//   Q::UnpackQ4(row, v[kV])
+//   Q::UnpackQ4(words, i, v[kV]) the same for q4: the pair's 32 code words of a block of 8 k,
+//                                masked to nibble i and converted (gemm_quant_q4.h)
 //   Q::ScalesI8(p, v[kV]) / Q::ScalesQ4(p, v[kV])   a pair's 32 scales of one group as f32
 // where vector i of a row holds columns [i * kLanes, (i + 1) * kLanes) of the pair.
 //
@@ -24,6 +26,7 @@
 #ifndef XLSTMD_KERNELS_CPU_GEMM_QUANT_DRIVER_H_
 #define XLSTMD_KERNELS_CPU_GEMM_QUANT_DRIVER_H_
 
+#include "kernels/cpu/gemm_quant_q4.h"
 #include "kernels/cpu/simd.h"
 
 namespace xlstmd::kernels::cpu {
@@ -41,23 +44,24 @@ constexpr int64_t kQPrefetchBytes = 8192;
 
 enum class QFmt { kI8, kQ4 };
 
-// Code bytes of one pair per k, and of a whole quad per k.
+// Code bytes of one pair per k, and of a whole quad per k (q4: on average; its words hold 8 k).
 template <QFmt F>
 constexpr int64_t kQSlice = F == QFmt::kQ4 ? 16 : kQCols;
 template <QFmt F>
 constexpr int64_t kQKStride = kQuadPairs * kQSlice<F>;
+constexpr int64_t kQ4BlockBytes = kQuadPairs * kQCols * 4;  // a quad's words of 8 k
 
 inline int64_t QGroups(QFmt f, int64_t k) { return f == QFmt::kQ4 ? (k + kQGroup - 1) / kQGroup : 1; }
 inline int64_t QQuadBytes(QFmt f, int64_t k) {
   return f == QFmt::kQ4 ? QGroups(f, k) * kQ4QuadGroupBytes
                         : k * kQuadPairs * kQCols + kQuadPairs * kQCols * 4;
 }
-// The codes of k row kk of pair pq (0..3) of a quad.
+// The codes of k row kk of pair pq (0..3) of a quad (q4: the pair's words holding kk).
 template <QFmt F>
 inline const char* QRow(const char* quad, int64_t pq, int64_t kk) {
   if constexpr (F == QFmt::kQ4) {
-    return quad + (kk / kQGroup) * kQ4QuadGroupBytes + (kk % kQGroup) * kQKStride<F> +
-           pq * kQSlice<F>;
+    return quad + (kk / kQGroup) * kQ4QuadGroupBytes + (kk % kQGroup / kQ4Nibbles) * kQ4BlockBytes +
+           pq * kQCols * 4;
   }
   return quad + kk * kQKStride<F> + pq * kQSlice<F>;
 }
@@ -70,11 +74,13 @@ inline const char* QScales(const char* quad, int64_t pq, int64_t k, int64_t g) {
   return quad + k * kQKStride<F> + pq * kQCols * 4;
 }
 
+// i: kk % 8 (q4's nibble; int8 has none).
 template <typename Q, QFmt F>
-inline void Unpack(const char* row, typename Q::S::V* v) {
+inline void Unpack(const char* row, int i, typename Q::S::V* v) {
   if constexpr (F == QFmt::kQ4) {
-    Q::UnpackQ4(reinterpret_cast<const uint8_t*>(row), v);
+    Q::UnpackQ4(reinterpret_cast<const uint32_t*>(row), i, v);
   } else {
+    (void)i;
     Q::UnpackI8(reinterpret_cast<const int8_t*>(row), v);
   }
 }
@@ -119,8 +125,10 @@ inline bool NextPairs(int64_t* counter, int64_t grab, int64_t p_begin, int64_t p
 }
 
 struct QStreamArgs {
-  const float* x;     // MR rows, stride ldx
+  const float* x;     // MR rows, stride ldx (q4: x', gemm_quant_q4.h)
   int64_t ldx;
+  const float* offsets;  // q4: MR rows of group offsets, stride ld_offsets
+  int64_t ld_offsets;
   const char* quad;   // the quad holding the tile's pairs
   int64_t pq0;        // the tile's first pair within it (pq0 + NP <= kQuadPairs)
   int64_t k;
@@ -137,6 +145,10 @@ void QStreamTile(const QStreamArgs& a) {
   using S = typename Q::S;
   using V = typename S::V;
   constexpr int kV = kQCols / S::kLanes;
+  // Pairs per register pass (a 3-pair tile, at the edge of a claimed run, goes one by one).
+  constexpr int SP = F != QFmt::kQ4 || MR > 1 || Q::kQ4RegPairs >= NP ? NP
+                     : NP % Q::kQ4RegPairs == 0                       ? Q::kQ4RegPairs
+                                                                      : 1;
   alignas(64) float acc[MR][NP * kQCols];
   for (int r = 0; r < MR; ++r) {
     for (int i = 0; i < NP * kQCols; ++i) acc[r][i] = 0.0f;
@@ -145,44 +157,69 @@ void QStreamTile(const QStreamArgs& a) {
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t k0 = F == QFmt::kQ4 ? g * kQGroup : 0;
     const int64_t k1 = F == QFmt::kQ4 ? Min(a.k, k0 + kQGroup) : a.k;
-    V s[MR][NP * kV];
+    // A quad's codes are one sequential stream (gemm_quant.h): per k, one 64-byte line (int8:
+    // two) holding all four pairs, q4 on average (72 bytes per k with its scales). One
+    // prefetch per line, kQPrefetchBytes ahead.
+    const char* stream = F == QFmt::kQ4 ? a.quad + g * kQ4QuadGroupBytes : a.quad;
+    // q4 runs the group once per SP pairs in registers (the group's codes are in L1 after the
+    // first), so a tile wider than the registers still reads its stream in one pass.
+    for (int sp0 = 0; sp0 < NP; sp0 += SP) {
+      V s[MR][SP * kV];
 #pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) {
+      for (int r = 0; r < MR; ++r) {
+        const V s0 = F == QFmt::kQ4 ? S::Broadcast(a.offsets + r * a.ld_offsets + g) : S::Zero();
 #pragma GCC unroll 16
-      for (int i = 0; i < NP * kV; ++i) s[r][i] = S::Zero();
-    }
-    // A quad's codes are one sequential stream (gemm_quant.h): per k, one 64-byte line (q4)
-    // or two (int8) holding all four pairs. One prefetch per line, kQPrefetchBytes ahead.
-    const char* row = QRow<F>(a.quad, a.pq0, k0);
-    for (int64_t kk = k0; kk < k1; ++kk) {
-      V xb[MR];
+        for (int i = 0; i < SP * kV; ++i) s[r][i] = s0;
+      }
+      // One k step (codes at `row`, nibble i): SP pairs times the MR broadcast x.
+      auto step = [&](int64_t kk, int i, const char* row) {
+        V xb[MR];
 #pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) xb[r] = S::Broadcast(a.x + r * a.ldx + kk);
-      for (int64_t line = 0; line < kQKStride<F>; line += 64) {
-        _mm_prefetch(row - a.pq0 * kQSlice<F> + line + kQPrefetchBytes, _MM_HINT_T0);
+        for (int r = 0; r < MR; ++r) xb[r] = S::Broadcast(a.x + r * a.ldx + kk);
+        if constexpr (F == QFmt::kQ4) {
+          if (sp0 == 0) _mm_prefetch(stream + (kk - k0) * 72 + kQPrefetchBytes, _MM_HINT_T0);
+        } else {
+          for (int64_t line = 0; line < kQKStride<F>; line += 64) {
+            _mm_prefetch(stream + kk * kQKStride<F> + line + kQPrefetchBytes, _MM_HINT_T0);
+          }
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < SP; ++j) {
+          V wv[kV];
+          Unpack<Q, F>(row + j * (F == QFmt::kQ4 ? kQCols * 4 : kQSlice<F>), i, wv);
+#pragma GCC unroll 4
+          for (int v = 0; v < kV; ++v) {
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; ++r) {
+              s[r][j * kV + v] = S::Fma(xb[r], wv[v], s[r][j * kV + v]);
+            }
+          }
+        }
+      };
+      if constexpr (F == QFmt::kQ4) {
+        // Whole blocks of 8 k unrolled, so each nibble's mask is a constant.
+        int64_t kk = k0;
+        const char* row = QRow<F>(a.quad, a.pq0 + sp0, k0);
+        for (; kk + kQ4Nibbles <= k1; kk += kQ4Nibbles, row += kQ4BlockBytes) {
+#pragma GCC unroll 8
+          for (int i = 0; i < kQ4Nibbles; ++i) step(kk + i, i, row);
+        }
+        for (int i = 0; kk < k1; ++kk, ++i) step(kk, i, row);
+      } else {
+        const char* row = QRow<F>(a.quad, a.pq0 + sp0, k0);
+        for (int64_t kk = k0; kk < k1; ++kk, row += kQKStride<F>) step(kk, 0, row);
       }
 #pragma GCC unroll 4
-      for (int j = 0; j < NP; ++j) {
-        V wv[kV];
-        Unpack<Q, F>(row + j * kQSlice<F>, wv);
+      for (int j = 0; j < SP; ++j) {
+        V sc[kV];
+        Scales<Q, F>(QScales<F>(a.quad, a.pq0 + sp0 + j, a.k, g), sc);
 #pragma GCC unroll 4
         for (int i = 0; i < kV; ++i) {
 #pragma GCC unroll 4
-          for (int r = 0; r < MR; ++r) s[r][j * kV + i] = S::Fma(xb[r], wv[i], s[r][j * kV + i]);
-        }
-      }
-      row += kQKStride<F>;
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) {
-      V sc[kV];
-      Scales<Q, F>(QScales<F>(a.quad, a.pq0 + j, a.k, g), sc);
-#pragma GCC unroll 4
-      for (int i = 0; i < kV; ++i) {
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; ++r) {
-          float* ap = &acc[r][j * kQCols + i * S::kLanes];
-          S::Store(ap, S::Fma(s[r][j * kV + i], sc[i], S::Load(ap)));
+          for (int r = 0; r < MR; ++r) {
+            float* ap = &acc[r][(sp0 + j) * kQCols + i * S::kLanes];
+            S::Store(ap, S::Fma(s[r][j * kV + i], sc[i], S::Load(ap)));
+          }
         }
       }
     }
@@ -207,15 +244,28 @@ QStreamFn PickStreamTile(int mr, int np) {
 // With `next_pair`, the pairs of [n_begin, n_end) are claimed `grab` at a time (as on the
 // blocked path) rather than all taken: decode ops are short, and a static split waits for
 // whichever thread the shared host slowed down.
+// q4 first prepares the x' rows and group offsets (gemm_quant_q4.h) in `scratch`; each
+// thread of the call does so for itself, which costs ~1% of a q4 decode step.
 template <typename Q, QFmt F>
-void QRunStreamed(const MatMulParams& p, int64_t n_begin, int64_t n_end, int64_t* next_pair,
-                  int64_t grab) {
+void QRunStreamed(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
+                  int64_t* next_pair, int64_t grab) {
   const int64_t k = CpuMat(p.w)->cols, quad_bytes = QQuadBytes(F, k);
   const char* w = static_cast<const char*>(CpuMat(p.w)->packed);
   const int mr = static_cast<int>(p.m);
-  const int64_t step = Q::StreamPairs(mr);
+  const int64_t step = Q::StreamPairs(mr, F == QFmt::kQ4);
   const int64_t p_begin = n_begin / kQCols, p_end = (n_end + kQCols - 1) / kQCols;
-  QStreamArgs a{p.x, p.ldx, nullptr, 0, k, nullptr, p.ldy, 0, n_end, p.accumulate};
+  QStreamArgs a{p.x, p.ldx, nullptr, 0, nullptr, 0, k, nullptr, p.ldy, 0, n_end, p.accumulate};
+  if constexpr (F == QFmt::kQ4) {
+    const int64_t ldx = (k + 15) / 16 * 16, groups = QGroups(F, k);
+    float* offsets = scratch + mr * ldx;
+    for (int r = 0; r < mr; ++r) {
+      Q4PrepareRow(p.x + r * p.ldx, k, scratch + r * ldx, offsets + r * groups);
+    }
+    a.x = scratch;
+    a.ldx = ldx;
+    a.offsets = offsets;
+    a.ld_offsets = groups;
+  }
   for (;;) {
     int64_t g_begin, g_end;
     if (!NextPairs(next_pair, grab, p_begin, p_end, &g_begin, &g_end)) return;
@@ -237,7 +287,8 @@ void QRunStreamed(const MatMulParams& p, int64_t n_begin, int64_t n_end, int64_t
 // --- Blocked path -----------------------------------------------------------------------------
 
 struct QPanelArgs {
-  const float* x;       // strip slice [kc][MR]
+  const float* x;       // strip slice [kc][MR] (q4: of x')
+  const float* offsets; // q4: the strip's group offsets, [group][MR] from group 0
   const float* w;       // sub-panel at the tile's first column, row stride kQCols
   const float* sc;      // scale panel at the tile's first column, one row of kQCols per group
   int64_t kc;
@@ -262,10 +313,19 @@ void QPanelTile(const QPanelArgs& a) {
   constexpr int L = S::kLanes;
   V s[MR][2];
   const bool resume = F == QFmt::kI8 && a.k0 > 0;
+  // A q4 group's sums start from its offsets (the K block starts a group: kQKc % 32 == 0).
+  auto start_group = [&](int64_t g) {
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-    s[r][0] = resume ? S::Load(a.part_s + r * a.park_stride) : S::Zero();
-    s[r][1] = resume ? S::Load(a.part_s + r * a.park_stride + L) : S::Zero();
+    for (int r = 0; r < MR; ++r) s[r][0] = s[r][1] = S::Broadcast(a.offsets + g * MR + r);
+  };
+  if constexpr (F == QFmt::kQ4) {
+    start_group(a.k0 / kQGroup);
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      s[r][0] = resume ? S::Load(a.part_s + r * a.park_stride) : S::Zero();
+      s[r][1] = resume ? S::Load(a.part_s + r * a.park_stride + L) : S::Zero();
+    }
   }
   const float* xp = a.x;
   const float* wp = a.w;
@@ -309,10 +369,9 @@ void QPanelTile(const QPanelArgs& a) {
         S::Store(ap, acc0);
         S::Store(ap + L, acc1);
       }
-      s[r][0] = S::Zero();
-      s[r][1] = S::Zero();
     }
     if (finish || kk >= a.kc) return;
+    if constexpr (F == QFmt::kQ4) start_group((a.k0 + kk) / kQGroup);
   }
 }
 
@@ -339,7 +398,7 @@ void QPanel(const char* quad, int64_t pq, int64_t k, int64_t k0, int64_t kc, flo
       _mm_prefetch(pf, _MM_HINT_T0);
       pf += 64;
     }
-    Unpack<Q, F>(QRow<F>(quad, pq, k0 + kk), v);
+    Unpack<Q, F>(QRow<F>(quad, pq, k0 + kk), static_cast<int>((k0 + kk) % kQ4Nibbles), v);
     for (int i = 0; i < kV; ++i) S::Store(panel + kk * kQCols + i * S::kLanes, v[i]);
   }
   const int64_t g0 = F == QFmt::kQ4 ? k0 / kQGroup : 0;
@@ -362,7 +421,7 @@ inline int64_t QBlockOffset(int64_t k0) {
 template <typename Q>
 int64_t QMinScratchFloats(int64_t k) {
   return kQKc * kQCols + (kQKc / kQGroup) * kQCols +
-         Q::kStrip * (Max(k, 1) + 4 * kQuadPairs * kQCols) + 64;
+         Q::kStrip * (Max(k, 1) + (k + kQGroup - 1) / kQGroup + 4 * kQuadPairs * kQCols) + 96;
 }
 
 // Per claimed quad and K block, each of its pairs is converted and run over every strip
@@ -379,14 +438,17 @@ void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* s
   float* spanel = panel + kQKc * kQCols;
   float* xblock = spanel + (kQKc / kQGroup) * kQCols;
   constexpr int64_t kParkRow = kQuadPairs * kQCols;  // a strip row's parked floats
-  // Past the x block: the parked tiles (at most 2 x (mc + kStrip) rows of kParkRow) and slack.
-  const int64_t avail = scratch_floats - (xblock - scratch) - 2 * kParkRow * Q::kStrip - 64;
-  // Rows per M block: as many as fit (each costs k floats of x and its share of the parked
-  // tiles), evened out so the last block is not a sliver.
-  int64_t mc = Max(Min(avail, kQXFloats) / (Max(k, 1) + 2 * kParkRow), Q::kStrip);
+  // Past the x block: q4's group offsets, the parked tiles (at most 2 x (mc + kStrip) rows of
+  // kParkRow) and slack.
+  const int64_t groups = F == QFmt::kQ4 ? QGroups(F, k) : 0;
+  const int64_t avail = scratch_floats - (xblock - scratch) - 2 * kParkRow * Q::kStrip - 96;
+  // Rows per M block: as many as fit (each costs k floats of x, its offsets and its share of
+  // the parked tiles), evened out so the last block is not a sliver.
+  int64_t mc = Max(Min(avail, kQXFloats) / (Max(k, 1) + groups + 2 * kParkRow), Q::kStrip);
   const int64_t blocks = (p.m + mc - 1) / mc;
   mc = (p.m + blocks - 1) / blocks;
-  float* parked_s = xblock + (mc * Max(k, 1) + 15) / 16 * 16;
+  float* offblock = xblock + (mc * Max(k, 1) + 15) / 16 * 16;
+  float* parked_s = offblock + (mc * groups + 15) / 16 * 16;
   const int64_t max_strips = (mc + Q::kStrip - 1) / Q::kStrip;
   float* parked_acc = parked_s + max_strips * Q::kStrip * kParkRow;
   constexpr int kTileCols = 2 * Q::S::kLanes;
@@ -399,7 +461,16 @@ void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* s
       float* dst = xblock + r0 * k;
       for (int64_t r = 0; r < mr; ++r) {
         const float* src = p.x + (mb + r0 + r) * p.ldx;
-        for (int64_t kk = 0; kk < k; ++kk) dst[kk * mr + r] = src[kk];
+        if constexpr (F == QFmt::kQ4) {
+          for (int64_t kk = 0; kk < k; ++kk) {
+            dst[kk * mr + r] = src[kk] * Q4XScale(static_cast<int>(kk % kQ4Nibbles));
+          }
+          for (int64_t g = 0; g < groups; ++g) {
+            offblock[r0 * groups + g * mr + r] = Q4GroupOffset(src, k, g);
+          }
+        } else {
+          for (int64_t kk = 0; kk < k; ++kk) dst[kk * mr + r] = src[kk];
+        }
       }
     }
     int64_t* counter = next_pair != nullptr ? next_pair + mb / mc : nullptr;
@@ -428,6 +499,7 @@ void QRunBlocked(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* s
               for (int c = 0; c < kQCols; c += kTileCols) {
                 QPanelArgs a{};
                 a.x = xblock + r0 * k + k0 * mr;
+                a.offsets = offblock + r0 * groups;
                 a.w = panel + c;
                 a.sc = spanel + c;
                 a.kc = kc;
@@ -460,7 +532,7 @@ void QRun(const MatMulParams& p, int64_t n_begin, int64_t n_end, float* scratch,
           int64_t scratch_floats, int64_t* next_pair, int64_t grab) {
   const bool q4 = CpuMat(p.w)->dtype == DType::kQ4;
   if (p.m <= 3) {
-    (q4 ? &QRunStreamed<Q, QFmt::kQ4> : &QRunStreamed<Q, QFmt::kI8>)(p, n_begin, n_end,
+    (q4 ? &QRunStreamed<Q, QFmt::kQ4> : &QRunStreamed<Q, QFmt::kI8>)(p, n_begin, n_end, scratch,
                                                                      next_pair, grab);
   } else {
     (q4 ? &QRunBlocked<Q, QFmt::kQ4> : &QRunBlocked<Q, QFmt::kI8>)(p, n_begin, n_end, scratch,

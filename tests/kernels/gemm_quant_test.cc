@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -163,15 +164,18 @@ TEST(QuantTest, RejectsNonFiniteAndBadViews) {
 }
 
 // The grouped formula of gemm_quant.h in double precision, and the sum of |terms| for the
-// rounding bound.
+// rounding bound. q4's chains run over code + 8 from an offset of -8 times the x (gemm_quant.h),
+// so their partial sums are bounded by |x| (|code| + 16) per element instead.
 void Reference(const QuantWeights& qw, const float* x, double* y, double* abs_sum) {
   const QuantizedMatrixView v = qw.View();
+  const double offset = qw.dtype == DType::kQ4 ? 16.0 : 0.0;
   for (int64_t n = 0; n < qw.rows; ++n) {
     double acc = 0, mag = 0;
     for (int64_t c = 0; c < qw.cols; ++c) {
-      const double t = static_cast<double>(x[c]) * QuantCodeAt(v, n, c) * QuantScaleAt(v, n, c);
-      acc += t;
-      mag += std::fabs(t);
+      const int code = QuantCodeAt(v, n, c);
+      const double xs = static_cast<double>(x[c]) * QuantScaleAt(v, n, c);
+      acc += xs * code;
+      mag += std::fabs(xs) * (std::abs(code) + offset);
     }
     y[n] = acc;
     abs_sum[n] = mag;
