@@ -38,8 +38,11 @@ constexpr int64_t kQGroup = 32;          // q4 group along k
 constexpr int64_t kQ4QuadGroupBytes = 2304;  // q4: 32 k x 64 bytes of codes + 4 x 32 f16 scales
 constexpr int64_t kQKc = 128;            // k steps per blocked sub-panel (a multiple of kQGroup)
 constexpr int64_t kQXFloats = 256 << 10; // x floats per M block (~1 MiB)
-// Streamed path: prefetch distance in a quad's stream (q4: 128 k steps of 64 bytes, int8: 64
-// of 128). Measured on the AVX-512 EPYC: 2 KiB left decode ~15% short (int8 most).
+// Streamed path: prefetch distance in a quad's stream (q4: ~114 k steps of 72 bytes, int8: 64
+// of 128). Measured on the AVX-512 EPYC: 2 KiB left decode ~15% short (int8 most). int8
+// prefetches into L2 only: on an Intel Xeon (AVX-512, 2 MiB L2) batch-1 int8 decode went from
+// 1.4-1.5x to 1.7-1.8x bf16 on AVX-512 and ~1.5x to ~1.55x on AVX2 (L1's fill buffers, not the
+// DRAM, were the limit); q4, which converts more per byte, measured no better so.
 constexpr int64_t kQPrefetchBytes = 8192;
 
 enum class QFmt { kI8, kQ4 };
@@ -180,7 +183,7 @@ void QStreamTile(const QStreamArgs& a) {
           if (sp0 == 0) _mm_prefetch(stream + (kk - k0) * 72 + kQPrefetchBytes, _MM_HINT_T0);
         } else {
           for (int64_t line = 0; line < kQKStride<F>; line += 64) {
-            _mm_prefetch(stream + kk * kQKStride<F> + line + kQPrefetchBytes, _MM_HINT_T0);
+            _mm_prefetch(stream + kk * kQKStride<F> + line + kQPrefetchBytes, _MM_HINT_T1);
           }
         }
 #pragma GCC unroll 4
