@@ -60,19 +60,30 @@ float PackedScale(DType dtype, const char* quad, int64_t pq, int64_t j, int64_t 
   return HalfToFloat(h);
 }
 
+// q4's x' rows and group offsets (gemm_quant_q4.h), prepared once per call.
+struct Q4Rows {
+  std::vector<float> xs, offsets;
+  explicit Q4Rows(const MatMulParams& p) {
+    if (CpuMat(p.w)->dtype != DType::kQ4) return;
+    const int64_t k = CpuMat(p.w)->cols, groups = Q4Groups(k);
+    xs.resize(static_cast<size_t>(p.m * k));
+    offsets.resize(static_cast<size_t>(p.m * groups));
+    for (int64_t m = 0; m < p.m; ++m) {
+      Q4PrepareRow(p.x + m * p.ldx, k, xs.data() + m * k, offsets.data() + m * groups);
+    }
+  }
+};
+
 // The arithmetic of gemm_quant.h spelled out one element at a time.
-void GemmQuantScalar(const MatMulParams& p, int64_t n_begin, int64_t n_end) {
+void GemmQuantScalar(const MatMulParams& p, const Q4Rows& q4rows, int64_t n_begin,
+                     int64_t n_end) {
   const DType dtype = CpuMat(p.w)->dtype;
   const int64_t k = CpuMat(p.w)->cols, quad_bytes = QuantQuadBytes(dtype, k);
   const int64_t groups = dtype == DType::kQ4 ? Q4Groups(k) : 1;
   const char* w = static_cast<const char*>(CpuMat(p.w)->packed);
   const bool q4 = dtype == DType::kQ4;
-  // q4: x' and the group offsets of every row, prepared once (gemm_quant_q4.h).
-  std::vector<float> xs(q4 ? static_cast<size_t>(p.m * k) : 0);
-  std::vector<float> offsets(q4 ? static_cast<size_t>(p.m * groups) : 0);
-  for (int64_t m = 0; q4 && m < p.m; ++m) {
-    Q4PrepareRow(p.x + m * p.ldx, k, xs.data() + m * k, offsets.data() + m * groups);
-  }
+  const std::vector<float>& xs = q4rows.xs;
+  const std::vector<float>& offsets = q4rows.offsets;
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int64_t pair = n / kQuantPairRows, j = n % kQuantPairRows, pq = pair % kQuad;
     const char* quad = w + (pair / kQuad) * quad_bytes;
@@ -166,7 +177,8 @@ void GemmQuant(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, f
     case Isa::kAvx2:
       GemmQuantAvx2(p, n_begin, n_end, scratch, scratch_floats, next_pair, grab);
       return;
-    case Isa::kScalar:
+    case Isa::kScalar: {
+      const Q4Rows q4rows(p);
       if (next_pair != nullptr) {
         // Claimed pairs, as the ISA kernels do (each thread of the call gets here).
         const int64_t p_begin = n_begin / kQuantPairRows;
@@ -174,12 +186,13 @@ void GemmQuant(Isa isa, const MatMulParams& p, int64_t n_begin, int64_t n_end, f
         for (;;) {
           const int64_t b = p_begin + __atomic_fetch_add(next_pair, grab, __ATOMIC_RELAXED);
           if (b >= p_end) return;
-          GemmQuantScalar(p, b * kQuantPairRows,
+          GemmQuantScalar(p, q4rows, b * kQuantPairRows,
                           std::min(n_end, (std::min(p_end, b + grab)) * kQuantPairRows));
         }
       }
-      GemmQuantScalar(p, n_begin, n_end);
+      GemmQuantScalar(p, q4rows, n_begin, n_end);
       return;
+    }
   }
 }
 

@@ -21,13 +21,15 @@
 // groups.
 //
 // Included only by ISA files after simd.h (internal linkage throughout; see simd.h). Nothing
-// here calls an inline function of a shared header: its out-of-line copy could be taken from
-// this ISA's object file.
+// here calls an inline function of a shared header with external linkage: its out-of-line
+// copy could be taken from this ISA's object file. (gemm_quant_q4.h's helpers are in an
+// anonymous namespace, so each ISA file has its own.)
 #ifndef XLSTMD_KERNELS_CPU_GEMM_QUANT_DRIVER_H_
 #define XLSTMD_KERNELS_CPU_GEMM_QUANT_DRIVER_H_
 
 #include "kernels/cpu/gemm_quant_q4.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/quant.h"
 
 namespace xlstmd::kernels::cpu {
 namespace {
@@ -46,6 +48,11 @@ constexpr int64_t kQXFloats = 256 << 10; // x floats per M block (~1 MiB)
 constexpr int64_t kQPrefetchBytes = 8192;
 
 enum class QFmt { kI8, kQ4 };
+
+static_assert(kQGroup == kQ4Group && kQGroup == kQ4GroupK, "one q4 group size everywhere");
+static_assert(kQKc % kQGroup == 0, "a blocked K block starts a q4 group (QPanelTile)");
+static_assert(kQ4QuadGroupBytes == 4 * kQuadPairs * kQCols * 4 + kQuadPairs * kQCols * 2,
+              "a q4 quad group: 4 words of 8 k per row, then the f16 scales");
 
 // Code bytes of one pair per k, and of a whole quad per k (q4: on average; its words hold 8 k).
 template <QFmt F>
@@ -161,7 +168,7 @@ void QStreamTile(const QStreamArgs& a) {
     const int64_t k0 = F == QFmt::kQ4 ? g * kQGroup : 0;
     const int64_t k1 = F == QFmt::kQ4 ? Min(a.k, k0 + kQGroup) : a.k;
     // A quad's codes are one sequential stream (gemm_quant.h): per k, one 64-byte line (int8:
-    // two) holding all four pairs, q4 on average (72 bytes per k with its scales). One
+    // two) holding all four pairs, q4 on average (72 bytes per k with its scales). At least one
     // prefetch per line, kQPrefetchBytes ahead.
     const char* stream = F == QFmt::kQ4 ? a.quad + g * kQ4QuadGroupBytes : a.quad;
     // q4 runs the group once per SP pairs in registers (the group's codes are in L1 after the
@@ -180,7 +187,12 @@ void QStreamTile(const QStreamArgs& a) {
 #pragma GCC unroll 4
         for (int r = 0; r < MR; ++r) xb[r] = S::Broadcast(a.x + r * a.ldx + kk);
         if constexpr (F == QFmt::kQ4) {
-          if (sp0 == 0) _mm_prefetch(stream + (kk - k0) * 72 + kQPrefetchBytes, _MM_HINT_T0);
+          // 72-byte steps pass over one line in nine; the last k of each word catches it.
+          if (sp0 == 0) {
+            const char* pf = stream + (kk - k0) * 72 + kQPrefetchBytes;
+            _mm_prefetch(pf, _MM_HINT_T0);
+            if (i == kQ4Nibbles - 1) _mm_prefetch(pf + 64, _MM_HINT_T0);
+          }
         } else {
           for (int64_t line = 0; line < kQKStride<F>; line += 64) {
             _mm_prefetch(stream + kk * kQKStride<F> + line + kQPrefetchBytes, _MM_HINT_T1);

@@ -4,7 +4,9 @@
 //
 // Everything is in an anonymous namespace (as in simd.h): each includer compiles its own
 // copy with its own flags, and the linker can never hand an AVX-512 build of these to code
-// that runs on an older CPU.
+// that runs on an older CPU. Keep every expression here free of a * b + c: GCC's C++ default
+// (-ffp-contract=fast) would fuse it into an FMA in the -mfma files only, and the paths would
+// stop being bit-identical.
 #ifndef XLSTMD_KERNELS_CPU_GEMM_QUANT_Q4_H_
 #define XLSTMD_KERNELS_CPU_GEMM_QUANT_Q4_H_
 
@@ -23,7 +25,10 @@ constexpr int64_t kQ4GroupK = 32;
 inline uint32_t Q4NibbleMask(int i) { return 0xFu << (4 * i); }
 
 // x' = x * 16^-i undoes the 16^i of the masked word exactly (a power of two), so
-// fma(x', float(masked word), s) adds the same product as x * code would.
+// fma(x', float(masked word), s) adds the same product as x * stored code would, for every x
+// whose x' is a normal float (|x| >= 2^-98 at nibble 7); below that x' rounds, the same way on
+// every path. (A non-finite x makes every column of its row NaN: the offset is then inf or NaN
+// too.)
 inline float Q4XScale(int i) {
   static constexpr float kScale[kQ4Nibbles] = {1.0f,     0x1p-4f,  0x1p-8f,  0x1p-12f,
                                                0x1p-16f, 0x1p-20f, 0x1p-24f, 0x1p-28f};
