@@ -78,7 +78,8 @@ class SessionIndex {
     uint64_t request_fingerprint = 0;        // of the request body (0 = unknown)
   };
   // Marks the session busy for a turn. NOT_FOUND, ALREADY_EXISTS (the request id committed
-  // with this body), INVALID_ARGUMENT (it committed with another body), ABORTED (busy, or not at the expected version). Returns the metadata the turn starts from.
+  // with this body), INVALID_ARGUMENT (it committed with another body), ABORTED (busy, or not
+  // at the expected version). Returns the metadata the turn starts from.
   absl::StatusOr<SessionMeta> ClaimForTurn(const std::string& owner, const std::string& id,
                                            const TurnClaim& claim);
   // The session's metadata when it is idle: NOT_FOUND, or ABORTED with `busy_message`.
